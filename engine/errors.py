@@ -1,0 +1,21 @@
+"""Exceptions a user can cause. Each message says what went wrong and what to do about it."""
+
+
+class StarError(Exception):
+    """Base class: an error with a sentence meant for the person at the keyboard."""
+
+
+class InvalidQueryError(StarError, ValueError):
+    """The query is empty (or nothing is left after StAR's normalisation)."""
+
+
+class ImageError(StarError):
+    """An image could not be read, or is too large to process."""
+
+
+class DatasetError(StarError):
+    """A dataset file is missing or malformed; the message names the file and the problem."""
+
+
+class ShapeMismatchError(StarError, ValueError):
+    """A prediction and its ground truth have different sizes (we never resize silently)."""

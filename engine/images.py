@@ -1,0 +1,117 @@
+"""Reading any image a person might open into one form: an RGB uint8 array, with clear errors."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+# 16k x 16k: far above any benchmark image, far below what would exhaust memory on a laptop
+# (a 268 MP RGB array is 800 MB). Pillow's own bomb guard is lifted up to this bound.
+DEFAULT_MAX_PIXELS = 16384 * 16384
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) greyscale: scale the full range to 8 bits, not clip at 255.
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() <= 65535 else float(arr.max())
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        hi = arr.max() if np.isfinite(arr).all() and arr.max() > 1.0 else 1.0
+        arr = np.clip(np.nan_to_num(arr) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    # RGBA/LA: the alpha channel is dropped (as the reference pipelines do), CMYK/YCbCr/L converted.
+    return image.convert("RGB")
+
+
+def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode `source` into an HxWx3 uint8 RGB array.
+
+    exif: apply the EXIF orientation (what a photo viewer shows). Benchmark readers choose what their
+    reference did: OpenCV (LISA) applies it, the Hugging Face copies (PIL) do not.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    name = _describe(source)
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        else:
+            if isinstance(source, (str, Path)) and not Path(source).is_file():
+                raise ImageError(f"Image not found: {name}. Check the path.")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"Image {name} is {width}x{height} ({width * height / 1e6:.0f} MP), above the limit of "
+                f"{max_pixels / 1e6:.0f} MP. Downscale it first."
+            )
+        if width == 0 or height == 0:
+            raise ImageError(f"Image {name} is empty ({width}x{height}).")
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max(max_pixels, old_limit or 0)
+        try:
+            image.load()
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+        if exif:
+            image = ImageOps.exif_transpose(image)
+        return np.ascontiguousarray(np.asarray(_to_rgb(image), dtype=np.uint8))
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"Could not read image {name}: {exc}. Is it a complete PNG, JPEG, BMP, TIFF or WebP file?") from exc
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"An image array must be HxW, HxWx3 or HxWx4; got shape {arr.shape}.")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def image_size(source: ImageSource, *, exif: bool = True) -> tuple[int, int]:
+    """(width, height) without decoding the pixels where the format allows."""
+    if isinstance(source, np.ndarray):
+        return int(source.shape[1]), int(source.shape[0])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = source if isinstance(source, Image.Image) else Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        width, height = image.size
+        if exif and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+            width, height = height, width
+        return width, height
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"Could not read image {_describe(source)}: {exc}") from exc

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Sets up (or reuses) the repo's virtual environment in .venv and installs what this machine can use.
+#
+#   bash installer/setup.sh                 core engine (CPU)
+#   bash installer/setup.sh --dev           + test tools
+#   bash installer/setup.sh --with a,b      + extras from pyproject.toml (torch, llama, onnx, export, train, desktop)
+#
+# A GPU (nvidia-smi) adds the `gpu` extra and builds llama.cpp with CUDA when `llama` is asked for.
+# A second run with the same request and an unchanged pyproject.toml does nothing (stamp file).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+python="${STAR_PYTHON:-python3}"
+
+extras=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dev) extras+=(dev) ;;
+    --with) IFS=',' read -r -a more <<<"$2"; extras+=("${more[@]}"); shift ;;
+    --with=*) IFS=',' read -r -a more <<<"${1#--with=}"; extras+=("${more[@]}") ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# --- what this machine offers -------------------------------------------------------------
+gpu="none"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+fi
+cuda_toolkit="none"
+if command -v nvcc >/dev/null 2>&1; then
+  cuda_toolkit="$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+fi
+if [ "$gpu" != "none" ]; then extras+=(gpu); fi
+
+# Unique, sorted, comma-joined extras.
+extras_csv="$(printf '%s\n' "${extras[@]:-}" | sed '/^$/d' | sort -u | paste -sd, -)"
+
+echo "star setup: python=$($python --version 2>&1 | cut -d' ' -f2) gpu=${gpu} cuda-toolkit=${cuda_toolkit} extras=[${extras_csv}]"
+
+# --- idempotence ----------------------------------------------------------------------------
+stamp="$venv/.star-setup"
+want="$(cat "$repo/pyproject.toml" "$repo/installer/setup.sh" | sha256sum | cut -c1-16) extras=[${extras_csv}] gpu=${gpu}"
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
+  echo "star setup: .venv is up to date (nothing to do)"
+  exit 0
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip setuptools wheel >/dev/null
+
+# torch: on CPU take the CPU build (pip finds it on local disk where the machine keeps one); a bare
+# `torch` requirement would pull a multi-GB CUDA build onto a laptop that cannot use it.
+if [[ ",${extras_csv}," == *",torch,"* || ",${extras_csv}," == *",train,"* || ",${extras_csv}," == *",export,"* ]]; then
+  if [ "$gpu" = "none" ]; then
+    "${pip[@]}" install "torch==2.13.0" 2>/dev/null \
+      || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+# llama.cpp is compiled by pip; pick the build flags here.
+if [[ ",${extras_csv}," == *",llama,"* ]]; then
+  if [ "$gpu" != "none" ] && [ "$cuda_toolkit" != "none" ]; then
+    export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=on"
+    echo "star setup: building llama-cpp-python with CUDA"
+  else
+    # Portable CPU build: -march=native would not run on another CPU of the same family.
+    export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF"
+  fi
+  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+fi
+
+target="$repo"
+[ -n "$extras_csv" ] && target="$repo[$extras_csv]"
+"${pip[@]}" install -e "$target"
+
+# sam2 from PyPI declares an isolated torch build; install it beside ours without its deps.
+if [[ ",${extras_csv}," == *",torch,"* || ",${extras_csv}," == *",train,"* || ",${extras_csv}," == *",export,"* ]]; then
+  SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-deps --no-build-isolation "sam2==1.1.0"
+fi
+
+echo "$want" >"$stamp"
+echo "star setup: ready ($venv)"
