@@ -125,25 +125,52 @@ class _Crop:
         return self.c0 + self.words.shape[1]
 
 
+def _has_true(block: np.ndarray) -> bool:
+    flat = block.reshape(-1)
+    return bool(flat[flat.argmax()]) if flat.size else False
+
+
+def _row_span(mask: np.ndarray) -> tuple[int, int] | None:
+    """First and one-past-last row holding a pixel, touching little more than the rows outside them.
+
+    numpy's bool argmax stops at the first True, so the top is found by scanning forward; the bottom
+    by testing blocks upward from the last row, doubling their height (a reversed view would copy).
+    """
+    height, width = mask.shape
+    flat = mask.reshape(-1)
+    first = int(flat.argmax()) if flat.size else 0
+    if not flat.size or not flat[first]:
+        return None
+    y0 = first // width
+    y, step = height, 32
+    while True:
+        lo = max(y0, y - step)
+        if _has_true(mask[lo:y]):
+            rows = np.flatnonzero(mask[lo:y].any(axis=1))
+            return y0, lo + int(rows[-1]) + 1
+        y, step = lo, step * 2
+
+
 def pack_mask(mask: np.ndarray) -> _Crop | None:
     """Bit-pack a bool mask, cropped to its bounding box on a 64-pixel column grid (None if empty).
 
     Every crop starts on a multiple of 64 columns, so word k of any crop covers the same pixels
     as word k of another crop with the same c0: intersections are plain AND + popcount.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    span = _row_span(mask)
+    if span is None:
         return None
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    y0, y1 = span
     band = mask[y0:y1]
     cols = np.flatnonzero(band.any(axis=0))
     x0 = int(cols[0]) // 64 * 64
-    x1 = int(cols[-1]) + 1
+    x1 = x0 + -(-(int(cols[-1]) + 1 - x0) // 64) * 64  # whole 64-pixel words
     packed = np.packbits(band[:, x0:x1], axis=1)
-    pad = -packed.shape[1] % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return _Crop(y0, x0 // 64, np.ascontiguousarray(packed).view(np.uint64))
+    if x1 > mask.shape[1]:  # the last word runs past the image edge: zero-fill it
+        full = np.zeros((packed.shape[0], (x1 - x0) // 8), dtype=np.uint8)
+        full[:, : packed.shape[1]] = packed
+        packed = full
+    return _Crop(y0, x0 // 64, packed.view(np.uint64))
 
 
 def _crop_intersection(a: _Crop | None, b: _Crop | None) -> int:
@@ -165,7 +192,7 @@ class CpuBitEngine:
 
     def __init__(self, masks: Sequence[np.ndarray]):
         self.masks = masks  # kept by reference (no copy) for the final combination
-        self.crops = [pack_mask(np.asarray(m, dtype=bool)) for m in masks]
+        self.crops = [pack_mask(np.ascontiguousarray(m, dtype=bool)) for m in masks]
         self.areas = np.array([0 if c is None else int(np.bitwise_count(c.words).sum()) for c in self.crops], dtype=np.int64)
 
     def intersections(self, i: int, others: Sequence[int]) -> np.ndarray:

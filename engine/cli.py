@@ -1,0 +1,56 @@
+"""The `star` command line. Subcommands import their heavy modules only when they run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import StarError
+
+
+def _bench_voting(sub) -> None:
+    p = sub.add_parser("voting", help="IoU matrix and whole vote: ours vs pycocotools vs a float matmul (and the CUDA kernel)")
+    p.add_argument("--sizes", default="1024,2048", help="mask side lengths (default 1024,2048)")
+    p.add_argument("--counts", default="8,32,64", help="numbers of sampled masks N (default 8,32,64)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", default="runs/bench/voting.json", help="where to write the results")
+    p.set_defaults(run=lambda a: __import__("engine.bench.voting", fromlist=["main"]).main(a))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
+    parser.add_argument("--version", action="version", version=f"star {__version__}")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="benchmarks: print a table, write JSON")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    _bench_voting(bench_sub)
+
+    doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes)")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.set_defaults(run=lambda a: __import__("engine.doctor", fromlist=["main"]).main(a))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    threads = args.threads or (1 if args.command == "bench" else None)
+    if threads:
+        # Must happen before numpy / torch load their thread pools.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    try:
+        return int(args.run(args) or 0)
+    except StarError as exc:
+        print(f"star: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("star: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

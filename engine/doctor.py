@@ -1,0 +1,72 @@
+"""`star doctor`: what this machine offers for StAR Desktop, checked by really loading each runtime."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _version(module: str) -> tuple[object | None, str]:
+    try:
+        mod = importlib.import_module(module)
+        return mod, str(getattr(mod, "__version__", "installed"))
+    except Exception as exc:  # ImportError, or a native library that fails to load
+        return None, f"not available ({exc.__class__.__name__})"
+
+
+def collect() -> dict:
+    report: dict[str, object] = {}
+    gpus = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None
+    report["gpu"] = gpus.splitlines() if gpus else "none (nvidia-smi found no GPU)"
+    nvcc = _run(["nvcc", "--version"]) if shutil.which("nvcc") else None
+    report["cuda_toolkit"] = nvcc.splitlines()[-1] if nvcc else "none"
+
+    from .kernels.cuda_voting import unavailable_reason
+
+    reason = unavailable_reason()
+    report["voting_backend"] = "cuda (CuPy kernel)" if not reason else f"cpu ({reason})"
+
+    torch, version = _version("torch")
+    if torch is not None:
+        version += f"; device: {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    report["torch"] = version
+    report["sam2"] = _version("sam2")[1]
+
+    llama, version = _version("llama_cpp")
+    if llama is not None:
+        try:
+            version += f"; gpu offload: {bool(llama.llama_supports_gpu_offload())}"
+        except Exception:
+            pass
+    report["llama_cpp"] = version
+
+    ort, version = _version("onnxruntime")
+    if ort is not None:
+        version += f"; providers: {', '.join(ort.get_available_providers())}"
+    report["onnxruntime"] = version
+    report["tensorrt"] = _version("tensorrt")[1]
+    report["pyside6"] = _version("PySide6")[1]
+    return report
+
+
+def main(args) -> int:
+    report = collect()
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, list):
+            value = "; ".join(value)
+        print(f"{key.ljust(width)}  {value}")
+    return 0
