@@ -73,6 +73,19 @@ if [[ ",${extras_csv}," == *",llama,"* ]]; then
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 fi
 
+# pip's own wheel cache ignores CMAKE_ARGS (a CPU build could be reused on a GPU machine), so built
+# llama.cpp wheels live in a cache keyed by version and flags; CI and later runs reuse them.
+if [[ ",${extras_csv}," == *",llama,"* ]]; then
+  llama_version="$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' "$repo/pyproject.toml")"
+  key="$(echo "${llama_version} ${CMAKE_ARGS}" | sha256sum | cut -c1-12)"
+  wheel_dir="${STAR_WHEEL_CACHE:-$HOME/.cache/star-desktop/wheels}/llama-${llama_version}-${key}"
+  if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "star setup: compiling llama-cpp-python ${llama_version} (${CMAKE_ARGS# }); several minutes, once"
+    "${pip[@]}" wheel --no-deps --no-cache-dir -w "$wheel_dir" "llama-cpp-python==${llama_version}"
+  fi
+  "${pip[@]}" install --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+fi
+
 target="$repo"
 [ -n "$extras_csv" ] && target="$repo[$extras_csv]"
 "${pip[@]}" install -e "$target"
