@@ -1,0 +1,119 @@
+"""The nano world: determinism, exact masks, query semantics on hand-built scenes, and round trips
+through the engine's reader, parser and the training rewards."""
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.data import open_dataset
+from engine.protocol import parse_answer
+from engine.rle import decode
+from training import rewards as R
+from training.nano import queries as Q
+from training.nano.dataset import NanoConfig, make_example, write_split
+from training.nano.world import Scene, SceneObject, make_scene
+
+
+def test_examples_are_deterministic_and_splits_differ():
+    a, b = make_example("train", 7), make_example("train", 7)
+    assert a == b
+    assert make_example("test", 7)["image"]["bytes"] != a["image"]["bytes"]
+
+
+def test_scene_masks_are_disjoint_visible_and_big_enough():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        scene = make_scene(rng, 160)
+        masks = np.stack([o.mask for o in scene.objects])
+        assert masks.sum(0).max() <= 1  # visible masks never overlap
+        assert all(o.area >= 60 for o in scene.objects)
+        assert scene.image.shape == (160, 160, 3) and scene.image.dtype == np.uint8
+
+
+def _obj(i, kind, colour, x0, y0, s=10, size=100):
+    m = np.zeros((size, size), bool)
+    m[y0:y0 + s, x0:x0 + s] = True
+    return SceneObject(i, kind, colour, "solid", s / 2, x0 + s / 2, y0 + s / 2, m)
+
+
+def _scene(*objs):
+    return Scene(np.zeros((100, 100, 3), np.uint8), list(objs), "plain")
+
+
+class FixedRng:
+    """Feeds chosen values to a family: integers() pops from a list; random() returns a constant."""
+
+    def __init__(self, ints, u=0.9):
+        self.ints, self.u = list(ints), u
+
+    def integers(self, n):
+        return self.ints.pop(0) % n
+
+    def random(self):
+        return self.u
+
+
+def test_purpose_query_on_a_hand_built_scene():
+    scene = _scene(_obj(0, "apple", "red", 5, 5), _obj(1, "car", "blue", 60, 5), _obj(2, "banana", "yellow", 40, 60))
+    q = Q.purpose(scene, FixedRng([0, 0]), want_empty=False)  # "eat", first phrasing
+    assert q.text == "something you could eat" and sorted(q.targets) == [0, 2] and q.reasoning_type == Q.PURPOSE
+    assert Q.purpose(scene, FixedRng([list(Q.AFFORDANCE_QUERIES).index("live"), 0]), want_empty=False) is None  # no house
+    q = Q.purpose(scene, FixedRng([list(Q.AFFORDANCE_QUERIES).index("live"), 0]), want_empty=True)
+    assert q.targets == [] and "nothing" in q.steps[-1]
+
+
+def test_relational_and_comparative_on_a_hand_built_scene():
+    scene = _scene(_obj(0, "apple", "red", 5, 40), _obj(1, "car", "blue", 45, 40), _obj(2, "star", "red", 80, 40, s=16))
+    q = Q.relational(scene, FixedRng([1, list(Q.RELATIONS).index("left of")]), want_empty=False)  # reference: blue car
+    assert q.text == "the object left of the blue car" and q.targets == [0]
+    q = Q.comparative(scene, FixedRng([0]), want_empty=False)  # largest: the 16 x 16 star
+    assert q.text == "the largest object" and q.targets == [2]
+    q = Q.comparative(scene, FixedRng([2]), want_empty=False)
+    assert q.text == "the leftmost object" and q.targets == [0]
+
+
+def test_ambiguous_comparisons_are_refused():
+    scene = _scene(_obj(0, "apple", "red", 5, 40), _obj(1, "car", "blue", 50, 40))  # same size
+    assert Q.comparative(scene, FixedRng([0]), want_empty=False) is None
+
+
+def test_compositional_corner_count():
+    # two circles -> a shape with two corners: none; three stars... use trees: one tree -> no shape with 1 corner
+    scene = _scene(_obj(0, "circle", "red", 5, 5), _obj(1, "circle", "blue", 30, 5), _obj(2, "circle", "green", 60, 5),
+                   _obj(3, "triangle", "red", 5, 60), _obj(4, "square", "red", 60, 60))
+    q = Q.compositional(scene, FixedRng([0, 0]), want_empty=False)  # count circles (3) -> triangle
+    assert q.targets == [3] and "three circles" in q.steps[0]
+
+
+def test_rows_round_trip_through_reader_parser_and_rewards(tmp_path):
+    config = NanoConfig(image_size=160, frame="pixels-80")
+    paths = write_split(tmp_path, "val", 30, config, rows_per_file=16)
+    assert len(paths) == 2 and all(p.exists() for p in paths)
+    samples = list(open_dataset("reasonseg-x", tmp_path))
+    assert len(samples) == 30 and {s.meta["reasoning_type"] for s in samples} <= set(Q.REASONING_TYPES)
+    for i, sample in enumerate(samples):
+        row = make_example("val", i, config)
+        masks = [decode(r) for r in json.loads(row["instances"])]
+        union = np.logical_or.reduce(masks) if masks else np.zeros((160, 160), bool)
+        assert np.array_equal(sample.load_gt(), union.astype(np.uint8))
+        answer = parse_answer(row["completion"], (160, 160), config.frame)
+        assert answer.status == ("ok" if masks else "empty")
+        # The answer, mapped back to original pixels, lands on its instance within the frame's rounding.
+        for target, mask in zip(answer.targets, masks):
+            x, y = target.point
+            assert mask[min(y, 159), min(x, 159)] or mask[max(0, y - 2):y + 3, max(0, x - 2):x + 3].any()
+            assert R.box_iou_matrix([target.box], [R.gt_targets_from_masks([mask])[0]["bbox_2d"]])[0, 0] > 0.8
+        # Its own completion earns full marks against its solution.
+        if masks:
+            assert R.visionreasoner_accuracy(row["completion"], row["solution"]) == pytest.approx(3.0)
+            assert R.think_format_score(row["completion"]) == 1.0
+            assert R.answer_format_score(row["completion"], with_label=True) == pytest.approx(2.0)
+        assert R.non_repeat_score(row["completion"]) == 1.0
+
+
+def test_star_train_cli_writes_splits(tmp_path):
+    from training.cli import main
+
+    assert main(["nano-data", "--out", str(tmp_path), "--train", "3", "--val", "0", "--test", "2", "--quiet", "--image-size", "96"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]

@@ -1,0 +1,42 @@
+"""`star-train`: training commands. Today: `nano-data` writes the nano world's splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _nano_data(args) -> int:
+    from .nano.dataset import NanoConfig, write_split
+
+    config = NanoConfig(image_size=args.image_size, frame=args.frame, empty_rate=args.empty_rate)
+    for split, count in (("train", args.train), ("val", args.val), ("test", args.test)):
+        if count:
+            paths = write_split(args.out, split, count, config, progress=not args.quiet)
+            print(f"{split}: {count} rows -> {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=20000)
+    p.add_argument("--val", type=int, default=500)
+    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--frame", default="pixels-112")
+    p.add_argument("--empty-rate", type=float, default=0.1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

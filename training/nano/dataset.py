@@ -1,0 +1,105 @@
+"""Nano world splits in the ReasonSeg-X Hugging Face parquet format (what `star eval` reads), plus the
+training columns: `solution` (targets in the policy's frame), `instances` (COCO RLE per target),
+`labels`, and `completion` (a reasoning trace + answer for the supervised warm-up)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.protocol import get_frame, pixel_frame_factors
+from engine.rle import encode
+
+from ..rewards import gt_targets_from_masks
+from .queries import REASONING_TYPES, make_query
+from .world import make_scene
+
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class NanoConfig:
+    image_size: int = 224  # the scene (original image) is square
+    frame: str = "pixels-112"  # the policy's input and answer frame
+    empty_rate: float = 0.1
+    types: tuple[str, ...] = REASONING_TYPES
+
+
+def _to_frame(values: list[int], factor_x: float, factor_y: float) -> list[int]:
+    # original -> frame with the same rounding the parser uses the other way
+    return [int(v / (factor_x if i % 2 == 0 else factor_y) + 0.5) for i, v in enumerate(values)]
+
+
+def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> dict:
+    """One row, fully determined by (split, index, config)."""
+    rng = np.random.default_rng([SPLIT_SEEDS.get(split, hash(split) % 1000), index])
+    for _ in range(20):
+        scene = make_scene(rng, config.image_size)
+        query = make_query(scene, rng, config.types, config.empty_rate)
+        if query is not None:
+            break
+    else:  # pragma: no cover - every scene has at least one object, so some family always fits
+        raise RuntimeError("could not make a query")
+    h, w = scene.image.shape[:2]
+    by_id = {o.id: o for o in scene.objects}
+    targets = [by_id[i] for i in query.targets]
+    union = np.zeros((h, w), dtype=bool)
+    for o in targets:
+        union |= o.mask
+    fx, fy = pixel_frame_factors(get_frame(config.frame), (w, h))
+    solution = [{"bbox_2d": _to_frame(t["bbox_2d"], fx, fy), "point_2d": _to_frame(t["point_2d"], fx, fy)}
+                for t in gt_targets_from_masks([o.mask for o in targets])]
+    labels = [o.label for o in targets]
+    answer = [{"label": lb, **s} for lb, s in zip(labels, solution)]
+    think = ". ".join(query.steps) + "."
+    buf = io.BytesIO()
+    Image.fromarray(scene.image).save(buf, "PNG")
+    return {
+        "image": {"bytes": buf.getvalue(), "path": None},
+        "text": query.text,
+        "mask": union.tolist(),
+        "image_id": f"nano-{split}-{index:06d}",
+        "ann_id": "0",
+        "img_height": h,
+        "img_width": w,
+        "reasoning_type": query.reasoning_type,
+        "solution": json.dumps(solution),
+        "instances": json.dumps([encode(o.mask) for o in targets]),
+        "labels": json.dumps(labels),
+        "completion": f"<think> {think} </think> <answer>{json.dumps(answer)}</answer>",
+        "frame": config.frame,
+    }
+
+
+def write_split(out_dir: str | Path, split: str, count: int, config: NanoConfig = NanoConfig(), *, rows_per_file: int = 2000,
+                progress: bool = False) -> list[Path]:
+    """Write `count` rows as `<out>/<split>-NNNNN-of-MMMMM.parquet` (temporary name, then renamed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = max(1, -(-count // rows_per_file))
+    written = []
+    indices = range(count)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc=f"nano {split}", unit="scene")
+    rows = []
+    for index in indices:
+        rows.append(make_example(split, index, config))
+        if len(rows) == rows_per_file or index == count - 1:
+            part = len(written)
+            path = out / f"{split}-{part:05d}-of-{files:05d}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(pa.Table.from_pylist(rows), tmp, compression="zstd")
+            tmp.replace(path)
+            written.append(path)
+            rows = []
+    return written
