@@ -1,4 +1,4 @@
-"""`star-train`: training commands. Today: `nano-data` writes the nano world's splits."""
+"""`star-train`: training commands. Today: the nano world's data (`nano-data`) and baselines (`nano-baselines`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ def _nano_data(args) -> int:
     return 0
 
 
+def _nano_baselines(args) -> int:
+    from .nano.baselines import score_baselines
+
+    results = score_baselines(args.data, args.limit)
+    types = sorted({t for r in results.values() for t in r["groups"].get("reasoning_type", {})})
+    header = ["baseline", "gIoU", "cIoU"] + [t.split("/")[0] for t in types]
+    print(" | ".join(header))
+    for name, r in results.items():
+        per_type = [f"{r['groups']['reasoning_type'][t]['giou']:.3f}" for t in types]
+        print(" | ".join([name, f"{r['giou']:.3f}", f"{r['ciou']:.3f}", *per_type]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty-rate", type=float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_data)
+    p = sub.add_parser("nano-baselines", help="gIoU / cIoU of no-reasoning predictors on a nano split")
+    p.add_argument("--data", required=True, help="a split's parquet file or folder")
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(run=_nano_baselines)
     return parser
 
 

@@ -117,3 +117,17 @@ def test_star_train_cli_writes_splits(tmp_path):
 
     assert main(["nano-data", "--out", str(tmp_path), "--train", "3", "--val", "0", "--test", "2", "--quiet", "--image-size", "96"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+
+
+def test_baselines_empty_score_is_the_share_of_no_target_queries(tmp_path):
+    from training.nano.baselines import score_baselines
+
+    config = NanoConfig(image_size=96, frame="pixels-48", empty_rate=0.5)
+    write_split(tmp_path, "val", 24, config)
+    rows = [make_example("val", i, config) for i in range(24)]
+    no_target = sum(r["labels"] == "[]" for r in rows)
+    assert 0 < no_target < 24
+    out = score_baselines(tmp_path)
+    # LISA: an empty prediction scores 1 on an empty GT and 0 elsewhere.
+    assert out["empty"]["giou"] == pytest.approx(no_target / 24)
+    assert out["all-objects"]["n"] == 24

@@ -1,6 +1,6 @@
 """Nano world splits in the ReasonSeg-X Hugging Face parquet format (what `star eval` reads), plus the
 training columns: `solution` (targets in the policy's frame), `instances` (COCO RLE per target),
-`labels`, and `completion` (a reasoning trace + answer for the supervised warm-up)."""
+`labels`, `scene_objects` (every object with its RLE), and `completion` (a reasoning trace + answer for the supervised warm-up)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> d
         "solution": json.dumps(solution),
         "instances": json.dumps([encode(o.mask) for o in targets]),
         "labels": json.dumps(labels),
+        # Every visible object of the scene (for multi-object stage-1 data and baselines).
+        "scene_objects": json.dumps([{"id": o.id, "label": o.label, "rle": encode(o.mask)} for o in scene.objects]),
         "completion": f"<think> {think} </think> <answer>{json.dumps(answer)}</answer>",
         "frame": config.frame,
     }
