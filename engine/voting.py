@@ -301,7 +301,7 @@ def collect_candidates(samples: Sequence) -> Candidates:
         for o, obj in enumerate(objects):
             mask, score = obj[0], float(obj[1])
             label = obj[2] if len(obj) > 2 else None
-            members.append(Member(len(members), s, o, score, label if label not in ("",) else None, 0))
+            members.append(Member(len(members), s, o, score, label or None, 0))
             masks.append(mask)
     if masks:
         _check_shapes([tuple(np.shape(m)) for m in masks])

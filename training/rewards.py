@@ -298,6 +298,13 @@ def decode_masks(masks: Any) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 0, 0), dtype=bool)
 
 
+def _image_key(image: Any) -> bytes:
+    import hashlib
+
+    arr = np.asarray(image)
+    return hashlib.blake2b(arr.tobytes() + str(arr.shape).encode(), digest_size=16).digest()
+
+
 class StarAccuracyReward:
     """StAR's accuracy reward for stage 1 or 2 with SAM in the loop.
 
@@ -325,9 +332,10 @@ class StarAccuracyReward:
             except Exception:
                 parsed.append(None)
         results: list[np.ndarray | None] = [None] * len(texts)
-        groups: dict[int, list[int]] = {}
+        groups: dict[bytes, list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault(id(image), []).append(i)
+            # By content: TRL hands every completion of a group its own decoded copy of the image.
+            groups.setdefault(_image_key(image), []).append(i)
         for members in groups.values():
             todo = [i for i in members if parsed[i] is not None and len(parsed[i][0])]
             if not todo:

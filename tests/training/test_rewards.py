@@ -136,7 +136,7 @@ def test_star_reward_batches_one_segment_call_per_image():
             out[k, y1:y2 + 1, x1:x2 + 1] = True
         return out
 
-    img_a, img_b = np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
+    img_a, img_b = np.zeros((20, 20, 3), np.uint8), np.full((20, 20, 3), 9, np.uint8)
     gt = [{"bbox_2d": [0, 0, 9, 9], "point_2d": [5, 5]}]
     gt_masks = [_masks((0, 10, 0, 10))]
     completions = [ans([{"label": "a", "bbox_2d": [0, 0, 9, 9], "point_2d": [5, 5]}]),
@@ -144,7 +144,7 @@ def test_star_reward_batches_one_segment_call_per_image():
                    "garbage",
                    ans([{"label": "a", "bbox_2d": [0, 0, 9, 9], "point_2d": [5, 5]}])]
     reward = R.StarAccuracyReward(stage=2, segment=box_segmenter)
-    out = reward(None, completions, solution=[json.dumps(gt)] * 4, solution_masks=gt_masks * 4, image=[img_a, img_a, img_a, img_b])
-    assert calls == [3, 1]  # every object of the three completions on image A, then image B
+    out = reward(None, completions, solution=[json.dumps(gt)] * 4, solution_masks=gt_masks * 4, image=[img_a, img_a.copy(), img_a.copy(), img_b])
+    assert calls == [3, 1]  # every object of the three completions on image A (equal copies), then image B
     # completion 2: masks IoU 0.5 (-> 1 with the +1e-6) and 0 with the GT; max(M, N) = 2 -> 2 * 1 / 2
     assert out == pytest.approx([10.0, 1.0, 0.0, 10.0])
