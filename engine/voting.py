@@ -246,13 +246,13 @@ def pairwise_iou(masks) -> np.ndarray:
     for i in range(n):
         inter[i, i:] = engine.intersections(i, range(i, n))
         inter[i:, i] = inter[i, i:]
-    return _iou_from_counts(inter, engine.areas)
+    return iou_from_counts(inter, engine.areas[:, None], engine.areas[None, :])
 
 
-def _iou_from_counts(inter: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    union = areas[:, None] + areas[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+def iou_from_counts(inter, area_a, area_b) -> np.ndarray:
+    """IoU from integer counts (broadcasting); an empty union gives 0, as two empty masks must."""
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def _check_shapes(shapes: list[tuple]) -> tuple[int, int]:
@@ -373,9 +373,7 @@ def _decide(cands: Candidates, engine: IoUEngine | None, config: VoteConfig, sha
     members = [replace(m, area=int(engine.areas[m.index])) for m in cands.members]
     if iou_to_reps is None:
         def iou_to_reps(i, reps):
-            inter = engine.intersections(i, reps)
-            union = engine.areas[i] + engine.areas[reps] - inter
-            return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+            return iou_from_counts(engine.intersections(i, reps), engine.areas[i], engine.areas[reps])
 
     clusters = cluster_candidates(members, iou_to_reps, config.iou_threshold, cands.valid_runs)
     selected = select_clusters(clusters, k, config.vote_threshold)
@@ -444,7 +442,7 @@ def sweep(samples: Sequence, configs: Iterable[VoteConfig] | None = None, *, sha
         for i in range(n):
             inter[i, :i] = engine.intersections(i, range(i))
         inter = inter + inter.T
-        iou = _iou_from_counts(inter, engine.areas)
+        iou = iou_from_counts(inter, engine.areas[:, None], engine.areas[None, :])
     reduce = reduce or (lambda r: r)
     return [(cfg, reduce(_decide(cands, engine, cfg, out_shape, (lambda i, reps: iou[i, reps]) if iou is not None else None))) for cfg in configs]
 
@@ -457,4 +455,4 @@ def grid_configs(grid: dict | None = None) -> list[VoteConfig]:
 
 
 __all__ = ["VoteConfig", "VoteResult", "Cluster", "Member", "majority_vote", "pairwise_iou", "sweep", "grid_configs",
-           "STAR_SWEEP_GRID", "most_common_positive_count", "consensus_weights", "pack_mask", "CpuBitEngine"]
+           "STAR_SWEEP_GRID", "iou_from_counts", "most_common_positive_count", "consensus_weights", "pack_mask", "CpuBitEngine"]

@@ -121,11 +121,12 @@ def box_iou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def mask_iou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """I / (U + 1e-6), as the reference (so an exact 0.5 lands in the tier below)."""
-    p = np.asarray(pred, dtype=bool).reshape(len(pred), -1).astype(np.float32)
-    g = np.asarray(gt, dtype=bool).reshape(len(gt), -1).astype(np.float32)
+    # float64: pixel counts stay exact far beyond float32's 2**24 (a 4096 x 4096 mask).
+    p = np.asarray(pred, dtype=bool).reshape(len(pred), -1).astype(np.float64)
+    g = np.asarray(gt, dtype=bool).reshape(len(gt), -1).astype(np.float64)
     inter = p @ g.T
     union = p.sum(1)[:, None] + g.sum(1)[None, :] - inter
-    return inter.astype(np.float64) / (union.astype(np.float64) + 1e-6)
+    return inter / (union + 1e-6)
 
 
 def mask_tiers(iou: np.ndarray) -> np.ndarray:

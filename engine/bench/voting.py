@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..voting import VoteConfig, majority_vote, pairwise_iou
+from ..voting import VoteConfig, iou_from_counts, majority_vote, pairwise_iou
 from .report import print_table, time_ms, write_json
 
 
@@ -138,8 +138,7 @@ def run_gpu(sizes, counts, repeat: int) -> list[dict]:
                 row["torch_fp16_matmul_ms"] = gpu_time(torch_matmul)
             engine = CudaVoteEngine(dev_list)
             cpu_iou = pairwise_iou(host)
-            union = engine.areas[:, None] + engine.areas[None, :] - engine.inter
-            gpu_iou = np.where(union > 0, engine.inter / np.maximum(union, 1), 0.0)
+            gpu_iou = iou_from_counts(engine.inter, engine.areas[:, None], engine.areas[None, :])
             row["identical_to_cpu"] = bool(np.array_equal(cpu_iou, gpu_iou))
             row["ratio_to_bound"] = kernel_ms / row["bound_ms"]
             rows.append(row)
