@@ -19,6 +19,17 @@ def _bench_voting(sub) -> None:
     p.set_defaults(run=lambda a: __import__("engine.bench.voting", fromlist=["main"]).main(a))
 
 
+def _bench_segment(sub) -> None:
+    p = sub.add_parser("segment", help="SAM 2: encoder latency, decoder batched vs one prompt per call, per backend")
+    p.add_argument("--models", default="shrunk,tiny", help="shrunk, tiny, small, large (random weights; default shrunk,tiny)")
+    p.add_argument("--backends", default="torch,onnx", help="torch, onnx (default both)")
+    p.add_argument("--prompts", default="32,128", help="prompt counts per decoder call (default 32,128)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", default="runs/bench/segment.json", help="where to write the results")
+    p.set_defaults(run=lambda a: __import__("engine.bench.segment", fromlist=["main"]).main(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
@@ -28,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: print a table, write JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     _bench_voting(bench_sub)
+    _bench_segment(bench_sub)
 
     doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes)")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")

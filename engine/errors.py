@@ -19,3 +19,16 @@ class DatasetError(StarError):
 
 class ShapeMismatchError(StarError, ValueError):
     """A prediction and its ground truth have different sizes (we never resize silently)."""
+
+
+class ModelFileError(StarError):
+    """A model file is missing, unreadable, of the wrong kind, or does not match its checksum."""
+
+
+class BackendUnavailableError(StarError):
+    """A runtime (PyTorch, ONNX Runtime, TensorRT, CUDA) needed by the chosen backend is not installed
+    or has no device here; the message says what to install or which backend to choose instead."""
+
+
+class InvalidPromptError(StarError, ValueError):
+    """Segmenter prompts are malformed (wrong shapes, non-finite coordinates, mismatched counts)."""

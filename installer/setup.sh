@@ -55,7 +55,11 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # torch: on CPU take the CPU build (pip finds it on local disk where the machine keeps one); a bare
 # `torch` requirement would pull a multi-GB CUDA build onto a laptop that cannot use it.
 if [[ ",${extras_csv}," == *",torch,"* || ",${extras_csv}," == *",train,"* || ",${extras_csv}," == *",export,"* ]]; then
-  if [ "$gpu" = "none" ]; then
+  if [[ ",${extras_csv}," == *",dev,"* ]]; then
+    # The tests' oracle, sam2's SAM2ImagePredictor, imports torchvision, which needs the torch it was
+    # built with: take the matching pair (local disk where the machine keeps it; CUDA build, runs on CPU).
+    "${pip[@]}" install "torch==2.14.1" "torchvision==0.29.1"
+  elif [ "$gpu" = "none" ]; then
     "${pip[@]}" install "torch==2.13.0" 2>/dev/null \
       || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
   fi

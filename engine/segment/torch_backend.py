@@ -1,0 +1,194 @@
+"""SAM 2 through PyTorch and the upstream `sam2` package: the reference backend, CPU or CUDA.
+
+Loading never unpickles arbitrary objects: checkpoints are read with `torch.load(weights_only=True)`
+(or safetensors) and loaded strictly into a model instantiated from a SAM 2 Hydra config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ModelFileError
+from .base import EmbeddingCache, Segmenter
+
+# What `sam2.build_sam.build_sam2` adds to every config (apply_postprocessing=True), as StAR builds it.
+POSTPROCESSING_OVERRIDES = {
+    "model.sam_mask_decoder_extra_args": {
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": 0.05,
+        "dynamic_multimask_stability_thresh": 0.98,
+    },
+}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailableError(
+            "the PyTorch segmenter needs torch and sam2: run `bash installer/setup.sh --with torch`, "
+            "or use an ONNX bundle (backend='onnx')") from None
+    return torch
+
+
+def resolve_config(config: str | Path) -> Path:
+    """A SAM 2 config: a YAML path, or a name from the sam2 package ("sam2.1_hiera_l",
+    "configs/sam2.1/sam2.1_hiera_l.yaml")."""
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    try:
+        import sam2
+    except ImportError:
+        raise BackendUnavailableError("the sam2 package is not installed: `bash installer/setup.sh --with torch`") from None
+    root = Path(sam2.__file__).parent
+    name = str(config)
+    candidates = [root / name, root / f"{name}.yaml", *root.glob(f"configs/**/{Path(name).stem}.yaml")]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise ModelFileError(f"SAM 2 config {config!s} not found (a YAML file, or a name such as sam2.1_hiera_l)")
+
+
+def load_state_dict(checkpoint: str | Path) -> dict:
+    """Weights from a `.pt` ({"model": state_dict} as Meta ships them, or a bare state dict) or
+    `.safetensors` file; never executes pickled code."""
+    torch = _torch()
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ModelFileError(f"SAM 2 checkpoint {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"SAM 2 checkpoint {path} could not be read ({exc.__class__.__name__}: "
+                             f"{str(exc)[:200]}); is it a complete SAM 2 .pt file?") from None
+    sd = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(hasattr(v, "shape") for v in sd.values()):
+        raise ModelFileError(f"{path} holds no SAM 2 state dict (expected {{'model': {{name: tensor}}}})")
+    return sd
+
+
+def build_model(config: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
+    """Instantiate SAM2Base from a config and load a checkpoint strictly (what build_sam2 does, but for
+    config files anywhere on disk and with clear errors)."""
+    torch = _torch()
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(resolve_config(config))
+    if "model" not in cfg:
+        raise ModelFileError(f"{config} is not a SAM 2 model config (no top-level `model`)")
+    for key, value in POSTPROCESSING_OVERRIDES.items():
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    if checkpoint is not None:
+        sd = load_state_dict(checkpoint)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise ModelFileError(
+                f"checkpoint {checkpoint} does not fit config {config}: {len(missing)} missing "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ModelFileError(f"checkpoint {checkpoint} has non-finite weights in {bad[:3]}")
+    return model.to(device).eval()
+
+
+class TorchSegmenter(Segmenter):
+    """The upstream SAM 2 modules driven with this project's shared pre/post-processing."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu", *, bf16: bool | None = None, cache: EmbeddingCache | None = None):
+        super().__init__(cache)
+        torch = _torch()
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.image_size = int(model.image_size)
+        # StAR runs SAM under bf16 autocast on CUDA; on CPU full precision is both faster and exact.
+        self.bf16 = (self.device.type == "cuda") if bf16 is None else bf16
+        s = self.image_size
+        self._feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _context(self):
+        torch = self.torch
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.bf16:
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        return stack
+
+    def _encode(self, pixels: np.ndarray) -> tuple[dict[str, Any], int]:
+        model = self.model
+        with self._context():
+            x = self.torch.from_numpy(pixels).to(self.device)
+            backbone_out = model.forward_image(x)
+            _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
+            if model.directly_add_no_mem_embed:
+                vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+            feats = [f.permute(1, 2, 0).reshape(1, -1, *hw) for f, hw in zip(vision_feats, self._feat_sizes)]
+        features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+        return features, sum(f.numel() * f.element_size() for f in feats)
+
+    def _decode_torch(self, features, coords: np.ndarray, labels: np.ndarray):
+        torch, model = self.torch, self.model
+        with self._context():
+            pts = torch.from_numpy(coords).to(self.device)
+            lbl = torch.from_numpy(labels).to(self.device)
+            sparse, dense = model.sam_prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+            low, iou, _, _ = model.sam_mask_decoder(
+                image_embeddings=features["image_embed"],
+                image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                repeat_image=len(coords) > 1,
+                high_res_features=features["high_res_feats"],
+            )
+        return low.float(), iou.float()
+
+    def _decode(self, features, coords, labels):
+        low, iou = self._decode_torch(features, coords, labels)
+        return low.cpu().numpy(), iou.cpu().numpy()
+
+    def device_masks(self, embedding, boxes=None, points=None):
+        """bool masks [K, H, W] left on this backend's device (CUDA: for the voting kernel, no host
+        copy), with the same selection and upsampling as `segment`."""
+        from .base import _check_prompts
+        from .transforms import prompts_to_model
+        torch = self.torch
+        boxes, points = _check_prompts(boxes, points)
+        coords, labels = prompts_to_model(boxes, points, embedding.orig_hw, self.image_size)
+        low, iou = self._decode_torch(embedding.features, coords, labels)
+        m = iou.shape[1]
+        idx = (m - 1) - torch.argmax(iou.flip(1), dim=1)
+        best = low[torch.arange(len(idx), device=low.device), idx][:, None]
+        with torch.inference_mode():
+            up = torch.nn.functional.interpolate(best, embedding.orig_hw, mode="bilinear", align_corners=False)
+        return up[:, 0] > self.mask_threshold
+
+    def describe(self) -> dict:
+        return {**super().describe(), "device": str(self.device), "bf16": self.bf16}
+
+
+def load_torch_segmenter(config: str | Path, checkpoint: str | Path | None, device: str = "auto",
+                         **kwargs) -> TorchSegmenter:
+    torch = _torch()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError("device='cuda' was asked for, but PyTorch sees no CUDA GPU; use device='cpu'")
+    return TorchSegmenter(build_model(config, checkpoint, "cpu"), device, **kwargs)
