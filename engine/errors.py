@@ -32,3 +32,7 @@ class BackendUnavailableError(StarError):
 
 class InvalidPromptError(StarError, ValueError):
     """Segmenter prompts are malformed (wrong shapes, non-finite coordinates, mismatched counts)."""
+
+
+class ContextOverflowError(StarError):
+    """The prompt plus N x max_new_tokens does not fit the policy's context window."""

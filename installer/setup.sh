@@ -90,6 +90,25 @@ if [[ ",${extras_csv}," == *",llama,"* ]]; then
   "${pip[@]}" install --no-deps "$wheel_dir"/llama_cpp_python-*.whl
 fi
 
+# star-export's GGUF converter: llama.cpp's convert_hf_to_gguf.py + conversion/ + gguf-py/ from the sdist
+# of the SAME llama-cpp-python version (the converter is on no package index; never copied into the repo).
+if [[ ",${extras_csv}," == *",export,"* ]]; then
+  llama_version="$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' "$repo/pyproject.toml")"
+  conv_dir="${STAR_CONVERTER_DIR:-$HOME/.cache/star-desktop/llama-converter-${llama_version}}"
+  if [ ! -f "$conv_dir/convert_hf_to_gguf.py" ]; then
+    src_dir="$HOME/.cache/star-desktop/src"
+    mkdir -p "$src_dir" "$conv_dir.partial"
+    [ -f "$src_dir/llama_cpp_python-${llama_version}.tar.gz" ] || \
+      "${pip[@]}" download --no-binary :all: --no-deps -d "$src_dir" "llama-cpp-python==${llama_version}"
+    tar xzf "$src_dir/llama_cpp_python-${llama_version}.tar.gz" -C "$conv_dir.partial" --strip-components=3 \
+      "llama_cpp_python-${llama_version}/vendor/llama.cpp/convert_hf_to_gguf.py" \
+      "llama_cpp_python-${llama_version}/vendor/llama.cpp/conversion" \
+      "llama_cpp_python-${llama_version}/vendor/llama.cpp/gguf-py"
+    rm -rf "$conv_dir" && mv "$conv_dir.partial" "$conv_dir"
+    echo "star setup: llama.cpp converter ${llama_version} unpacked to $conv_dir"
+  fi
+fi
+
 target="$repo"
 [ -n "$extras_csv" ] && target="$repo[$extras_csv]"
 "${pip[@]}" install -e "$target"

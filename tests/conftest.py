@@ -22,3 +22,15 @@ def tiny_sam2(tmp_path_factory):
 def tiny_sam2_onnx(tiny_sam2, tmp_path_factory):
     """The same SAM 2 exported to ONNX by the exporter `star-export` uses."""
     return models.export_tiny_sam2_onnx(tiny_sam2, tmp_path_factory.mktemp("tiny_sam2_onnx"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory):
+    """A random tiny Qwen2.5-VL in Hugging Face format (real classes, shrunk config)."""
+    return models.build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_gguf(tiny_qwen, tmp_path_factory):
+    """The same model converted by llama.cpp's converter (f32, Q8_0) plus its mmproj."""
+    return models.convert_tiny_qwen(tiny_qwen, tmp_path_factory.mktemp("tiny_qwen_gguf"))

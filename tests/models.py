@@ -55,3 +55,84 @@ def export_tiny_sam2_onnx(tiny: TinySam2, root: Path) -> TinySam2Onnx:
 
     result = export_sam2_onnx(build_model(tiny.config, tiny.checkpoint), root)
     return TinySam2Onnx(result.encoder, result.decoder)
+
+
+# ---- a tiny random Qwen2.5-VL (transformers) and its GGUF conversion -------------------------------
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+@dataclass
+class TinyQwen:
+    hf_dir: Path
+    image_size: int            # square model input (frame pixels-<S>)
+
+
+def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> TinyQwen:
+    """Real Qwen2.5-VL classes, shrunk: LM hidden 64 x 2 layers, vision depth 4 (the converter needs
+    >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
+    torch = require("torch")
+    require("transformers")
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2VLImageProcessorPil)
+
+    from engine.protocol import build_prompt
+    from export.converter import QWEN2_SPLIT
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
+    corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '
+               '"point_2d": [20,30]}]</answer>'] * 5
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[1, 3]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        eos_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # random init leaves norms at 1 and biases at 0: perturb so parity sees them
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = root / "hf"
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    px = image_size * image_size
+    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=14, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(out)
+    return TinyQwen(out, image_size)
+
+
+@dataclass
+class TinyQwenGguf:
+    model_f32: Path
+    model_q8: Path
+    mmproj: Path
+
+
+def convert_tiny_qwen(tiny: TinyQwen, root: Path) -> TinyQwenGguf:
+    require("llama_cpp")
+    from export.converter import convert
+    from export.quantize import quantize_model
+
+    f32 = convert(tiny.hf_dir, root / "model-f32.gguf", declare_pre="qwen2").path
+    mmproj = convert(tiny.hf_dir, root / "mmproj-f32.gguf", mmproj=True, declare_pre="qwen2").path
+    q8 = quantize_model(f32, root / "model-q8_0.gguf", "Q8_0")
+    return TinyQwenGguf(f32, q8, mmproj)

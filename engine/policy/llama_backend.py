@@ -1,0 +1,298 @@
+"""The product policy: a GGUF Qwen2.5-VL / Qwen3-VL with its mmproj on llama.cpp (low-level API).
+
+One prefill of system + image + query on sequence 0, `llama_memory_seq_cp` to N sequences (metadata
+only with a unified KV cache), then one batch per step holding one token per live sequence, each with
+its own sampler chain and seed (FIELD-NOTES.md, verified recipe).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ContextOverflowError, ImageError, ModelFileError
+from ..images import load_image
+from ..protocol import build_prompt, chatml_prompt, get_frame, resize_for_model
+from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
+
+# general.architecture of the text GGUF per model family.
+ARCHITECTURES = {"qwen2.5-vl": "qwen2vl", "qwen3-vl": "qwen3vl"}
+
+
+def _lib():
+    try:
+        import llama_cpp
+        from llama_cpp import mtmd_cpp
+    except ImportError:
+        raise BackendUnavailableError("the llama.cpp policy needs llama-cpp-python: `bash installer/setup.sh --with llama`") from None
+    return llama_cpp, mtmd_cpp
+
+
+def _check_gguf(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ModelFileError(f"{what} {path} does not exist")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelFileError(f"{what} {path} is not a GGUF file")
+
+
+class LlamaPolicy:
+    name = "llama.cpp"
+
+    def __init__(self, model_path: str | Path, mmproj_path: str | Path, *, family: str = "qwen2.5-vl",
+                 frame: str = "qwen2.5-840", prompt_family: str = "star", n_ctx: int = 8192, max_samples: int = 32,
+                 n_gpu_layers: int = 0, threads: int | None = None, flash_attn: bool | None = None,
+                 n_batch: int = 512, image_max_tokens: int = 0):
+        L, M = self.L, self.M = _lib()
+        model_path, mmproj_path = Path(model_path), Path(mmproj_path)
+        _check_gguf(model_path, "policy model")
+        _check_gguf(mmproj_path, "vision projector (mmproj)")
+        self.frame = get_frame(frame)
+        self.prompt_family = prompt_family
+        self.max_samples = max_samples
+        self.n_batch = n_batch
+        L.llama_backend_init()
+        L.llama_log_set(_SILENT, ctypes.c_void_p())
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = n_gpu_layers
+        self.model = L.llama_model_load_from_file(str(model_path).encode(), mparams)
+        if not self.model:
+            raise ModelFileError(f"llama.cpp could not load {model_path} (corrupt or unsupported GGUF)")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        arch = self._meta("general.architecture")
+        if family in ARCHITECTURES and arch != ARCHITECTURES[family]:
+            raise ModelFileError(f"{model_path} is a {arch!r} model, but the bundle says {family} "
+                                 f"(expected {ARCHITECTURES[family]!r})")
+        self.architecture = arch
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = max_samples
+        cparams.kv_unified = True
+        if threads:
+            cparams.n_threads = cparams.n_threads_batch = threads
+        if flash_attn is not None:
+            cparams.flash_attn_type = 1 if flash_attn else 0
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise ModelFileError(f"llama.cpp could not create a context for {model_path} (n_ctx={n_ctx})")
+        self.n_ctx = L.llama_n_ctx(self.ctx)
+        mp = M.mtmd_context_params_default()
+        mp.use_gpu = n_gpu_layers != 0
+        mp.print_timings = False
+        mp.warmup = False            # the warm-up encodes a 1288x1288 dummy image (FIELD-NOTES)
+        if threads:
+            mp.n_threads = threads
+        if image_max_tokens:
+            mp.image_max_tokens = image_max_tokens
+        self.mctx = M.mtmd_init_from_file(str(mmproj_path).encode(), self.model, mp)
+        if not self.mctx:
+            raise ModelFileError(f"llama.cpp could not load the vision projector {mmproj_path}")
+        self.marker = M.mtmd_default_marker().decode()
+        self.timings = PolicyTimings()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else ""
+
+    def prompt_text(self, query: str) -> str:
+        return chatml_prompt(build_prompt(query, self.prompt_family), image_placeholder=self.marker)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Text-only tokenization with special tokens parsed (for parity tests and budgeting)."""
+        L = self.L
+        raw = text.encode()
+        buf = (L.llama_token * (len(raw) + 8))()
+        n = L.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), False, True)
+        return list(buf[:n])
+
+    def _sampler(self, sampling: SamplingParams, index: int):
+        L = self.L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if sampling.temperature == 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if sampling.top_k:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
+        if sampling.top_p < 1:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
+        # Every sample gets its own stream; the same (seed, index) reproduces the same completion.
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist((sampling.seed * 1000003 + index) & 0xFFFFFFFF))
+        return chain
+
+    def _piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def _prefill(self, image: np.ndarray, query: str) -> int:
+        L, M = self.L, self.M
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        rgb = np.ascontiguousarray(np.asarray(resize_for_model(image, self.frame)), dtype=np.uint8)
+        h, w = rgb.shape[:2]
+        data = (ctypes.c_uint8 * rgb.size).from_buffer_copy(rgb.tobytes())
+        bitmap = M.mtmd_bitmap_init(w, h, data)
+        text = M.mtmd_input_text()
+        prompt = self.prompt_text(query).encode()
+        text.text, text.text_len, text.add_special, text.parse_special = prompt, len(prompt), False, True
+        chunks = M.mtmd_input_chunks_init()
+        try:
+            bitmaps = (M.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            rc = M.mtmd_tokenize(self.mctx, chunks, ctypes.byref(text), bitmaps, 1)
+            if rc != 0:
+                raise ImageError(f"llama.cpp could not tokenize the image + prompt (mtmd_tokenize returned {rc})")
+            n_tokens = sum(M.mtmd_input_chunk_get_n_tokens(M.mtmd_input_chunks_get(chunks, i))
+                           for i in range(M.mtmd_input_chunks_size(chunks)))
+            if n_tokens >= self.n_ctx:
+                raise ContextOverflowError(f"the prompt alone needs {n_tokens} tokens; the context holds {self.n_ctx}")
+            n_past = L.llama_pos(0)
+            rc = M.mtmd_helper_eval_chunks(self.mctx, self.ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(n_past))
+            if rc != 0:
+                raise RuntimeError(f"llama.cpp failed to evaluate the prompt (mtmd_helper_eval_chunks returned {rc})")
+            self.timings.prefill_tokens = n_tokens
+            return int(n_past.value)
+        finally:
+            M.mtmd_input_chunks_free(chunks)
+            M.mtmd_bitmap_free(bitmap)
+
+    def prompt_logits(self, image, query: str) -> np.ndarray:
+        """Logits after the prompt's last token (float32 [vocab]); the parity tests' probe."""
+        self._prefill(load_image(image), query)
+        n_vocab = self.L.llama_vocab_n_tokens(self.vocab)
+        ptr = self.L.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+
+    def forced_logits(self, image, query: str, tokens: list[int]) -> np.ndarray:
+        """Teacher-forced logits: [len(tokens) + 1, vocab], row t predicting the token after tokens[:t].
+        `star-export verify` and the parity tests compare these with transformers."""
+        L = self.L
+        n_past = self._prefill(load_image(image), query)
+        n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        rows = [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n_vocab,)).copy()]
+        if tokens:
+            if n_past + len(tokens) > self.n_ctx:
+                raise ContextOverflowError(f"{len(tokens)} forced tokens do not fit the context of {self.n_ctx}")
+            batch = L.llama_batch_init(len(tokens), 0, 1)
+            try:
+                batch.n_tokens = len(tokens)
+                for j, tok in enumerate(tokens):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, n_past + j, 1
+                    batch.seq_id[j][0] = 0
+                    batch.logits[j] = True
+                if L.llama_decode(self.ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed on the forced tokens")
+                rows += [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, j), shape=(n_vocab,)).copy()
+                         for j in range(len(tokens))]
+            finally:
+                L.llama_batch_free(batch)
+        return np.stack(rows)
+
+    # -- the seam ---------------------------------------------------------------------------------
+    def sample(self, image, query: str, n: int = 1, sampling: SamplingParams = SamplingParams(), *,
+               on_token: TokenCallback | None = None, cancel: CancelToken | None = None) -> list[Completion]:
+        L = self.L
+        if not 1 <= n <= self.max_samples:
+            raise ValueError(f"n must be between 1 and {self.max_samples} (this policy's max_samples), got {n}")
+        rgb = load_image(image)
+        self.timings = PolicyTimings()
+        t0 = time.perf_counter()
+        n_past = self._prefill(rgb, query)
+        self.timings.vision_ms = (time.perf_counter() - t0) * 1e3
+        if n_past + n * sampling.max_new_tokens > self.n_ctx:
+            # With a unified KV cache all sequences share the n_ctx cells.
+            raise ContextOverflowError(
+                f"{n} samples x {sampling.max_new_tokens} new tokens + {n_past} prompt positions exceed the "
+                f"context of {self.n_ctx}; lower n or max_new_tokens, or load the policy with a larger n_ctx")
+        mem = L.llama_get_memory(self.ctx)
+        for s in range(1, n):
+            L.llama_memory_seq_cp(mem, 0, s, -1, -1)
+        samplers = [self._sampler(sampling, i) for i in range(n)]
+        decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
+        texts, ids = [""] * n, [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        batch = L.llama_batch_init(n, 0, 1)
+        t1 = time.perf_counter()
+        try:
+            # The first token of every sample comes from the prompt's last logits.
+            pending = {i: L.llama_sampler_sample(samplers[i], self.ctx, -1) for i in range(n)}
+            step = 0
+            while pending:
+                live = []
+                for i, tok in pending.items():
+                    if cancel is not None and cancel.cancelled:
+                        finish[i] = "cancelled"
+                        continue
+                    if L.llama_vocab_is_eog(self.vocab, tok):
+                        finish[i] = "eos"
+                        continue
+                    ids[i].append(tok)
+                    delta = decoders[i].decode(self._piece(tok))
+                    texts[i] += delta
+                    if delta and on_token is not None:
+                        on_token(i, delta)
+                    if STOP_TEXT in texts[i][-len(STOP_TEXT) - len(delta):]:
+                        finish[i] = "stop"
+                    elif len(ids[i]) >= sampling.max_new_tokens:
+                        finish[i] = "length"
+                    else:
+                        live.append((i, tok))
+                if not live:
+                    break
+                batch.n_tokens = len(live)
+                for j, (i, tok) in enumerate(live):
+                    batch.token[j] = tok
+                    batch.pos[j] = n_past + step
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = i
+                    batch.logits[j] = True
+                rc = L.llama_decode(self.ctx, batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed ({rc}) at step {step}")
+                self.timings.decode_tokens += len(live)
+                pending = {i: L.llama_sampler_sample(samplers[i], self.ctx, j) for j, (i, _) in enumerate(live)}
+                step += 1
+        finally:
+            L.llama_batch_free(batch)
+            for smpl in samplers:
+                L.llama_sampler_free(smpl)
+        self.timings.decode_ms = (time.perf_counter() - t1) * 1e3
+        return [Completion(i, texts[i], ids[i], finish[i] or "length") for i in range(n)]
+
+    def close(self) -> None:
+        if getattr(self, "mctx", None):
+            self.M.mtmd_free(self.mctx)
+            self.mctx = None
+        if getattr(self, "ctx", None):
+            self.L.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            self.L.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _silent(level, text, user_data):
+    return None
+
+
+try:
+    import llama_cpp as _L
+    _SILENT = _L.llama_log_callback(_silent)
+except ImportError:  # the module still imports; LlamaPolicy raises BackendUnavailableError
+    _SILENT = None

@@ -1,0 +1,65 @@
+"""Data that crosses the policy seam: sampling settings in, completions out."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+# (sample index, text delta) as tokens arrive.
+TokenCallback = Callable[[int, str], None]
+
+STOP_TEXT = "</answer>"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Defaults are StAR's voting settings; temperature 0 is greedy (StAR's direct prediction, N=1)."""
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0
+    seed: int = 0
+    max_new_tokens: int = 1024
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int = 1024) -> "SamplingParams":
+        return cls(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
+            raise ValueError(f"invalid sampling parameters: {self}")
+
+
+@dataclass
+class Completion:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str          # "stop" (</answer>), "eos", "length", "cancelled"
+
+
+@dataclass
+class PolicyTimings:
+    vision_ms: float = 0.0      # image encode + prefill of the prompt (one pass, shared by all samples)
+    prefill_tokens: int = 0
+    decode_ms: float = 0.0
+    decode_tokens: int = 0
+    prefix_reused: bool = False
+
+
+@dataclass
+class CancelToken:
+    """Set from another thread (the app's Stop button); decoding stops within one step."""
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class Policy(Protocol):
+    def sample(self, image, query: str, n: int = 1, sampling: SamplingParams = SamplingParams(), *,
+               on_token: TokenCallback | None = None, cancel: CancelToken | None = None) -> list[Completion]: ...

@@ -1,0 +1,78 @@
+"""llama.cpp's HF -> GGUF converter, from the source distribution of the installed llama-cpp-python.
+
+The converter is not on PyPI as a package and is never copied into this repository: the installer
+(`installer/setup.sh --with export`) unpacks `convert_hf_to_gguf.py`, its `conversion/` package and
+`gguf-py/` from the sdist of the exact llama-cpp-python version the engine runs, into
+~/.cache/star-desktop/llama-converter-<version>/. Conversion runs in a subprocess (`_launch`), so the
+converter's own `gguf` package never mixes with ours.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import StarError
+
+# The Qwen2 BPE pre-tokenizer (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex). A
+# tokenizer made for the nano world uses exactly this split, so llama.cpp's "qwen2" pre-tokenizer
+# reproduces it; the converter only recognises tokenizers by a hash of known vocabularies.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+class ConverterError(StarError):
+    """The converter is missing or failed; the message carries its last output lines."""
+
+
+def llama_cpp_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("llama-cpp-python")
+    except Exception:
+        raise ConverterError("llama-cpp-python is not installed: `bash installer/setup.sh --with llama,export`") from None
+
+
+def converter_dir(version: str | None = None) -> Path:
+    version = version or llama_cpp_version()
+    root = Path(os.environ.get("STAR_CONVERTER_DIR") or Path.home() / ".cache" / "star-desktop" / f"llama-converter-{version}")
+    if not (root / "convert_hf_to_gguf.py").is_file():
+        raise ConverterError(
+            f"llama.cpp's converter for llama-cpp-python {version} is not at {root}: run "
+            "`bash installer/setup.sh --with export` (it unpacks it from the matching source distribution)")
+    return root
+
+
+@dataclass
+class ConversionResult:
+    path: Path
+    log_tail: str
+
+
+def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32", mmproj: bool = False,
+            declare_pre: str | None = None, timeout: float = 3600) -> ConversionResult:
+    """Run convert_hf_to_gguf.py on a Hugging Face folder. `mmproj=True` writes the vision projector.
+    `declare_pre` names the pre-tokenizer for a tokenizer the converter's hash table does not know
+    (only honoured when its split regex is exactly that pre-tokenizer's, see `_launch`)."""
+    outfile = Path(outfile)
+    outfile.parent.mkdir(parents=True, exist_ok=True)
+    partial = outfile.with_name(outfile.name + ".partial")
+    cmd = [sys.executable, "-m", "export._launch", str(converter_dir()), str(declare_pre or ""), "--",
+           str(model_dir), "--outfile", str(partial), "--outtype", outtype]
+    if mmproj:
+        cmd.append("--mmproj")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise ConverterError(f"converting {model_dir} failed:\n{tail}")
+    # With --mmproj the converter names its own output file: prefix "mmproj-" unless given exactly.
+    produced = partial if partial.exists() else next(partial.parent.glob(f"mmproj-*{partial.name}"), None)
+    if produced is None:
+        raise ConverterError(f"the converter reported success but wrote no {partial}:\n{tail}")
+    produced.replace(outfile)
+    return ConversionResult(outfile, tail)
