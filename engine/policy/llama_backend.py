@@ -56,7 +56,10 @@ class LlamaPolicy:
         self.max_samples = max_samples
         self.n_batch = n_batch
         L.llama_backend_init()
+        # llama.cpp and mtmd log every prompt and image slice to stderr; the CLI and app show their own.
         L.llama_log_set(_SILENT, ctypes.c_void_p())
+        M.mtmd_log_set(_SILENT, ctypes.c_void_p())
+        M.mtmd_helper_log_set(_SILENT, ctypes.c_void_p())
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
         self.model = L.llama_model_load_from_file(str(model_path).encode(), mparams)
