@@ -70,9 +70,7 @@ def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32",
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         raise ConverterError(f"converting {model_dir} failed:\n{tail}")
-    # With --mmproj the converter names its own output file: prefix "mmproj-" unless given exactly.
-    produced = partial if partial.exists() else next(partial.parent.glob(f"mmproj-*{partial.name}"), None)
-    if produced is None:
+    if not partial.exists():
         raise ConverterError(f"the converter reported success but wrote no {partial}:\n{tail}")
-    produced.replace(outfile)
+    partial.replace(outfile)
     return ConversionResult(outfile, tail)

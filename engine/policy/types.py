@@ -44,7 +44,6 @@ class PolicyTimings:
     prefill_tokens: int = 0
     decode_ms: float = 0.0
     decode_tokens: int = 0
-    prefix_reused: bool = False
 
 
 @dataclass

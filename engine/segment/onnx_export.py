@@ -1,6 +1,6 @@
 """SAM 2 -> ONNX graphs (used by `star-export sam2` and `star bench segment`): an image encoder and a prompt decoder with dynamic prompt and point counts.
 
-The graphs hold only the network; resizing, normalisation, prompt transforms and upsampling are the
+The graphs are `sam2_graph.build_graphs` (what the PyTorch backend runs) and hold only the network; resizing, normalisation, prompt transforms and upsampling are the
 engine's shared NumPy code (engine.segment.transforms), so every backend sees identical inputs.
 
 Encoder: pixels float32 [1, 3, S, S] -> image_embed [1, C, S/16, S/16], high_res_0 [1, C/8, S/4, S/4],
@@ -16,48 +16,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sam2_graph import FEATURE_NAMES, build_graphs
+
 ENCODER_INPUTS = ["pixels"]
-ENCODER_OUTPUTS = ["image_embed", "high_res_0", "high_res_1"]
-DECODER_INPUTS = ["image_embed", "high_res_0", "high_res_1", "point_coords", "point_labels"]
+ENCODER_OUTPUTS = list(FEATURE_NAMES)
+DECODER_INPUTS = [*FEATURE_NAMES, "point_coords", "point_labels"]
 DECODER_OUTPUTS = ["low_res_logits", "iou_scores"]
 OPSET = 18
-
-
-def _modules():
-    import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-            s = model.image_size
-            self.sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
-
-        def forward(self, pixels):
-            m = self.model
-            backbone_out = m.forward_image(pixels)
-            _, feats, _, _ = m._prepare_backbone_features(backbone_out)
-            if m.directly_add_no_mem_embed:
-                feats[-1] = feats[-1] + m.no_mem_embed
-            maps = [f.permute(1, 2, 0).reshape(1, -1, h, w) for f, (h, w) in zip(feats, self.sizes)]
-            return maps[2], maps[0], maps[1]
-
-    class Decoder(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, image_embed, high_res_0, high_res_1, point_coords, point_labels):
-            m = self.model
-            sparse, dense = m.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=None)
-            # repeat_image=True for every K: the same numbers as the reference's K == 1 path.
-            low, iou, _, _ = m.sam_mask_decoder(
-                image_embeddings=image_embed, image_pe=m.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=True, repeat_image=True, high_res_features=[high_res_0, high_res_1])
-            return low, iou
-
-    return Encoder, Decoder
 
 
 @dataclass
@@ -74,7 +39,6 @@ def export_sam2_onnx(model, out_dir: str | Path, *, encoder_name: str = "sam2_en
     names and renamed at the end, so an interrupted export never leaves a file that looks complete)."""
     import torch
 
-    Encoder, Decoder = _modules()
     model = model.cpu().float().eval()
     s = int(model.image_size)
     out_dir = Path(out_dir)
@@ -82,7 +46,7 @@ def export_sam2_onnx(model, out_dir: str | Path, *, encoder_name: str = "sam2_en
     t0 = time.perf_counter()
     # Example inputs made outside inference_mode; K >= 2 and P >= 2 or the exporter fixes those dims.
     pixels = torch.randn(1, 3, s, s)
-    encoder = Encoder(model)
+    encoder, decoder = build_graphs(model)
     with torch.no_grad():
         embed, hr0, hr1 = encoder(pixels)
     coords = torch.rand(3, 3, 2) * s
@@ -94,7 +58,7 @@ def export_sam2_onnx(model, out_dir: str | Path, *, encoder_name: str = "sam2_en
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _export(encoder, (pixels,), enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS, None)
-        _export(Decoder(model), (embed, hr0, hr1, coords, labels), dec_path, DECODER_INPUTS, DECODER_OUTPUTS,
+        _export(decoder, (embed, hr0, hr1, coords, labels), dec_path, DECODER_INPUTS, DECODER_OUTPUTS,
                 {"image_embed": None, "high_res_0": None, "high_res_1": None,
                  "point_coords": {0: k, 1: p}, "point_labels": {0: k, 1: p}})
     return OnnxExport(enc_path, dec_path, s, time.perf_counter() - t0)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError
 from .base import EmbeddingCache, Segmenter
+from .sam2_graph import FEATURE_NAMES, build_graphs
 
 # What `sam2.build_sam.build_sam2` adds to every config (apply_postprocessing=True), as StAR builds it.
 POSTPROCESSING_OVERRIDES = {
@@ -116,8 +117,7 @@ class TorchSegmenter(Segmenter):
         self.image_size = int(model.image_size)
         # StAR runs SAM under bf16 autocast on CUDA; on CPU full precision is both faster and exact.
         self.bf16 = (self.device.type == "cuda") if bf16 is None else bf16
-        s = self.image_size
-        self._feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+        self._encoder, self._decoder = build_graphs(self.model)
 
     @property
     def on_gpu(self) -> bool:
@@ -132,32 +132,16 @@ class TorchSegmenter(Segmenter):
         return stack
 
     def _encode(self, pixels: np.ndarray) -> tuple[dict[str, Any], int]:
-        model = self.model
         with self._context():
-            x = self.torch.from_numpy(pixels).to(self.device)
-            backbone_out = model.forward_image(x)
-            _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
-            if model.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-            feats = [f.permute(1, 2, 0).reshape(1, -1, *hw) for f, hw in zip(vision_feats, self._feat_sizes)]
-        features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
-        return features, sum(f.numel() * f.element_size() for f in feats)
+            maps = self._encoder(self.torch.from_numpy(pixels).to(self.device))
+        features = dict(zip(FEATURE_NAMES, maps))
+        return features, sum(f.numel() * f.element_size() for f in maps)
 
     def _decode_torch(self, features, coords: np.ndarray, labels: np.ndarray):
-        torch, model = self.torch, self.model
+        torch = self.torch
         with self._context():
-            pts = torch.from_numpy(coords).to(self.device)
-            lbl = torch.from_numpy(labels).to(self.device)
-            sparse, dense = model.sam_prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
-            low, iou, _, _ = model.sam_mask_decoder(
-                image_embeddings=features["image_embed"],
-                image_pe=model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-                repeat_image=len(coords) > 1,
-                high_res_features=features["high_res_feats"],
-            )
+            low, iou = self._decoder(*(features[n] for n in FEATURE_NAMES),
+                                     torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device))
         return low.float(), iou.float()
 
     def _decode(self, features, coords, labels):
