@@ -30,11 +30,28 @@ def _bench_segment(sub) -> None:
     p.set_defaults(run=lambda a: __import__("engine.bench.segment", fromlist=["main"]).main(a))
 
 
+def _segment(sub) -> None:
+    p = sub.add_parser("segment", help="find what a query describes in an image: reasoning, mask, overlay, JSON")
+    p.add_argument("image")
+    p.add_argument("query")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("-n", "--samples", dest="n", type=int, default=1,
+                   help="samples; 1 = StAR's greedy direct prediction, >1 = sampling + majority vote (StAR: 32)")
+    p.add_argument("--out", default="star-out", help="folder for the mask / overlay PNGs and result JSON ('' = none)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else there")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.set_defaults(run=lambda a: __import__("engine.commands.segment", fromlist=["main"]).main(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    _segment(sub)
 
     bench = sub.add_parser("bench", help="benchmarks: print a table, write JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -238,6 +238,14 @@ def resize_for_model(image, frame: str | AnswerFrame = "qwen2.5-840"):
     return image.resize(size, Image.BILINEAR)
 
 
+def format_answer(objects: list[dict]) -> str:
+    """An answer list written like the prompt's own example (`{"label": "chair", "bbox_2d": [10,100,200,210],
+    "point_2d": [30,110]}`): what a model trained on that example emits, so the fewest surprises."""
+    def value(v):
+        return "[" + ",".join(str(int(x)) for x in v) + "]" if isinstance(v, (list, tuple)) else json.dumps(v)
+    return "[" + ", ".join("{" + ", ".join(f"{json.dumps(k)}: {value(v)}" for k, v in o.items()) + "}" for o in objects) + "]"
+
+
 # --------------------------------------------------------------------------------------------
 # Answer parsing
 # --------------------------------------------------------------------------------------------

@@ -9,9 +9,22 @@ from engine.errors import StarError
 QUANT_TYPES = {"F16": "LLAMA_FTYPE_MOSTLY_F16", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
                "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
+_LOG_LINES: list[str] = []
+_CALLBACK = None
+
 
 def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int = 0) -> Path:
+    """llama.cpp logs every tensor while quantizing; the lines are kept for the error message instead."""
+    import ctypes
+
     import llama_cpp as L
+
+    global _CALLBACK
+    lines = _LOG_LINES
+    lines.clear()
+    if _CALLBACK is None:  # module-level: llama.cpp keeps calling it after this function returns
+        _CALLBACK = L.llama_log_callback(lambda level, text, user: _LOG_LINES.append(text.decode(errors="replace")))
+    L.llama_log_set(_CALLBACK, ctypes.c_void_p())
 
     if quant not in QUANT_TYPES:
         raise StarError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
@@ -23,6 +36,8 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     rc = L.llama_model_quantize(str(src).encode(), str(partial).encode(), params)
     if rc != 0:
         partial.unlink(missing_ok=True)
-        raise StarError(f"quantizing {src} to {quant} failed (llama_model_quantize returned {rc})")
+        tail = "".join(lines).strip().splitlines()[-5:]
+        raise StarError(f"quantizing {src} to {quant} failed (llama_model_quantize returned {rc}): " + " | ".join(tail))
     partial.replace(dst)
+    lines.clear()
     return dst

@@ -19,9 +19,9 @@ def tiny_sam2(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_sam2_onnx(tiny_sam2, tmp_path_factory):
-    """The same SAM 2 exported to ONNX by the exporter `star-export` uses."""
-    return models.export_tiny_sam2_onnx(tiny_sam2, tmp_path_factory.mktemp("tiny_sam2_onnx"))
+def tiny_sam2_onnx(tiny_bundle):
+    """The same SAM 2 exported to ONNX by `star-export` (the tiny bundle's files)."""
+    return models.TinySam2Onnx(tiny_bundle / "sam2" / "sam2_encoder.onnx", tiny_bundle / "sam2" / "sam2_decoder.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,9 @@ def tiny_qwen(tmp_path_factory):
 def tiny_qwen_gguf(tiny_qwen, tmp_path_factory):
     """The same model converted by llama.cpp's converter (f32, Q8_0) plus its mmproj."""
     return models.convert_tiny_qwen(tiny_qwen, tmp_path_factory.mktemp("tiny_qwen_gguf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_qwen, tiny_sam2, tmp_path_factory):
+    """Both tiny models as one bundle made by `star-export bundle` (policy Q8_0, SAM 2 ONNX)."""
+    return models.build_tiny_bundle(tiny_qwen, tiny_sam2, tmp_path_factory.mktemp("tiny_bundle"))

@@ -47,16 +47,6 @@ class TinySam2Onnx:
     decoder: Path
 
 
-def export_tiny_sam2_onnx(tiny: TinySam2, root: Path) -> TinySam2Onnx:
-    require("onnxruntime")
-    require("onnxscript")
-    from engine.segment.torch_backend import build_model
-    from engine.segment.onnx_export import export_sam2_onnx
-
-    result = export_sam2_onnx(build_model(tiny.config, tiny.checkpoint), root)
-    return TinySam2Onnx(result.encoder, result.decoder)
-
-
 # ---- a tiny random Qwen2.5-VL (transformers) and its GGUF conversion -------------------------------
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -136,3 +126,19 @@ def convert_tiny_qwen(tiny: TinyQwen, root: Path) -> TinyQwenGguf:
     mmproj = convert(tiny.hf_dir, root / "mmproj-f32.gguf", mmproj=True, declare_pre="qwen2").path
     q8 = quantize_model(f32, root / "model-q8_0.gguf", "Q8_0")
     return TinyQwenGguf(f32, q8, mmproj)
+
+
+# ---- a complete tiny bundle, made by star-export itself ------------------------------------------
+
+
+def build_tiny_bundle(tiny_qwen: TinyQwen, tiny_sam2: TinySam2, root: Path, quant: str = "Q8_0") -> Path:
+    """Both tiny models through `star-export bundle` (the command a user runs), verified at the end."""
+    require("llama_cpp")
+    require("onnxruntime")
+    from export.cli import main
+
+    out = root / "bundle"
+    rc = main(["bundle", "--model", str(tiny_qwen.hf_dir), "--quant", quant, "--checkpoint", str(tiny_sam2.checkpoint),
+               "--config", str(tiny_sam2.config), "--out", str(out), "--name", "tiny-random"])
+    assert rc == 0, "star-export bundle failed on the tiny models"
+    return out

@@ -30,6 +30,24 @@ def _nano_baselines(args) -> int:
     return 0
 
 
+def _nano_init(args) -> int:
+    from .nano.policy_model import NanoPolicyConfig, build_nano_policy
+
+    out = build_nano_policy(args.out, NanoPolicyConfig(image_size=args.image_size, seed=args.seed))
+    print(f"nano policy (random init) -> {out}")
+    return 0
+
+
+def _nano_warmup(args) -> int:
+    from .nano.warmup import Warmup, WarmupConfig
+
+    config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                          eval_every=args.eval_every, save_every=args.save_every, threads=args.threads)
+    final = Warmup(config).run(progress=not args.quiet)
+    print(f"warm-up checkpoint -> {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--test", type=int, default=1000)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--frame", default="pixels-112")
+    p.add_argument("--frame", default="pixels-224")
     p.add_argument("--empty-rate", type=float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_data)
@@ -47,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a split's parquet file or folder")
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(run=_nano_baselines)
+    p = sub.add_parser("nano-init", help="write a randomly initialised nano policy (Qwen2.5-VL, world tokenizer)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_nano_init)
+    p = sub.add_parser("nano-warmup", help="supervised warm-up of the nano policy (resumes from OUT/checkpoint)")
+    p.add_argument("--model", required=True, help="the nano-init folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_warmup)
     return parser
 
 

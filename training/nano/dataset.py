@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.protocol import get_frame, pixel_frame_factors
+from engine.protocol import format_answer, get_frame, pixel_frame_factors
 from engine.rle import encode
 
 from ..rewards import gt_targets_from_masks
-from .queries import REASONING_TYPES, make_query
-from .world import make_scene
+from .queries import REASONING_TYPES, Query, make_query
+from .world import Scene, SceneObject, make_scene
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
@@ -26,9 +26,10 @@ SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 @dataclass(frozen=True)
 class NanoConfig:
     image_size: int = 224  # the scene (original image) is square
-    frame: str = "pixels-112"  # the policy's input and answer frame
+    frame: str = "pixels-224"  # the policy's input and answer frame (8x8 image tokens)
     empty_rate: float = 0.1
     types: tuple[str, ...] = REASONING_TYPES
+    max_objects: int | None = None  # None: the world's default (1-6); a curriculum starts lower
 
 
 def _to_frame(values: list[int], factor_x: float, factor_y: float) -> list[int]:
@@ -36,12 +37,24 @@ def _to_frame(values: list[int], factor_x: float, factor_y: float) -> list[int]:
     return [int(v / (factor_x if i % 2 == 0 else factor_y) + 0.5) for i, v in enumerate(values)]
 
 
-def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> dict:
-    """One row, fully determined by (split, index, config)."""
+@dataclass
+class NanoExample:
+    """One scene, its query, and the answer the policy should give (targets in the policy's frame)."""
+
+    scene: Scene
+    query: Query
+    targets: list[SceneObject]
+    solution: list[dict]  # [{"bbox_2d", "point_2d"}] in the frame
+    completion: str  # reasoning trace + answer, for the supervised warm-up
+
+
+def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> NanoExample:
+    """The scene, query and answer of row `index`, fully determined by (split, index, config)."""
     # crc32, not hash(): str hashes change from one process to the next.
     rng = np.random.default_rng([SPLIT_SEEDS.get(split, zlib.crc32(split.encode())), index])
     for _ in range(20):
-        scene = make_scene(rng, config.image_size)
+        n_objects = None if config.max_objects is None else int(rng.integers(1, config.max_objects + 1))
+        scene = make_scene(rng, config.image_size, n_objects=n_objects)
         query = make_query(scene, rng, config.types, config.empty_rate)
         if query is not None:
             break
@@ -50,15 +63,24 @@ def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> d
     h, w = scene.image.shape[:2]
     by_id = {o.id: o for o in scene.objects}
     targets = [by_id[i] for i in query.targets]
-    union = np.zeros((h, w), dtype=bool)
-    for o in targets:
-        union |= o.mask
     fx, fy = pixel_frame_factors(get_frame(config.frame), (w, h))
     solution = [{"bbox_2d": _to_frame(t["bbox_2d"], fx, fy), "point_2d": _to_frame(t["point_2d"], fx, fy)}
                 for t in gt_targets_from_masks([o.mask for o in targets])]
-    labels = [o.label for o in targets]
-    answer = [{"label": lb, **s} for lb, s in zip(labels, solution)]
+    answer = [{"label": o.label, **s} for o, s in zip(targets, solution)]
     think = ". ".join(query.steps) + "."
+    completion = f"<think> {think} </think> <answer>{format_answer(answer)}</answer>"
+    return NanoExample(scene, query, targets, solution, completion)
+
+
+def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> dict:
+    """One parquet row, fully determined by (split, index, config)."""
+    ex = make_scene_example(split, index, config)
+    scene, query, targets = ex.scene, ex.query, ex.targets
+    h, w = scene.image.shape[:2]
+    union = np.zeros((h, w), dtype=bool)
+    for o in targets:
+        union |= o.mask
+    labels = [o.label for o in targets]
     buf = io.BytesIO()
     Image.fromarray(scene.image).save(buf, "PNG")
     return {
@@ -70,12 +92,12 @@ def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> d
         "img_height": h,
         "img_width": w,
         "reasoning_type": query.reasoning_type,
-        "solution": json.dumps(solution),
+        "solution": json.dumps(ex.solution),
         "instances": json.dumps([encode(o.mask) for o in targets]),
         "labels": json.dumps(labels),
         # Every visible object of the scene (for multi-object stage-1 data and baselines).
         "scene_objects": json.dumps([{"id": o.id, "label": o.label, "rle": encode(o.mask)} for o in scene.objects]),
-        "completion": f"<think> {think} </think> <answer>{json.dumps(answer)}</answer>",
+        "completion": ex.completion,
         "frame": config.frame,
     }
 

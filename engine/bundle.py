@@ -1,0 +1,240 @@
+"""Model bundles: one folder, one manifest (`bundle.json`) that names every file with its SHA-256 and
+size, the policy's family / answer frame / prompt family, and the tools that made it. `star-export`
+writes bundles; the engine and the app open them through `load_bundle`; nothing else guesses names.
+
+Hashing a multi-GB GGUF on every start would cost seconds, so a successful full check is remembered
+in a small per-user stamp file keyed by (path, size, mtime); a file that changes is hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFileError
+
+MANIFEST = "bundle.json"
+FORMAT = "star-bundle/1"
+_STAMP_LOCK = threading.Lock()
+
+
+@dataclass
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class PolicySpec:
+    family: str  # qwen2.5-vl | qwen3-vl
+    frame: str  # answer frame: qwen2.5-840, qwen3-1000, pixels-<S>
+    prompt_family: str  # star | star-stage1 | star-stage2 | visionreasoner
+    model: str  # bundle-relative GGUF path
+    mmproj: str
+    quant: str = ""
+    source: dict = field(default_factory=dict)  # base model, adapter, ... as given to star-export
+
+
+@dataclass
+class SegmenterSpec:
+    config: str | None = None  # SAM 2 YAML (torch backend)
+    checkpoint: str | None = None
+    encoder_onnx: str | None = None
+    decoder_onnx: str | None = None
+    encoder_engine: str | None = None
+    decoder_engine: str | None = None
+    image_size: int = 1024
+    source: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    name: str
+    policy: PolicySpec | None = None
+    segmenter: SegmenterSpec | None = None
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if data.get("format") != FORMAT:
+            raise ModelFileError(f"unsupported bundle format {data.get('format')!r} (this version reads {FORMAT})")
+        try:
+            return cls(name=str(data["name"]),
+                       policy=PolicySpec(**data["policy"]) if data.get("policy") else None,
+                       segmenter=SegmenterSpec(**data["segmenter"]) if data.get("segmenter") else None,
+                       files={k: FileEntry(**v) for k, v in data.get("files", {}).items()},
+                       tools=dict(data.get("tools", {})), verification=dict(data.get("verification", {})))
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"bundle manifest is malformed: {exc}") from None
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    def path(self, relative: str | None) -> Path | None:
+        return None if relative is None else self.root / relative
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def identity(self) -> dict:
+        """What a result records about the models that produced it."""
+        m = self.manifest
+        return {"name": m.name, "root": str(self.root),
+                "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
+                                                          "quant": m.policy.quant,
+                                                          "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256},
+                "segmenter": None if m.segmenter is None else {"image_size": m.segmenter.image_size}}
+
+    def segmenter_files(self):
+        from .segment import SegmenterFiles
+
+        s = self.manifest.segmenter
+        if s is None:
+            raise ModelFileError(f"bundle {self.root} has no segmenter")
+        return SegmenterFiles(self.path(s.config), self.path(s.checkpoint), self.path(s.encoder_onnx),
+                              self.path(s.decoder_onnx), self.path(s.encoder_engine), self.path(s.decoder_engine))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    return FileEntry(sha256_file(path), path.stat().st_size)
+
+
+def _stamp_path() -> Path:
+    base = os.environ.get("STAR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "star-desktop")
+    return Path(base) / "verified-files.json"
+
+
+def _stamp_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _read_stamps() -> dict:
+    try:
+        return json.loads(_stamp_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(verified: dict[str, str]) -> None:
+    with _STAMP_LOCK:
+        stamps = _read_stamps() | verified
+        path = _stamp_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stamps))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only home only costs a re-hash next time
+
+
+def check_files(bundle: Bundle, *, full: bool = False, use_stamps: bool = True) -> list[str]:
+    """Problems with the bundle's files (empty when intact). Sizes always; SHA-256 when `full`, or when a
+    file has no remembered good hash for its current (size, mtime)."""
+    problems = []
+    stamps = _read_stamps() if use_stamps else {}
+    good = {}
+    for rel, entry in bundle.manifest.files.items():
+        path = bundle.root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.bytes:
+            problems.append(f"{rel}: {size} bytes, the manifest says {entry.bytes}")
+            continue
+        key = _stamp_key(path)
+        if not full and stamps.get(key) == entry.sha256:
+            continue
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            problems.append(f"{rel}: SHA-256 does not match the manifest (modified or corrupt)")
+        else:
+            good[key] = digest
+    if good and use_stamps:
+        _remember(good)
+    return problems
+
+
+def read_manifest(root: str | Path) -> Bundle:
+    root = Path(root)
+    if not root.is_dir():
+        raise ModelFileError(f"bundle folder {root} does not exist")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ModelFileError(f"{root} is not a bundle: it has no {MANIFEST} (make one with star-export)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not valid JSON: {exc}") from None
+    manifest = Manifest.from_dict(data)
+    named = [manifest.policy.model, manifest.policy.mmproj] if manifest.policy else []
+    if manifest.segmenter:
+        s = manifest.segmenter
+        named += [p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
+                              s.decoder_engine) if p]
+    for rel in named:
+        if rel not in manifest.files:
+            raise ModelFileError(f"bundle manifest names {rel} but lists no checksum for it")
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ModelFileError(f"bundle manifest path {rel!r} leaves the bundle folder")
+    return Bundle(root, manifest)
+
+
+def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:
+    """Open a bundle; with `verify`, refuse it if any file is missing, resized or modified."""
+    bundle = read_manifest(root)
+    if verify:
+        problems = check_files(bundle)
+        if problems:
+            raise ModelFileError(f"bundle {bundle.root} is damaged: " + "; ".join(problems)
+                                 + ". Re-export it with star-export or restore the files.")
+    return bundle
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> Path:
+    """Hash every file the manifest names (already in `manifest.files` or not) and write bundle.json
+    atomically: a bundle without a manifest is not a bundle, so the manifest is written last."""
+    root = Path(root)
+    rels = set(manifest.files)
+    if manifest.policy:
+        rels |= {manifest.policy.model, manifest.policy.mmproj}
+    if manifest.segmenter:
+        s = manifest.segmenter
+        rels |= {p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
+                             s.decoder_engine) if p}
+    manifest.files = {rel: file_entry(root / rel) for rel in sorted(rels)}
+    path = root / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest.to_json())
+    tmp.replace(path)
+    return path
+
+
+def default_bundle_dir() -> Path:
+    """The nano bundle shipped inside the package (the embedded default)."""
+    return Path(__file__).resolve().parent / "models" / "nano"

@@ -1,0 +1,1 @@
+"""The `star` subcommands that run the reasoner (segment, eval, bench pipeline)."""

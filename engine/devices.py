@@ -1,0 +1,29 @@
+"""Which device a run uses: `auto` picks CUDA when the installed llama.cpp build can offload to a GPU
+(the policy is where the time goes), else the CPU. Asking for CUDA where there is none is an error
+that says so, never a silent fall-back."""
+
+from __future__ import annotations
+
+from .errors import BackendUnavailableError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def llama_gpu_offload() -> bool:
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    gpu = llama_gpu_offload()
+    if device == "cuda" and not gpu:
+        raise BackendUnavailableError("device 'cuda' was asked for, but this llama.cpp build cannot offload to a GPU "
+                                      "(install with: bash installer/setup.sh --with gpu) or no GPU is visible")
+    return "cuda" if gpu else "cpu"

@@ -1,0 +1,223 @@
+"""The reasoner: policy -> parse -> one batched segmenter call for every object of every sample -> vote.
+
+This is the only module that knows the order of the stages (ARCHITECTURE.md: the flow of one query).
+N=1 is StAR's direct prediction (greedy, final mask = OR of the answer's masks); N>1 samples with
+StAR's settings (temperature 1.0, top-p 0.9) and takes the mask-level majority vote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InvalidQueryError
+from .images import ImageSource, load_image
+from .policy.types import CancelToken, Completion, SamplingParams
+from .protocol import Answer, Target, parse_answer
+from .voting import VoteConfig, VoteResult, majority_vote
+
+MAX_QUERY_CHARS = 2000
+
+
+@dataclass
+class Event:
+    """Something the CLI or the app may show as it happens.
+
+    kind: "token" (sample, text), "sample" (sample, data=SampleResult without masks), "masks"
+    (data=list of SampleResult), "vote" (data=VoteResult), "stage" (text = the stage starting).
+    """
+
+    kind: str
+    sample: int | None = None
+    text: str = ""
+    data: Any = None
+
+
+EventCallback = Callable[[Event], None]
+
+
+@dataclass
+class Timings:
+    vision_ms: float = 0.0  # image encode + prompt prefill (shared by all samples)
+    prefill_tokens: int = 0
+    decode_ms: float = 0.0
+    decode_tokens: int = 0
+    parse_ms: float = 0.0
+    sam_encode_ms: float = 0.0
+    sam_decode_ms: float = 0.0
+    vote_ms: float = 0.0
+    total_ms: float = 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.decode_tokens / (self.decode_ms / 1e3) if self.decode_ms else 0.0
+
+
+@dataclass
+class SampleResult:
+    index: int
+    text: str
+    status: str  # ok | empty | failed (PROTOCOL.md section 4)
+    thinking: str
+    answer_text: str | None
+    reason: str
+    finish_reason: str
+    targets: list[Target]
+    mask_rows: list[int] = field(default_factory=list)  # rows of Result.object_masks, one per target
+    scores: list[float] = field(default_factory=list)  # SAM's predicted IoU per target
+
+
+@dataclass
+class Result:
+    query: str
+    image_size: tuple[int, int]  # (width, height)
+    mask: np.ndarray  # bool HxW
+    no_object: bool
+    samples: list[SampleResult]
+    object_masks: np.ndarray  # bool [M, H, W], every target of every sample (sample-major)
+    vote: VoteResult | None  # None for N=1 (direct prediction)
+    timings: Timings
+    bundle: dict
+    cancelled: bool = False
+
+    def sample_mask(self, index: int) -> np.ndarray:
+        """The union of one sample's object masks (what that sample alone would answer)."""
+        h, w = self.mask.shape
+        rows = self.samples[index].mask_rows
+        return self.object_masks[rows].any(0) if rows else np.zeros((h, w), dtype=bool)
+
+
+def check_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidQueryError("the query is empty: type what to find, e.g. \"the thing that keeps food cold\"")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidQueryError(f"the query has {len(query)} characters; keep it under {MAX_QUERY_CHARS}")
+    return query.strip()
+
+
+def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024) -> SamplingParams:
+    """StAR's settings: greedy for the direct prediction, temperature 1.0 / top-p 0.9 for voting."""
+    if n == 1:
+        return SamplingParams.greedy(max_new_tokens)
+    return SamplingParams(temperature=1.0, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens)
+
+
+class Reasoner:
+    """A loaded policy + segmenter with the bundle's frame and prompt family."""
+
+    def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig()):
+        self.policy = policy
+        self.segmenter = segmenter
+        self.frame = frame
+        self.bundle = bundle or {}
+        self.vote_config = vote
+
+    def run(self, image: ImageSource, query: str, n: int = 1, *, sampling: SamplingParams | None = None,
+            vote: VoteConfig | None = None, on_event: EventCallback | None = None,
+            cancel: CancelToken | None = None) -> Result:
+        t_start = time.perf_counter()
+        query = check_query(query)
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        emit = on_event or (lambda e: None)
+        sampling = sampling or sampling_for(n)
+        timings = Timings()
+
+        emit(Event("stage", text="reasoning"))
+        completions: list[Completion] = self.policy.sample(
+            rgb, query, n, sampling, on_token=lambda i, d: emit(Event("token", i, d)), cancel=cancel)
+        pt = self.policy.timings
+        timings.vision_ms, timings.prefill_tokens = pt.vision_ms, pt.prefill_tokens
+        timings.decode_ms, timings.decode_tokens = pt.decode_ms, pt.decode_tokens
+        cancelled = any(c.finish_reason == "cancelled" for c in completions)
+
+        t0 = time.perf_counter()
+        samples = []
+        for c in completions:
+            answer: Answer = parse_answer(c.text, (w, h), self.frame)
+            s = SampleResult(c.index, c.text, answer.status, answer.thinking, answer.answer_text, answer.reason,
+                             c.finish_reason, list(answer.targets))
+            samples.append(s)
+            emit(Event("sample", c.index, data=s))
+        timings.parse_ms = (time.perf_counter() - t0) * 1e3
+
+        object_masks, scores = self._segment(rgb, samples, timings, emit)
+        final, no_object, vote_result = self._decide(samples, object_masks, scores, (h, w), vote, timings)
+        if vote_result is not None:
+            emit(Event("vote", data=vote_result))
+        timings.total_ms = (time.perf_counter() - t_start) * 1e3
+        return Result(query, (w, h), final, no_object, samples, object_masks, vote_result, timings, self.bundle,
+                      cancelled)
+
+    def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit):
+        h, w = rgb.shape[:2]
+        boxes, points = [], []
+        for s in samples:
+            for t in s.targets:
+                s.mask_rows.append(len(boxes))
+                boxes.append(t.box)
+                points.append(t.point)
+        if not boxes:
+            return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
+        emit(Event("stage", text="segmenting"))
+        t0 = time.perf_counter()
+        embedding = self.segmenter.embed(rgb)
+        timings.sam_encode_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        out = self.segmenter.segment(embedding, np.asarray(boxes, np.float32), np.asarray(points, np.float32))
+        masks = out.masks
+        timings.sam_decode_ms = (time.perf_counter() - t0) * 1e3
+        for s in samples:
+            s.scores = [float(out.scores[r]) for r in s.mask_rows]
+        emit(Event("masks", data=samples))
+        return masks, out.scores
+
+    def _decide(self, samples, object_masks, scores, shape, vote: VoteConfig | None, timings: Timings):
+        t0 = time.perf_counter()
+        if len(samples) == 1:
+            # Direct prediction: the answer's masks, OR-ed; a failure or no-object answer is an empty mask.
+            s = samples[0]
+            final = object_masks[s.mask_rows].any(0) if s.mask_rows else np.zeros(shape, dtype=bool)
+            timings.vote_ms = (time.perf_counter() - t0) * 1e3
+            return final, not final.any() and s.status != "ok", None
+        candidates = []
+        for s in samples:
+            if s.status == "failed":
+                candidates.append(None)
+            else:
+                candidates.append([(object_masks[r], float(scores[r]), t.label) for r, t in zip(s.mask_rows, s.targets)])
+        result = majority_vote(candidates, vote or self.vote_config, shape=shape)
+        timings.vote_ms = (time.perf_counter() - t0) * 1e3
+        return result.mask, result.no_object, result
+
+    def close(self) -> None:
+        close = getattr(self.policy, "close", None)
+        if close:
+            close()
+
+
+def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
+                  max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
+                  verify: bool = True) -> Reasoner:
+    """A reasoner from a bundle folder (default: the nano bundle shipped with the package)."""
+    from .bundle import default_bundle_dir, load_bundle
+    from .devices import resolve_device
+    from .errors import ModelFileError
+    from .policy.llama_backend import LlamaPolicy
+    from .segment import load_segmenter
+
+    root = bundle if bundle is not None else default_bundle_dir()
+    b = load_bundle(root, verify=verify)
+    spec = b.manifest.policy
+    if spec is None:
+        raise ModelFileError(f"bundle {b.root} has no policy; a reasoner needs both halves")
+    dev = resolve_device(device)
+    policy = LlamaPolicy(b.path(spec.model), b.path(spec.mmproj), family=spec.family, frame=spec.frame,
+                         prompt_family=spec.prompt_family, max_samples=max_samples,
+                         n_ctx=n_ctx or 4096 + max_samples * max_new_tokens,
+                         n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
+    segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
+    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity())

@@ -1,0 +1,168 @@
+"""`star-export`: Hugging Face checkpoints (+ LoRA) and SAM 2 -> a verified bundle the engine opens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
+from engine.errors import StarError
+
+from .quantize import QUANT_TYPES
+
+
+def _tools() -> dict[str, str]:
+    tools = {}
+    for dist in ("star-desktop", "llama-cpp-python", "transformers", "torch", "sam2", "onnx", "onnxruntime", "tensorrt"):
+        try:
+            tools[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return tools
+
+
+def _manifest(bundle: Path, name: str | None) -> Manifest:
+    if (bundle / MANIFEST).is_file():
+        manifest = read_manifest(bundle).manifest
+        if name:
+            manifest.name = name
+        return manifest
+    return Manifest(name=name or bundle.name)
+
+
+def _log(msg: str) -> None:
+    print(f"star-export: {msg}", file=sys.stderr, flush=True)
+
+
+def _policy(args, manifest: Manifest) -> None:
+    from .policy import export_policy
+
+    manifest.policy = export_policy(args.model, args.out, adapter=args.adapter, quant=args.quant,
+                                    mmproj_quant=args.mmproj_quant, frame=args.frame,
+                                    prompt_family=args.prompt_family, keep_f16=args.keep_f16, log=_log)
+
+
+def _sam2(args, manifest: Manifest) -> None:
+    from .sam2 import export_sam2
+
+    manifest.segmenter = export_sam2(args.checkpoint, args.config, args.out, with_torch=args.with_torch,
+                                     tensorrt=args.tensorrt, fp16=args.fp16, log=_log)
+
+
+def _finish(args, manifest: Manifest) -> int:
+    manifest.tools = _tools()
+    manifest.verification = {}  # the files changed: an earlier verification no longer applies
+    path = write_manifest(args.out, manifest)
+    _log(f"wrote {path}")
+    if not args.no_verify:
+        return _report(args.out, record=True)
+    return 0
+
+
+def _report(bundle, **kw) -> int:
+    from .verify import verify_bundle
+
+    report = verify_bundle(bundle, **kw)
+    for c in report.checks:
+        print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+    print(("bundle OK: " if report.ok else "bundle FAILED: ") + str(report.bundle))
+    return 0 if report.ok else 1
+
+
+def run_policy(args) -> int:
+    manifest = _manifest(Path(args.out), args.name)
+    _policy(args, manifest)
+    return _finish(args, manifest)
+
+
+def run_sam2(args) -> int:
+    manifest = _manifest(Path(args.out), args.name)
+    _sam2(args, manifest)
+    return _finish(args, manifest)
+
+
+def run_bundle(args) -> int:
+    manifest = _manifest(Path(args.out), args.name)
+    _policy(args, manifest)
+    _sam2(args, manifest)
+    return _finish(args, manifest)
+
+
+def run_verify(args) -> int:
+    code = _report(args.bundle, reference=args.reference, adapter=args.reference_adapter,
+                   sam_checkpoint=args.sam_checkpoint, sam_config=args.sam_config, record=not args.no_record)
+    if args.json:
+        print(json.dumps(read_manifest(args.bundle).manifest.verification, indent=2))
+    return code
+
+
+def _policy_args(p) -> None:
+    p.add_argument("--model", required=True, help="Hugging Face folder (Qwen2.5-VL or Qwen3-VL)")
+    p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
+    p.add_argument("--quant", default="Q4_K_M", choices=[*QUANT_TYPES, "F32"])
+    p.add_argument("--mmproj-quant", default="f16", choices=["f16", "q8_0", "f32"])
+    p.add_argument("--frame", default=None, help="answer frame (default: detected from the checkpoint)")
+    p.add_argument("--prompt-family", default="star", help="star (StAR), visionreasoner (VisionReasoner, Seg-Zero), ...")
+    p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized F16 GGUF in the bundle")
+
+
+def _sam2_args(p) -> None:
+    p.add_argument("--checkpoint", required=True, help="SAM 2 / 2.1 checkpoint (.pt, loaded weights-only)")
+    p.add_argument("--config", required=True, help="its Hydra YAML (a path, or e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
+    p.add_argument("--with-torch", action="store_true", help="also copy config + checkpoint (the PyTorch backend)")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT)")
+    p.add_argument("--fp16", action="store_true", help="FP16 TensorRT engines")
+
+
+def _common(p) -> None:
+    p.add_argument("--out", required=True, help="bundle folder (created or updated)")
+    p.add_argument("--name", default=None, help="bundle name (default: the folder name)")
+    p.add_argument("--no-verify", action="store_true", help="skip the load / checksum check at the end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="star-export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("policy", help="HF checkpoint (+ LoRA) -> quantized GGUF + mmproj in a bundle")
+    _policy_args(p)
+    _common(p)
+    p.set_defaults(run=run_policy)
+    p = sub.add_parser("sam2", help="SAM 2 checkpoint -> ONNX encoder + decoder (+ TensorRT) in a bundle")
+    _sam2_args(p)
+    _common(p)
+    p.set_defaults(run=run_sam2)
+    p = sub.add_parser("bundle", help="both halves into one bundle")
+    _policy_args(p)
+    _sam2_args(p)
+    _common(p)
+    p.set_defaults(run=run_bundle)
+    p = sub.add_parser("verify", help="checksums, loading, and parity against the sources")
+    p.add_argument("bundle")
+    p.add_argument("--reference", help="the HF folder the policy came from (policy logit parity)")
+    p.add_argument("--reference-adapter", help="with --reference: the LoRA adapter, applied through PEFT")
+    p.add_argument("--sam-checkpoint", help="the SAM 2 checkpoint the ONNX files came from (mask parity)")
+    p.add_argument("--sam-config", help="its config (default: as recorded in the manifest)")
+    p.add_argument("--no-record", action="store_true", help="do not write the results into bundle.json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except StarError as exc:
+        print(f"star-export: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("star-export: interrupted; re-run the same command to continue (finished stages are kept)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""`star-export policy`: a Hugging Face Qwen2.5-VL / Qwen3-VL checkpoint (+ LoRA) -> GGUF + mmproj in a bundle.
+
+Stages (each skipped on a re-run when its inputs and outputs are unchanged): merge the adapter into a
+temporary checkpoint, convert to an F16 (or F32) GGUF with llama.cpp's converter, quantize, write the
+vision projector. The family and answer frame come from the checkpoint's config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from engine.bundle import PolicySpec
+from engine.errors import ModelFileError
+from engine.protocol import PROMPT_FAMILIES, get_frame
+
+from .converter import QWEN2_SPLIT, convert, llama_cpp_version
+from .quantize import QUANT_TYPES, quantize_model
+from .stages import StageLog, check_free_space, fingerprint, tree_bytes
+
+FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl"}
+MMPROJ_TYPES = ("f16", "q8_0", "f32")
+# Bytes per parameter of each output, for the free-space check (GGUF K-quants carry some f32 tensors).
+BYTES_PER_PARAM = {"F16": 2.0, "Q8_0": 1.1, "Q5_K_M": 0.75, "Q4_K_M": 0.65, "F32": 4.0}
+
+
+@dataclass
+class PolicySource:
+    model_dir: Path
+    family: str
+    frame: str
+    model_type: str
+    custom_tokenizer: bool  # not one the converter knows by hash (the nano world's): declare qwen2
+
+
+def detect(model_dir: str | Path, frame: str | None = None) -> PolicySource:
+    root = Path(model_dir)
+    cfg_path = root / "config.json"
+    if not cfg_path.is_file():
+        raise ModelFileError(f"{root} is not a Hugging Face model folder (no config.json)")
+    config = json.loads(cfg_path.read_text())
+    model_type = config.get("model_type", "")
+    if model_type not in FAMILIES:
+        raise ModelFileError(f"{root} is a {model_type or 'unknown'!r} model; star-export handles "
+                             f"{', '.join(FAMILIES)} (Qwen2.5-VL, Qwen3-VL)")
+    family = FAMILIES[model_type]
+    if frame is None:
+        frame = "qwen3-1000" if family == "qwen3-vl" else _qwen25_frame(root)
+    get_frame(frame)  # validates
+    return PolicySource(root, family, frame, model_type, _custom_tokenizer(root))
+
+
+def _qwen25_frame(root: Path) -> str:
+    """Released Qwen2.5-VL models answer in an 840x840 frame; a checkpoint whose image processor is
+    pinned to one square size (the nano policy) answers in that size's pixels."""
+    try:
+        size = json.loads((root / "preprocessor_config.json").read_text()).get("size", {})
+    except (OSError, ValueError):
+        return "qwen2.5-840"
+    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
+    if lo and lo == hi and math.isqrt(int(lo)) ** 2 == int(lo):
+        return f"pixels-{math.isqrt(int(lo))}"
+    return "qwen2.5-840"
+
+
+def _custom_tokenizer(root: Path) -> bool:
+    try:
+        tok = json.loads((root / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if len(tok.get("model", {}).get("vocab", {})) > 100000:
+        return False  # a released Qwen vocabulary: the converter knows it by hash
+    text = json.dumps(tok.get("pre_tokenizer"))
+    return json.dumps(QWEN2_SPLIT)[1:-1] in text
+
+
+def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
+                  quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
+                  prompt_family: str = "star", keep_f16: bool = False,
+                  log: Callable[[str], None] = print) -> PolicySpec:
+    if quant not in QUANT_TYPES and quant != "F32":
+        raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join([*QUANT_TYPES, 'F32'])}")
+    if mmproj_quant not in MMPROJ_TYPES:
+        raise ModelFileError(f"unknown mmproj type {mmproj_quant!r}; choose one of {', '.join(MMPROJ_TYPES)}")
+    if prompt_family not in PROMPT_FAMILIES:
+        raise ModelFileError(f"unknown prompt family {prompt_family!r}; choose one of {', '.join(PROMPT_FAMILIES)}")
+    source = detect(model_dir, frame)
+    bundle = Path(bundle)
+    stages = StageLog(bundle)
+    weights = tree_bytes(source.model_dir)
+    params = weights / 2  # bf16 / f16 checkpoints; f32 ones only make this estimate generous
+    check_free_space(bundle, int(params * (2 + BYTES_PER_PARAM[quant]) + (weights if adapter else 0)),
+                     "converting this policy")
+    declare = "qwen2" if source.custom_tokenizer else None
+    model_rel = f"policy/model-{quant.lower()}.gguf"
+    mmproj_rel = f"policy/mmproj-{mmproj_quant}.gguf"
+    inputs = fingerprint(source.model_dir, Path(adapter) if adapter else "no-adapter", quant, llama_cpp_version())
+
+    with tempfile.TemporaryDirectory(dir=bundle, prefix=".work-") as work:
+        work = Path(work)
+        hf_dir = source.model_dir
+        if adapter and not (stages.done("policy-model", inputs) and stages.done("policy-mmproj", inputs + mmproj_quant)):
+            from .lora import merge_adapter
+
+            log(f"merging the LoRA adapter {adapter} into {source.model_dir.name}")
+            hf_dir = merge_adapter(source.model_dir, adapter, work / "merged")
+        if stages.done("policy-model", inputs):
+            log(f"{model_rel}: up to date, skipped")
+        else:
+            base_type = "f32" if quant == "F32" else "f16"
+            log(f"converting to GGUF ({base_type})")
+            base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare).path
+            target = bundle / model_rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if quant in ("F32", "F16"):
+                shutil.move(str(base), target.with_name(target.name + ".partial"))
+                target.with_name(target.name + ".partial").replace(target)
+            else:
+                log(f"quantizing to {quant}")
+                quantize_model(base, target, quant)
+            if keep_f16 and quant not in ("F32", "F16"):
+                shutil.move(str(base), bundle / "policy" / base.name)
+            stages.record("policy-model", inputs, [model_rel])
+        if stages.done("policy-mmproj", inputs + mmproj_quant):
+            log(f"{mmproj_rel}: up to date, skipped")
+        else:
+            log(f"writing the vision projector ({mmproj_quant})")
+            convert(hf_dir, bundle / mmproj_rel, outtype=mmproj_quant, mmproj=True, declare_pre=declare)
+            stages.record("policy-mmproj", inputs + mmproj_quant, [mmproj_rel])
+    return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
+                      mmproj=mmproj_rel, quant=quant,
+                      source={"model": str(source.model_dir), "adapter": str(adapter) if adapter else None,
+                              "model_type": source.model_type})

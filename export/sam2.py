@@ -1,0 +1,77 @@
+"""`star-export sam2`: a SAM 2 / 2.1 checkpoint + config -> ONNX encoder and decoder in a bundle
+(optionally the PyTorch files too, and TensorRT engines where TensorRT is installed)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from engine.bundle import SegmenterSpec
+from engine.errors import BackendUnavailableError, ModelFileError
+
+from .stages import StageLog, check_free_space, fingerprint
+
+
+def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, *, with_torch: bool = False,
+                tensorrt: bool = False, fp16: bool = False, log: Callable[[str], None] = print) -> SegmenterSpec:
+    from engine.segment.onnx_export import export_sam2_onnx
+    from engine.segment.torch_backend import build_model, resolve_config
+
+    checkpoint, bundle = Path(checkpoint), Path(bundle)
+    if not checkpoint.is_file():
+        raise ModelFileError(f"SAM 2 checkpoint {checkpoint} does not exist")
+    config_path = resolve_config(config)
+    if tensorrt:
+        try:
+            import tensorrt as _trt  # noqa: F401
+        except ImportError:
+            raise BackendUnavailableError("--tensorrt needs TensorRT (`pip install tensorrt` on a machine with an "
+                                          "NVIDIA GPU); the ONNX files work without it") from None
+    stages = StageLog(bundle)
+    inputs = fingerprint(checkpoint, config_path)
+    enc_rel, dec_rel = "sam2/sam2_encoder.onnx", "sam2/sam2_decoder.onnx"
+    spec = SegmenterSpec(encoder_onnx=enc_rel, decoder_onnx=dec_rel,
+                         source={"checkpoint": str(checkpoint), "config": str(config)})
+    check_free_space(bundle, 3 * checkpoint.stat().st_size, "exporting SAM 2")
+    model = None
+    if stages.done("sam2-onnx", inputs):
+        log(f"{enc_rel}, {dec_rel}: up to date, skipped")
+    else:
+        log(f"exporting SAM 2 to ONNX ({checkpoint.name})")
+        model = build_model(config_path, checkpoint)
+        result = export_sam2_onnx(model, bundle / "sam2")
+        log(f"  {result.seconds:.1f} s, image size {result.image_size}")
+        stages.record("sam2-onnx", inputs, [enc_rel, dec_rel])
+    if model is None:
+        import onnx
+
+        spec.image_size = _onnx_image_size(onnx, bundle / enc_rel)
+    else:
+        spec.image_size = int(model.image_size)
+    if with_torch:
+        spec.config, spec.checkpoint = "sam2/" + config_path.name, "sam2/" + checkpoint.name
+        for src, rel in ((config_path, spec.config), (checkpoint, spec.checkpoint)):
+            dst = bundle / rel
+            if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+                tmp = dst.with_name(dst.name + ".partial")
+                shutil.copyfile(src, tmp)
+                tmp.replace(dst)
+    if tensorrt:
+        from .tensorrt import build_engine, decoder_profiles
+
+        spec.encoder_engine, spec.decoder_engine = "sam2/sam2_encoder.engine", "sam2/sam2_decoder.engine"
+        if stages.done("sam2-tensorrt", inputs + str(fp16)):
+            log("TensorRT engines: up to date, skipped")
+        else:
+            log("building TensorRT engines (minutes)")
+            build_engine(bundle / enc_rel, bundle / spec.encoder_engine, fp16=fp16)
+            build_engine(bundle / dec_rel, bundle / spec.decoder_engine, profiles=decoder_profiles(), fp16=fp16)
+            stages.record("sam2-tensorrt", inputs + str(fp16), [spec.encoder_engine, spec.decoder_engine])
+    return spec
+
+
+def _onnx_image_size(onnx, path: Path) -> int:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    return int(dims[-1].dim_value)

@@ -1,0 +1,78 @@
+"""What makes `star-export` safe on multi-GB files: a free-space check before writing, and a record of
+finished stages (inputs fingerprint -> outputs with SHA-256) so a re-run skips what is still valid
+and redoes what is missing, changed or was interrupted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from engine.bundle import sha256_file
+from engine.errors import StarError
+
+STATE = ".star-export.json"
+
+
+class DiskSpaceError(StarError):
+    pass
+
+
+def tree_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(f"{what} needs about {needed / 2**30:.1f} GiB in {folder}, but only "
+                             f"{free / 2**30:.1f} GiB is free")
+
+
+def fingerprint(*items) -> str:
+    """A hash of option values and of files / folders (by relative path, size and mtime)."""
+    h = hashlib.sha256()
+    for item in items:
+        if isinstance(item, Path):
+            paths = [item] if item.is_file() else sorted(p for p in item.rglob("*") if p.is_file())
+            for p in paths:
+                st = p.stat()
+                h.update(f"{p.relative_to(item) if p != item else p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        else:
+            h.update(json.dumps(item, sort_keys=True, default=str).encode() + b"\n")
+    return h.hexdigest()
+
+
+class StageLog:
+    """`<bundle>/.star-export.json`: {stage: {"inputs": fingerprint, "outputs": {relative path: sha256}}}."""
+
+    def __init__(self, bundle: Path):
+        self.bundle = Path(bundle)
+        self.path = self.bundle / STATE
+        try:
+            self.state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.state = {}
+
+    def done(self, stage: str, inputs: str) -> bool:
+        entry = self.state.get(stage)
+        if not entry or entry.get("inputs") != inputs:
+            return False
+        for rel, digest in entry["outputs"].items():
+            p = self.bundle / rel
+            if not p.is_file() or sha256_file(p) != digest:
+                return False
+        return True
+
+    def record(self, stage: str, inputs: str, outputs: list[str]) -> None:
+        self.state[stage] = {"inputs": inputs, "outputs": {rel: sha256_file(self.bundle / rel) for rel in outputs}}
+        self.bundle.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.path)

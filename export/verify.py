@@ -1,0 +1,176 @@
+"""`star-export verify`: is a bundle intact, does it load, and does it still compute what its source did?
+
+- checksums: every file against the manifest's SHA-256 (always hashed, no remembered stamps);
+- loads: the policy answers one greedy prompt, the segmenter segments one box;
+- parity (with `--reference`): policy logits vs transformers, teacher-forced over the reference's own
+  greedy tokens (max relative error per step, argmax agreement); SAM 2 vs the PyTorch checkpoint
+  (logit error, mask IoU). Over tolerance -> the report fails and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.bundle import Bundle, check_files, read_manifest, write_manifest
+
+# Max relative logit error per quantization (teacher-forced; FIELD-NOTES measured 1e-3 .. 5e-3 at F32).
+LOGIT_TOLERANCE = {"F32": 0.02, "F16": 0.03, "Q8_0": 0.08, "Q5_K_M": 0.25, "Q4_K_M": 0.35}
+MIN_AGREEMENT = {"F32": 0.95, "F16": 0.95, "Q8_0": 0.9, "Q5_K_M": 0.75, "Q4_K_M": 0.7}
+SAM_LOGIT_TOLERANCE = 1e-3
+SAM_MIN_IOU = 0.99
+QUERIES = ("the red circle", "what keeps food cold", "all the triangles")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    numbers: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    bundle: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"bundle": self.bundle, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def probe_image(size: int = 160, seed: int = 0) -> np.ndarray:
+    """A deterministic picture with shapes on it (parity needs real structure, not noise only)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size + 40, 3), 200, np.uint8)
+    img[20:70, 30:90] = (215, 40, 40)
+    yy, xx = np.mgrid[:size, :size + 40]
+    img[(yy - 110) ** 2 + (xx - 140) ** 2 < 30 ** 2] = (40, 80, 210)
+    return np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+
+
+def check_checksums(bundle: Bundle) -> Check:
+    problems = check_files(bundle, full=True, use_stamps=False)
+    return Check("checksums", not problems, "; ".join(problems) or f"{len(bundle.manifest.files)} files match")
+
+
+def check_loads(bundle: Bundle) -> list[Check]:
+    from engine.policy.llama_backend import LlamaPolicy
+    from engine.policy.types import SamplingParams
+    from engine.segment import load_segmenter
+
+    checks = []
+    image = probe_image()
+    if bundle.manifest.policy:
+        spec = bundle.manifest.policy
+        try:
+            policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), family=spec.family,
+                                 frame=spec.frame, prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
+            text = policy.sample(image, QUERIES[0], 1, SamplingParams.greedy(16))[0].text
+            policy.close()
+            checks.append(Check("policy loads", True, f"greedy: {text[:60]!r}"))
+        except Exception as exc:  # the report names it; verify must not crash on a broken bundle
+            checks.append(Check("policy loads", False, f"{type(exc).__name__}: {exc}"))
+    if bundle.manifest.segmenter:
+        try:
+            seg = load_segmenter(bundle.segmenter_files(), device="cpu", threads=1)
+            out = seg.segment(seg.embed(image), np.array([[30, 20, 90, 70]], np.float32))
+            checks.append(Check("segmenter loads", True, f"{type(seg).__name__}: score {out.scores[0]:.3f}"))
+        except Exception as exc:
+            checks.append(Check("segmenter loads", False, f"{type(exc).__name__}: {exc}"))
+    return checks
+
+
+def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = None, steps: int = 24) -> Check:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from engine.policy.hf_inputs import encode_batch
+    from engine.policy.llama_backend import LlamaPolicy
+
+    spec = bundle.manifest.policy
+    model = AutoModelForImageTextToText.from_pretrained(reference, dtype=torch.float32).eval()
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
+    tokenizer = AutoTokenizer.from_pretrained(reference)
+    processor = AutoProcessor.from_pretrained(reference).image_processor
+    policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), family=spec.family, frame=spec.frame,
+                         prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
+    image = probe_image()
+    tol = LOGIT_TOLERANCE.get(spec.quant, 0.35)
+    worst, agree, total = 0.0, 0, 0
+    try:
+        for query in QUERIES:
+            enc = encode_batch(tokenizer, processor, [image], [query], frame=spec.frame, family=spec.prompt_family).tensors
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=steps, do_sample=False, eos_token_id=[],
+                                     pad_token_id=tokenizer.pad_token_id or 0)
+                ref = out[0, enc["input_ids"].shape[1]:].tolist()
+                full = torch.cat([enc["input_ids"], torch.tensor([ref])], 1)
+                forced = {**enc, "input_ids": full, "attention_mask": torch.ones_like(full),
+                          "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"],
+                                                          torch.zeros(1, len(ref), dtype=torch.long)], 1)}
+                ref_logits = model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].float().numpy()
+            ours = policy.forced_logits(image, query, ref)
+            rel = np.abs(ours - ref_logits).max(axis=1) / np.abs(ref_logits).max(axis=1)
+            worst = max(worst, float(rel.max()))
+            # Argmax agreement only where the reference's top two are further apart than the tolerance:
+            # at a near tie two correct runtimes may pick differently.
+            top2 = np.sort(ref_logits, axis=1)[:, -2:]
+            decided = (top2[:, 1] - top2[:, 0]) / np.abs(ref_logits).max(axis=1) > 2 * tol
+            agree += int((ours.argmax(1) == ref_logits.argmax(1))[decided].sum())
+            total += int(decided.sum())
+    finally:
+        policy.close()
+    need = MIN_AGREEMENT.get(spec.quant, 0.7)
+    rate = agree / total if total else 1.0
+    ok = worst <= tol and rate >= need
+    return Check("policy parity", ok, f"max relative logit error {worst:.2e} (tolerance {tol}), greedy agreement "
+                 f"{rate:.1%} (need {need:.0%}) over {total} decided steps",
+                 {"max_rel_logit_error": worst, "agreement": rate, "decided_steps": total})
+
+
+def sam_parity(bundle: Bundle, checkpoint: Path, config: str | Path) -> Check:
+    from engine.segment import load_segmenter
+    from engine.segment.torch_backend import load_torch_segmenter
+
+    image = probe_image(200)
+    boxes = np.array([[30, 20, 90, 70], [100, 70, 175, 145], [5, 5, 230, 190]], np.float32)
+    points = np.array([[60, 45], [140, 110], [120, 100]], np.float32)
+    ref = load_torch_segmenter(config, checkpoint, "cpu")
+    ours = load_segmenter(bundle.segmenter_files(), "onnx", device="cpu", threads=1)
+    a = ref.segment(ref.embed(image), boxes, points)
+    b = ours.segment(ours.embed(image), boxes, points)
+    err = float(np.abs(a.logits - b.logits).max())
+    inter = (a.masks & b.masks).sum((1, 2))
+    union = (a.masks | b.masks).sum((1, 2))
+    iou = float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).min())
+    ok = err <= SAM_LOGIT_TOLERANCE and iou >= SAM_MIN_IOU
+    return Check("segmenter parity", ok, f"max logit error {err:.2e} (tolerance {SAM_LOGIT_TOLERANCE}), min mask IoU "
+                 f"{iou:.4f} (need {SAM_MIN_IOU})", {"max_logit_error": err, "min_iou": iou})
+
+
+def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adapter: str | Path | None = None,
+                  sam_checkpoint: str | Path | None = None, sam_config: str | Path | None = None,
+                  record: bool = True) -> Report:
+    bundle = read_manifest(root)
+    checks = [check_checksums(bundle)]
+    if checks[0].ok:
+        checks += check_loads(bundle)
+        if reference is not None and bundle.manifest.policy:
+            checks.append(policy_parity(bundle, Path(reference), adapter=Path(adapter) if adapter else None))
+        if sam_checkpoint is not None and bundle.manifest.segmenter:
+            checks.append(sam_parity(bundle, Path(sam_checkpoint), sam_config or bundle.manifest.segmenter.source["config"]))
+    report = Report(str(bundle.root), checks)
+    if record and checks[0].ok:
+        bundle.manifest.verification = {c.name: {"ok": c.ok, "detail": c.detail, **c.numbers} for c in checks}
+        write_manifest(bundle.root, bundle.manifest)
+    return report

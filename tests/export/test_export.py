@@ -1,0 +1,219 @@
+"""star-export end to end on the tiny models: bundle layout and manifest, re-runs that skip valid stages,
+verify (passes on a good bundle, fails on a tampered one), and LoRA merging checked against PEFT."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.bundle import load_bundle, read_manifest
+from engine.errors import ModelFileError
+from tests.models import require
+
+
+def test_bundle_manifest_describes_every_file(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert manifest["format"] == "star-bundle/1" and manifest["name"] == "tiny-random"
+    assert manifest["policy"]["family"] == "qwen2.5-vl"
+    assert manifest["policy"]["frame"] == "pixels-112"  # detected from the pinned image processor
+    assert manifest["policy"]["quant"] == "Q8_0"
+    assert manifest["segmenter"]["image_size"] == 256
+    import hashlib
+    for rel, entry in manifest["files"].items():
+        data = (tiny_bundle / rel).read_bytes()
+        assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert set(manifest["files"]) == {manifest["policy"]["model"], manifest["policy"]["mmproj"],
+                                      manifest["segmenter"]["encoder_onnx"], manifest["segmenter"]["decoder_onnx"]}
+    assert manifest["verification"]["checksums"]["ok"] and manifest["verification"]["policy loads"]["ok"]
+    assert not list(tiny_bundle.rglob("*.partial")) and not list(tiny_bundle.glob(".work-*"))
+
+
+def test_rerun_skips_valid_stages_and_redoes_damaged_ones(tiny_bundle, tiny_qwen, tiny_sam2, tmp_path, capsys):
+    from export.cli import main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    args = ["bundle", "--model", str(tiny_qwen.hf_dir), "--quant", "Q8_0", "--checkpoint", str(tiny_sam2.checkpoint),
+            "--config", str(tiny_sam2.config), "--out", str(bundle), "--no-verify"]
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("up to date, skipped") == 3
+    (bundle / "policy" / "mmproj-f16.gguf").write_bytes(b"truncated")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "writing the vision projector" in err and err.count("up to date, skipped") == 2
+    load_bundle(bundle)  # intact again
+
+
+def test_verify_passes_then_fails_on_a_tampered_file(tiny_bundle, tiny_qwen, tiny_sam2, tmp_path, capsys):
+    from export.cli import main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    rc = main(["verify", str(bundle), "--reference", str(tiny_qwen.hf_dir), "--sam-checkpoint", str(tiny_sam2.checkpoint),
+               "--sam-config", str(tiny_sam2.config)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "PASS  policy parity" in out and "PASS  segmenter parity" in out
+    recorded = read_manifest(bundle).manifest.verification
+    assert recorded["policy parity"]["max_rel_logit_error"] < 0.08
+
+    # Same size, one byte changed: only the checksum can tell.
+    path = bundle / "sam2" / "sam2_decoder.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    rc = main(["verify", str(bundle)])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAIL  checksums" in out and "sam2/sam2_decoder.onnx" in out
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        load_bundle(bundle)
+
+
+def test_bundle_errors(tiny_bundle, tmp_path):
+    with pytest.raises(ModelFileError, match="not a bundle"):
+        load_bundle(tmp_path)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "policy" / "model-q8_0.gguf").unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        load_bundle(bundle)
+    manifest = json.loads((tiny_bundle / "bundle.json").read_text())
+    manifest["policy"]["model"] = "../../etc/passwd"
+    manifest["files"]["../../etc/passwd"] = {"sha256": "0", "bytes": 1}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="leaves the bundle"):
+        load_bundle(bundle)
+    (bundle / "bundle.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_bundle(bundle)
+    (bundle / "bundle.json").write_text(json.dumps({"format": "other/9", "name": "x"}))
+    with pytest.raises(ModelFileError, match="unsupported bundle format"):
+        load_bundle(bundle)
+
+
+def test_export_refuses_wrong_inputs(tmp_path, tiny_sam2):
+    from export.policy import detect
+
+    with pytest.raises(ModelFileError, match="no config.json"):
+        detect(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelFileError, match="'llama' model"):
+        detect(tmp_path)
+    from export.cli import main
+    assert main(["sam2", "--checkpoint", str(tmp_path / "nope.pt"), "--config", str(tiny_sam2.config),
+                 "--out", str(tmp_path / "b")]) == 2
+
+
+# ---- LoRA: our shard-wise merge vs PEFT ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tiny_qwen, tmp_path_factory):
+    torch = require("torch")
+    peft = require("peft")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32)
+    # StAR's target: every linear layer of the language model (PROTOCOL.md section 1).
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    wrapped = peft.get_peft_model(model, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero: the adapter would be a no-op
+                p.normal_(0, 0.2)
+    out = tmp_path_factory.mktemp("adapter") / "peft"
+    wrapped.save_pretrained(out)
+    return out
+
+
+def test_lora_merge_matches_peft_through_gguf(tiny_qwen, peft_adapter, tmp_path):
+    """The merged, converted F32 GGUF against transformers base + PEFT adapter (not merged: PEFT's own
+    forward), teacher-forced over the reference's greedy tokens."""
+    torch = require("torch")
+    from peft import PeftModel
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from engine.policy.hf_inputs import encode_batch
+    from engine.policy.llama_backend import LlamaPolicy
+    from export.cli import main
+    from export.verify import probe_image
+
+    assert main(["policy", "--model", str(tiny_qwen.hf_dir), "--adapter", str(peft_adapter), "--quant", "F32",
+                 "--out", str(tmp_path / "b")]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32).eval()
+    plain_logits = None
+    ref_model = PeftModel.from_pretrained(base, peft_adapter).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_qwen.hf_dir)
+    proc = Qwen2VLImageProcessorPil.from_pretrained(tiny_qwen.hf_dir)
+    image = probe_image()
+    spec = bundle.manifest.policy
+    policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), frame=spec.frame, n_ctx=4096,
+                         max_samples=1, threads=1)
+    enc = encode_batch(tok, proc, [image], ["the red circle"], frame=spec.frame).tensors
+    with torch.no_grad():
+        ref = ref_model.generate(**enc, max_new_tokens=16, do_sample=False, eos_token_id=[], pad_token_id=0)
+        ref = ref[0, enc["input_ids"].shape[1]:].tolist()
+        full = torch.cat([enc["input_ids"], torch.tensor([ref])], 1)
+        forced = {**enc, "input_ids": full, "attention_mask": torch.ones_like(full),
+                  "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"], torch.zeros(1, len(ref), dtype=torch.long)], 1)}
+        ref_logits = ref_model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].numpy()
+        with ref_model.disable_adapter():
+            plain_logits = ref_model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].numpy()
+    ours = policy.forced_logits(image, "the red circle", ref)
+    policy.close()
+    scale = np.abs(ref_logits).max(axis=1)
+    assert (np.abs(ours - ref_logits).max(axis=1) / scale).max() < 1e-2
+    # ...and the adapter matters: without it the logits are far off (the test can fail).
+    assert (np.abs(plain_logits - ref_logits).max(axis=1) / scale).max() > 0.1
+
+
+def test_lora_key_styles_merge_identically(tiny_qwen, peft_adapter, tmp_path):
+    """StAR's renamed keys (`.lora_A.default.weight`) and the pre-4.52 module layout (`model.layers.*`)
+    give exactly the weights of PEFT's own format."""
+    require("torch")
+    from safetensors.torch import load_file, save_file
+
+    from export.lora import merge_adapter
+
+    weights = load_file(str(peft_adapter / "adapter_model.safetensors"))
+    star = tmp_path / "star"
+    star.mkdir()
+    shutil.copy(peft_adapter / "adapter_config.json", star)
+    renamed = {k.replace("model.language_model.", "model.").replace(".lora_A.", ".lora_A.default.")
+               .replace(".lora_B.", ".lora_B.default."): v for k, v in weights.items()}
+    assert renamed.keys() != weights.keys()
+    save_file(renamed, str(star / "adapter_model.safetensors"))
+    a = load_file(str(merge_adapter(tiny_qwen.hf_dir, peft_adapter, tmp_path / "m1") / "model.safetensors"))
+    b = load_file(str(merge_adapter(tiny_qwen.hf_dir, star, tmp_path / "m2") / "model.safetensors"))
+    base = load_file(str(tiny_qwen.hf_dir / "model.safetensors"))
+    changed = [k for k in a if not (a[k] == base[k]).all()]
+    assert len(changed) == 2 * 7  # 2 layers x 7 linear layers
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_lora_mismatch_is_refused(tiny_qwen, peft_adapter, tmp_path):
+    require("torch")
+    from safetensors.torch import load_file, save_file
+
+    from export.lora import merge_adapter
+
+    weights = load_file(str(peft_adapter / "adapter_model.safetensors"))
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    shutil.copy(peft_adapter / "adapter_config.json", wrong)
+    key = next(k for k in weights if "lora_A" in k)
+    save_file({**weights, key: weights[key][:, :-1].contiguous()}, str(wrong / "adapter_model.safetensors"))
+    with pytest.raises(ModelFileError, match="does not fit this base model"):
+        merge_adapter(tiny_qwen.hf_dir, wrong, tmp_path / "m")
+    save_file({k.replace("layers.1.", "layers.7."): v for k, v in weights.items()}, str(wrong / "adapter_model.safetensors"))
+    with pytest.raises(ModelFileError, match="does not have"):
+        merge_adapter(tiny_qwen.hf_dir, wrong, tmp_path / "m2")
+    with pytest.raises(ModelFileError, match="not a LoRA adapter folder"):
+        merge_adapter(tiny_qwen.hf_dir, tmp_path, tmp_path / "m3")

@@ -1,0 +1,70 @@
+"""Training-only dense targets for the nano policy's image tokens: what each 28x28 cell of the frame
+contains and where it is. They exist because a tiny VLM trained on answers alone learns to ignore
+the image (FIELD-NOTES.md): asking every image token to say "a red circle covers me, its box is
+here" and "I am row 3, column 5" makes the vision path carry the facts the answer must copy.
+The heads that read them are dropped at export; the exported model is plain Qwen2.5-VL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .shapes import COLOURS, KINDS
+from .world import Scene
+
+KIND_IDS = {k: i for i, k in enumerate(KINDS)}
+COLOUR_IDS = {c: i for i, c in enumerate(COLOURS)}
+CELL = 28  # frame pixels per image token (14-pixel patches, 2x2 merge)
+MIN_COVER = 0.2  # a cell "contains" its dominant object when it covers this much of the cell
+
+
+@dataclass
+class CellTargets:
+    """Per image token, raster order (rows of the frame first)."""
+
+    objectness: np.ndarray  # float32 [T]
+    kind: np.ndarray  # int64 [T], -100 where empty
+    colour: np.ndarray  # int64 [T], -100 where empty
+    ltrb: np.ndarray  # float32 [T, 4]: cell centre to box edges, / frame size
+    box: np.ndarray  # float32 [T, 4]: absolute x1 y1 x2 y2 / frame size
+    row: np.ndarray  # int64 [T]
+    col: np.ndarray  # int64 [T]
+
+
+def cell_targets(scene: Scene, frame_size: int) -> CellTargets:
+    h, w = scene.image.shape[:2]
+    grid = frame_size // CELL
+    t = grid * grid
+    sx, sy = frame_size / w, frame_size / h
+    cover = np.zeros((len(scene.objects), grid, grid), dtype=np.float32)
+    boxes = np.zeros((len(scene.objects), 4), dtype=np.float32)
+    # Cell edges in original pixels; coverage = mean of the object's mask over the cell.
+    ys = np.linspace(0, h, grid + 1).round().astype(int)
+    xs = np.linspace(0, w, grid + 1).round().astype(int)
+    for k, obj in enumerate(scene.objects):
+        m = obj.mask.astype(np.float32)
+        sums = np.add.reduceat(np.add.reduceat(m, ys[:-1], axis=0), xs[:-1], axis=1)
+        cover[k] = sums / np.outer(np.diff(ys), np.diff(xs))
+        rows, cols = np.nonzero(obj.mask)
+        boxes[k] = (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
+    row, col = np.divmod(np.arange(t), grid)
+    objectness = np.zeros(t, np.float32)
+    kind = np.full(t, -100, np.int64)
+    colour = np.full(t, -100, np.int64)
+    ltrb = np.zeros((t, 4), np.float32)
+    box = np.zeros((t, 4), np.float32)
+    if len(scene.objects):
+        flat = cover.reshape(len(scene.objects), t)
+        dominant = flat.argmax(0)
+        present = flat.max(0) >= MIN_COVER
+        centre_x, centre_y = (col + 0.5) * CELL, (row + 0.5) * CELL
+        for i in np.nonzero(present)[0]:
+            obj = scene.objects[dominant[i]]
+            b = boxes[dominant[i]]
+            objectness[i] = 1.0
+            kind[i], colour[i] = KIND_IDS[obj.kind], COLOUR_IDS[obj.colour]
+            ltrb[i] = (centre_x[i] - b[0], centre_y[i] - b[1], b[2] - centre_x[i], b[3] - centre_y[i])
+            box[i] = b
+    return CellTargets(objectness, kind, colour, ltrb / frame_size, box / frame_size, row.astype(np.int64),
+                       col.astype(np.int64))

@@ -1,0 +1,95 @@
+"""The nano policy: the real Qwen2.5-VL architecture with a tiny config and a byte-level BPE tokenizer
+trained on the nano world's prompts and answers (Qwen2's split regex and Qwen's special tokens, so
+llama.cpp's `qwen2` pre-tokenizer reproduces it exactly; digits stay one token each, as in Qwen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.protocol import build_prompt, chatml_prompt
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+@dataclass(frozen=True)
+class NanoPolicyConfig:
+    image_size: int = 224  # square model input = the answer frame pixels-<image_size>
+    vocab_size: int = 1024
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 6  # head_dim 32; mrope_section must sum to head_dim / 2
+    kv_heads: int = 2
+    intermediate: int = 512
+    vision_depth: int = 4  # llama.cpp's converter needs >= 4 blocks
+    vision_hidden: int = 128
+    vision_heads: int = 4
+    vision_intermediate: int = 256
+    corpus_rows: int = 3000
+    seed: int = 0
+
+
+def _corpus(config: NanoPolicyConfig) -> list[str]:
+    from .dataset import NanoConfig, make_scene_example
+    from .queries import REASONING_TYPES, REFERRING
+
+    data = NanoConfig(image_size=config.image_size, frame=f"pixels-{config.image_size}",
+                      types=REASONING_TYPES + (REFERRING,))
+    texts = []
+    for i in range(config.corpus_rows):
+        ex = make_scene_example("tokenizer", i, data)
+        texts.append(chatml_prompt(build_prompt(ex.query.text), "") + ex.completion)
+    return texts
+
+
+def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from export.converter import QWEN2_SPLIT
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=QWEN_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(config), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicyConfig()) -> Path:
+    """Write a freshly initialised nano policy (model, tokenizer, image processor) as an HF folder."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    tokenizer = build_tokenizer(config)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    head_dim = config.hidden // config.heads
+    t_sec = head_dim // 2 - 2 * (3 * head_dim // 16)
+    mrope = [t_sec, 3 * head_dim // 16, 3 * head_dim // 16]  # Qwen's 16/24/24 split of 64, scaled
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=config.hidden, intermediate_size=config.intermediate,
+                         num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                         num_key_value_heads=config.kv_heads, max_position_embeddings=4096, bos_token_id=None,
+                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": mrope},
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=config.vision_depth, hidden_size=config.vision_hidden,
+                           intermediate_size=config.vision_intermediate, num_heads=config.vision_heads,
+                           out_hidden_size=config.hidden, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                           window_size=112, fullatt_block_indexes=[1, 3]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        eos_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(config.seed)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    px = config.image_size * config.image_size
+    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=14, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(out)
+    return out

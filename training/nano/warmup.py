@@ -1,0 +1,268 @@
+"""The nano policy's supervised warm-up (the role the base model's pre-training plays for StAR): teacher-
+forced reasoning traces + answers on scenes streamed from the world, with a curriculum (one kind of
+query and few objects first) and training-only dense losses on the image tokens (aux_targets.py).
+
+Every `eval_every` steps it logs the diagnostic FIELD-NOTES.md asks for: the loss on the answer's
+coordinate digits with the real image minus with a blank image. Zero means the image is ignored.
+Runs resume from the last checkpoint; the data stream is a function of the step, so a resumed run
+sees exactly the examples an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
+
+from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets
+from .dataset import NanoConfig, make_scene_example
+from .queries import REASONING_TYPES, REFERRING
+
+
+@dataclass(frozen=True)
+class Phase:
+    steps: int  # this phase lasts until the run's step count reaches `steps`
+    types: tuple[str, ...]
+    max_objects: int | None
+
+
+DEFAULT_CURRICULUM = (
+    Phase(1500, (REFERRING,), 3),
+    Phase(4000, (REFERRING,) + REASONING_TYPES, 4),
+    Phase(10 ** 9, (REFERRING,) + REASONING_TYPES, None),
+)
+
+
+@dataclass
+class WarmupConfig:
+    model_dir: str
+    out_dir: str
+    steps: int = 20000
+    batch: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    aux_weight: float = 1.0
+    aux_layer: int = 2  # LM layer whose image-token states must know their own position and box
+    curriculum: tuple[Phase, ...] = DEFAULT_CURRICULUM
+    eval_every: int = 100
+    eval_rows: int = 32
+    save_every: int = 200
+    threads: int = 1
+    empty_rate: float = 0.1
+    stream: str = "warmup"  # the name that seeds the training scenes
+    extra: dict = field(default_factory=dict)
+
+
+def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
+    for phase in curriculum:
+        if step < phase.steps:
+            return phase
+    return curriculum[-1]
+
+
+class AuxHeads:
+    """Two linear read-outs (vision tokens; LM layer `aux_layer`), built lazily on the model's width."""
+
+    def __init__(self, hidden: int, grid: int):
+        import torch
+
+        self.grid = grid
+        self.vision = torch.nn.Linear(hidden, 1 + len(KIND_IDS) + len(COLOUR_IDS) + 4)
+        self.lm = torch.nn.Linear(hidden, 2 * grid + 4)
+
+    def parameters(self):
+        return list(self.vision.parameters()) + list(self.lm.parameters())
+
+    def state_dict(self):
+        return {"vision." + k: v for k, v in self.vision.state_dict().items()} | \
+               {"lm." + k: v for k, v in self.lm.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.vision.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("vision.")})
+        self.lm.load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("lm.")})
+
+    def loss(self, vision_states, lm_states, targets) -> dict:
+        """vision_states / lm_states: [B*T, H] image-token states; targets: stacked CellTargets tensors."""
+        import torch.nn.functional as F
+
+        k, c = len(KIND_IDS), len(COLOUR_IDS)
+        v = self.vision(vision_states)
+        obj = targets["objectness"]
+        present = obj > 0
+        losses = {"aux_obj": F.binary_cross_entropy_with_logits(v[:, 0], obj),
+                  "aux_kind": F.cross_entropy(v[:, 1:1 + k], targets["kind"], ignore_index=IGNORE_INDEX),
+                  "aux_colour": F.cross_entropy(v[:, 1 + k:1 + k + c], targets["colour"], ignore_index=IGNORE_INDEX)}
+        g = self.grid
+        m = self.lm(lm_states)
+        losses["aux_row"] = F.cross_entropy(m[:, :g], targets["row"])
+        losses["aux_col"] = F.cross_entropy(m[:, g:2 * g], targets["col"])
+        if bool(present.any()):
+            losses["aux_ltrb"] = F.l1_loss(v[present, -4:], targets["ltrb"][present]) * 10
+            losses["aux_box"] = F.l1_loss(m[present, -4:], targets["box"][present]) * 10
+        return losses
+
+
+def _digit_ids(tokenizer) -> set[int]:
+    return {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+
+
+class Warmup:
+    def __init__(self, config: WarmupConfig):
+        import torch
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+        torch.set_num_threads(config.threads)
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        latest = self.out / "checkpoint"
+        source = latest if (latest / "state.pt").exists() else Path(config.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.processor = Qwen2VLImageProcessorPil.from_pretrained(source)
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        self.frame_size = int(math.isqrt(int(self.processor.size["longest_edge"])))
+        self.frame = f"pixels-{self.frame_size}"
+        self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28)
+        params = list(self.model.parameters()) + self.aux.parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        if source == latest:
+            state = torch.load(latest / "state.pt", weights_only=True)
+            self.aux.load_state_dict(state["aux"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+        self.digits = _digit_ids(self.tokenizer)
+        self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.log_path = self.out / "log.jsonl"
+
+    # ---- data ------------------------------------------------------------------------------------
+    def data_config(self, phase: Phase) -> NanoConfig:
+        return NanoConfig(image_size=self.frame_size, frame=self.frame, types=phase.types, max_objects=phase.max_objects,
+                          empty_rate=self.config.empty_rate)
+
+    def examples(self, split: str, start: int, count: int, config: NanoConfig):
+        return [make_scene_example(split, start + i, config) for i in range(count)]
+
+    def batch(self, examples, *, blank: bool = False):
+        import torch
+
+        images = [ex.scene.image for ex in examples]
+        enc = encode_batch(self.tokenizer, self.processor, blank_like(images) if blank else images,
+                           [ex.query.text for ex in examples], frame=self.frame,
+                           completions=[ex.completion for ex in examples])
+        cells = [cell_targets(ex.scene, self.frame_size) for ex in examples]
+        targets = {name: torch.from_numpy(np.concatenate([getattr(c, name) for c in cells]))
+                   for name in ("objectness", "kind", "colour", "ltrb", "box", "row", "col")}
+        return enc, targets
+
+    # ---- one pass ------------------------------------------------------------------------------------
+    def losses(self, enc, targets, *, with_aux: bool = True) -> dict:
+        import torch.nn.functional as F
+
+        tensors = dict(enc.tensors)
+        labels = tensors.pop("labels")
+        out = self.model(**tensors, output_hidden_states=with_aux, use_cache=False)
+        logits = out.logits[:, :-1]
+        gold = labels[:, 1:]
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=IGNORE_INDEX)
+        losses = {"lm": lm}
+        digit = gold.clone()
+        keep = np.isin(gold.numpy(), list(self.digits))
+        digit[~torch_bool(keep)] = IGNORE_INDEX
+        if keep.any():
+            losses["digits"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), digit.reshape(-1),
+                                               ignore_index=IGNORE_INDEX)
+        if with_aux:
+            is_image = tensors["input_ids"] == self.image_id
+            losses |= self.aux.loss(out.hidden_states[0][is_image], out.hidden_states[self.config.aux_layer][is_image],
+                                    targets)
+        return losses
+
+    def lr_at(self, step: int) -> float:
+        return self.config.lr * min(1.0, (step + 1) / self.config.warmup_steps)
+
+    def evaluate(self) -> dict:
+        """Coordinate-digit loss with the real image vs a blank one, on fixed val scenes (full world)."""
+        import torch
+
+        final = self.config.curriculum[-1]
+        examples = self.examples("val", 0, self.config.eval_rows, self.data_config(final))
+        self.model.eval()
+        with torch.no_grad():
+            real = self.losses(*self.batch(examples), with_aux=False)
+            blank = self.losses(*self.batch(examples, blank=True), with_aux=False)
+        self.model.train()
+        return {"val_lm": float(real["lm"]), "val_digits": float(real["digits"]),
+                "val_digits_blank": float(blank["digits"]),
+                "image_gain": float(blank["digits"] - real["digits"])}
+
+    def save(self) -> None:
+        import torch
+
+        tmp = self.out / "checkpoint.tmp"
+        self.model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        self.processor.save_pretrained(tmp)
+        torch.save({"aux": self.aux.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step},
+                   tmp / "state.pt")
+        (tmp / "warmup.json").write_text(json.dumps(asdict(self.config), indent=2, default=list))
+        final = self.out / "checkpoint"
+        old = self.out / "checkpoint.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            import shutil
+
+            shutil.rmtree(old)
+
+    def log(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, *, progress: bool = True) -> Path:
+        import torch
+
+        cfg = self.config
+        self.model.train()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        t0 = time.perf_counter()
+        while self.step < cfg.steps:
+            phase = phase_at(cfg.curriculum, self.step)
+            examples = self.examples(cfg.stream, self.step * cfg.batch, cfg.batch, self.data_config(phase))
+            enc, targets = self.batch(examples)
+            losses = self.losses(enc, targets)
+            total = losses["lm"] + cfg.aux_weight * sum(v for k, v in losses.items() if k.startswith("aux_"))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            record = {"step": self.step, "loss": total.item(), "grad_norm": norm.item(),
+                      "s_per_step": (time.perf_counter() - t0), **{k: v.item() for k, v in losses.items()}}
+            t0 = time.perf_counter()
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                record |= self.evaluate()
+                if progress:
+                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}),
+                          flush=True)
+            self.log(record)
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        return self.out / "checkpoint"
+
+
+def torch_bool(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.asarray(array, dtype=bool))
