@@ -148,7 +148,6 @@ def test_lora_merge_matches_peft_through_gguf(tiny_qwen, peft_adapter, tmp_path)
                  "--out", str(tmp_path / "b")]) == 0
     bundle = load_bundle(tmp_path / "b")
     base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32).eval()
-    plain_logits = None
     ref_model = PeftModel.from_pretrained(base, peft_adapter).eval()
     tok = AutoTokenizer.from_pretrained(tiny_qwen.hf_dir)
     proc = Qwen2VLImageProcessorPil.from_pretrained(tiny_qwen.hf_dir)

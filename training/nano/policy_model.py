@@ -22,6 +22,10 @@ class NanoPolicyConfig:
     heads: int = 6  # head_dim 32; mrope_section must sum to head_dim / 2
     kv_heads: int = 2
     intermediate: int = 512
+    # Qwen2.5-VL gives M-RoPE's width section the LOWEST frequencies: with head_dim 32 and theta 1e4 a
+    # column step turns them by < 0.004 rad and a probe learnt rows but never columns. theta 10 puts
+    # the width section at 0.12-0.24 rad per column (heights 0.27-0.56, text 0.65-1).
+    rope_theta: float = 10.0
     vision_depth: int = 4  # llama.cpp's converter needs >= 4 blocks
     vision_hidden: int = 128
     vision_heads: int = 4
@@ -75,7 +79,7 @@ def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicy
                          num_hidden_layers=config.layers, num_attention_heads=config.heads,
                          num_key_value_heads=config.kv_heads, max_position_embeddings=4096, bos_token_id=None,
                          eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": mrope},
+                         rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta, "mrope_section": mrope},
                          tie_word_embeddings=False),
         vision_config=dict(depth=config.vision_depth, hidden_size=config.vision_hidden,
                            intermediate_size=config.vision_intermediate, num_heads=config.vision_heads,

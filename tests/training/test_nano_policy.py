@@ -1,0 +1,95 @@
+"""The nano policy: its tokenizer survives llama.cpp conversion token for token, the dense image-token
+targets match a hand-made scene, and the warm-up trains, logs the image-vs-blank diagnostic, and
+resumes exactly where it stopped."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.models import require
+
+SMALL = dict(image_size=112, vocab_size=400, hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128,
+             vision_hidden=32, vision_heads=2, vision_intermediate=64, corpus_rows=150)
+
+
+@pytest.fixture(scope="module")
+def nano_small(tmp_path_factory):
+    require("torch")
+    require("transformers")
+    from training.nano.policy_model import NanoPolicyConfig, build_nano_policy
+
+    return build_nano_policy(tmp_path_factory.mktemp("nano") / "init", NanoPolicyConfig(**SMALL))
+
+
+def test_cell_targets_by_hand():
+    from training.nano.aux_targets import COLOUR_IDS, KIND_IDS, cell_targets
+    from training.nano.world import Scene, SceneObject
+
+    mask = np.zeros((112, 112), bool)
+    mask[30:60, 60:100] = True  # x 60..99, y 30..59
+    obj = SceneObject(0, "square", "red", "solid", 20.0, 80.0, 45.0, mask)
+    t = cell_targets(Scene(np.zeros((112, 112, 3), np.uint8), [obj], "plain"), 112)
+    # 4x4 cells of 28 px; coverage >= 0.2: rows 1 (28..55: 26/28 covered) and 2 (56..83: 4/28 = 0.14 -> no),
+    # columns 2 (56..83: 24/28) and 3 (84..111: 16/28).
+    on = {(int(r), int(c)) for r, c in zip(t.row[t.objectness > 0], t.col[t.objectness > 0])}
+    assert on == {(1, 2), (1, 3)}
+    i = 1 * 4 + 2
+    assert t.kind[i] == KIND_IDS["square"] and t.colour[i] == COLOUR_IDS["red"]
+    np.testing.assert_allclose(t.box[i], np.array([60, 30, 100, 60]) / 112, rtol=1e-6)
+    # cell (1, 2) centre is (70, 42): distances to the box edges
+    np.testing.assert_allclose(t.ltrb[i], np.array([10, 12, 30, 18]) / 112, rtol=1e-6)
+    assert t.kind[0] == -100 and t.objectness[0] == 0
+
+
+def test_world_tokenizer_is_reproduced_by_llama_cpp(nano_small, tmp_path):
+    require("llama_cpp")
+    from transformers import AutoTokenizer
+
+    from engine.bundle import load_bundle
+    from engine.policy.llama_backend import LlamaPolicy
+    from engine.protocol import build_prompt, chatml_prompt
+    from export.cli import main
+    from training.nano.dataset import NanoConfig, make_scene_example
+
+    assert main(["policy", "--model", str(nano_small), "--quant", "F16", "--out", str(tmp_path / "b"), "--no-verify"]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.manifest.policy.frame == "pixels-112"
+    policy = LlamaPolicy(bundle.path(bundle.manifest.policy.model), bundle.path(bundle.manifest.policy.mmproj),
+                         frame="pixels-112", n_ctx=2048, max_samples=1, threads=1)
+    tok = AutoTokenizer.from_pretrained(nano_small)
+    for i in range(5):
+        ex = make_scene_example("val", i, NanoConfig(image_size=112, frame="pixels-112"))
+        text = chatml_prompt(build_prompt(ex.query.text), "") + ex.completion
+        assert policy.tokenize(text) == tok(text, add_special_tokens=False).input_ids
+    policy.close()
+
+
+def test_warmup_trains_logs_and_resumes(nano_small, tmp_path):
+    torch = require("torch")
+    from training.nano.warmup import Phase, Warmup, WarmupConfig
+    from training.nano.queries import REFERRING
+
+    curriculum = (Phase(2, (REFERRING,), 2), Phase(10 ** 9, (REFERRING,), None))
+    cfg = WarmupConfig(str(nano_small), str(tmp_path / "run"), steps=2, batch=2, eval_every=2, save_every=2,
+                       eval_rows=2, curriculum=curriculum, lr=1e-3, warmup_steps=1)
+    Warmup(cfg).run(progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    assert {"image_gain", "val_digits", "val_digits_blank", "aux_row", "aux_col", "aux_kind"} <= set(records[-1])
+    assert records[-1]["image_gain"] == pytest.approx(records[-1]["val_digits_blank"] - records[-1]["val_digits"])
+
+    # The checkpoint holds the model, the aux heads and the optimizer: a resumed run continues the count
+    # and starts from the saved weights (not the initial ones).
+    w2 = Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 3}))
+    assert w2.step == 2
+    saved = torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=True)
+    assert saved["step"] == 2 and saved["optimizer"]["state"]
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    init = Qwen2_5_VLForConditionalGeneration.from_pretrained(nano_small)
+    assert not torch.equal(init.lm_head.weight, w2.model.lm_head.weight)
+    w2.run(progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
