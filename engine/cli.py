@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_voting(bench_sub)
     _bench_segment(bench_sub)
 
-    doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes)")
+    doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes), and whether a bundle is intact")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--bundle", default=None, help="also check that this bundle is complete and intact")
     doctor.set_defaults(run=lambda a: __import__("engine.doctor", fromlist=["main"]).main(a))
     return parser
 

@@ -59,14 +59,37 @@ def collect() -> dict:
     return report
 
 
+def bundle_report(root) -> tuple[bool, dict]:
+    """Whether a bundle is complete and intact (every file hashed now, no remembered stamps)."""
+    from .bundle import check_files, read_manifest
+    from .errors import ModelFileError
+
+    try:
+        bundle = read_manifest(root)
+    except ModelFileError as exc:
+        return False, {"bundle": str(root), "problem": str(exc)}
+    problems = check_files(bundle, full=True, use_stamps=False)
+    m = bundle.manifest
+    return not problems, {"bundle": str(bundle.root), "name": m.name,
+                          "policy": f"{m.policy.family}, {m.policy.frame}, {m.policy.quant}" if m.policy else "none",
+                          "segmenter": ", ".join(k for k in ("encoder_onnx", "checkpoint", "encoder_engine")
+                                                 if m.segmenter and getattr(m.segmenter, k)) or "none",
+                          "files": "intact" if not problems else "; ".join(problems)}
+
+
 def main(args) -> int:
     report = collect()
+    ok = True
+    if getattr(args, "bundle", None):
+        ok, report["bundle"] = bundle_report(args.bundle)
     if getattr(args, "json", False):
         print(json.dumps(report, indent=2))
-        return 0
+        return 0 if ok else 1
     width = max(len(k) for k in report)
     for key, value in report.items():
         if isinstance(value, list):
             value = "; ".join(value)
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: {v}" for k, v in value.items())
         print(f"{key.ljust(width)}  {value}")
-    return 0
+    return 0 if ok else 1

@@ -216,3 +216,18 @@ def test_lora_mismatch_is_refused(tiny_qwen, peft_adapter, tmp_path):
         merge_adapter(tiny_qwen.hf_dir, wrong, tmp_path / "m2")
     with pytest.raises(ModelFileError, match="not a LoRA adapter folder"):
         merge_adapter(tiny_qwen.hf_dir, tmp_path, tmp_path / "m3")
+
+
+def test_star_doctor_checks_a_bundle(tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    run = lambda b: subprocess.run([sys.executable, "-m", "engine.cli", "doctor", "--json", "--bundle", str(b)],
+                                   capture_output=True, text=True, timeout=120)
+    proc = run(tiny_bundle)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["bundle"]["files"] == "intact"
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "policy" / "mmproj-f16.gguf").write_bytes(b"x")
+    proc = run(bundle)
+    assert proc.returncode == 1 and "mmproj-f16.gguf" in json.loads(proc.stdout)["bundle"]["files"]
