@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
+from .fileio import write_text_atomically
 
 MANIFEST = "bundle.json"
 FORMAT = "star-bundle/1"
@@ -64,6 +65,15 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    def named_files(self) -> list[str]:
+        """Every file the policy and segmenter sections name (bundle-relative)."""
+        named = [self.policy.model, self.policy.mmproj] if self.policy else []
+        if self.segmenter:
+            s = self.segmenter
+            named += [p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
+                                  s.decoder_engine) if p]
+        return named
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
@@ -145,9 +155,7 @@ def _remember(verified: dict[str, str]) -> None:
         path = _stamp_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stamps))
-            tmp.replace(path)
+            write_text_atomically(path, json.dumps(stamps))
         except OSError:
             pass  # a read-only home only costs a re-hash next time
 
@@ -192,12 +200,7 @@ def read_manifest(root: str | Path) -> Bundle:
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is not valid JSON: {exc}") from None
     manifest = Manifest.from_dict(data)
-    named = [manifest.policy.model, manifest.policy.mmproj] if manifest.policy else []
-    if manifest.segmenter:
-        s = manifest.segmenter
-        named += [p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
-                              s.decoder_engine) if p]
-    for rel in named:
+    for rel in manifest.named_files():
         if rel not in manifest.files:
             raise ModelFileError(f"bundle manifest names {rel} but lists no checksum for it")
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
@@ -220,19 +223,14 @@ def write_manifest(root: str | Path, manifest: Manifest) -> Path:
     """Hash every file the manifest names (already in `manifest.files` or not) and write bundle.json
     atomically: a bundle without a manifest is not a bundle, so the manifest is written last."""
     root = Path(root)
-    rels = set(manifest.files)
-    if manifest.policy:
-        rels |= {manifest.policy.model, manifest.policy.mmproj}
-    if manifest.segmenter:
-        s = manifest.segmenter
-        rels |= {p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
-                             s.decoder_engine) if p}
+    rels = set(manifest.files) | set(manifest.named_files())
     manifest.files = {rel: file_entry(root / rel) for rel in sorted(rels)}
-    path = root / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(manifest.to_json())
-    tmp.replace(path)
-    return path
+    return save_manifest(root, manifest)
+
+
+def save_manifest(root: str | Path, manifest: Manifest) -> Path:
+    """Write bundle.json as it is (no hashing): for records such as verification results."""
+    return write_text_atomically(Path(root) / MANIFEST, manifest.to_json())
 
 
 def default_bundle_dir() -> Path:

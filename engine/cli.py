@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import StarError
+from .errors import run_command
 
 
 def _bench_voting(sub) -> None:
@@ -72,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         # Must happen before numpy / torch load their thread pools.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
-    try:
-        return int(args.run(args) or 0)
-    except StarError as exc:
-        print(f"star: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("star: interrupted", file=sys.stderr)
-        return 130
+    return run_command("star", args.run, args)
 
 
 if __name__ == "__main__":

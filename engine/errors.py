@@ -36,3 +36,17 @@ class InvalidPromptError(StarError, ValueError):
 
 class ContextOverflowError(StarError):
     """The prompt plus N x max_new_tokens does not fit the policy's context window."""
+
+
+def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> int:
+    """Run a CLI subcommand: our errors print one sentence (exit 2), Ctrl-C exits 130, never a traceback."""
+    import sys
+
+    try:
+        return int(run(args) or 0)
+    except StarError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {on_interrupt}", file=sys.stderr)
+        return 130

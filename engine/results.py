@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .fileio import write_atomically, write_text_atomically
 from .pipeline import Result
 from .rle import encode
 
@@ -58,18 +58,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, rgb=OVERLAY_RGB, alpha: float =
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _atomic_write(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    tmp.replace(path)
-    return path
-
-
 def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: str = "result") -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png", "json": out / f"{stem}.json"}
-    _atomic_write(paths["mask"], lambda p: Image.fromarray(result.mask.astype(np.uint8) * 255).save(p, format="PNG"))
-    _atomic_write(paths["overlay"], lambda p: Image.fromarray(overlay(image, result.mask)).save(p, format="PNG"))
-    _atomic_write(paths["json"], lambda p: p.write_text(json.dumps(result_to_dict(result), indent=1)))
+    write_atomically(paths["mask"], lambda p: Image.fromarray(result.mask.astype(np.uint8) * 255).save(p, format="PNG"))
+    write_atomically(paths["overlay"], lambda p: Image.fromarray(overlay(image, result.mask)).save(p, format="PNG"))
+    write_text_atomically(paths["json"], json.dumps(result_to_dict(result), indent=1))
     return paths

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
-from engine.errors import StarError
+from engine.errors import run_command
 
 from .quantize import QUANT_TYPES
 
@@ -153,15 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except StarError as exc:
-        print(f"star-export: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("star-export: interrupted; re-run the same command to continue (finished stages are kept)",
-              file=sys.stderr)
-        return 130
+    return run_command("star-export", args.run, args,
+                       on_interrupt="interrupted; re-run the same command to continue (finished stages are kept)")
 
 
 if __name__ == "__main__":

@@ -101,15 +101,18 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     mmproj_rel = f"policy/mmproj-{mmproj_quant}.gguf"
     inputs = fingerprint(source.model_dir, Path(adapter) if adapter else "no-adapter", quant, llama_cpp_version())
 
+    # Each check hashes the stage's outputs (GBs): ask once.
+    model_done = stages.done("policy-model", inputs)
+    mmproj_done = stages.done("policy-mmproj", inputs + mmproj_quant)
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".work-") as work:
         work = Path(work)
         hf_dir = source.model_dir
-        if adapter and not (stages.done("policy-model", inputs) and stages.done("policy-mmproj", inputs + mmproj_quant)):
+        if adapter and not (model_done and mmproj_done):
             from .lora import merge_adapter
 
             log(f"merging the LoRA adapter {adapter} into {source.model_dir.name}")
             hf_dir = merge_adapter(source.model_dir, adapter, work / "merged")
-        if stages.done("policy-model", inputs):
+        if model_done:
             log(f"{model_rel}: up to date, skipped")
         else:
             base_type = "f32" if quant == "F32" else "f16"
@@ -126,7 +129,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             if keep_f16 and quant not in ("F32", "F16"):
                 shutil.move(str(base), bundle / "policy" / base.name)
             stages.record("policy-model", inputs, [model_rel])
-        if stages.done("policy-mmproj", inputs + mmproj_quant):
+        if mmproj_done:
             log(f"{mmproj_rel}: up to date, skipped")
         else:
             log(f"writing the vision projector ({mmproj_quant})")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.bundle import sha256_file
 from engine.errors import StarError
+from engine.fileio import write_text_atomically
 
 STATE = ".star-export.json"
 
@@ -73,6 +74,4 @@ class StageLog:
     def record(self, stage: str, inputs: str, outputs: list[str]) -> None:
         self.state[stage] = {"inputs": inputs, "outputs": {rel: sha256_file(self.bundle / rel) for rel in outputs}}
         self.bundle.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.path)
+        write_text_atomically(self.path, json.dumps(self.state, indent=2))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import Bundle, check_files, read_manifest, write_manifest
+from engine.bundle import Bundle, check_files, read_manifest, save_manifest
 
 # Max relative logit error per quantization (teacher-forced; FIELD-NOTES measured 1e-3 .. 5e-3 at F32).
 LOGIT_TOLERANCE = {"F32": 0.02, "F16": 0.03, "Q8_0": 0.08, "Q5_K_M": 0.25, "Q4_K_M": 0.35}
@@ -91,7 +91,7 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-    from engine.policy.hf_inputs import encode_batch
+    from engine.policy.hf_inputs import encode_batch, teacher_forced_logits
     from engine.policy.llama_backend import LlamaPolicy
 
     spec = bundle.manifest.policy
@@ -109,16 +109,12 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
     worst, agree, total = 0.0, 0, 0
     try:
         for query in QUERIES:
-            enc = encode_batch(tokenizer, processor, [image], [query], frame=spec.frame, family=spec.prompt_family).tensors
+            enc = encode_batch(tokenizer, processor, [image], [query], frame=spec.frame, family=spec.prompt_family)
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=steps, do_sample=False, eos_token_id=[],
                                      pad_token_id=tokenizer.pad_token_id or 0)
                 ref = out[0, enc["input_ids"].shape[1]:].tolist()
-                full = torch.cat([enc["input_ids"], torch.tensor([ref])], 1)
-                forced = {**enc, "input_ids": full, "attention_mask": torch.ones_like(full),
-                          "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"],
-                                                          torch.zeros(1, len(ref), dtype=torch.long)], 1)}
-                ref_logits = model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].float().numpy()
+            ref_logits = teacher_forced_logits(model, enc, ref)
             ours = policy.forced_logits(image, query, ref)
             rel = np.abs(ours - ref_logits).max(axis=1) / np.abs(ref_logits).max(axis=1)
             worst = max(worst, float(rel.max()))
@@ -172,5 +168,5 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
     report = Report(str(bundle.root), checks)
     if record and checks[0].ok:
         bundle.manifest.verification = {c.name: {"ok": c.ok, "detail": c.detail, **c.numbers} for c in checks}
-        write_manifest(bundle.root, bundle.manifest)
+        save_manifest(bundle.root, bundle.manifest)  # the files were just hashed: no second pass
     return report

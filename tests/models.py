@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from training.nano.policy_model import QWEN_SPECIALS
+
 
 def require(module: str):
     try:
@@ -49,10 +51,6 @@ class TinySam2Onnx:
 
 # ---- a tiny random Qwen2.5-VL (transformers) and its GGUF conversion -------------------------------
 
-QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-
-
 @dataclass
 class TinyQwen:
     hf_dir: Path
@@ -64,25 +62,15 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
     >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
     torch = require("torch")
     require("transformers")
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2VLImageProcessorPil)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     from engine.protocol import build_prompt
-    from export.converter import QWEN2_SPLIT
+    from training.nano.policy_model import qwen_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
     corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
     corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '
                '"point_2d": [20,30]}]</answer>'] * 5
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast = qwen_bpe_tokenizer(corpus, 400)
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -5,7 +5,6 @@ the three can never drift apart."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,15 +14,6 @@ from ..protocol import build_prompt, chatml_prompt, resize_for_model
 IGNORE_INDEX = -100
 
 
-@dataclass
-class EncodedBatch:
-    """Right-padded token ids and the vision tensors; `labels` masks everything but completions."""
-
-    tensors: dict[str, Any]  # input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids[, labels]
-    prompt_lengths: list[int]  # tokens before each completion (the assistant turn starts here)
-    image_token_spans: list[tuple[int, int]]  # [start, end) of each row's <|image_pad|> run
-
-
 def image_tokens(grid_thw) -> int:
     t, h, w = (int(v) for v in grid_thw)
     return t * h * w // 4  # the 2x2 spatial merge
@@ -31,24 +21,23 @@ def image_tokens(grid_thw) -> int:
 
 def encode_batch(tokenizer, processor, images: Sequence[Any], queries: Sequence[str], *, frame: str,
                  family: str = "star", completions: Sequence[str] | None = None, training: bool = False,
-                 pad_id: int | None = None) -> EncodedBatch:
-    """Tokenize rows of (image, query[, completion]); images are resized to the frame first."""
+                 pad_id: int | None = None) -> dict[str, Any]:
+    """Tokenize rows of (image, query[, completion]) into right-padded tensors: input_ids, attention_mask,
+    pixel_values, image_grid_thw, mm_token_type_ids, and with completions `labels` (-100 outside them).
+    Images are resized to the frame first."""
     import torch
 
     pils = [resize_for_model(im, frame) for im in images]
     vision = processor(images=pils, return_tensors="pt")
     grids = vision["image_grid_thw"]
-    rows, prompt_lengths, spans = [], [], []
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    rows = []
     for i, query in enumerate(queries):
         n_img = image_tokens(grids[i])
         placeholder = "<|vision_start|>" + "<|image_pad|>" * n_img + "<|vision_end|>"
         prompt = tokenizer(chatml_prompt(build_prompt(query, family, training=training), placeholder),
                            add_special_tokens=False).input_ids
         completion = [] if completions is None else tokenizer(completions[i], add_special_tokens=False).input_ids
-        image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        start = prompt.index(image_id)
-        spans.append((start, start + n_img))
-        prompt_lengths.append(len(prompt))
         rows.append((prompt, completion))
     pad = tokenizer.pad_token_id if pad_id is None else pad_id
     width = max(len(p) + len(c) for p, c in rows)
@@ -62,14 +51,28 @@ def encode_batch(tokenizer, processor, images: Sequence[Any], queries: Sequence[
         if c:
             labels[i, len(p):len(seq)] = torch.tensor(c)
     # transformers 5 needs mm_token_type_ids, or image tokens silently get 1-D positions (FIELD-NOTES).
-    mm = (ids == tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+    mm = (ids == image_id).long()
     tensors = dict(input_ids=ids, attention_mask=attention, pixel_values=vision["pixel_values"],
                    image_grid_thw=grids, mm_token_type_ids=mm)
     if completions is not None:
         tensors["labels"] = labels
-    return EncodedBatch(tensors, prompt_lengths, spans)
+    return tensors
 
 
 def blank_like(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Mid-grey images of the same sizes: the "is the image used at all?" control (FIELD-NOTES)."""
     return [np.full_like(np.asarray(im), 128) for im in images]
+
+
+def teacher_forced_logits(model, tensors: dict, tokens: list[int]) -> np.ndarray:
+    """transformers logits over prompt + `tokens`, from the prompt's last position on: [len(tokens) + 1,
+    vocab], row t predicting the token after tokens[:t] (the layout of LlamaPolicy.forced_logits)."""
+    import torch
+
+    n = tensors["input_ids"].shape[1]
+    extra = torch.tensor([tokens], dtype=torch.long)
+    forced = {**tensors, "input_ids": torch.cat([tensors["input_ids"], extra], 1),
+              "attention_mask": torch.ones(1, n + len(tokens), dtype=torch.long),
+              "mm_token_type_ids": torch.cat([tensors["mm_token_type_ids"], torch.zeros_like(extra)], 1)}
+    with torch.no_grad():
+        return model(**forced).logits[0, n - 1:].float().numpy()

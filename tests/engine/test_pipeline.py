@@ -171,9 +171,8 @@ def test_star_segment_json_on_the_tiny_bundle(tiny_bundle, image, tmp_path):
     assert payload["mask"]["size"] == [H, W] and isinstance(payload["mask"]["counts"], str)
     assert {"status", "thinking", "targets"} <= set(payload["samples"][0])
     assert payload["timings"]["decode_tokens"] > 0 and payload["bundle"]["name"] == "tiny-random"
-    for kind in ("mask", "overlay", "json"):
-        assert (tmp_path / "out" / f"scene_{kind if kind != 'json' else ''}".rstrip("_")).with_suffix(
-            ".png" if kind != "json" else ".json").is_file()
+    for name in ("scene_mask.png", "scene_overlay.png", "scene.json"):
+        assert (tmp_path / "out" / name).is_file()
     mask = np.asarray(Image.open(tmp_path / "out" / "scene_mask.png"))
     assert mask.shape == (H, W)
 

@@ -5,6 +5,7 @@ import pytest
 
 from engine.errors import ContextOverflowError, ModelFileError
 from engine.policy.types import CancelToken, SamplingParams
+from engine.policy.hf_inputs import teacher_forced_logits
 from engine.protocol import build_prompt, chatml_prompt, resize_for_model
 from tests.models import require
 
@@ -88,18 +89,13 @@ def test_greedy_continuation_matches_transformers(path, tolerance, hf, tiny_qwen
     same argmax wherever the reference's top-2 gap exceeds the tolerance (a random tiny model has near
     ties, where the runtimes may legitimately differ); then free-running greedy agrees up to the first
     near tie."""
-    import torch
     policy = load(getattr(tiny_qwen_gguf, path), tiny_qwen_gguf)
     decided = 0
     for query in [QUERY, "what keeps food cold"]:
         inputs = hf_inputs(hf, tiny_qwen, image, query)
         ref, margins = hf_greedy(hf, inputs, 24)
         ours = policy.forced_logits(image, query, ref)
-        with torch.no_grad():
-            full = torch.cat([inputs["input_ids"], torch.tensor([ref])], 1)
-            forced = {**inputs, "input_ids": full, "attention_mask": torch.ones_like(full),
-                      "mm_token_type_ids": torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, len(ref), dtype=torch.long)], 1)}
-            ref_logits = hf[0](**forced).logits[0, inputs["input_ids"].shape[1] - 1:].numpy()
+        ref_logits = teacher_forced_logits(hf[0], inputs, ref)
         rel = np.abs(ours - ref_logits).max(axis=1) / np.abs(ref_logits).max(axis=1)
         assert rel.max() < tolerance, rel
         for t in range(len(ref)):

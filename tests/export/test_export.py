@@ -139,7 +139,7 @@ def test_lora_merge_matches_peft_through_gguf(tiny_qwen, peft_adapter, tmp_path)
     from peft import PeftModel
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from engine.policy.hf_inputs import encode_batch
+    from engine.policy.hf_inputs import encode_batch, teacher_forced_logits
     from engine.policy.llama_backend import LlamaPolicy
     from export.cli import main
     from export.verify import probe_image
@@ -155,16 +155,13 @@ def test_lora_merge_matches_peft_through_gguf(tiny_qwen, peft_adapter, tmp_path)
     spec = bundle.manifest.policy
     policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), frame=spec.frame, n_ctx=4096,
                          max_samples=1, threads=1)
-    enc = encode_batch(tok, proc, [image], ["the red circle"], frame=spec.frame).tensors
+    enc = encode_batch(tok, proc, [image], ["the red circle"], frame=spec.frame)
     with torch.no_grad():
         ref = ref_model.generate(**enc, max_new_tokens=16, do_sample=False, eos_token_id=[], pad_token_id=0)
-        ref = ref[0, enc["input_ids"].shape[1]:].tolist()
-        full = torch.cat([enc["input_ids"], torch.tensor([ref])], 1)
-        forced = {**enc, "input_ids": full, "attention_mask": torch.ones_like(full),
-                  "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"], torch.zeros(1, len(ref), dtype=torch.long)], 1)}
-        ref_logits = ref_model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].numpy()
-        with ref_model.disable_adapter():
-            plain_logits = ref_model(**forced).logits[0, enc["input_ids"].shape[1] - 1:].numpy()
+    ref = ref[0, enc["input_ids"].shape[1]:].tolist()
+    ref_logits = teacher_forced_logits(ref_model, enc, ref)
+    with ref_model.disable_adapter():
+        plain_logits = teacher_forced_logits(ref_model, enc, ref)
     ours = policy.forced_logits(image, "the red circle", ref)
     policy.close()
     scale = np.abs(ref_logits).max(axis=1)

@@ -47,7 +47,8 @@ def _corpus(config: NanoPolicyConfig) -> list[str]:
     return texts
 
 
-def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
+def qwen_bpe_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE trained on `corpus` with Qwen2's split regex and Qwen's special tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,10 +59,14 @@ def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
         pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=QWEN_SPECIALS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(config), trainer)
+    tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
+    return qwen_bpe_tokenizer(_corpus(config), config.vocab_size)
 
 
 def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicyConfig()) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ class WarmupConfig:
     threads: int = 1
     empty_rate: float = 0.1
     stream: str = "warmup"  # the name that seeds the training scenes
-    extra: dict = field(default_factory=dict)
 
 
 def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
@@ -69,25 +68,25 @@ def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
 
 
 class AuxHeads:
-    """Two linear read-outs (vision tokens; LM layer `aux_layer`), built lazily on the model's width."""
+    """Two linear read-outs (vision tokens; LM layer `aux_layer`) on the model's width; training only."""
 
     def __init__(self, hidden: int, grid: int):
         import torch
 
         self.grid = grid
-        self.vision = torch.nn.Linear(hidden, 1 + len(KIND_IDS) + len(COLOUR_IDS) + 4)
-        self.lm = torch.nn.Linear(hidden, 2 * grid + 4)
+        self.heads = torch.nn.ModuleDict({
+            "vision": torch.nn.Linear(hidden, 1 + len(KIND_IDS) + len(COLOUR_IDS) + 4),
+            "lm": torch.nn.Linear(hidden, 2 * grid + 4)})
+        self.vision, self.lm = self.heads["vision"], self.heads["lm"]
 
     def parameters(self):
-        return list(self.vision.parameters()) + list(self.lm.parameters())
+        return list(self.heads.parameters())
 
     def state_dict(self):
-        return {"vision." + k: v for k, v in self.vision.state_dict().items()} | \
-               {"lm." + k: v for k, v in self.lm.state_dict().items()}
+        return self.heads.state_dict()
 
     def load_state_dict(self, state):
-        self.vision.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("vision.")})
-        self.lm.load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("lm.")})
+        self.heads.load_state_dict(state)
 
     def loss(self, vision_states, lm_states, targets) -> dict:
         """vision_states / lm_states: [B*T, H] image-token states; targets: stacked CellTargets tensors."""
@@ -165,19 +164,19 @@ class Warmup:
 
     # ---- one pass ------------------------------------------------------------------------------------
     def losses(self, enc, targets, *, with_aux: bool = True) -> dict:
+        import torch
         import torch.nn.functional as F
 
-        tensors = dict(enc.tensors)
+        tensors = dict(enc)
         labels = tensors.pop("labels")
         out = self.model(**tensors, output_hidden_states=with_aux, use_cache=False)
         logits = out.logits[:, :-1]
         gold = labels[:, 1:]
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=IGNORE_INDEX)
         losses = {"lm": lm}
-        digit = gold.clone()
-        keep = np.isin(gold.numpy(), list(self.digits))
-        digit[~torch_bool(keep)] = IGNORE_INDEX
-        if keep.any():
+        keep = torch.isin(gold, torch.tensor(sorted(self.digits)))
+        digit = torch.where(keep, gold, IGNORE_INDEX)
+        if bool(keep.any()):
             losses["digits"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), digit.reshape(-1),
                                                ignore_index=IGNORE_INDEX)
         if with_aux:
@@ -261,8 +260,3 @@ class Warmup:
                 self.save()
         return self.out / "checkpoint"
 
-
-def torch_bool(array: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.asarray(array, dtype=bool))
