@@ -45,6 +45,31 @@ def _segment(sub) -> None:
     p.set_defaults(run=lambda a: __import__("engine.commands.segment", fromlist=["main"]).main(a))
 
 
+def _eval(sub) -> None:
+    from .metrics import CONVENTIONS
+
+    p = sub.add_parser("eval", help="a benchmark through the reasoner: resumable, per-group metrics, scaling and sweep from one run")
+    p.add_argument("--data", required=True, help="KIND:PATH, KIND one of reasonseg, reasonseg-x, reasonseg-r, hf, refcoco, cod, mmr")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("-n", "--samples", dest="n", type=int, default=1,
+                   help="samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
+    p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
+    p.add_argument("--convention", default="lisa", choices=sorted(CONVENTIONS), help="metric convention (PROTOCOL.md section 9)")
+    p.add_argument("--limit", type=int, default=None, help="only the first LIMIT items")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--vote-mode", default="best", choices=["best", "consensus"])
+    p.add_argument("--no-sweep", action="store_true", help="skip StAR's threshold sweep (N > 1)")
+    p.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="a broken dataset file: stop, or log and skip it")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option, e.g. split=testA, dataset=refcoco+, image_dir=...")
+    p.add_argument("--trust-pickle", action="store_true", help="RefCOCO: allow loading refs(*).p pickles (only files you trust)")
+    p.add_argument("--report-only", action="store_true", help="re-write the report of the run in --out (e.g. another --convention)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=lambda a: __import__("engine.commands.eval", fromlist=["main"]).main(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
@@ -52,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _segment(sub)
+    _eval(sub)
 
     bench = sub.add_parser("bench", help="benchmarks: print a table, write JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -77,21 +77,43 @@ def _as_pred(pred: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | No
     return pred if pred.dtype == bool else pred > 0
 
 
+class PreparedGt:
+    """One ground truth made ready once, so that many predictions (a vote sweep, N' sub-samples) are counted
+    cheaply under both ignore treatments: `counts(pred)` -> (I, U) excluding ignore pixels (LISA) and
+    (I, U) with them folded into the object (the HF copies)."""
+
+    def __init__(self, gt: np.ndarray):
+        gt = _as_gt(gt)
+        self.shape = gt.shape
+        self.target = gt == 1
+        ignore = gt == IGNORE
+        self.ignore = ignore if ignore.any() else None
+        self.target_fg = self.target | ignore if self.ignore is not None else self.target
+
+    def counts(self, pred: np.ndarray | None) -> tuple[int, int, int, int]:
+        """(I, U) with ignore excluded, then (I, U) with ignore as foreground; None is an empty prediction."""
+        pred = _as_pred(pred, self.shape)
+        if pred is None:
+            return 0, int(np.count_nonzero(self.target)), 0, int(np.count_nonzero(self.target_fg))
+        fg = int(np.count_nonzero(pred & self.target_fg)), int(np.count_nonzero(pred | self.target_fg))
+        if self.ignore is None:
+            return (*fg, *fg)
+        kept = pred & ~self.ignore
+        return int(np.count_nonzero(kept & self.target)), int(np.count_nonzero(kept | self.target)), *fg
+
+    def intersection_union(self, pred: np.ndarray | None, convention: str | Convention = "lisa") -> tuple[int, int]:
+        return pick_counts(self.counts(pred), convention)
+
+
+def pick_counts(counts: Sequence[int], convention: str | Convention = "lisa") -> tuple[int, int]:
+    """The (I, U) a convention uses from PreparedGt.counts' four numbers."""
+    conv = get_convention(convention)
+    return (counts[0], counts[1]) if conv.ignore == "exclude" else (counts[2], counts[3])
+
+
 def intersection_union(pred: np.ndarray | None, gt: np.ndarray, convention: str | Convention = "lisa") -> tuple[int, int]:
     """Integer intersection and union of one sample. `pred=None` (a failure) is an empty mask."""
-    conv = get_convention(convention)
-    gt = _as_gt(gt)
-    pred = _as_pred(pred, gt.shape)
-    ignore = gt == IGNORE
-    target = gt == 1
-    if conv.ignore == "foreground":
-        target = target | ignore
-        ignore = None
-    if pred is None:
-        return 0, int(np.count_nonzero(target))
-    if ignore is not None and ignore.any():
-        pred = pred & ~ignore
-    return int(np.count_nonzero(pred & target)), int(np.count_nonzero(pred | target))
+    return PreparedGt(gt).intersection_union(pred, convention)
 
 
 @dataclass

@@ -105,6 +105,30 @@ def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024) -> Sampli
     return SamplingParams(temperature=1.0, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens)
 
 
+def vote_candidates(samples: list[SampleResult], object_masks: np.ndarray, scores) -> list:
+    """The voting input (engine.voting.majority_vote) of some samples: a failure abstains (None), an
+    empty answer is [], otherwise one (mask, SAM score, label) per target."""
+    candidates = []
+    for s in samples:
+        if s.status == "failed":
+            candidates.append(None)
+        else:
+            candidates.append([(object_masks[r], float(scores[r]), t.label) for r, t in zip(s.mask_rows, s.targets)])
+    return candidates
+
+
+def decide(samples: list[SampleResult], object_masks: np.ndarray, scores, shape: tuple[int, int],
+           vote: VoteConfig = VoteConfig()) -> tuple[np.ndarray, bool, VoteResult | None]:
+    """The final mask of some samples: one sample is StAR's direct prediction (the OR of its masks; a
+    failure or no-object answer is an empty mask), several are voted. Returns (mask, no_object, vote)."""
+    if len(samples) == 1:
+        s = samples[0]
+        final = object_masks[s.mask_rows].any(0) if s.mask_rows else np.zeros(shape, dtype=bool)
+        return final, not final.any() and s.status != "ok", None
+    result = majority_vote(vote_candidates(samples, object_masks, scores), vote, shape=shape)
+    return result.mask, result.no_object, result
+
+
 class Reasoner:
     """A loaded policy + segmenter with the bundle's frame and prompt family."""
 
@@ -177,21 +201,9 @@ class Reasoner:
 
     def _decide(self, samples, object_masks, scores, shape, vote: VoteConfig | None, timings: Timings):
         t0 = time.perf_counter()
-        if len(samples) == 1:
-            # Direct prediction: the answer's masks, OR-ed; a failure or no-object answer is an empty mask.
-            s = samples[0]
-            final = object_masks[s.mask_rows].any(0) if s.mask_rows else np.zeros(shape, dtype=bool)
-            timings.vote_ms = (time.perf_counter() - t0) * 1e3
-            return final, not final.any() and s.status != "ok", None
-        candidates = []
-        for s in samples:
-            if s.status == "failed":
-                candidates.append(None)
-            else:
-                candidates.append([(object_masks[r], float(scores[r]), t.label) for r, t in zip(s.mask_rows, s.targets)])
-        result = majority_vote(candidates, vote or self.vote_config, shape=shape)
+        decision = decide(samples, object_masks, scores, shape, vote or self.vote_config)
         timings.vote_ms = (time.perf_counter() - t0) * 1e3
-        return result.mask, result.no_object, result
+        return decision
 
     def close(self) -> None:
         close = getattr(self.policy, "close", None)

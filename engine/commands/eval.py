@@ -1,0 +1,110 @@
+"""`star eval --data KIND:PATH`: a benchmark through the reasoner, resumable, with a Markdown / JSON /
+PNG report (overall and per group, test-time scaling and StAR's threshold sweep from one run)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import DatasetError
+
+
+def default_out_dir(data: str, bundle_name: str, n: int) -> Path:
+    kind, _, path = data.partition(":")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{kind}-{Path(path).name}-{bundle_name}-n{n}").strip("-")
+    return Path("runs") / "eval" / slug
+
+
+def data_options(pairs: list[str], trust_pickle: bool) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DatasetError(f"--data-option wants KEY=VALUE (e.g. split=testA), got {pair!r}")
+        options[key.replace("-", "_")] = value
+    if trust_pickle:
+        options["trust_pickle"] = True
+    return options
+
+
+def open_reader(data: str, options: dict, on_error: str):
+    from ..data import open_dataset, parse_data_spec
+
+    try:
+        kind, path = parse_data_spec(data)
+        return open_dataset(kind, path, on_error=on_error, **options)
+    except TypeError as exc:  # an option this reader does not take
+        raise DatasetError(f"--data-option: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(str(exc)) from None
+
+
+class _StopOnCtrlC:
+    """First Ctrl-C: finish cleanly (the item in flight stops within a decode step and runs again on
+    resume). Second: stop at once."""
+
+    def __init__(self, cancel):
+        self.cancel = cancel
+        self.previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.cancel.cancelled:
+                raise KeyboardInterrupt
+            self.cancel.cancel()
+            print("\nstar eval: stopping; finished items are saved (Ctrl-C again to stop at once)", file=sys.stderr)
+        self.previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def main(args) -> int:
+    from ..evaluation.report import summarize, write_report
+    from ..evaluation.runlog import RunLog
+    from ..evaluation.runner import EvalSettings, run_eval
+    from ..pipeline import load_reasoner
+    from ..policy.types import CancelToken
+    from ..voting import VoteConfig
+
+    settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                            vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
+                            convention=args.convention)
+    if args.n < 1:
+        raise DatasetError("-n must be at least 1")
+    if args.report_only:
+        if not args.out:
+            raise DatasetError("--report-only needs --out (the folder of the run to report)")
+        log = RunLog(args.out)
+        records = [r for r in log.read_records() if "error" not in r]
+        paths = write_report(summarize(records, log.read_settings(), args.convention), args.out)
+        print(paths["markdown"].read_text())
+        return 0
+
+    reader = open_reader(args.data, data_options(args.data_option, args.trust_pickle), args.on_error)
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
+                             max_new_tokens=args.max_new_tokens)
+    out = Path(args.out) if args.out else default_out_dir(args.data, reasoner.bundle.get("name", "bundle"), args.n)
+    cancel = CancelToken()
+    try:
+        with _StopOnCtrlC(cancel):
+            outcome = run_eval(reasoner, reader, out, settings, cancel=cancel, progress=not args.quiet)
+    finally:
+        reasoner.close()
+    log = RunLog(out)
+    summary = summarize(outcome.records, log.read_settings(), args.convention)
+    summary["complete"] = not outcome.interrupted and len(outcome.records) >= outcome.total
+    summary["reader_problems"] = list(getattr(reader, "problems", []))
+    paths = write_report(summary, out)
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    if outcome.interrupted:
+        print(f"star eval: interrupted after {len(outcome.records)} of {outcome.total} items; "
+              "run the same command to resume", file=sys.stderr)
+        return 130
+    return 0

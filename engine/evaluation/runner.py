@@ -1,0 +1,117 @@
+"""The eval loop: every item of a reader through a Reasoner, scored as it finishes, appended to the run
+log; resumable, cancellable between and within items, with a progress bar showing running gIoU/cIoU."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+
+from ..errors import StarError
+from ..metrics import IoUAccumulator, PreparedGt, pick_counts
+from ..pipeline import Reasoner, sampling_for
+from ..policy.types import CancelToken
+from ..rle import encode
+from ..voting import VoteConfig, grid_configs
+from .report import GROUP_KEYS
+from .runlog import RunLog
+from .scoring import score_result
+
+
+@dataclass
+class EvalSettings:
+    data: str                      # KIND:PATH, as given
+    n: int = 1
+    seed: int = 0
+    max_new_tokens: int = 1024
+    vote: VoteConfig = field(default_factory=VoteConfig)
+    sweep: bool = True             # StAR's threshold grid on the N completions (N > 1 only)
+    limit: int | None = None       # the first `limit` items only
+    convention: str = "lisa"       # for the progress bar; the report can use any
+
+    def describe(self, bundle: dict) -> dict:
+        """What run.json records; PREDICTION_KEYS of it must match on resume."""
+        sweep = [asdict(c) for c in grid_configs()] if self.sweep and self.n > 1 else []
+        policy = (bundle or {}).get("policy") or {}
+        return {"data": self.data, "n": self.n, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
+                "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
+
+
+@dataclass
+class EvalOutcome:
+    records: list[dict]
+    total: int                     # items the run covers (after --limit)
+    new: int                       # finished in this call
+    interrupted: bool
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """A per-item seed that does not depend on order, so a resumed run samples what an unbroken one would."""
+    return zlib.crc32(f"{seed}:{item_id}".encode()) & 0x7FFFFFFF
+
+
+def _record(sample, result, scores: dict) -> dict:
+    groups = {k: sample.meta[k] for k in GROUP_KEYS if sample.meta.get(k) is not None}
+    return {"id": sample.id, "query": sample.query, "groups": groups, **scores,
+            "no_object": bool(result.no_object), "pred": encode(result.mask),
+            "samples": [{"status": s.status, "finish_reason": s.finish_reason, "text": s.text} for s in result.samples],
+            "timings": asdict(result.timings)}
+
+
+def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, cancel: CancelToken | None = None,
+             progress: bool = True) -> EvalOutcome:
+    from tqdm import tqdm
+
+    cancel = cancel or CancelToken()
+    log = RunLog(out_dir)
+    run_settings = settings.describe(reasoner.bundle)
+    records = log.open(run_settings)
+    done = {r["id"] for r in records if "error" not in r}
+    records = [r for r in records if "error" not in r]  # errored items are tried again
+    sweep_configs = grid_configs() if run_settings["sweep"] else None
+    total = len(reader) if settings.limit is None else min(settings.limit, len(reader))
+
+    acc = IoUAccumulator(settings.convention)
+    for r in records:
+        acc.add_counts(*pick_counts(r["counts"], settings.convention))
+    bar = tqdm(total=total, initial=min(len(done), total), desc="eval", unit="item", disable=not progress,
+               dynamic_ncols=True)
+    new, interrupted = 0, False
+    try:
+        for index, sample in enumerate(reader):
+            if index >= total:
+                break
+            if sample.id in done:
+                continue
+            if cancel.cancelled:
+                interrupted = True
+                break
+            try:
+                image = sample.load_image()
+                gt = PreparedGt(sample.load_gt())
+                result = reasoner.run(image, sample.query, settings.n,
+                                      sampling=sampling_for(settings.n, seed=item_seed(settings.seed, sample.id),
+                                                            max_new_tokens=settings.max_new_tokens),
+                                      cancel=cancel)
+                if result.cancelled or cancel.cancelled:
+                    interrupted = True  # a half-decoded item is not a result: it runs again on resume
+                    break
+                record = _record(sample, result, score_result(result, gt, vote=settings.vote,
+                                                              sweep_configs=sweep_configs))
+            except StarError as exc:
+                record = {"id": sample.id, "query": sample.query, "error": str(exc)}
+            log.append(record)
+            done.add(sample.id)
+            new += 1
+            if "error" not in record:
+                records.append(record)
+                acc.add_counts(*pick_counts(record["counts"], settings.convention))
+                scores = acc.result()
+                bar.set_postfix(gIoU=f"{100 * scores['giou']:.1f}", cIoU=f"{100 * scores['ciou']:.1f}")
+            else:
+                records.append(record)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    return EvalOutcome(records, total, new, interrupted)
