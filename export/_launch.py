@@ -12,9 +12,8 @@ from pathlib import Path
 def _declare(pre: str) -> None:
     from conversion import base
 
-    from export.converter import QWEN2_SPLIT
+    from export.converter import KNOWN_SPLITS as known
 
-    known = {"qwen2": QWEN2_SPLIT}
     original = base.TextModel.get_vocab_base_pre
 
     def get_vocab_base_pre(self, tokenizer):

@@ -19,7 +19,7 @@ from engine.bundle import PolicySpec
 from engine.errors import ModelFileError
 from engine.protocol import PROMPT_FAMILIES, get_frame
 
-from .converter import QWEN2_SPLIT, convert, llama_cpp_version
+from .converter import KNOWN_SPLITS, convert, llama_cpp_version
 from .quantize import QUANT_TYPES, quantize_model
 from .stages import StageLog, check_free_space, fingerprint, tree_bytes
 
@@ -35,7 +35,7 @@ class PolicySource:
     family: str
     frame: str
     model_type: str
-    custom_tokenizer: bool  # not one the converter knows by hash (the nano world's): declare qwen2
+    custom_tokenizer: str | None  # the pre-tokenizer to declare for a tokenizer made here (the nano world's)
 
 
 def detect(model_dir: str | Path, frame: str | None = None) -> PolicySource:
@@ -68,15 +68,17 @@ def _qwen25_frame(root: Path) -> str:
     return "qwen2.5-840"
 
 
-def _custom_tokenizer(root: Path) -> bool:
+def _custom_tokenizer(root: Path) -> str | None:
+    """The llama.cpp pre-tokenizer to declare for a tokenizer made here (the nano world's), found by its
+    split regex; None for a released vocabulary, which the converter knows by hash."""
     try:
         tok = json.loads((root / "tokenizer.json").read_text())
     except (OSError, ValueError):
-        return False
+        return None
     if len(tok.get("model", {}).get("vocab", {})) > 100000:
-        return False  # a released Qwen vocabulary: the converter knows it by hash
+        return None
     text = json.dumps(tok.get("pre_tokenizer"))
-    return json.dumps(QWEN2_SPLIT)[1:-1] in text
+    return next((name for name, split in KNOWN_SPLITS.items() if json.dumps(split)[1:-1] in text), None)
 
 
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
@@ -96,7 +98,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     params = weights / 2  # bf16 / f16 checkpoints; f32 ones only make this estimate generous
     check_free_space(bundle, int(params * (2 + BYTES_PER_PARAM[quant]) + (weights if adapter else 0)),
                      "converting this policy")
-    declare = "qwen2" if source.custom_tokenizer else None
+    declare = source.custom_tokenizer
     model_rel = f"policy/model-{quant.lower()}.gguf"
     mmproj_rel = f"policy/mmproj-{mmproj_quant}.gguf"
     inputs = fingerprint(source.model_dir, Path(adapter) if adapter else "no-adapter", quant, llama_cpp_version())

@@ -65,12 +65,12 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     from engine.protocol import build_prompt
-    from training.nano.policy_model import qwen_bpe_tokenizer
+    from training.nano.policy_model import world_bpe_tokenizer
 
     corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
     corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '
                '"point_2d": [20,30]}]</answer>'] * 5
-    fast = qwen_bpe_tokenizer(corpus, 400)
+    fast = world_bpe_tokenizer(corpus, 400)
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

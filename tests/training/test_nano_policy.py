@@ -9,7 +9,7 @@ import pytest
 
 from tests.models import require
 
-SMALL = dict(image_size=112, vocab_size=400, hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128,
+SMALL = dict(image_size=112, vocab_size=512, hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128,
              vision_hidden=32, vision_heads=2, vision_intermediate=64, corpus_rows=150)
 
 
@@ -42,8 +42,18 @@ def test_cell_targets_by_hand():
     assert t.kind[0] == -100 and t.objectness[0] == 0
 
 
-def test_world_tokenizer_is_reproduced_by_llama_cpp(nano_small, tmp_path):
+@pytest.fixture(scope="module")
+def nano_small_qwen_split(tmp_path_factory):
+    from training.nano.policy_model import NanoPolicyConfig, build_nano_policy
+
+    return build_nano_policy(tmp_path_factory.mktemp("nano") / "init", NanoPolicyConfig(**SMALL, split="qwen2"))
+
+
+@pytest.mark.parametrize("split", ["gpt-2", "qwen2"])
+def test_world_tokenizer_is_reproduced_by_llama_cpp(split, request, tmp_path):
+    """Coordinate tokens (GPT-2's split, the default) and Qwen's one-digit split both convert exactly."""
     require("llama_cpp")
+    nano_small = request.getfixturevalue("nano_small" if split == "gpt-2" else "nano_small_qwen_split")
     from transformers import AutoTokenizer
 
     from engine.bundle import load_bundle
@@ -62,6 +72,8 @@ def test_world_tokenizer_is_reproduced_by_llama_cpp(nano_small, tmp_path):
         ex = make_scene_example("val", i, NanoConfig(image_size=112, frame="pixels-112"))
         text = chatml_prompt(build_prompt(ex.query.text), "") + ex.completion
         assert policy.tokenize(text) == tok(text, add_special_tokens=False).input_ids
+    coords = tok("[0,9,10,57,100,111]", add_special_tokens=False).input_ids
+    assert len(coords) == (13 if split == "gpt-2" else 19)  # 6 numbers + 7 brackets and commas, or 12 digits + 7
     policy.close()
 
 

@@ -1,6 +1,11 @@
 """The nano policy: the real Qwen2.5-VL architecture with a tiny config and a byte-level BPE tokenizer
-trained on the nano world's prompts and answers (Qwen2's split regex and Qwen's special tokens, so
-llama.cpp's `qwen2` pre-tokenizer reproduces it exactly; digits stay one token each, as in Qwen)."""
+trained on the nano world's prompts and answers, with Qwen's special tokens and the split regex of a
+llama.cpp pre-tokenizer, so llama.cpp tokenizes exactly as transformers does.
+
+Coordinate tokens: by default the split is GPT-2's (digit runs stay together) and every coordinate of
+the frame is one token, so the policy answers a coordinate with one 224-way choice read off the image
+features instead of three digits whose tens and units are non-monotonic functions of position (Qwen's
+own split, one digit per token, is kept as the option `split="qwen2"`)."""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ class NanoPolicyConfig:
     vision_heads: int = 4
     vision_intermediate: int = 256
     corpus_rows: int = 3000
+    split: str = "gpt-2"  # export.converter.KNOWN_SPLITS; "gpt-2" gives coordinate tokens
     seed: int = 0
 
 
@@ -47,26 +53,38 @@ def _corpus(config: NanoPolicyConfig) -> list[str]:
     return texts
 
 
-def qwen_bpe_tokenizer(corpus: list[str], vocab_size: int):
-    """A byte-level BPE trained on `corpus` with Qwen2's split regex and Qwen's special tokens."""
+def world_bpe_tokenizer(corpus: list[str], vocab_size: int, split: str = "qwen2", numbers: range | None = None):
+    """A byte-level BPE trained on `corpus` with Qwen's special tokens and a llama.cpp split regex
+    (export.converter.KNOWN_SPLITS). `numbers`: integers that must each encode as one token."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from export.converter import QWEN2_SPLIT
+    from export.converter import KNOWN_SPLITS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(KNOWN_SPLITS[split]), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    if numbers is not None:
+        # Every number ten times per corpus row (more often than any prompt-template pair): BPE merges
+        # each coordinate first, then spends the rest of the vocabulary on words.
+        corpus = [*corpus, *[",".join(map(str, numbers))] * (10 * len(corpus))]
     tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if numbers is not None:
+        split_up = [n for n in numbers if len(fast.encode(str(n), add_special_tokens=False)) != 1]
+        if split_up:
+            raise ValueError(f"vocabulary {vocab_size} is too small: {len(split_up)} coordinates take several tokens "
+                             f"(e.g. {split_up[:5]}); raise vocab_size")
+    return fast
 
 
 def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
-    return qwen_bpe_tokenizer(_corpus(config), config.vocab_size)
+    numbers = range(config.image_size) if config.split == "gpt-2" else None
+    return world_bpe_tokenizer(_corpus(config), config.vocab_size, config.split, numbers)
 
 
 def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicyConfig()) -> Path:

@@ -110,7 +110,9 @@ class AuxHeads:
 
 
 def _digit_ids(tokenizer) -> set[int]:
-    return {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    """Tokens that spell numbers: single digits (Qwen's split) or whole coordinates (coordinate tokens)."""
+    return {i for token, i in tokenizer.get_vocab().items()
+            if (text := tokenizer.convert_tokens_to_string([token]).strip()).isdigit()}
 
 
 class Warmup:
