@@ -30,6 +30,38 @@ def _bench_segment(sub) -> None:
     p.set_defaults(run=lambda a: __import__("engine.bench.segment", fromlist=["main"]).main(a))
 
 
+def _bench_policy(sub) -> None:
+    p = sub.add_parser("policy", help="llama.cpp policy: prefill, N samples decoded together vs N one-sample runs")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
+    p.add_argument("--tokens", type=int, default=128, help="tokens decoded per sample (stops ignored; default 128)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", default="runs/bench/policy.json", help="where to write the results")
+    p.set_defaults(run=lambda a: __import__("engine.bench.policy", fromlist=["main"]).main(a))
+
+
+def _bench_pipeline(sub) -> None:
+    p = sub.add_parser("pipeline", help="one query end to end, per stage, for N = 1, 8, 32 on the sample scene")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
+    p.add_argument("--query", default=None, help="query (default: the sample scene's)")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
+    p.set_defaults(run=lambda a: __import__("engine.bench.pipeline", fromlist=["main"]).main(a))
+
+
+def _bench_all(sub) -> None:
+    p = sub.add_parser("all", help="every benchmark with its defaults (policy and pipeline need a bundle)")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quick", action="store_true", help="small sizes and one repeat (a smoke run)")
+    p.add_argument("--json-dir", default="runs/bench", help="folder for the JSON files")
+    p.set_defaults(run=lambda a: __import__("engine.bench.all", fromlist=["main"]).main(a))
+
+
 def _segment(sub) -> None:
     p = sub.add_parser("segment", help="find what a query describes in an image: reasoning, mask, overlay, JSON")
     p.add_argument("image")
@@ -83,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     _bench_voting(bench_sub)
     _bench_segment(bench_sub)
+    _bench_policy(bench_sub)
+    _bench_pipeline(bench_sub)
+    _bench_all(bench_sub)
 
     doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes), and whether a bundle is intact")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -211,18 +212,31 @@ class Reasoner:
             close()
 
 
+def bundle_root(bundle=None) -> Path:
+    """The bundle folder to use: the one given, else the nano bundle shipped with the package."""
+    from .bundle import default_bundle_dir
+    from .errors import ModelFileError
+
+    if bundle is not None:
+        return Path(bundle)
+    root = default_bundle_dir()
+    if not (root / "bundle.json").is_file():
+        raise ModelFileError(f"no --bundle given and this installation has no bundled nano model ({root}); "
+                             "pass --bundle DIR (a folder made by star-export bundle)")
+    return root
+
+
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
                   max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
                   verify: bool = True) -> Reasoner:
     """A reasoner from a bundle folder (default: the nano bundle shipped with the package)."""
-    from .bundle import default_bundle_dir, load_bundle
+    from .bundle import load_bundle
     from .devices import resolve_device
     from .errors import ModelFileError
     from .policy.llama_backend import LlamaPolicy
     from .segment import load_segmenter
 
-    root = bundle if bundle is not None else default_bundle_dir()
-    b = load_bundle(root, verify=verify)
+    b = load_bundle(bundle_root(bundle), verify=verify)
     spec = b.manifest.policy
     if spec is None:
         raise ModelFileError(f"bundle {b.root} has no policy; a reasoner needs both halves")

@@ -236,7 +236,7 @@ class LlamaPolicy:
                     if cancel is not None and cancel.cancelled:
                         finish[i] = "cancelled"
                         continue
-                    if L.llama_vocab_is_eog(self.vocab, tok):
+                    if L.llama_vocab_is_eog(self.vocab, tok) and not sampling.ignore_stop:
                         finish[i] = "eos"
                         continue
                     ids[i].append(tok)
@@ -244,7 +244,7 @@ class LlamaPolicy:
                     texts[i] += delta
                     if delta and on_token is not None:
                         on_token(i, delta)
-                    if STOP_TEXT in texts[i][-len(STOP_TEXT) - len(delta):]:
+                    if STOP_TEXT in texts[i][-len(STOP_TEXT) - len(delta):] and not sampling.ignore_stop:
                         finish[i] = "stop"
                     elif len(ids[i]) >= sampling.max_new_tokens:
                         finish[i] = "length"

@@ -20,6 +20,7 @@ class SamplingParams:
     top_k: int = 0
     seed: int = 0
     max_new_tokens: int = 1024
+    ignore_stop: bool = False   # benchmarks: decode exactly max_new_tokens per sample (no </answer> or EOS stop)
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 1024) -> "SamplingParams":

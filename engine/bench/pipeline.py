@@ -1,0 +1,55 @@
+"""`star bench pipeline`: one query end to end (policy, parse, SAM encode + decode, vote) for N in
+{1, 8, 32}, per stage, on the bundled sample scene; the ratio column is what N samples cost against
+StAR's direct prediction (N = 1), i.e. the price of test-time scaling on this machine."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+
+from ..samples import sample_scene
+from .report import print_table, write_json
+
+STAGES = ("vision_ms", "decode_ms", "parse_ms", "sam_encode_ms", "sam_decode_ms", "vote_ms", "total_ms")
+
+
+def measure(reasoner, image, query: str, counts: list[int], repeat: int, max_new_tokens: int) -> list[dict]:
+    from ..pipeline import sampling_for
+
+    rows = []
+    for n in counts:
+        runs = []
+        for r in range(repeat + 1):  # the first run warms caches and is dropped
+            result = reasoner.run(image, query, n, sampling=sampling_for(n, seed=r, max_new_tokens=max_new_tokens))
+            runs.append(asdict(result.timings) | {"objects": len(result.object_masks),
+                                                  "ok": sum(s.status == "ok" for s in result.samples)})
+        runs = runs[1:]
+        row = {"n": n, **{k: statistics.median(run[k] for run in runs) for k in (*STAGES, "decode_tokens", "objects", "ok")}}
+        rows.append(row)
+    base = rows[0]["total_ms"] if rows and rows[0]["n"] == 1 else None
+    for row in rows:
+        row["vs_n1"] = row["total_ms"] / base if base else None
+    return rows
+
+
+def main(args) -> int:
+    from ..pipeline import load_reasoner
+
+    counts = sorted({int(k) for k in args.counts.split(",")})
+    image, query = sample_scene()
+    if args.query:
+        query = args.query
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=max(counts),
+                             max_new_tokens=args.max_new_tokens)
+    try:
+        rows = measure(reasoner, image, query, counts, args.repeat, args.max_new_tokens)
+    finally:
+        reasoner.close()
+    cols = ["N", "prefill", "decode", "tokens", "parse", "SAM enc", "SAM dec", "objects", "vote", "total", "x N=1"]
+    table = [[r["n"], r["vision_ms"], r["decode_ms"], r["decode_tokens"], r["parse_ms"], r["sam_encode_ms"],
+              r["sam_decode_ms"], r["objects"], r["vote_ms"], r["total_ms"], r["vs_n1"]] for r in rows]
+    bundle = reasoner.bundle
+    text = print_table(f"pipeline, bundle {bundle.get('name')}, query {query!r}; ms, median of {args.repeat}", cols, table)
+    path = write_json(args.json, {"benchmark": "pipeline", "bundle": bundle, "query": query, "rows": rows, "table": text})
+    print(f"\nwrote {path}")
+    return 0

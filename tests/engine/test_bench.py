@@ -1,0 +1,40 @@
+"""`star bench all --quick`: every benchmark runs, prints its table and writes its JSON; the policy bench
+decodes exactly the asked number of tokens per sample (stops ignored), so its comparison is like for like."""
+
+import json
+import subprocess
+import sys
+
+
+def star(*args):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
+    proc = star("bench", "all", "--quick", "--bundle", str(tiny_bundle), "--json-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped" not in proc.stdout, proc.stdout
+    results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("voting", "segment", "policy", "pipeline")}
+    for name, payload in results.items():
+        assert payload["machine"]["cores"] >= 1 and payload["table"] in proc.stdout, name
+    policy = results["policy"]["rows"]
+    assert [r["n"] for r in policy] == [1, 8]
+    # 16 tokens per sample: the first comes from the prefill's logits, the other 15 from batched decode steps.
+    assert [r["decode_tokens"] for r in policy] == [15, 8 * 15]
+    assert all(r["sequential_ms"] > 0 and r["speedup"] > 0 for r in policy)
+    pipeline = results["pipeline"]["rows"]
+    assert [r["n"] for r in pipeline] == [1, 8] and pipeline[0]["vs_n1"] == 1.0
+    assert all(r["total_ms"] >= r["decode_ms"] for r in pipeline)
+
+
+def test_no_bundle_and_no_bundled_model_says_what_to_do(tmp_path, monkeypatch):
+    import pytest
+
+    import engine.bundle
+    from engine.errors import ModelFileError
+    from engine.pipeline import bundle_root
+
+    monkeypatch.setattr(engine.bundle, "default_bundle_dir", lambda: tmp_path / "nano")
+    with pytest.raises(ModelFileError, match="pass --bundle DIR"):
+        bundle_root(None)
+    assert bundle_root(tmp_path / "mine") == tmp_path / "mine"
