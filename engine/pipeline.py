@@ -42,7 +42,8 @@ EventCallback = Callable[[Event], None]
 
 @dataclass
 class Timings:
-    vision_ms: float = 0.0  # image encode + prompt prefill (shared by all samples)
+    vision_ms: float = 0.0  # the policy's vision encoder (shared by all samples)
+    prefill_ms: float = 0.0  # the policy's LLM over the prompt + image embeddings (shared)
     prefill_tokens: int = 0
     decode_ms: float = 0.0
     decode_tokens: int = 0
@@ -155,8 +156,8 @@ class Reasoner:
         completions: list[Completion] = self.policy.sample(
             rgb, query, n, sampling, on_token=lambda i, d: emit(Event("token", i, d)), cancel=cancel)
         pt = self.policy.timings
-        timings.vision_ms, timings.prefill_tokens = pt.vision_ms, pt.prefill_tokens
-        timings.decode_ms, timings.decode_tokens = pt.decode_ms, pt.decode_tokens
+        for name in ("vision_ms", "prefill_ms", "prefill_tokens", "decode_ms", "decode_tokens"):
+            setattr(timings, name, getattr(pt, name))
         cancelled = any(c.finish_reason == "cancelled" for c in completions)
 
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from ..samples import sample_scene
 from .report import print_table, write_json
 
-STAGES = ("vision_ms", "decode_ms", "parse_ms", "sam_encode_ms", "sam_decode_ms", "vote_ms", "total_ms")
+STAGES = ("vision_ms", "prefill_ms", "decode_ms", "parse_ms", "sam_encode_ms", "sam_decode_ms", "vote_ms", "total_ms")
 
 
 def measure(reasoner, image, query: str, counts: list[int], repeat: int, max_new_tokens: int) -> list[dict]:
@@ -45,8 +45,8 @@ def main(args) -> int:
         rows = measure(reasoner, image, query, counts, args.repeat, args.max_new_tokens)
     finally:
         reasoner.close()
-    cols = ["N", "prefill", "decode", "tokens", "parse", "SAM enc", "SAM dec", "objects", "vote", "total", "x N=1"]
-    table = [[r["n"], r["vision_ms"], r["decode_ms"], r["decode_tokens"], r["parse_ms"], r["sam_encode_ms"],
+    cols = ["N", "vision", "prefill", "decode", "tokens", "parse", "SAM enc", "SAM dec", "objects", "vote", "total", "x N=1"]
+    table = [[r["n"], r["vision_ms"], r["prefill_ms"], r["decode_ms"], r["decode_tokens"], r["parse_ms"], r["sam_encode_ms"],
               r["sam_decode_ms"], r["objects"], r["vote_ms"], r["total_ms"], r["vs_n1"]] for r in rows]
     bundle = reasoner.bundle
     text = print_table(f"pipeline, bundle {bundle.get('name')}, query {query!r}; ms, median of {args.repeat}", cols, table)

@@ -25,7 +25,7 @@ def measure(policy, image, query: str, counts: list[int], tokens: int, repeat: i
         batched = time_ms(lambda: run(n), repeat=repeat, budget_s=120)
         t = last["t"]
         sequential = one["median_ms"] * n
-        rows.append({"n": n, "prefill_ms": t.vision_ms, "prefill_tokens": t.prefill_tokens, "decode_ms": t.decode_ms,
+        rows.append({"n": n, "vision_ms": t.vision_ms, "prefill_ms": t.prefill_ms, "prefill_tokens": t.prefill_tokens, "decode_ms": t.decode_ms,
                      "decode_tokens": t.decode_tokens, "tokens_per_s": t.decode_tokens / (t.decode_ms / 1e3),
                      "batched_ms": batched["median_ms"], "sequential_ms": sequential,
                      "one_sample_tokens_per_s": one_timings.decode_tokens / (one_timings.decode_ms / 1e3),
@@ -53,8 +53,8 @@ def main(args) -> int:
         rows = measure(policy, image, query, counts, args.tokens, args.repeat)
     finally:
         policy.close()
-    cols = ["N", "prefill ms", "decode ms", "tok/s (all N)", "N together ms", "N one-by-one ms", "x"]
-    table = [[r["n"], r["prefill_ms"], r["decode_ms"], r["tokens_per_s"], r["batched_ms"], r["sequential_ms"],
+    cols = ["N", "vision ms", "prefill ms", "decode ms", "tok/s (all N)", "N together ms", "N one-by-one ms", "x"]
+    table = [[r["n"], r["vision_ms"], r["prefill_ms"], r["decode_ms"], r["tokens_per_s"], r["batched_ms"], r["sequential_ms"],
               r["speedup"]] for r in rows]
     text = print_table(f"policy {b.manifest.name} ({spec.quant}, {spec.family}) on {device}, {threads} thread(s), "
                        f"{args.tokens} tokens per sample; 'x' = one-by-one / together", cols, table)

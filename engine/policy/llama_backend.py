@@ -159,15 +159,42 @@ class LlamaPolicy:
                            for i in range(M.mtmd_input_chunks_size(chunks)))
             if n_tokens >= self.n_ctx:
                 raise ContextOverflowError(f"the prompt alone needs {n_tokens} tokens; the context holds {self.n_ctx}")
-            n_past = L.llama_pos(0)
-            rc = M.mtmd_helper_eval_chunks(self.mctx, self.ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(n_past))
-            if rc != 0:
-                raise RuntimeError(f"llama.cpp failed to evaluate the prompt (mtmd_helper_eval_chunks returned {rc})")
+            n_past = self._eval_chunks(chunks)
             self.timings.prefill_tokens = n_tokens
-            return int(n_past.value)
+            return n_past
         finally:
             M.mtmd_input_chunks_free(chunks)
             M.mtmd_bitmap_free(bitmap)
+
+    def _eval_chunks(self, chunks) -> int:
+        """Chunk by chunk (what mtmd_helper_eval_chunks does in one call), so that the vision encoder and
+        the LLM prefill are timed apart. Returns the next position."""
+        L, M = self.L, self.M
+        n_past, count = 0, M.mtmd_input_chunks_size(chunks)
+        for i in range(count):
+            chunk = M.mtmd_input_chunks_get(chunks, i)
+            # Start at n_past: the text path ADDS its token count to *new_n_past (as mtmd_helper_eval_chunks
+            # relies on), the image path sets it.
+            new_n_past = L.llama_pos(n_past)
+            if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                t0 = time.perf_counter()
+                if M.mtmd_encode_chunk(self.mctx, chunk) != 0:
+                    raise ImageError("llama.cpp's vision encoder failed on this image (mtmd_encode_chunk)")
+                t1 = time.perf_counter()
+                self.timings.vision_ms += (t1 - t0) * 1e3
+                rc = M.mtmd_helper_decode_image_chunk(self.mctx, self.ctx, chunk, M.mtmd_get_output_embd(self.mctx),
+                                                      n_past, 0, self.n_batch, ctypes.byref(new_n_past),
+                                                      M.mtmd_helper_post_decode_callback(), None)
+                self.timings.prefill_ms += (time.perf_counter() - t1) * 1e3
+            else:
+                t0 = time.perf_counter()
+                rc = M.mtmd_helper_eval_chunk_single(self.mctx, self.ctx, chunk, n_past, 0, self.n_batch, i == count - 1,
+                                                     ctypes.byref(new_n_past))
+                self.timings.prefill_ms += (time.perf_counter() - t0) * 1e3
+            if rc != 0:
+                raise RuntimeError(f"llama.cpp failed to evaluate prompt chunk {i} of {count} (returned {rc})")
+            n_past = int(new_n_past.value)
+        return n_past
 
     def prompt_logits(self, image, query: str) -> np.ndarray:
         """Logits after the prompt's last token (float32 [vocab]); the parity tests' probe."""
@@ -209,9 +236,7 @@ class LlamaPolicy:
             raise ValueError(f"n must be between 1 and {self.max_samples} (this policy's max_samples), got {n}")
         rgb = load_image(image)
         self.timings = PolicyTimings()
-        t0 = time.perf_counter()
         n_past = self._prefill(rgb, query)
-        self.timings.vision_ms = (time.perf_counter() - t0) * 1e3
         if n_past + n * sampling.max_new_tokens > self.n_ctx:
             # With a unified KV cache all sequences share the n_ctx cells.
             raise ContextOverflowError(

@@ -41,7 +41,8 @@ class Completion:
 
 @dataclass
 class PolicyTimings:
-    vision_ms: float = 0.0      # image encode + prefill of the prompt (one pass, shared by all samples)
+    vision_ms: float = 0.0      # the vision encoder on the image (once, shared by all samples)
+    prefill_ms: float = 0.0     # the LLM over the prompt: text and image embeddings (once, shared)
     prefill_tokens: int = 0
     decode_ms: float = 0.0
     decode_tokens: int = 0

@@ -21,7 +21,7 @@ def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
     assert [r["n"] for r in policy] == [1, 8]
     # 16 tokens per sample: the first comes from the prefill's logits, the other 15 from batched decode steps.
     assert [r["decode_tokens"] for r in policy] == [15, 8 * 15]
-    assert all(r["sequential_ms"] > 0 and r["speedup"] > 0 for r in policy)
+    assert all(r["sequential_ms"] > 0 and r["speedup"] > 0 and r["vision_ms"] > 0 and r["prefill_ms"] > 0 for r in policy)
     pipeline = results["pipeline"]["rows"]
     assert [r["n"] for r in pipeline] == [1, 8] and pipeline[0]["vs_n1"] == 1.0
     assert all(r["total_ms"] >= r["decode_ms"] for r in pipeline)
