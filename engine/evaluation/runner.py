@@ -101,14 +101,12 @@ def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, can
                 record = {"id": sample.id, "query": sample.query, "error": str(exc)}
             log.append(record)
             done.add(sample.id)
+            records.append(record)
             new += 1
             if "error" not in record:
-                records.append(record)
                 acc.add_counts(*pick_counts(record["counts"], settings.convention))
                 scores = acc.result()
                 bar.set_postfix(gIoU=f"{100 * scores['giou']:.1f}", cIoU=f"{100 * scores['ciou']:.1f}")
-            else:
-                records.append(record)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
