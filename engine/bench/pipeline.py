@@ -39,7 +39,7 @@ def main(args) -> int:
     image, query = sample_scene()
     if args.query:
         query = args.query
-    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=max(counts),
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads or 1, max_samples=max(counts),
                              max_new_tokens=args.max_new_tokens)
     try:
         rows = measure(reasoner, image, query, counts, args.repeat, args.max_new_tokens)
