@@ -98,6 +98,17 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish(plt, fig, ax, title: str, path: Path) -> Path:
+    """Label, lay out and save (atomically) one plot of percentages, then free it."""
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    write_atomically(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
 def _plots(summary: dict, out_dir: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -113,13 +124,7 @@ def _plots(summary: dict, out_dir: Path) -> dict[str, Path]:
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("samples N")
-        ax.set_ylabel("%")
-        ax.set_title("test-time scaling")
-        ax.legend()
-        fig.tight_layout()
-        paths["scaling"] = out_dir / "scaling.png"
-        write_atomically(paths["scaling"], lambda p: fig.savefig(p, format="png"))
-        plt.close(fig)
+        paths["scaling"] = _finish(plt, fig, ax, "test-time scaling", out_dir / "scaling.png")
     rows = [(f"{value}", s) for key in GROUP_KEYS for value, s in sorted(summary["groups"].get(key, {}).items())]
     if rows:
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.5), dpi=120)
@@ -127,13 +132,7 @@ def _plots(summary: dict, out_dir: Path) -> dict[str, Path]:
         ax.bar([x - 0.2 for x in xs], [100 * s["giou"] for _, s in rows], width=0.4, label="gIoU")
         ax.bar([x + 0.2 for x in xs], [100 * s["ciou"] for _, s in rows], width=0.4, label="cIoU")
         ax.set_xticks(list(xs), [name.split("/")[0] for name, _ in rows], rotation=20)
-        ax.set_ylabel("%")
-        ax.set_title("per group")
-        ax.legend()
-        fig.tight_layout()
-        paths["groups"] = out_dir / "groups.png"
-        write_atomically(paths["groups"], lambda p: fig.savefig(p, format="png"))
-        plt.close(fig)
+        paths["groups"] = _finish(plt, fig, ax, "per group", out_dir / "groups.png")
     return paths
 
 
