@@ -101,6 +101,7 @@ def to_markdown(summary: dict) -> str:
 def _finish(plt, fig, ax, title: str, path: Path) -> Path:
     """Label, lay out and save (atomically) one plot of percentages, then free it."""
     ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
