@@ -10,13 +10,26 @@ from . import __version__
 from .errors import run_command
 
 
+def _runs(p, module: str) -> None:
+    """The subcommand runs `module.main(args)`, imported only when chosen (start-up stays light)."""
+    p.set_defaults(run=lambda a: __import__(module, fromlist=["main"]).main(a))
+
+
+def _bundle_arg(p) -> None:
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+
+
+def _device_arg(p) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def _bench_voting(sub) -> None:
     p = sub.add_parser("voting", help="IoU matrix and whole vote: ours vs pycocotools vs a float matmul (and the CUDA kernel)")
     p.add_argument("--sizes", default="1024,2048", help="mask side lengths (default 1024,2048)")
     p.add_argument("--counts", default="8,32,64", help="numbers of sampled masks N (default 8,32,64)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", default="runs/bench/voting.json", help="where to write the results")
-    p.set_defaults(run=lambda a: __import__("engine.bench.voting", fromlist=["main"]).main(a))
+    _runs(p, "engine.bench.voting")
 
 
 def _bench_segment(sub) -> None:
@@ -24,57 +37,57 @@ def _bench_segment(sub) -> None:
     p.add_argument("--models", default="shrunk,tiny", help="shrunk, tiny, small, large (random weights; default shrunk,tiny)")
     p.add_argument("--backends", default="torch,onnx", help="torch, onnx (default both)")
     p.add_argument("--prompts", default="32,128", help="prompt counts per decoder call (default 32,128)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", default="runs/bench/segment.json", help="where to write the results")
-    p.set_defaults(run=lambda a: __import__("engine.bench.segment", fromlist=["main"]).main(a))
+    _runs(p, "engine.bench.segment")
 
 
 def _bench_policy(sub) -> None:
     p = sub.add_parser("policy", help="llama.cpp policy: prefill, N samples decoded together vs N one-sample runs")
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    _bundle_arg(p)
     p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
     p.add_argument("--tokens", type=int, default=128, help="tokens decoded per sample (stops ignored; default 128)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", default="runs/bench/policy.json", help="where to write the results")
-    p.set_defaults(run=lambda a: __import__("engine.bench.policy", fromlist=["main"]).main(a))
+    _runs(p, "engine.bench.policy")
 
 
 def _bench_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="one query end to end, per stage, for N = 1, 8, 32 on the sample scene")
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    _bundle_arg(p)
     p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
     p.add_argument("--query", default=None, help="query (default: the sample scene's)")
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
-    p.set_defaults(run=lambda a: __import__("engine.bench.pipeline", fromlist=["main"]).main(a))
+    _runs(p, "engine.bench.pipeline")
 
 
 def _bench_all(sub) -> None:
     p = sub.add_parser("all", help="every benchmark with its defaults (policy and pipeline need a bundle)")
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _bundle_arg(p)
+    _device_arg(p)
     p.add_argument("--quick", action="store_true", help="small sizes and one repeat (a smoke run)")
     p.add_argument("--json-dir", default="runs/bench", help="folder for the JSON files")
-    p.set_defaults(run=lambda a: __import__("engine.bench.all", fromlist=["main"]).main(a))
+    _runs(p, "engine.bench.all")
 
 
 def _segment(sub) -> None:
     p = sub.add_parser("segment", help="find what a query describes in an image: reasoning, mask, overlay, JSON")
     p.add_argument("image")
     p.add_argument("query")
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    _bundle_arg(p)
     p.add_argument("-n", "--samples", dest="n", type=int, default=1,
                    help="samples; 1 = StAR's greedy direct prediction, >1 = sampling + majority vote (StAR: 32)")
     p.add_argument("--out", default="star-out", help="folder for the mask / overlay PNGs and result JSON ('' = none)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else there")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.set_defaults(run=lambda a: __import__("engine.commands.segment", fromlist=["main"]).main(a))
+    _runs(p, "engine.commands.segment")
 
 
 def _eval(sub) -> None:
@@ -82,7 +95,7 @@ def _eval(sub) -> None:
 
     p = sub.add_parser("eval", help="a benchmark through the reasoner: resumable, per-group metrics, scaling and sweep from one run")
     p.add_argument("--data", required=True, help="KIND:PATH, KIND one of reasonseg, reasonseg-x, reasonseg-r, hf, refcoco, cod, mmr")
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    _bundle_arg(p)
     p.add_argument("-n", "--samples", dest="n", type=int, default=1,
                    help="samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
     p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
@@ -97,9 +110,9 @@ def _eval(sub) -> None:
                    help="reader option, e.g. split=testA, dataset=refcoco+, image_dir=...")
     p.add_argument("--trust-pickle", action="store_true", help="RefCOCO: allow loading refs(*).p pickles (only files you trust)")
     p.add_argument("--report-only", action="store_true", help="re-write the report of the run in --out (e.g. another --convention)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=lambda a: __import__("engine.commands.eval", fromlist=["main"]).main(a))
+    _runs(p, "engine.commands.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes), and whether a bundle is intact")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.add_argument("--bundle", default=None, help="also check that this bundle is complete and intact")
-    doctor.set_defaults(run=lambda a: __import__("engine.doctor", fromlist=["main"]).main(a))
+    _runs(doctor, "engine.doctor")
     return parser
 
 

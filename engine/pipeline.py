@@ -85,6 +85,14 @@ class Result:
     bundle: dict
     cancelled: bool = False
 
+    def object_scores(self) -> list[float]:
+        """SAM's score of each row of object_masks (a SampleResult keeps them per sample)."""
+        scores = [0.0] * len(self.object_masks)
+        for s in self.samples:
+            for row, score in zip(s.mask_rows, s.scores):
+                scores[row] = score
+        return scores
+
     def sample_mask(self, index: int) -> np.ndarray:
         """The union of one sample's object masks (what that sample alone would answer)."""
         h, w = self.mask.shape

@@ -40,3 +40,21 @@ def tiny_qwen_gguf(tiny_qwen, tmp_path_factory):
 def tiny_bundle(tiny_qwen, tiny_sam2, tmp_path_factory):
     """Both tiny models as one bundle made by `star-export bundle` (policy Q8_0, SAM 2 ONNX)."""
     return models.build_tiny_bundle(tiny_qwen, tiny_sam2, tmp_path_factory.mktemp("tiny_bundle"))
+
+
+@pytest.fixture(scope="session")
+def scene_image():
+    """The scripted tests' picture (tests.scripted.scene)."""
+    from tests.scripted import scene
+
+    return scene()
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tiny_bundle):
+    """The tiny bundle's segmenter on ONNX Runtime, one thread."""
+    models.require("onnxruntime")
+    from engine.bundle import load_bundle
+    from engine.segment import load_segmenter
+
+    return load_segmenter(load_bundle(tiny_bundle).segmenter_files(), "onnx", device="cpu", threads=1)

@@ -6,7 +6,6 @@ img_height, img_width, and for ReasonSeg-X reasoning_type. Read one record batch
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Iterator
 

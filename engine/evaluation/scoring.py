@@ -31,11 +31,7 @@ def score_result(result: Result, gt: PreparedGt, *, vote: VoteConfig, sweep_conf
     out: dict = {"counts": list(gt.counts(result.mask))}
     samples, n = result.samples, len(result.samples)
     shape = result.mask.shape
-    # SAM's score of each object_masks row (a SampleResult keeps them per sample).
-    row_scores = [0.0] * len(result.object_masks)
-    for sample in samples:
-        for row, score in zip(sample.mask_rows, sample.scores):
-            row_scores[row] = score
+    row_scores = result.object_scores()
     if n > 1:
         out["scaling"] = {}
         for size in scaling_sizes(n):

@@ -15,46 +15,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from engine.bundle import load_bundle
-from engine.policy.types import Completion, PolicyTimings
 from tests.datasets import Item, write_dataset
-from tests.models import require
+from tests.scripted import BLUE, FRAME, RED, H, W, ScriptedPolicy, answer, to_original
 
-W, H = 224, 184
-FRAME = 112
-
-
-def _orig(values):
-    return [int(v * (W if i % 2 == 0 else H) / FRAME + 0.5) for i, v in enumerate(values)]
-
-
-RED = ("red square", (15, 10, 45, 35), (30, 22))
-BLUE = ("blue circle", (55, 40, 100, 95), (78, 68))
 FAIL = '<answer>[{"bbox_2d": oops</answer>'
 EMPTY = "<think> nothing like that </think> <answer>[]</answer>"
-
-
-def answer(*objects):
-    body = ", ".join(f'{{"label": "{lb}", "bbox_2d": [{",".join(map(str, b))}], "point_2d": [{p[0]},{p[1]}]}}'
-                     for lb, b, p in objects)
-    return f"<think> looking </think> <answer>[{body}]</answer>"
-
-
-class ScriptedPolicy:
-    """Fixed completions per query; counts its calls; can cancel a run from inside a decode."""
-
-    def __init__(self, script, cancel_on=None):
-        self.script, self.cancel_on, self.calls = script, cancel_on, []
-        self.timings = PolicyTimings()
-
-    def sample(self, image, query, n, sampling, *, on_token=None, cancel=None):
-        self.calls.append((query, sampling.seed))
-        if query == self.cancel_on and cancel is not None:
-            cancel.cancel()
-            return [Completion(i, "<think> half", [], "cancelled") for i in range(n)]
-        texts = self.script[query]
-        assert len(texts) == n
-        return [Completion(i, t, [], "stop") for i, t in enumerate(texts)]
 
 
 SCRIPT = {
@@ -66,15 +31,9 @@ SCRIPT = {
 
 
 @pytest.fixture(scope="module")
-def image():
-    from export.verify import probe_image
-
-    return np.ascontiguousarray(probe_image(H)[:, :W])
-
-
-@pytest.fixture(scope="module")
-def items(image):
-    red, blue = _orig(RED[1]), _orig(BLUE[1])
+def items(scene_image):
+    image = scene_image
+    red, blue = to_original(RED[1]), to_original(BLUE[1])
     return [
         Item("a", image, "the red square", [tuple(red)], meta={"reasoning_type": "purpose/functional", "is_sentence": True}),
         Item("b", image, "the blue circle", [(blue[0], blue[1], blue[2] - 20, blue[3])],
@@ -82,14 +41,6 @@ def items(image):
         Item("c", image, "a purple banana", [], meta={"reasoning_type": "commonsense/knowledge-intensive"}),
         Item("d", image, "both shapes", [tuple(red), tuple(blue)], meta={"reasoning_type": "comparative/relational"}),
     ]
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_bundle):
-    require("onnxruntime")
-    from engine.segment import load_segmenter
-
-    return load_segmenter(load_bundle(tiny_bundle).segmenter_files(), "onnx", device="cpu", threads=1)
 
 
 def make_reasoner(segmenter, **kw):
@@ -143,11 +94,11 @@ def decode(rle):
     return coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
-def test_eval_scores_match_an_independent_computation(segmenter, items, image, tmp_path):
+def test_eval_scores_match_an_independent_computation(tiny_segmenter, items, scene_image, tmp_path):
     from engine.evaluation.report import summarize
 
     data = write_dataset("reasonseg", tmp_path / "data", items)
-    outcome, _ = run(segmenter, data, tmp_path / "run")
+    outcome, _ = run(tiny_segmenter, data, tmp_path / "run")
     assert not outcome.interrupted and outcome.new == 4
     lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == ["a", "b", "c", "d"]
@@ -167,7 +118,7 @@ def test_eval_scores_match_an_independent_computation(segmenter, items, image, t
     assert lines[2]["no_object"] and summarize(outcome.records, settings, "seg-zero")["scored"] == 3
     # N' = 1 from the same run: every completion alone is one replicate; the report averages them.
     s = summarize(outcome.records, settings, "lisa")
-    per_sample = [sample_masks(segmenter, image, SCRIPT[it.query]) for it in items]
+    per_sample = [sample_masks(tiny_segmenter, scene_image, SCRIPT[it.query]) for it in items]
     replicate = [by_hand([per_sample[i][j] for i in range(4)], gts, False) for j in range(4)]
     one = s["scaling"][0]
     assert one["n"] == 1 and one["replicates"] == 4
@@ -181,18 +132,18 @@ def test_eval_scores_match_an_independent_computation(segmenter, items, image, t
     assert s["sweep"]["best_giou"]["giou"] >= s["giou"]
 
 
-def test_interrupted_eval_resumes_and_matches_an_unbroken_run(segmenter, items, tmp_path):
+def test_interrupted_eval_resumes_and_matches_an_unbroken_run(tiny_segmenter, items, tmp_path):
     from engine.evaluation.runlog import EvalRunError
 
     data = write_dataset("reasonseg", tmp_path / "data", items)
-    whole, _ = run(segmenter, data, tmp_path / "whole")
+    whole, _ = run(tiny_segmenter, data, tmp_path / "whole")
     # Cancelled while decoding item c: a and b are saved, c is not recorded.
-    first, _ = run(segmenter, data, tmp_path / "broken", cancel_on="a purple banana")
+    first, _ = run(tiny_segmenter, data, tmp_path / "broken", cancel_on="a purple banana")
     assert first.interrupted and [r["id"] for r in first.records] == ["a", "b"]
     # A process killed mid-write leaves a torn line: it is dropped and overwritten.
     with open(tmp_path / "broken" / "results.jsonl", "a") as f:
         f.write('{"id": "c", "cou')
-    second, policy = run(segmenter, data, tmp_path / "broken")
+    second, policy = run(tiny_segmenter, data, tmp_path / "broken")
     assert not second.interrupted and second.new == 2
     assert [q for q, _ in policy.calls] == ["a purple banana", "both shapes"]  # a and b were not redone
     lines = (tmp_path / "broken" / "results.jsonl").read_text().splitlines()
@@ -201,37 +152,35 @@ def test_interrupted_eval_resumes_and_matches_an_unbroken_run(segmenter, items, 
     assert [strip(r) for r in second.records] == [strip(r) for r in whole.records]
     # Other settings in the same folder are refused, naming the difference.
     with pytest.raises(EvalRunError, match="n: 4 there, 2 now"):
-        run(segmenter, data, tmp_path / "broken", n=2)
+        run(tiny_segmenter, data, tmp_path / "broken", n=2)
     # A damaged line in the middle is an error, not silently skipped.
     (tmp_path / "broken" / "results.jsonl").write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
     with pytest.raises(EvalRunError, match="line 2"):
-        run(segmenter, data, tmp_path / "broken")
+        run(tiny_segmenter, data, tmp_path / "broken")
 
 
-def test_item_seeds_do_not_depend_on_order(segmenter, items, tmp_path):
+def test_item_seeds_do_not_depend_on_order(tiny_segmenter, items, tmp_path):
     data = write_dataset("reasonseg", tmp_path / "data", items)
-    _, policy = run(segmenter, data, tmp_path / "a", limit=2)
-    _, again = run(segmenter, data, tmp_path / "a")
+    _, policy = run(tiny_segmenter, data, tmp_path / "a", limit=2)
+    _, again = run(tiny_segmenter, data, tmp_path / "a")
     seeds = dict(policy.calls + again.calls)
     assert len(set(seeds.values())) == 4
-    _, other = run(segmenter, data, tmp_path / "b", seed=1)
+    _, other = run(tiny_segmenter, data, tmp_path / "b", seed=1)
     assert all(seeds[q] != s for q, s in other.calls)
 
 
 @pytest.mark.parametrize("kind", ["reasonseg", "reasonseg-x", "refcoco", "cod", "mmr"])
-def test_every_dataset_format_through_eval(segmenter, items, kind, tmp_path):
+def test_every_dataset_format_through_eval(tiny_segmenter, items, kind, tmp_path):
     from engine.data import open_dataset, parse_data_spec
 
     shown = [it for it in items if it.rects]  # MMR and COD have no empty-target items
-    if kind == "cod":  # COD has one fixed query
-        shown = [Item(it.id, it.image, "the red square", it.rects) for it in shown]
     data = write_dataset(kind, tmp_path / "data", shown)
     options = {"trust_pickle": True} if kind == "refcoco" else {}
     from engine.evaluation.runner import EvalSettings, run_eval
 
-    reasoner, _ = make_reasoner(segmenter)
+    reasoner, _ = make_reasoner(tiny_segmenter)
     reader_kind, path = parse_data_spec(data)
-    if kind == "cod":
+    if kind == "cod":  # COD has one fixed query
         reasoner.policy.script = {"the camouflaged object": SCRIPT["the red square"]}
     outcome = run_eval(reasoner, open_dataset(reader_kind, path, **options), tmp_path / "run",
                        EvalSettings(data=data, n=4), progress=False)
@@ -274,8 +223,8 @@ def test_star_eval_cli_on_the_tiny_bundle(tiny_bundle, items, tmp_path):
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_star_eval_ctrl_c_stops_cleanly_and_resumes(tiny_bundle, image, tmp_path):
-    many = [Item(f"x{i}", image, f"thing number {i}", [(10, 10, 40, 40)]) for i in range(8)]
+def test_star_eval_ctrl_c_stops_cleanly_and_resumes(tiny_bundle, scene_image, tmp_path):
+    many = [Item(f"x{i}", scene_image, f"thing number {i}", [(10, 10, 40, 40)]) for i in range(8)]
     data = write_dataset("reasonseg", tmp_path / "data", many)
     out = tmp_path / "run"
     args = [sys.executable, "-m", "engine.cli", "eval", "--data", data, "--bundle", str(tiny_bundle), "-n", "2",

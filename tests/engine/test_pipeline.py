@@ -13,53 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
 from engine.errors import InvalidQueryError, ModelFileError
-from engine.policy.types import Completion, PolicyTimings
-from tests.models import require
-
-W, H = 224, 184  # original image; the tiny bundle's frame is pixels-112
-
-
-class ReplayPolicy:
-    """Returns the given completions, streaming them token by token (one token = one character)."""
-
-    def __init__(self, texts):
-        self.texts = texts
-        self.timings = PolicyTimings()
-
-    def sample(self, image, query, n, sampling, *, on_token=None, cancel=None):
-        assert n == len(self.texts)
-        for i, text in enumerate(self.texts):
-            for ch in text:
-                if on_token:
-                    on_token(i, ch)
-        return [Completion(i, t, [], "stop") for i, t in enumerate(self.texts)]
-
-
-def answer(*objects):
-    body = ", ".join(f'{{"label": "{lb}", "bbox_2d": [{b[0]},{b[1]},{b[2]},{b[3]}], "point_2d": [{p[0]},{p[1]}]}}'
-                     for lb, b, p in objects)
-    return f"<think> looking </think> <answer>[{body}]</answer>"
-
-
-RED = ("red square", (15, 10, 45, 35), (30, 22))  # frame pixels (112 x 112)
-BLUE = ("blue circle", (55, 40, 100, 95), (78, 68))
-
-
-@pytest.fixture(scope="module")
-def image():
-    from export.verify import probe_image
-
-    return np.ascontiguousarray(probe_image(H)[:, :W])
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_bundle):
-    require("onnxruntime")
-    from engine.segment import load_segmenter
-
-    return load_segmenter(load_bundle(tiny_bundle).segmenter_files(), "onnx", device="cpu", threads=1)
+from tests.scripted import BLUE, RED, H, W, ReplayPolicy, answer, to_original
 
 
 def reasoner(segmenter, texts):
@@ -68,22 +23,17 @@ def reasoner(segmenter, texts):
     return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"})
 
 
-def to_original(values):
-    """PROTOCOL.md section 2 by hand: x * W / 112, y * H / 112, rounded half up."""
-    return [int(v * (W if i % 2 == 0 else H) / 112 + 0.5) for i, v in enumerate(values)]
-
-
 def direct_masks(segmenter, image, *objects):
     boxes = np.array([to_original(b) for _, b, _ in objects], np.float32)
     points = np.array([to_original(p) for _, _, p in objects], np.float32)
     return segmenter.segment(segmenter.embed(image), boxes, points).masks
 
 
-def test_direct_prediction_is_the_or_of_the_answers_masks(segmenter, image):
+def test_direct_prediction_is_the_or_of_the_answers_masks(tiny_segmenter, scene_image):
     events = []
-    result = reasoner(segmenter, [answer(RED, BLUE)]).run(image, "the red square and the blue circle", 1,
-                                                           on_event=events.append)
-    expected = direct_masks(segmenter, image, RED, BLUE)
+    result = reasoner(tiny_segmenter, [answer(RED, BLUE)]).run(scene_image, "the red square and the blue circle", 1,
+                                                                on_event=events.append)
+    expected = direct_masks(tiny_segmenter, scene_image, RED, BLUE)
     assert result.mask.shape == (H, W)
     assert (result.mask == (expected[0] | expected[1])).all() and result.mask.any()
     assert not result.no_object and result.vote is None
@@ -99,15 +49,15 @@ def test_direct_prediction_is_the_or_of_the_answers_masks(segmenter, image):
     assert t.sam_encode_ms > 0 and t.sam_decode_ms > 0 and t.total_ms >= t.sam_encode_ms + t.sam_decode_ms
 
 
-def test_majority_vote_gets_the_candidates_protocol_says(segmenter, image):
+def test_majority_vote_gets_the_candidates_protocol_says(tiny_segmenter, scene_image):
     """5 samples: 3 x red, 1 x blue, 1 unparseable -> 4 valid runs, one abstention, K = 1, and the vote of
     the hand-built candidate list (sample order, SAM scores, labels; the failure as None). A random SAM
     paints nearly the same mask for any prompt, so which cluster wins is left to the voting tests."""
     from engine.voting import majority_vote
 
     texts = [answer(RED), answer(BLUE), answer(RED), "<answer>[{\"bbox_2d\": oops</answer>", answer(RED)]
-    result = reasoner(segmenter, texts).run(image, "the red square", 5)
-    out = segmenter.segment(segmenter.embed(image),
+    result = reasoner(tiny_segmenter, texts).run(scene_image, "the red square", 5)
+    out = tiny_segmenter.segment(tiny_segmenter.embed(scene_image),
                             np.array([to_original(o[1]) for o in (RED, BLUE, RED, RED)], np.float32),
                             np.array([to_original(o[2]) for o in (RED, BLUE, RED, RED)], np.float32))
     m, sc = out.masks, out.scores
@@ -122,26 +72,26 @@ def test_majority_vote_gets_the_candidates_protocol_says(segmenter, image):
     assert [s.scores for s in result.samples] == [[sc[0]], [sc[1]], [sc[2]], [], [sc[3]]]
 
 
-def test_no_object_majority(segmenter, image):
+def test_no_object_majority(tiny_segmenter, scene_image):
     texts = ["<answer>[]</answer>", answer(RED), "<think> none </think> <answer>[]</answer>", answer(RED),
              "<answer>[]</answer>"]
-    result = reasoner(segmenter, texts).run(image, "a purple banana", 5)
+    result = reasoner(tiny_segmenter, texts).run(scene_image, "a purple banana", 5)
     assert result.no_object and not result.mask.any()
     assert result.vote.no_object_votes == 3
 
 
-def test_bad_queries_are_refused(segmenter, image):
-    r = reasoner(segmenter, [answer(RED)])
+def test_bad_queries_are_refused(tiny_segmenter, scene_image):
+    r = reasoner(tiny_segmenter, [answer(RED)])
     for query in ("", "   ", "x" * 5000):
         with pytest.raises(InvalidQueryError):
-            r.run(image, query, 1)
+            r.run(scene_image, query, 1)
 
 
-def test_result_json_round_trips_masks(segmenter, image):
+def test_result_json_round_trips_masks(tiny_segmenter, scene_image):
     from engine.results import result_to_dict
     from engine.rle import decode
 
-    result = reasoner(segmenter, [answer(RED), answer(RED), answer(BLUE)]).run(image, "the red square", 3)
+    result = reasoner(tiny_segmenter, [answer(RED), answer(RED), answer(BLUE)]).run(scene_image, "the red square", 3)
     d = json.loads(json.dumps(result_to_dict(result)))
     assert (decode(d["mask"]) == result.mask).all() and d["mask"]["size"] == [H, W]
     assert isinstance(d["mask"]["counts"], str)
@@ -158,11 +108,11 @@ def star(*args):
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_star_segment_json_on_the_tiny_bundle(tiny_bundle, image, tmp_path):
+def test_star_segment_json_on_the_tiny_bundle(tiny_bundle, scene_image, tmp_path):
     from PIL import Image
 
     path = tmp_path / "scene.png"
-    Image.fromarray(image).save(path)
+    Image.fromarray(scene_image).save(path)
     proc = star("segment", str(path), "the red square", "--bundle", str(tiny_bundle), "-n", "4", "--max-new-tokens", "24",
                 "--out", str(tmp_path / "out"), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -177,11 +127,11 @@ def test_star_segment_json_on_the_tiny_bundle(tiny_bundle, image, tmp_path):
     assert mask.shape == (H, W)
 
 
-def test_star_segment_errors(tiny_bundle, image, tmp_path):
+def test_star_segment_errors(tiny_bundle, scene_image, tmp_path):
     from PIL import Image
 
     path = tmp_path / "scene.png"
-    Image.fromarray(image).save(path)
+    Image.fromarray(scene_image).save(path)
     proc = star("segment", str(path), "  ", "--bundle", str(tiny_bundle))
     assert proc.returncode == 2 and "query is empty" in proc.stderr
     bad = tmp_path / "bad.png"

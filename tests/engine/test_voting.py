@@ -205,7 +205,6 @@ def test_shape_mismatch_is_an_error():
 
 def test_many_samples_and_large_masks_stay_light():
     # 256 samples at 4096 x 4096: the same arrays are passed again (no copies); packed crops only.
-    rng = np.random.default_rng(0)
     big = [np.zeros((4096, 4096), bool) for _ in range(3)]
     big[0][1000:1800, 500:1500] = True
     big[1][1010:1800, 500:1500] = True

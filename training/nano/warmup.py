@@ -112,7 +112,7 @@ class AuxHeads:
 def _digit_ids(tokenizer) -> set[int]:
     """Tokens that spell numbers: single digits (Qwen's split) or whole coordinates (coordinate tokens)."""
     return {i for token, i in tokenizer.get_vocab().items()
-            if (text := tokenizer.convert_tokens_to_string([token]).strip()).isdigit()}
+            if tokenizer.convert_tokens_to_string([token]).strip().isdigit()}
 
 
 class Warmup:
