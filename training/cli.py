@@ -1,4 +1,8 @@
-"""`star-train`: training commands. Today: the nano world's data (`nano-data`) and baselines (`nano-baselines`)."""
+"""`star-train`: training commands.
+
+  star-train --recipe FILE [key=value ...]   a GRPO / REST recipe (training/recipes/*.yaml) on TRL
+  star-train nano-data | nano-baselines | nano-init | nano-warmup | nano-sam   the nano world's pieces
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,17 @@ def _nano_warmup(args) -> int:
     return 0
 
 
+def _nano_sam(args) -> int:
+    from .nano.segmenter import SamTrainConfig, SamTrainer
+
+    config = SamTrainConfig(args.out, steps=args.steps, batch=args.batch, lr=args.lr, image_size=args.image_size,
+                            embed_dim=args.embed_dim, d_model=args.d_model, eval_every=args.eval_every,
+                            eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads)
+    final = SamTrainer(config).run(progress=not args.quiet)
+    print(f"nano SAM 2 checkpoint -> {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,10 +96,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_warmup)
+    p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--embed-dim", type=int, default=24)
+    p.add_argument("--d-model", type=int, default=96)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-scenes", type=int, default=48)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_sam)
     return parser
 
 
+def recipe_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="star-train --recipe", description="Run a GRPO / REST recipe on TRL.")
+    parser.add_argument("--recipe", required=True, help="a YAML recipe (training/recipes/), or 'none' for overrides only")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe settings to override")
+    return parser
+
+
+def _run_recipe(argv: list[str]) -> int:
+    from .grpo import train
+    from .recipe import load_recipe
+
+    args = recipe_parser().parse_args(argv)
+    try:
+        recipe = load_recipe(None if args.recipe == "none" else args.recipe, args.overrides)
+    except (OSError, ValueError) as exc:
+        print(f"star-train: {exc}", file=sys.stderr)
+        return 2
+    final = train(recipe)
+    print(f"adapter -> {final}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--recipe" or a.startswith("--recipe=") for a in argv):
+        return _run_recipe(argv)
     args = build_parser().parse_args(argv)
     return int(args.run(args) or 0)
 

@@ -285,7 +285,10 @@ def visionreasoner_accuracy_reward(prompts, completions, solution, **_) -> list[
 
 
 def decode_masks(masks: Any) -> np.ndarray:
-    """Instance masks from a dataset column: a bool array [K, H, W], a list of arrays, or COCO RLEs."""
+    """Instance masks from a dataset column: a bool array [K, H, W], a list of arrays, or COCO RLEs
+    (also as a JSON string of them)."""
+    if isinstance(masks, str):
+        masks = json.loads(masks)
     if isinstance(masks, np.ndarray):
         return masks.astype(bool)
     out = []

@@ -1,0 +1,97 @@
+"""Training rows for GRPO / REST: ReasonSeg-X-style parquet -> a `datasets.Dataset` in TRL's
+conversational format, with the columns the StAR rewards read.
+
+Each row: `prompt` (system + user text of the recipe's prompt family; TRL puts the image in front of
+the text, as the engine's ChatML does), `image` (resized to the policy frame, as the reference resizes
+to 840 x 840), `solution` (GT boxes and points in that frame, PROTOCOL.md section 7) and
+`solution_masks` (the instance masks in that frame, COCO RLE JSON). Instances come from an `instances`
+column (RLE list, as the nano world writes); without one, the row's mask is a single instance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _instance_column(path: str | Path) -> list[str | None]:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    out: list[str | None] = []
+    for file in files:
+        pf = pq.ParquetFile(file)
+        if "instances" in pf.schema_arrow.names:
+            out.extend(pf.read(columns=["instances"]).column("instances").to_pylist())
+        else:
+            out.extend([None] * pf.metadata.num_rows)
+    return out
+
+
+def frame_masks(instances: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """Instance masks resized (nearest) to the frame's (width, height); empty ones are dropped."""
+    from PIL import Image
+
+    out = []
+    for m in instances:
+        img = Image.fromarray(np.asarray(m, dtype=np.uint8) * 255)
+        if img.size != size:
+            img = img.resize(size, Image.NEAREST)
+        m = np.asarray(img) > 127
+        if m.any():
+            out.append(m)
+    return out
+
+
+def training_row(query: str, image, instances: list[np.ndarray], *, family: str, frame: str) -> dict:
+    from engine.protocol import SYSTEM_PROMPT, build_prompt, get_frame, resize_for_model
+    from engine.rle import encode
+
+    from .rewards import gt_targets_from_masks
+
+    if get_frame(frame).model_input_size is None:
+        # Qwen3-VL answers in a 0-999 grid: the rewards' pixel thresholds and SAM prompts would need a
+        # conversion layer that is not written yet.
+        raise NotImplementedError(f"training in the {frame} frame is not supported yet; use a pixel frame "
+                                  "(qwen2.5-840 or pixels-<S>)")
+    pil = resize_for_model(image, frame)
+    masks = frame_masks(instances, pil.size)
+    return {
+        "prompt": [{"role": "system", "content": SYSTEM_PROMPT},
+                   {"role": "user", "content": build_prompt(query, family, training=True)}],
+        "image": pil,
+        "solution": json.dumps(gt_targets_from_masks(masks)),
+        "solution_masks": json.dumps([encode(m) for m in masks]),
+    }
+
+
+def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None):
+    from engine.data import open_dataset
+    from engine.rle import decode
+
+    reader = open_dataset("hf", data)
+    instances = _instance_column(data)
+    for i, sample in enumerate(reader):
+        if limit is not None and i >= limit:
+            break
+        if instances[i]:
+            masks = [decode(r) for r in json.loads(instances[i])]
+        else:
+            gt = sample.load_gt()
+            masks = [gt == 1] if (gt == 1).any() else []
+        yield training_row(sample.query, sample.load_image(), masks, family=family, frame=frame)
+
+
+def build_dataset(recipe):
+    """The recipe's training rows as a `datasets.Dataset` (images stored as PNG in Arrow)."""
+    from datasets import Dataset, Features, Image, Value
+
+    features = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "image": Image(),
+                         "solution": Value("string"), "solution_masks": Value("string")})
+    rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit))
+    if not rows:
+        raise ValueError(f"{recipe.data} holds no training rows")
+    return Dataset.from_list(rows, features=features)

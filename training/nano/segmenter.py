@@ -1,0 +1,246 @@
+"""The nano bundle's segmenter: SAM 2.1 (Hiera + FPN + SAM heads, shrunk) trained on the world's masks.
+
+Prompts are what the policy will give at inference: a box (jittered, as a policy's box is never exact)
+and a click inside the object, both together most of the time, sometimes alone. The loss is SAM's:
+focal (x20) + dice on the best of the three multimask outputs, plus MSE of the IoU head against the
+true IoU of all three (the engine picks a mask by that head, and voting averages it).
+
+The network code is the engine's own (`sam2_graph.build_graphs`): what trains is what the PyTorch and
+ONNX backends run. Checkpoints are Meta's format ({"model": state_dict}) next to their config YAML, so
+`star-export sam2` and `load_torch_segmenter` read them like any SAM 2 checkpoint; the optimiser state
+lives in a separate `state.pt`. Everything here loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..rewards import gt_targets_from_masks
+from .world import make_scene
+
+SCENE_SIZE = 224
+STREAMS = {"train": zlib.crc32(b"nano-sam/train"), "val": zlib.crc32(b"nano-sam/val")}
+
+
+@dataclass
+class SamTrainConfig:
+    out_dir: str
+    steps: int = 3000
+    batch: int = 8                 # scenes per step (every object of each is a prompt)
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    image_size: int = 256          # SAM's input (the world's 224 px scenes are resized to it)
+    embed_dim: int = 24            # Hiera width at stage 1
+    d_model: int = 96              # FPN / prompt encoder / mask decoder width
+    box_jitter: float = 0.1        # std of each box edge's shift, as a fraction of the box side
+    eval_every: int = 100
+    eval_scenes: int = 48
+    save_every: int = 200
+    threads: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Prompt:
+    box: np.ndarray | None    # [4] x1, y1, x2, y2 (pixels)
+    point: np.ndarray | None  # [2] x, y
+
+
+def jittered_box(box, rng: np.random.Generator, jitter: float, size: int) -> np.ndarray:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1 + 1, y2 - y1 + 1
+    shift = rng.normal(0, jitter, 4) * np.array([w, h, w, h])
+    out = np.array([x1, y1, x2, y2]) + shift
+    out = np.clip(out, 0, size - 1)
+    return np.array([min(out[0], out[2]), min(out[1], out[3]), max(out[0], out[2]), max(out[1], out[3])], np.float32)
+
+
+def sample_prompt(mask: np.ndarray, target: dict, rng: np.random.Generator, jitter: float) -> Prompt:
+    """Box + click (70 %), box only (15 %) or click only (15 %); the click is the object's most inner
+    pixel (what the reward's GT uses) or, half the time, any pixel of it."""
+    u = rng.random()
+    box = jittered_box(target["bbox_2d"], rng, jitter, mask.shape[0]) if u < 0.85 else None
+    point = None
+    if u < 0.7 or u >= 0.85:
+        if rng.random() < 0.5:
+            point = np.array(target["point_2d"], np.float32)
+        else:
+            ys, xs = np.nonzero(mask)
+            i = int(rng.integers(len(xs)))
+            point = np.array([xs[i], ys[i]], np.float32)
+    return Prompt(box, point)
+
+
+def prompt_tensors(prompts: list[Prompt], orig_hw: tuple[int, int], image_size: int):
+    """Prompts of mixed kinds -> one decoder batch: padded with SAM's "not a point" label (-1)."""
+    from engine.segment.transforms import prompts_to_model
+
+    rows = [prompts_to_model(None if p.box is None else p.box[None], None if p.point is None else p.point[None],
+                             orig_hw, image_size) for p in prompts]
+    width = max(c.shape[1] for c, _ in rows)
+    coords = np.zeros((len(rows), width, 2), np.float32)
+    labels = np.full((len(rows), width), -1, np.int32)
+    for i, (c, lab) in enumerate(rows):
+        coords[i, :c.shape[1]] = c[0]
+        labels[i, :lab.shape[1]] = lab[0]
+    return coords, labels
+
+
+def sam_losses(low_logits, iou_pred, gt):
+    """low_logits [K, 3, h, w], iou_pred [K, 3], gt bool [K, H, W] -> dict of scalar tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    up = F.interpolate(low_logits, gt.shape[-2:], mode="bilinear", align_corners=False)
+    target = gt[:, None].float().expand_as(up)
+    prob = up.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(up, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    focal = ((0.25 * target + 0.75 * (1 - target)) * ce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    inter = (prob * target).flatten(2).sum(-1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
+    per_output = 20 * focal + dice                       # [K, 3]
+    best = per_output.argmin(dim=1)
+    rows = torch.arange(len(best))
+    with torch.no_grad():
+        hard = up > 0
+        true_iou = (hard & (target > 0)).flatten(2).sum(-1) / (hard | (target > 0)).flatten(2).sum(-1).clamp(min=1)
+    return {"mask": per_output[rows, best].mean(), "iou_head": F.mse_loss(iou_pred, true_iou),
+            "train_iou": true_iou[rows, best].mean()}
+
+
+class SamTrainer:
+    def __init__(self, config: SamTrainConfig):
+        import torch
+
+        from engine.segment.sam2_graph import build_graphs
+        from engine.segment.shrunk import write_shrunk_config
+        from engine.segment.torch_backend import build_model
+
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        latest = self.out / "checkpoint"
+        resume = (latest / "state.pt").is_file()
+        self.config_path = self.out / "sam2_nano.yaml"
+        if not resume:
+            write_shrunk_config(self.config_path, image_size=config.image_size, embed_dim=config.embed_dim,
+                                d_model=config.d_model)
+        self.model = build_model(self.config_path, latest / "sam2_nano.pt" if resume else None, "cpu").train()
+        self.encoder, self.decoder = build_graphs(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        if resume:
+            state = torch.load(latest / "state.pt", weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+        self.log_path = self.out / "log.jsonl"
+
+    def scene(self, stream: str, index: int):
+        rng = np.random.default_rng([STREAMS[stream], self.config.seed, index])
+        return make_scene(rng, SCENE_SIZE), rng
+
+    def scene_loss(self, scene, rng) -> dict:
+        import torch
+
+        from engine.segment.transforms import preprocess
+
+        masks = [o.mask for o in scene.objects]
+        prompts = [sample_prompt(m, t, rng, self.config.box_jitter) for m, t in zip(masks, gt_targets_from_masks(masks))]
+        coords, labels = prompt_tensors(prompts, scene.image.shape[:2], self.config.image_size)
+        feats = self.encoder(torch.from_numpy(preprocess(scene.image, self.config.image_size)))
+        low, iou = self.decoder(*feats, torch.from_numpy(coords), torch.from_numpy(labels))
+        return sam_losses(low, iou, torch.from_numpy(np.stack(masks)))
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.config.warmup_steps)
+        return self.config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.config.steps)))
+
+    def evaluate(self) -> dict:
+        """Mask IoU through the engine's own inference path (numpy pre/post-processing, best-of-3 by
+        the IoU head) on fixed val scenes: exact box + click, and a jittered box alone."""
+        from engine.segment.torch_backend import TorchSegmenter
+
+        self.model.eval()
+        seg = TorchSegmenter(self.model, "cpu")
+        exact, jittered = [], []
+        for i in range(self.config.eval_scenes):
+            scene, rng = self.scene("val", i)
+            masks = np.stack([o.mask for o in scene.objects])
+            targets = gt_targets_from_masks(list(masks))
+            emb = seg.embed(scene.image)
+            boxes = np.array([t["bbox_2d"] for t in targets], np.float32)
+            points = np.array([t["point_2d"] for t in targets], np.float32)
+            for store, kwargs in ((exact, {"boxes": boxes, "points": points}),
+                                  (jittered, {"boxes": np.stack([jittered_box(b, rng, self.config.box_jitter, SCENE_SIZE)
+                                                                 for b in boxes])})):
+                pred = seg.segment(emb, **kwargs).masks
+                inter = (pred & masks).sum((1, 2))
+                union = (pred | masks).sum((1, 2))
+                store.extend((inter / np.maximum(union, 1)).tolist())
+        self.model.train()
+        return {"val_miou_box_point": float(np.mean(exact)), "val_miou_jittered_box": float(np.mean(jittered))}
+
+    def save(self) -> Path:
+        import torch
+
+        tmp = self.out / "checkpoint.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        torch.save({"model": self.model.state_dict()}, tmp / "sam2_nano.pt")
+        shutil.copy(self.config_path, tmp / "sam2_nano.yaml")
+        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp / "state.pt")
+        (tmp / "train.json").write_text(json.dumps(asdict(self.config), indent=2))
+        final, old = self.out / "checkpoint", self.out / "checkpoint.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+        return final
+
+    def log(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, *, progress: bool = True) -> Path:
+        import torch
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        while self.step < cfg.steps:
+            parts = [self.scene_loss(*self.scene("train", self.step * cfg.batch + i)) for i in range(cfg.batch)]
+            losses = {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]}
+            total = losses["mask"] + losses["iou_head"]
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            record = {"step": self.step, "loss": total.item(), "grad_norm": norm.item(),
+                      "s_per_step": time.perf_counter() - t0, **{k: v.item() for k, v in losses.items()}}
+            t0 = time.perf_counter()
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                record |= self.evaluate()
+                if progress:
+                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}),
+                          flush=True)
+            self.log(record)
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        return self.out / "checkpoint"
