@@ -57,7 +57,8 @@ def _nano_sam(args) -> int:
 
     config = SamTrainConfig(args.out, steps=args.steps, batch=args.batch, lr=args.lr, image_size=args.image_size,
                             embed_dim=args.embed_dim, d_model=args.d_model, eval_every=args.eval_every,
-                            eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads)
+                            eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads,
+                            loss=args.loss)
     final = SamTrainer(config).run(progress=not args.quiet)
     print(f"nano SAM 2 checkpoint -> {final}")
     return 0
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=96)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-scenes", type=int, default=48)
+    p.add_argument("--loss", choices=["bce+dice", "sam"], default="bce+dice")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
@@ -115,9 +117,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recipe_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train --recipe", description="Run a GRPO / REST recipe on TRL.")
-    parser.add_argument("--recipe", required=True, help="a YAML recipe (training/recipes/), or 'none' for overrides only")
+    parser.add_argument("--recipe", required=True,
+                        help="a YAML recipe (training/recipes/), 'none' for overrides only, or 'nano' (the nano "
+                             "bundle from scratch: out=DIR [scale=ci] [stage settings])")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe settings to override")
     return parser
+
+
+def _run_nano_recipe(overrides: list[str]) -> int:
+    from .nano.recipe import NanoRecipe, nano_recipe, run_nano_recipe
+    from .recipe import _parse_value
+
+    values = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            print(f"star-train: override {item!r} is not key=value", file=sys.stderr)
+            return 2
+        values[key] = _parse_value(raw)
+    if "out" not in values:
+        print("star-train: the nano recipe needs out=DIR (and optionally scale=ci for a few steps of each stage)",
+              file=sys.stderr)
+        return 2
+    known = set(NanoRecipe.__dataclass_fields__) | {"scale"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        print(f"star-train: unknown nano setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+              file=sys.stderr)
+        return 2
+    out = str(values.pop("out"))
+    bundle = run_nano_recipe(nano_recipe(out, str(values.pop("scale", "full")), **values))
+    print(f"nano bundle -> {bundle}")
+    return 0
 
 
 def _run_recipe(argv: list[str]) -> int:
@@ -125,6 +156,8 @@ def _run_recipe(argv: list[str]) -> int:
     from .recipe import load_recipe
 
     args = recipe_parser().parse_args(argv)
+    if args.recipe == "nano":
+        return _run_nano_recipe(args.overrides)
     try:
         recipe = load_recipe(None if args.recipe == "none" else args.recipe, args.overrides)
     except (OSError, ValueError) as exc:
