@@ -138,6 +138,9 @@ def grpo_args(recipe: Recipe, world_size: int = 1):
         raise ValueError(f"prompts_per_step x num_generations = {rollouts} must divide into per_device_batch "
                          f"({micro}) x {world_size} processes")
     steps_per_generation = rollouts // (micro * world_size)
+    if recipe.rest_keep is not None and (rollouts // world_size) % recipe.num_generations:
+        raise ValueError(f"REST selects within each prompt's {recipe.num_generations} rollouts, so every process "
+                         f"must hold whole groups: {rollouts // world_size} rollouts per process is not a multiple")
     if recipe.rest_keep is not None and (trained // world_size) % steps_per_generation:
         raise ValueError(f"REST keeps {trained} rollouts per step, which must split into {steps_per_generation} "
                          f"micro-batches per process; raise per_device_batch")
@@ -268,7 +271,10 @@ def build_trainer(recipe: Recipe, reward_funcs: list | None = None):
     (Path(recipe.output_dir) / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     model, processor = load_policy(recipe)
     trainer_class = make_trainer_class()
-    trainer = trainer_class(model=model, reward_funcs=reward_funcs or reward_functions(recipe), args=grpo_args(recipe),
+    from accelerate import PartialState
+
+    args = grpo_args(recipe, PartialState().num_processes)
+    trainer = trainer_class(model=model, reward_funcs=reward_funcs or reward_functions(recipe), args=args,
                             train_dataset=build_dataset(recipe), processing_class=processor, rest_keep=recipe.rest_keep)
     trainer.add_callback(JsonlLogger(Path(recipe.output_dir) / "log.jsonl"))
     return trainer

@@ -50,6 +50,21 @@ def test_recipe_errors_are_clear(tmp_path):
         Recipe("m", "d", "o", num_generations=8, rest_keep=16)
 
 
+def test_grpo_args_check_the_batch_arithmetic():
+    require("trl")
+    from training.grpo import grpo_args
+
+    rest = Recipe("m", "d", "/tmp/o", prompts_per_step=2, num_generations=8, rest_keep=4, per_device_batch=4,
+                  report_to=[])
+    args = grpo_args(rest)
+    assert (args.generation_batch_size, args.gradient_accumulation_steps, args.beta, args.epsilon) == (16, 4, 0.0, 0.2)
+    with pytest.raises(ValueError, match="whole groups"):
+        grpo_args(Recipe("m", "d", "/tmp/o", prompts_per_step=1, num_generations=8, rest_keep=4, per_device_batch=2,
+                         report_to=[]), world_size=2)
+    with pytest.raises(ValueError, match="must divide"):
+        grpo_args(Recipe("m", "d", "/tmp/o", prompts_per_step=2, num_generations=3, per_device_batch=4, report_to=[]))
+
+
 def test_chat_template_renders_the_engines_chatml(tiny_qwen):
     require("trl")
     from trl.data_utils import prepare_multimodal_messages
