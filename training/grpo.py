@@ -14,8 +14,8 @@ the version is pinned (`TRL_VERSION`) and checked at start-up.
 from __future__ import annotations
 
 import json
-from collections import deque
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,6 @@ def grpo_args(recipe: Recipe, world_size: int = 1):
     if recipe.rest_keep is not None and (trained // world_size) % steps_per_generation:
         raise ValueError(f"REST keeps {trained} rollouts per step, which must split into {steps_per_generation} "
                          f"micro-batches per process; raise per_device_batch")
-    bf16 = recipe.bf16 if recipe.bf16 is not None else _cuda_bf16()
     return GRPOConfig(
         output_dir=recipe.output_dir, learning_rate=recipe.lr, num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps, weight_decay=recipe.weight_decay, max_grad_norm=recipe.max_grad_norm,
@@ -155,7 +154,7 @@ def grpo_args(recipe: Recipe, world_size: int = 1):
         temperature=recipe.temperature, top_p=recipe.top_p, top_k=0, max_completion_length=recipe.max_completion_length,
         mask_truncated_completions=False, remove_unused_columns=False, logging_steps=recipe.logging_steps,
         save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit, report_to=list(recipe.report_to),
-        seed=recipe.seed, bf16=bf16, use_cpu=not _cuda(), use_vllm=recipe.use_vllm,
+        seed=recipe.seed, bf16=use_bf16(recipe), use_cpu=not _cuda(), use_vllm=recipe.use_vllm,
         deepspeed=recipe.deepspeed, gradient_checkpointing=recipe.gradient_checkpointing,
         log_completions=False, disable_dropout=True, dataloader_num_workers=0,
     )
@@ -167,7 +166,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _cuda_bf16() -> bool:
+def use_bf16(recipe: Recipe) -> bool:
+    """The recipe's choice, else bf16 on CUDA GPUs that support it (both the weights and the trainer)."""
+    if recipe.bf16 is not None:
+        return recipe.bf16
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -179,7 +181,7 @@ def load_policy(recipe: Recipe):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    dtype = torch.bfloat16 if (recipe.bf16 if recipe.bf16 is not None else _cuda_bf16()) else torch.float32
+    dtype = torch.bfloat16 if use_bf16(recipe) else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(recipe.model, dtype=dtype)
     if recipe.adapter:
         model = PeftModel.from_pretrained(model, recipe.adapter, is_trainable=True)
@@ -258,8 +260,10 @@ def reward_functions(recipe: Recipe) -> list:
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return str(found[-1]) if found else None
+    """The newest `checkpoint-N` in output_dir (transformers' own finder), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
 
 
 def build_trainer(recipe: Recipe, reward_funcs: list | None = None):
@@ -269,12 +273,11 @@ def build_trainer(recipe: Recipe, reward_funcs: list | None = None):
 
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.output_dir) / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
-    model, processor = load_policy(recipe)
-    trainer_class = make_trainer_class()
     from accelerate import PartialState
 
+    model, processor = load_policy(recipe)
     args = grpo_args(recipe, PartialState().num_processes)
-    trainer = trainer_class(model=model, reward_funcs=reward_funcs or reward_functions(recipe), args=args,
+    trainer = make_trainer_class()(model=model, reward_funcs=reward_funcs or reward_functions(recipe), args=args,
                             train_dataset=build_dataset(recipe), processing_class=processor, rest_keep=recipe.rest_keep)
     trainer.add_callback(JsonlLogger(Path(recipe.output_dir) / "log.jsonl"))
     return trainer

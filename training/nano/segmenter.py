@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rewards import gt_targets_from_masks
+from .steps import finish_step, fresh_dir, replace_dir
 from .world import make_scene
 
 SCENE_SIZE = 224
@@ -205,25 +206,12 @@ class SamTrainer:
     def save(self) -> Path:
         import torch
 
-        tmp = self.out / "checkpoint.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        tmp = fresh_dir(self.out / "checkpoint.tmp")
         torch.save({"model": self.model.state_dict()}, tmp / "sam2_nano.pt")
         shutil.copy(self.config_path, tmp / "sam2_nano.yaml")
         torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp / "state.pt")
         (tmp / "train.json").write_text(json.dumps(asdict(self.config), indent=2))
-        final, old = self.out / "checkpoint", self.out / "checkpoint.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        if old.exists():
-            shutil.rmtree(old)
-        return final
-
-    def log(self, record: dict) -> None:
-        with self.log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        return replace_dir(tmp, self.out / "checkpoint")
 
     def run(self, *, progress: bool = True) -> Path:
         import torch
@@ -244,12 +232,5 @@ class SamTrainer:
             record = {"step": self.step, "loss": total.item(), "grad_norm": norm.item(),
                       "s_per_step": time.perf_counter() - t0, **{k: v.item() for k, v in losses.items()}}
             t0 = time.perf_counter()
-            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                record |= self.evaluate()
-                if progress:
-                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}),
-                          flush=True)
-            self.log(record)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
+            finish_step(self, record, progress=progress)
         return self.out / "checkpoint"

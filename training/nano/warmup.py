@@ -23,6 +23,7 @@ from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets
 from .dataset import NanoConfig, make_scene_example
 from .queries import REASONING_TYPES, REFERRING
+from .steps import finish_step, fresh_dir, replace_dir
 
 
 @dataclass(frozen=True)
@@ -208,26 +209,14 @@ class Warmup:
     def save(self) -> None:
         import torch
 
-        tmp = self.out / "checkpoint.tmp"
+        tmp = fresh_dir(self.out / "checkpoint.tmp")
         self.model.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
         self.processor.save_pretrained(tmp)
         torch.save({"aux": self.aux.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step},
                    tmp / "state.pt")
         (tmp / "warmup.json").write_text(json.dumps(asdict(self.config), indent=2, default=list))
-        final = self.out / "checkpoint"
-        old = self.out / "checkpoint.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        if old.exists():
-            import shutil
-
-            shutil.rmtree(old)
-
-    def log(self, record: dict) -> None:
-        with self.log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        replace_dir(tmp, self.out / "checkpoint")
 
     def run(self, *, progress: bool = True) -> Path:
         import torch
@@ -252,13 +241,6 @@ class Warmup:
             record = {"step": self.step, "loss": total.item(), "grad_norm": norm.item(),
                       "s_per_step": (time.perf_counter() - t0), **{k: v.item() for k, v in losses.items()}}
             t0 = time.perf_counter()
-            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                record |= self.evaluate()
-                if progress:
-                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}),
-                          flush=True)
-            self.log(record)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
+            finish_step(self, record, progress=progress)
         return self.out / "checkpoint"
 
