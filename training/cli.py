@@ -37,8 +37,9 @@ def _nano_baselines(args) -> int:
 def _nano_init(args) -> int:
     from .nano.policy_model import NanoPolicyConfig, build_nano_policy
 
-    out = build_nano_policy(args.out, NanoPolicyConfig(image_size=args.image_size, seed=args.seed))
-    print(f"nano policy (random init) -> {out}")
+    out = build_nano_policy(args.out, NanoPolicyConfig(image_size=args.image_size, seed=args.seed,
+                                                           coord_init=args.coord_init))
+    print(f"nano policy (random init, coordinate tokens: {args.coord_init}) -> {out}")
     return 0
 
 
@@ -46,7 +47,8 @@ def _nano_warmup(args) -> int:
     from .nano.warmup import Warmup, WarmupConfig
 
     config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                          eval_every=args.eval_every, save_every=args.save_every, threads=args.threads)
+                          eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
+                          coord_sigma=args.coord_sigma)
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
     return 0
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--coord-init", choices=["bumps", "random"], default="bumps",
+                   help="coordinate tokens' embeddings: a shared value code (bumps) or independent random rows")
     p.set_defaults(run=_nano_init)
     p = sub.add_parser("nano-warmup", help="supervised warm-up of the nano policy (resumes from OUT/checkpoint)")
     p.add_argument("--model", required=True, help="the nano-init folder")
@@ -95,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--coord-sigma", type=float, default=0.0,
+                   help="pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_warmup)
     p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")

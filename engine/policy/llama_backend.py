@@ -55,6 +55,7 @@ class LlamaPolicy:
         self.prompt_family = prompt_family
         self.max_samples = max_samples
         self.n_batch = n_batch
+        self.n_gpu_layers = n_gpu_layers  # 0: CPU only (what the app shows as the device)
         L.llama_backend_init()
         # llama.cpp and mtmd log every prompt and image slice to stderr; the CLI and app show their own.
         L.llama_log_set(_SILENT, ctypes.c_void_p())

@@ -105,3 +105,58 @@ def test_warmup_trains_logs_and_resumes(nano_small, tmp_path):
     w2.run(progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
+
+
+def test_coordinate_targets_pick_the_answer_numbers(nano_small):
+    """On a real completion, exactly the answer's box and point values are coordinate positions (not the
+    "2" of bbox_2d), the metrics match a by-hand computation, and a near-zero sigma is the exact-token loss."""
+    torch = require("torch")
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    from training.nano.dataset import NanoConfig, make_scene_example
+    from training.nano.warmup import CoordinateTargets
+
+    tok = AutoTokenizer.from_pretrained(nano_small)
+    coords = CoordinateTargets(tok, 112)
+    assert coords.available
+    ex = next(e for i in range(20) if (e := make_scene_example("val", i, NanoConfig(image_size=112, frame="pixels-112"))).solution)
+    ids = torch.tensor([tok(ex.completion, add_special_tokens=False).input_ids])
+    at = coords.answer_positions(ids[:, :-1], ids[:, 1:])
+    expected = [v for obj in ex.solution for v in (*obj["bbox_2d"], *obj["point_2d"])]
+    assert coords.value[ids[:, 1:][at]].tolist() == expected
+
+    gold = ids[:, 1:][at]
+    logits = torch.randn(len(gold), len(tok), generator=torch.Generator().manual_seed(0))
+    m = coords.metrics(logits, gold)
+    restricted = logits[:, coords.ids]
+    assert float(m["coord"]) == pytest.approx(float(F.cross_entropy(restricted, torch.tensor(expected))), rel=1e-5)
+    by_hand = np.mean([abs(int(np.argmax(row)) - v) for row, v in zip(restricted.numpy(), expected)])
+    assert float(m["coord_mae"]) == pytest.approx(by_hand)
+    exact = F.cross_entropy(logits, gold, reduction="none")
+    np.testing.assert_allclose(coords.soft_loss(logits, gold, 1e-3).numpy(), exact.numpy(), rtol=1e-5)
+    # A wider target is cheaper for a prediction one pixel off than the exact-token target is.
+    off = torch.full((1, len(tok)), -10.0)
+    off[0, coords.ids[expected[0] + 1 if expected[0] < 111 else expected[0] - 1]] = 10.0
+    assert float(coords.soft_loss(off, gold[:1], 2.0)) < float(F.cross_entropy(off, gold[:1]))
+
+
+def test_structured_coordinate_embeddings(nano_small):
+    """The default init gives neighbouring coordinates similar output rows and distant ones dissimilar."""
+    torch = require("torch")
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    from training.nano.policy_model import coordinate_code, coordinate_token_ids
+
+    tok = AutoTokenizer.from_pretrained(nano_small)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(nano_small)
+    by_value = {v: i for i, v in coordinate_token_ids(tok, 112).items()}
+    head = model.get_output_embeddings().weight.detach()
+    width = 32
+    code = coordinate_code([10, 12, 80], 112, width)
+    scale = head[by_value[10], :width].norm()  # the code is unit-norm; one scale for every row
+    np.testing.assert_allclose(head[by_value[10], :width], code[0] * scale, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(head[by_value[12], :width], code[1] * scale, rtol=1e-4, atol=1e-7)
+    cos = torch.nn.functional.cosine_similarity
+    assert float(cos(head[by_value[10], :width], head[by_value[12], :width], dim=0)) > 0.5
+    assert float(cos(head[by_value[10], :width], head[by_value[80], :width], dim=0)) < 0.01

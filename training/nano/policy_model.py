@@ -37,6 +37,10 @@ class NanoPolicyConfig:
     vision_intermediate: int = 256
     corpus_rows: int = 3000
     split: str = "gpt-2"  # export.converter.KNOWN_SPLITS; "gpt-2" gives coordinate tokens
+    # "bumps": coordinate tokens' input and output embeddings start as a value code (coordinate_code),
+    # so neighbouring values share gradient; "random": plain initialisation (every value on its own).
+    coord_init: str = "bumps"
+    coord_code_width: int = 32
     seed: int = 0
 
 
@@ -87,6 +91,47 @@ def build_tokenizer(config: NanoPolicyConfig = NanoPolicyConfig()):
     return world_bpe_tokenizer(_corpus(config), config.vocab_size, config.split, numbers)
 
 
+def coordinate_token_ids(tokenizer, frame_size: int) -> dict[int, int]:
+    """token id -> the coordinate it spells, for the values 0..frame_size-1 that are one token each."""
+    ids = {}
+    for value in range(frame_size):
+        enc = tokenizer.encode(str(value), add_special_tokens=False)
+        if len(enc) == 1:
+            ids[enc[0]] = value
+    return ids
+
+
+def coordinate_code(values, frame_size: int, width: int):
+    """Unit-norm Gaussian bumps at `width` evenly spaced centres (spacing = sigma = frame / width): values
+    a few pixels apart get nearly the same code, so a state that learnt "about x = 100" scores every token
+    near 100 at once instead of one value among frame_size unrelated ones."""
+    import torch
+
+    values = torch.as_tensor(values, dtype=torch.float32)[:, None]
+    spacing = frame_size / width
+    centres = (torch.arange(width, dtype=torch.float32) + 0.5) * spacing
+    code = torch.exp(-0.5 * ((values - centres) / spacing) ** 2)
+    return code / code.norm(dim=1, keepdim=True)
+
+
+def structure_coordinate_embeddings(model, tokenizer, frame_size: int, width: int) -> int:
+    """Write coordinate_code into the first `width` dimensions of the coordinate tokens' input embedding
+    and output head rows (the other dimensions keep their random init). Returns how many tokens."""
+    import torch
+
+    ids = coordinate_token_ids(tokenizer, frame_size)
+    if len(ids) != frame_size:
+        raise ValueError(f"only {len(ids)} of {frame_size} coordinates are single tokens: no coordinate tokens to "
+                         "structure (use split='gpt-2' or coord_init='random')")
+    rows = torch.tensor(list(ids))
+    code = coordinate_code(list(ids.values()), frame_size, width)
+    with torch.no_grad():
+        for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            scale = matrix.norm(dim=1).mean()  # keep these rows as large as the rest of the table
+            matrix[rows, :width] = code * scale
+    return len(ids)
+
+
 def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicyConfig()) -> Path:
     """Write a freshly initialised nano policy (model, tokenizer, image processor) as an HF folder."""
     import torch
@@ -113,6 +158,10 @@ def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicy
         eos_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
     torch.manual_seed(config.seed)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
+    if config.coord_init not in ("bumps", "random"):
+        raise ValueError(f"coord_init must be 'bumps' or 'random', not {config.coord_init!r}")
+    if config.coord_init == "bumps" and config.split == "gpt-2":  # Qwen's digit split has no coordinate tokens
+        structure_coordinate_embeddings(model, tokenizer, config.image_size, config.coord_code_width)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -22,6 +22,7 @@ from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 
 from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets
 from .dataset import NanoConfig, make_scene_example
+from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
 from .steps import finish_step, fresh_dir, replace_dir
 
@@ -58,6 +59,9 @@ class WarmupConfig:
     save_every: int = 200
     threads: int = 1
     empty_rate: float = 0.1
+    # > 0: an answer coordinate's target is a Gaussian over neighbouring coordinate tokens (sigma in
+    # pixels), so "3 px off" earns credit that an exact-token target would not give; needs coordinate tokens.
+    coord_sigma: float = 0.0
     stream: str = "warmup"  # the name that seeds the training scenes
 
 
@@ -116,6 +120,46 @@ def _digit_ids(tokenizer) -> set[int]:
             if tokenizer.convert_tokens_to_string([token]).strip().isdigit()}
 
 
+class CoordinateTargets:
+    """The answer's coordinates when every value of the frame is one token (coordinate tokens)."""
+
+    def __init__(self, tokenizer, frame_size: int):
+        import torch
+
+        ids = coordinate_token_ids(tokenizer, frame_size)
+        self.available = len(ids) == frame_size
+        self.ids = torch.tensor(sorted(ids, key=ids.get))  # position i holds the token of value i
+        self.value = torch.full((len(tokenizer),), -1)
+        self.value[self.ids] = torch.arange(len(ids))
+        # a coordinate follows "[" or "," in the answer's lists; the "2" of "bbox_2d" follows "_"
+        self.opens_number = torch.tensor([tokenizer.convert_tokens_to_string([t]).strip().endswith(("[", ","))
+                                          for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+
+    def answer_positions(self, inputs, gold):
+        """[B, T] bool: positions whose gold token is a coordinate in an answer list."""
+        is_coord = (gold >= 0) & (self.value[gold.clamp(min=0)] >= 0)
+        return is_coord & self.opens_number[inputs]
+
+    def metrics(self, logits, gold) -> dict:
+        """Exact-token cross-entropy and |argmax value - gold value| in pixels, over coordinate tokens only."""
+        import torch.nn.functional as F
+
+        coord_logits = logits[:, self.ids]
+        target = self.value[gold]
+        return {"coord": F.cross_entropy(coord_logits, target),
+                "coord_mae": (coord_logits.argmax(-1) - target).abs().float().mean()}
+
+    def soft_loss(self, logits, gold, sigma: float):
+        """Cross-entropy (over the whole vocabulary) against a Gaussian on the coordinate tokens."""
+        import torch
+
+        values = torch.arange(len(self.ids), dtype=torch.float32)
+        target = torch.exp(-0.5 * ((values[None] - self.value[gold][:, None].float()) / sigma) ** 2)
+        target = target / target.sum(-1, keepdim=True)
+        logp = torch.log_softmax(logits, -1)[:, self.ids]
+        return -(target * logp).sum(-1)
+
+
 class Warmup:
     def __init__(self, config: WarmupConfig):
         import torch
@@ -142,6 +186,9 @@ class Warmup:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
         self.digits = _digit_ids(self.tokenizer)
+        self.coords = CoordinateTargets(self.tokenizer, self.frame_size)
+        if config.coord_sigma > 0 and not self.coords.available:
+            raise ValueError("coord_sigma needs coordinate tokens (a policy built with split='gpt-2')")
         self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.log_path = self.out / "log.jsonl"
 
@@ -175,8 +222,16 @@ class Warmup:
         out = self.model(**tensors, output_hidden_states=with_aux, use_cache=False)
         logits = out.logits[:, :-1]
         gold = labels[:, 1:]
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=IGNORE_INDEX)
-        losses = {"lm": lm}
+        per_token = F.cross_entropy(logits.transpose(1, 2), gold, ignore_index=IGNORE_INDEX, reduction="none")
+        losses = {}
+        if self.coords.available:
+            at = self.coords.answer_positions(tensors["input_ids"][:, :-1], gold)
+            if bool(at.any()):
+                losses |= self.coords.metrics(logits[at], gold[at])
+                if self.config.coord_sigma > 0:
+                    per_token = per_token.clone()
+                    per_token[at] = self.coords.soft_loss(logits[at], gold[at], self.config.coord_sigma)
+        losses["lm"] = per_token.sum() / (gold != IGNORE_INDEX).sum().clamp(min=1)
         keep = torch.isin(gold, torch.tensor(sorted(self.digits)))
         digit = torch.where(keep, gold, IGNORE_INDEX)
         if bool(keep.any()):
@@ -202,9 +257,14 @@ class Warmup:
             real = self.losses(*self.batch(examples), with_aux=False)
             blank = self.losses(*self.batch(examples, blank=True), with_aux=False)
         self.model.train()
-        return {"val_lm": float(real["lm"]), "val_digits": float(real["digits"]),
-                "val_digits_blank": float(blank["digits"]),
-                "image_gain": float(blank["digits"] - real["digits"])}
+        record = {"val_lm": float(real["lm"]), "val_digits": float(real["digits"]),
+                  "val_digits_blank": float(blank["digits"]),
+                  "image_gain": float(blank["digits"] - real["digits"])}
+        if "coord" in real:  # the same on answer coordinates only, and the argmax's error in pixels
+            record |= {"val_coord": float(real["coord"]), "val_coord_blank": float(blank["coord"]),
+                       "coord_gain": float(blank["coord"] - real["coord"]),
+                       "val_coord_mae": float(real["coord_mae"]), "val_coord_mae_blank": float(blank["coord_mae"])}
+        return record
 
     def save(self) -> None:
         import torch

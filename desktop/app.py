@@ -1,0 +1,59 @@
+"""`star-desktop [IMAGE | FOLDER] [--bundle DIR]`: start the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="star-desktop", description="StAR Desktop: reasoning segmentation, offline.")
+    p.add_argument("path", nargs="?", help="an image or a folder of images to open")
+    p.add_argument("--bundle", default=None, help="a model bundle folder (default: the remembered one, else nano)")
+    p.add_argument("--query", default=None, help="a query to run at start-up")
+    p.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)  # for docs: save a PNG when done, quit
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from PySide6.QtCore import QTimer, Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    from .store import app_home
+    from .window import MainWindow
+
+    home = app_home()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "star-desktop.log"
+    logging.basicConfig(filename=log_path, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("StAR Desktop")
+    window = MainWindow(bundle=args.bundle, log_path=str(log_path))
+    window.show()
+    if args.path:
+        target = Path(args.path)
+        window.open_folder(target) if target.is_dir() else window.open_image(target)
+    elif window.settings.first_run:
+        window.first_run()
+    window.preload()
+    if args.query:
+        window.query.setCurrentText(args.query)
+        window.run_query()
+    if args.screenshot:
+        def snap():
+            if window.running:
+                QTimer.singleShot(200, snap)
+                return
+            window.grab().save(args.screenshot)
+            window.close()
+        QTimer.singleShot(500, snap)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""A result as the app shows it: built from the engine's JSON form (engine.results.result_to_dict), so a
+live result and one restored from autosave are the same object. Masks decode lazily (a vote over 32
+samples holds up to a few hundred object masks; the UI looks at a handful)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from engine.rle import decode
+
+
+@dataclass
+class Outcome:
+    data: dict  # engine.results.result_to_dict output
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def query(self) -> str:
+        return self.data["query"]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        w, h = self.data["image_size"]
+        return int(w), int(h)
+
+    @property
+    def samples(self) -> list[dict]:
+        return self.data["samples"]
+
+    @property
+    def clusters(self) -> list[dict]:
+        return self.data.get("clusters") or []
+
+    @property
+    def vote(self) -> dict | None:
+        return self.data.get("vote")
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return decode(self.data["mask"])
+
+    def target_mask(self, sample: int, obj: int) -> np.ndarray:
+        key = (sample, obj)
+        if key not in self._cache:
+            target = self.samples[sample]["targets"][obj]
+            self._cache[key] = decode(target["mask"]) if "mask" in target else self._empty()
+        return self._cache[key]
+
+    def sample_mask(self, sample: int) -> np.ndarray:
+        """What this sample alone answers: the union of its objects' masks."""
+        masks = [self.target_mask(sample, j) for j in range(len(self.samples[sample]["targets"]))]
+        return np.logical_or.reduce(masks) if masks else self._empty()
+
+    def cluster_mask(self, cluster_id: int) -> np.ndarray:
+        cluster = next(c for c in self.clusters if c["id"] == cluster_id)
+        return np.logical_or.reduce([self.target_mask(m["sample"], m["object"]) for m in cluster["members"]])
+
+    def final_objects(self) -> list[tuple[str, np.ndarray]]:
+        """The final mask split into its objects (label, mask); the masks are disjoint-or-not but their
+        union is exactly the final mask (pixels no object claims form one last "(rest)" part)."""
+        final = self.mask
+        if self.vote is None:
+            parts = [(t.get("label") or "object", self.target_mask(0, j) & final)
+                     for j, t in enumerate(self.samples[0]["targets"])] if self.samples else []
+        else:
+            parts = [(c["label"] or "object", self.cluster_mask(c["id"]) & final)
+                     for c in self.clusters if c["selected"]]
+        parts = [(label, m) for label, m in parts if m.any()]
+        covered = np.logical_or.reduce([m for _, m in parts]) if parts else np.zeros_like(final)
+        if (final & ~covered).any():
+            parts.append(("(rest)", final & ~covered))
+        return parts
+
+    def headline(self) -> str:
+        """One line: what the system decided, and for the unhappy outcomes, why."""
+        if self.data.get("cancelled"):
+            return "Cancelled: the answers finished before Stop were used."
+        n = len(self.samples)
+        failed = [s for s in self.samples if s["status"] == "failed"]
+        if n and len(failed) == n:
+            reason = failed[0]["reason"] or "no valid answer"
+            return (f"Could not parse the model's answer ({reason}). The model did not follow the answer format; "
+                    "try rephrasing the query or more samples.")
+        if self.data["no_object"] or not self.data["area"]:
+            if self.vote is not None:
+                v = self.vote
+                why = v["reason"] or f"{v['no_object_votes']} of {v['valid_runs']} valid samples said there is none"
+                return f"No object: the vote found nothing to segment ({why})."
+            s = self.samples[0] if self.samples else {}
+            if s.get("reason") and "no such object" not in s["reason"]:
+                return f"No object: the model gave no usable answer ({s['reason']}); try rephrasing the query."
+            return "No object: the model says nothing in the image matches the query."
+        w, h = self.size
+        area = self.data["area"]
+        objects = len(self.final_objects())
+        text = f"{objects} object{'s' if objects != 1 else ''}, {area} pixels ({100 * area / (w * h):.1f}% of the image)"
+        if self.vote is not None:
+            v = self.vote
+            text += f"; voted by {v['valid_runs']} of {n} samples (K={v['k']}, {len(self.clusters)} clusters)"
+        return text
+
+    def sample_summary(self, index: int) -> str:
+        s = self.samples[index]
+        labels = ", ".join(t.get("label") or "object" for t in s["targets"])
+        if s["status"] == "ok":
+            return f"#{index}: {len(s['targets'])} object(s): {labels}"
+        if s["status"] == "empty":
+            return f"#{index}: says no object"
+        return f"#{index}: could not parse ({s['reason'] or 'no answer'})"
+
+    def _empty(self) -> np.ndarray:
+        w, h = self.size
+        return np.zeros((h, w), dtype=bool)

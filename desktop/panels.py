@@ -1,0 +1,136 @@
+"""The side panels: the reasoning of every sample as it streams, the samples' answers, and the vote
+inspector (clusters with votes, mean SAM score, label and members). Selecting a sample or a cluster
+asks the window to highlight its mask (signals carry indices; the window owns the Outcome)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QPlainTextEdit, QTabWidget, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from .outcome import Outcome
+
+STATUS_MARK = {"ok": "✓", "empty": "∅", "failed": "✗"}
+
+
+class ReasoningPanel(QTabWidget):
+    """One read-only text tab per sample; tokens append as they arrive."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.views: list[QPlainTextEdit] = []
+
+    def reset(self, samples: int) -> None:
+        self.clear()
+        self.views = []
+        for i in range(samples):
+            view = QPlainTextEdit()
+            view.setReadOnly(True)
+            view.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+            self.views.append(view)
+            self.addTab(view, f"#{i}")
+
+    def append(self, chunks: dict) -> None:
+        for sample, text in chunks.items():
+            if 0 <= sample < len(self.views):
+                view = self.views[sample]
+                view.moveCursor(QTextCursor.MoveOperation.End)
+                view.insertPlainText(text)
+
+    def mark(self, sample: int, status: str) -> None:
+        if 0 <= sample < self.count():
+            self.setTabText(sample, f"#{sample} {STATUS_MARK.get(status, '?')}")
+
+    def show_outcome(self, outcome: Outcome) -> None:
+        """The full texts of a finished or restored result (streaming may have been throttled or absent)."""
+        self.reset(len(outcome.samples))
+        for i, s in enumerate(outcome.samples):
+            self.views[i].setPlainText(s["text"])
+            self.mark(i, s["status"])
+
+    def text(self, sample: int) -> str:
+        return self.views[sample].toPlainText()
+
+
+class SamplesPanel(QListWidget):
+    sample_selected = Signal(int)  # -1: none
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.currentRowChanged.connect(self.sample_selected.emit)
+
+    def show_outcome(self, outcome: Outcome | None) -> None:
+        self.blockSignals(True)
+        self.clear()
+        if outcome is not None:
+            for i, s in enumerate(outcome.samples):
+                item = QListWidgetItem(f"{STATUS_MARK.get(s['status'], '?')} {outcome.sample_summary(i)}")
+                if s["status"] != "ok" and s.get("reason"):
+                    item.setToolTip(s["reason"])
+                self.addItem(item)
+        self.blockSignals(False)
+
+
+class VotePanel(QWidget):
+    """Clusters (top level) and their members (children); the selected clusters are marked ★."""
+
+    cluster_selected = Signal(int)  # cluster id, -1: none
+    member_selected = Signal(int, int)  # sample, object
+
+    COLUMNS = ["cluster", "votes", "ratio", "mean score", "label", "selected"]
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.summary = QLabel("No vote yet: run with 8 or more samples to see one.")
+        self.summary.setWordWrap(True)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(self.COLUMNS)
+        self.tree.setRootIsDecorated(True)
+        self.tree.currentItemChanged.connect(self._on_current)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.tree)
+
+    def show_outcome(self, outcome: Outcome | None) -> None:
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        vote = outcome.vote if outcome is not None else None
+        if vote is None:
+            self.summary.setText("No vote: a single sample is StAR's direct answer." if outcome is not None
+                                 else "No vote yet: run with 8 or more samples to see one.")
+        else:
+            self.summary.setText(
+                f"K = {vote['k']} object(s); {vote['valid_runs']} valid samples, {vote['no_object_votes']} said "
+                f"'no object', {vote['abstained']} could not be parsed" + (f". {vote['reason']}" if vote["reason"] else "")
+                + f". Clusters: {len(outcome.clusters)}; backend: {vote['backend']}.")
+            for c in outcome.clusters:
+                top = QTreeWidgetItem([str(c["id"]), str(c["votes"]), f"{c['ratio']:.0%}", f"{c['mean_score']:.3f}",
+                                       c["label"] or "", "★" if c["selected"] else ""])
+                top.setData(0, Qt.ItemDataRole.UserRole, ("cluster", c["id"]))
+                for m in c["members"]:
+                    label = outcome.samples[m["sample"]]["targets"][m["object"]].get("label") or ""
+                    child = QTreeWidgetItem([f"sample {m['sample']} · object {m['object']}", "", "",
+                                             f"{m['score']:.3f}", label, ""])
+                    child.setData(0, Qt.ItemDataRole.UserRole, ("member", m["sample"], m["object"]))
+                    top.addChild(child)
+                self.tree.addTopLevelItem(top)
+            for i in range(len(self.COLUMNS)):
+                self.tree.resizeColumnToContents(i)
+        self.tree.blockSignals(False)
+
+    def select_cluster(self, cluster_id: int) -> None:
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            if item.data(0, Qt.ItemDataRole.UserRole) == ("cluster", cluster_id):
+                self.tree.setCurrentItem(item)
+
+    def _on_current(self, current, _previous) -> None:
+        data = current.data(0, Qt.ItemDataRole.UserRole) if current is not None else None
+        if data is None:
+            self.cluster_selected.emit(-1)
+        elif data[0] == "cluster":
+            self.cluster_selected.emit(data[1])
+        else:
+            self.member_selected.emit(data[1], data[2])

@@ -1,0 +1,103 @@
+"""What the app remembers on disk, written atomically so a crash never leaves half a file:
+
+- settings.json: the bundle, samples N, temperature, overlay opacity and colour, the last folder;
+- per image (keyed by the SHA-256 of its bytes, so a moved or renamed file still finds its work):
+  history.json (the queries asked, newest first) and results/<time>.json (every result, in the engine's
+  JSON form with every sample's masks), so closing the app or a crash loses nothing.
+
+The home folder is $STAR_DESKTOP_HOME, else $XDG_DATA_HOME/star-desktop, else ~/.local/share/star-desktop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from engine.fileio import write_text_atomically
+
+HISTORY_LIMIT = 50
+
+
+def app_home() -> Path:
+    if os.environ.get("STAR_DESKTOP_HOME"):
+        return Path(os.environ["STAR_DESKTOP_HOME"])
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "star-desktop"
+
+
+@dataclass
+class Settings:
+    bundle: str = ""  # "" = the nano bundle shipped with the package
+    samples: int = 1
+    temperature: float = 1.0
+    opacity: float = 0.5
+    colour: str = "#ff285a"
+    last_dir: str = ""
+    first_run: bool = True
+
+    @classmethod
+    def load(cls, home: Path | None = None) -> "Settings":
+        path = (home or app_home()) / "settings.json"
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()  # missing or unreadable: defaults (a broken settings file must not stop the app)
+        known = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for key, value in raw.items() if isinstance(raw, dict) else ():
+            default = getattr(cls, key, None)
+            if key in known and isinstance(value, type(default)):
+                values[key] = value
+        return cls(**values)
+
+    def save(self, home: Path | None = None) -> Path:
+        root = home or app_home()
+        root.mkdir(parents=True, exist_ok=True)
+        return write_text_atomically(root / "settings.json", json.dumps(asdict(self), indent=1))
+
+
+def image_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class ImageRecord:
+    """The saved queries and results of one image."""
+
+    def __init__(self, key: str, home: Path | None = None):
+        self.root = (home or app_home()) / "images" / key
+        self.key = key
+
+    def history(self) -> list[str]:
+        try:
+            items = json.loads((self.root / "history.json").read_text())
+            return [q for q in items if isinstance(q, str)]
+        except (OSError, ValueError):
+            return []
+
+    def add_query(self, query: str) -> list[str]:
+        items = [query] + [q for q in self.history() if q != query]
+        items = items[:HISTORY_LIMIT]
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.root / "history.json", json.dumps(items, indent=1))
+        return items
+
+    def save_result(self, data: dict, image_name: str) -> Path:
+        results = self.root / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10 ** 9:09d}"
+        return write_text_atomically(results / f"{stamp}.json", json.dumps({"image": image_name, "result": data}))
+
+    def latest_result(self) -> dict | None:
+        """The newest readable result (a damaged file is skipped, not fatal)."""
+        for path in sorted((self.root / "results").glob("*.json"), reverse=True):
+            try:
+                saved = json.loads(path.read_text())
+                if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
+                    return saved["result"]
+            except (OSError, ValueError):
+                continue
+        return None

@@ -1,0 +1,134 @@
+"""Inference off the UI thread. The window sends a Request; the worker loads (and keeps) the reasoner for
+the chosen bundle, runs it, and reports through Qt signals (queued across threads, so slots run on the
+UI thread). Tokens are batched every ~40 ms: 32 samples x hundreds of tokens must not flood the event
+loop. Stop sets the engine's CancelToken; decoding ends within one step and the answers so far are used."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engine.pipeline import Event, Reasoner, load_reasoner
+from engine.policy.types import CancelToken, SamplingParams
+from engine.results import result_to_dict
+
+from .messages import user_message
+
+FLUSH_S = 0.04
+
+
+@dataclass
+class Request:
+    image: np.ndarray
+    query: str
+    samples: int
+    temperature: float
+    bundle: str | None  # None = the bundled nano model
+    seed: int = 0
+    max_new_tokens: int = 1024
+
+    def sampling(self) -> SamplingParams:
+        if self.samples == 1:  # StAR's direct prediction is greedy
+            return SamplingParams.greedy(self.max_new_tokens)
+        return SamplingParams(temperature=self.temperature, top_p=0.9, seed=self.seed,
+                              max_new_tokens=self.max_new_tokens)
+
+
+ReasonerLoader = Callable[[str | None, int], Reasoner]
+
+
+def default_loader(bundle: str | None, max_samples: int) -> Reasoner:
+    return load_reasoner(bundle, max_samples=max_samples)
+
+
+def describe(reasoner: Reasoner) -> str:
+    b = reasoner.bundle or {}
+    policy = b.get("policy") or {}
+    on_gpu = getattr(reasoner.policy, "n_gpu_layers", 0) not in (0, None)
+    seg = getattr(reasoner.segmenter, "name", "?")
+    return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
+            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}")
+
+
+class InferenceWorker(QObject):
+    loaded = Signal(str)  # a description of the bundle and devices
+    stage = Signal(str)
+    tokens = Signal(object)  # {sample: new text} (object: a QVariantMap would need str keys)
+    sample_done = Signal(int, str)  # sample index, status
+    finished = Signal(object)  # the result as engine.results.result_to_dict
+    failed = Signal(object)  # messages.UserMessage
+
+    def __init__(self, loader: ReasonerLoader = default_loader, log_path: str | None = None):
+        super().__init__()
+        self.loader = loader
+        self.log_path = log_path
+        self.reasoner: Reasoner | None = None
+        self._key: tuple | None = None
+        self.cancel_token = CancelToken()
+        self._pending: dict[int, str] = {}
+        self._last_flush = 0.0
+
+    def cancel(self) -> None:
+        """Called from the UI thread; the engine polls the token between decode steps."""
+        self.cancel_token.cancel()
+
+    def _reasoner_for(self, bundle: str | None, samples: int) -> Reasoner:
+        # Reload only for another bundle or more parallel samples than the loaded context holds.
+        if self.reasoner is None or self._key[0] != bundle or self._key[1] < samples:
+            self.close()
+            self.stage.emit("loading the model bundle")
+            capacity = max(samples, 8)
+            self.reasoner = self.loader(bundle, capacity)
+            self._key = (bundle, capacity)
+            self.loaded.emit(describe(self.reasoner))
+        return self.reasoner
+
+    @Slot(object)
+    def load(self, bundle: str | None) -> None:
+        try:
+            self._reasoner_for(bundle, 8)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
+            self.failed.emit(user_message(exc, self.log_path))
+
+    @Slot(object)
+    def run(self, request: Request) -> None:
+        self.cancel_token = CancelToken()
+        try:
+            reasoner = self._reasoner_for(request.bundle, request.samples)
+            result = reasoner.run(request.image, request.query, request.samples, sampling=request.sampling(),
+                                  on_event=self._on_event, cancel=self.cancel_token)
+            self._flush(force=True)
+            self.finished.emit(result_to_dict(result))
+        except Exception as exc:  # noqa: BLE001
+            self._flush(force=True)
+            self.failed.emit(user_message(exc, self.log_path))
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "token":
+            self._pending[event.sample] = self._pending.get(event.sample, "") + event.text
+            self._flush()
+        elif event.kind == "sample":
+            self._flush(force=True)
+            self.sample_done.emit(event.sample, event.data.status)
+        elif event.kind == "stage":
+            self._flush(force=True)
+            self.stage.emit(event.text)
+        elif event.kind == "vote":
+            self.stage.emit("voting")
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self._pending and (force or now - self._last_flush >= FLUSH_S):
+            self.tokens.emit(self._pending)
+            self._pending = {}
+            self._last_flush = now
+
+    @Slot()
+    def close(self) -> None:
+        if self.reasoner is not None:
+            self.reasoner.close()
+        self.reasoner, self._key = None, None

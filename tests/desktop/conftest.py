@@ -1,0 +1,15 @@
+"""The app's tests run offscreen (no display needed) and keep their settings and autosaves in a
+temporary home, never in the user's."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    root = tmp_path / "home"
+    monkeypatch.setenv("STAR_DESKTOP_HOME", str(root))
+    return root

@@ -1,0 +1,217 @@
+"""The real app, offscreen, driven with pytest-qt. The policy is either the tiny bundle's real llama.cpp
+model (random weights: it streams, can be stopped, and never writes a valid answer) or a replaying double
+in front of the tiny bundle's real SAM 2 (for results with objects and votes); the expected results come
+from running the engine directly."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.models import require
+from tests.scripted import BLUE, RED, ReplayPolicy, answer
+
+
+VOTE_TEXTS = [answer(RED), answer(RED), answer(RED, BLUE), answer(BLUE), answer(RED),
+              '<answer>[{"bbox_2d": oops</answer>', "<think> none </think> <answer>[]</answer>", answer(RED)]
+
+
+@pytest.fixture
+def scene_png(tmp_path, scene_image):
+    path = tmp_path / "images" / "scene.png"
+    path.parent.mkdir()
+    Image.fromarray(scene_image).save(path)
+    return path
+
+
+def window(qtbot, home, **kwargs):
+    require("PySide6")
+    from desktop.window import MainWindow
+
+    w = MainWindow(home=home, **kwargs)
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def replay_loader(segmenter, texts):
+    from engine.pipeline import Reasoner
+
+    return lambda bundle, max_samples: Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112",
+                                                bundle={"name": "tiny-replay"})
+
+
+def ask(qtbot, w, query, n, timeout=120_000):
+    from PySide6.QtCore import Qt
+
+    w.set_samples(n)
+    w.query.setCurrentText(query)
+    with qtbot.waitSignal(w.run_finished, timeout=timeout):
+        qtbot.keyClick(w.query.lineEdit(), Qt.Key.Key_Return)
+
+
+def test_query_vote_inspector_exports_and_autosave(qtbot, home, tiny_segmenter, scene_image, scene_png, tmp_path):
+    from pycocotools import mask as coco_mask
+
+    from engine.pipeline import Reasoner
+
+    expected = Reasoner(ReplayPolicy(VOTE_TEXTS), tiny_segmenter, frame="pixels-112").run(
+        scene_image, "the red square", 8)
+    w = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS))
+    assert w.open_image(scene_png)
+    ask(qtbot, w, "the red square", 8)
+
+    assert not w.running and w.last_message is None
+    assert (w.outcome.mask == expected.mask).all() and expected.mask.any()
+    assert w.canvas.mask_item is not None and len(w.canvas.marks) >= 2  # final mask, box + point drawn
+    assert w.reasoning.count() == 8 and w.reasoning.text(0) == VOTE_TEXTS[0]
+    assert w.reasoning.tabText(5).endswith("✗") and w.reasoning.tabText(6).endswith("∅")
+    tree = w.votes.tree
+    assert tree.topLevelItemCount() == len(expected.vote.clusters) > 0
+    selected = [c.id for c in expected.vote.clusters if c.id in expected.vote.selected]
+    assert [tree.topLevelItem(i).text(5) == "★" for i in range(tree.topLevelItemCount())] == \
+        [c.id in selected for c in expected.vote.clusters]
+    assert "K = 1" in w.votes.summary.text() and "1 said 'no object', 1 could not be parsed" in w.votes.summary.text()
+    first = expected.vote.clusters[0]
+    w.votes.select_cluster(first.id)
+    assert w.canvas.highlight_item is not None
+    w.sample_list.setCurrentRow(3)  # the blue-only sample
+    assert w.reasoning.currentIndex() == 3 and w.canvas.marks
+
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = {kind: w.export_to(kind, out / f"r.{kind}") for kind in ("mask", "overlay", "coco", "labelme")}
+    assert (np.asarray(Image.open(paths["mask"])) > 0).tolist() == expected.mask.tolist()
+    overlay = np.asarray(Image.open(paths["overlay"]))
+    assert overlay.shape == scene_image.shape and (overlay[~expected.mask] == scene_image[~expected.mask]).all()
+    assert (overlay[expected.mask] != scene_image[expected.mask]).any()
+    coco = json.loads(paths["coco"].read_text())
+    decoded = [coco_mask.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
+               for a in coco["annotations"]]
+    assert (np.logical_or.reduce(decoded).astype(bool) == expected.mask).all()
+    assert json.loads(paths["labelme"].read_text())["shapes"]
+
+    # Autosave: a new window (the app restarted) finds the result and the query with the image.
+    w.close()
+    w2 = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS))
+    assert w2.open_image(scene_png)
+    assert w2.outcome is not None and (w2.outcome.mask == expected.mask).all()
+    assert w2.query.currentText() == "the red square" and w2.query.itemText(0) == "the red square"
+    assert w2.votes.tree.topLevelItemCount() == len(expected.vote.clusters)
+    assert w2.settings.samples == 8  # remembered
+
+
+def test_real_bundle_streams_and_stops(qtbot, home, tiny_bundle, scene_png):
+    """The tiny bundle's real llama.cpp policy: tokens stream into the tabs, Stop ends the run early, the
+    device line names the bundle, and the random model's answer is explained, not crashed on."""
+    require("llama_cpp")
+    w = window(qtbot, home, bundle=str(tiny_bundle))
+    assert w.open_image(scene_png)
+    w.set_samples(8)
+    w.query.setCurrentText("the red square")
+    with qtbot.waitSignal(w.run_finished, timeout=120_000):
+        assert w.run_query()
+        qtbot.waitUntil(lambda: any(w.reasoning.text(i) for i in range(8)), timeout=60_000)
+        w.cancel()
+    assert w.outcome.data["cancelled"] and w.outcome.headline().startswith("Cancelled")
+    assert all(s["finish_reason"] in ("cancelled", "stop", "length") for s in w.outcome.samples)
+    assert any(s["finish_reason"] == "cancelled" for s in w.outcome.samples)
+    assert "on CPU" in w.device.text() and "SAM 2 onnx" in w.device.text()
+
+    w.set_samples(1)
+    w.query.setCurrentText("the blue circle")
+    with qtbot.waitSignal(w.run_finished, timeout=120_000):
+        w.run_query()
+    assert not w.outcome.data["cancelled"] and w.outcome.headline()  # explained whatever it wrote
+
+
+def test_bad_inputs_give_messages_and_lose_nothing(qtbot, home, tmp_path, scene_png, tiny_bundle):
+    w = window(qtbot, home, bundle=str(tmp_path / "no-such-bundle"))
+    assert not w.run_query() and w.last_message.title == "No image"
+    assert w.open_image(scene_png)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(scene_png.read_bytes()[:200])
+    assert not w.open_image(broken)
+    assert w.last_message.title == "Image problem" and "broken.png" in w.last_message.text
+    assert w.image_path == scene_png and w.image is not None  # the open image stays
+    assert not w.open_image(tmp_path / "missing.png") and w.last_message.title == "Image problem"
+    w.query.setCurrentText("   ")
+    assert not w.run_query() and w.last_message.title == "Query problem"
+    assert w.export_to("mask", tmp_path / "m.png") is None and w.last_message.title == "Nothing to export"
+
+    w.query.setCurrentText("the red square")
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        w.run_query()
+    assert w.last_message.title == "Model bundle problem" and "no-such-bundle" in w.last_message.text
+    assert "Ctrl+B" in w.last_message.remedy and not w.running and w.banner.isVisible()
+
+    # A bundle whose model file was tampered with is refused with the same kind of message.
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, tampered)
+    gguf = next(p for p in tampered.rglob("*.gguf") if "mmproj" not in p.name)
+    data = bytearray(gguf.read_bytes())
+    data[-100] ^= 0xFF
+    gguf.write_bytes(bytes(data))
+    w.set_bundle(str(tampered))
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        pass
+    assert w.last_message.title == "Model bundle problem"
+
+
+def test_folder_paste_large_images_and_shortcuts(qtbot, home, tmp_path, scene_image):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent, QGuiApplication, QImage, QKeySequence
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(scene_image, 10 * i, axis=1)).save(folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    w = window(qtbot, home)
+    assert w.open_folder(folder) == 3 and w.image_path.name == "img0.png"
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)  # shortcuts go to the active window
+    w.canvas.setFocus()
+    qtbot.keyClick(w.canvas, Qt.Key.Key_D)
+    assert w.image_path.name == "img1.png"
+    qtbot.keyClick(w.canvas, Qt.Key.Key_D)
+    qtbot.keyClick(w.canvas, Qt.Key.Key_D)  # stays on the last
+    assert w.image_path.name == "img2.png"
+    qtbot.keyClick(w.canvas, Qt.Key.Key_A)
+    assert w.image_path.name == "img1.png"
+
+    h, wd = 120, 90
+    QGuiApplication.clipboard().setImage(QImage(np.full((h, wd, 3), 200, np.uint8).data, wd, h, 3 * wd,
+                                                QImage.Format.Format_RGB888).copy())
+    assert w.paste_image() and w.image.shape == (h, wd, 3) and (w.image == 200).all()
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder / "img2.png"))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(event)
+    assert w.image_path.name == "img2.png"
+
+    big = np.zeros((300, 9000, 3), np.uint8)
+    w.open_array(big)
+    assert w.canvas.factor == 3 and w.canvas.sceneRect().width() == 9000  # shown at 1/3, scene in full pixels
+    assert w.canvas.image_item.pixmap().width() == 3000
+
+    keys = [k for _, k in w.shortcuts()]
+    assert len(keys) == len(set(keys)) >= 20  # every frequent action has its own key
+    for name in ("open", "paste", "previous", "next", "run", "cancel", "export_mask", "copy_mask", "fit", "shortcuts"):
+        assert not w.actions_by_name[name].shortcut().isEmpty()
+    assert w.actions_by_name["cancel"].shortcut() == QKeySequence("Esc")
+
+
+def test_first_run_offers_the_sample_and_a_query(qtbot, home):
+    from desktop.window import SAMPLE_IMAGE, suggested_query
+
+    w = window(qtbot, home)
+    assert w.settings.first_run
+    w.first_run()
+    assert w.image_path == SAMPLE_IMAGE and w.suggestion.isVisible()
+    assert suggested_query() in w.suggestion.text() and not w.settings.first_run
