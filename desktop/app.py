@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="an image or a folder of images to open")
     p.add_argument("--bundle", default=None, help="a model bundle folder (default: the remembered one, else nano)")
     p.add_argument("--query", default=None, help="a query to run at start-up")
+    p.add_argument("--samples", type=int, choices=[1, 8, 16, 32], default=None, help="samples for --query")
     p.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)  # for docs: save a PNG when done, quit
     return p
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     elif window.settings.first_run:
         window.first_run()
     window.preload()
+    if args.samples:
+        window.set_samples(args.samples)
     if args.query:
         window.query.setCurrentText(args.query)
         window.run_query()

@@ -50,6 +50,8 @@ class Canvas(QGraphicsView):
         self.colour = QColor("#ff285a")
         self.opacity = 0.5
         self._mask: np.ndarray | None = None
+        self.auto_fit = True  # keep the image fitted to the view until the person zooms
+        self.setMinimumSize(320, 240)
 
     # ---- content -----------------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
@@ -64,6 +66,7 @@ class Canvas(QGraphicsView):
         self.image_item.setScale(self.factor)
         self.image_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().setSceneRect(QRectF(0, 0, w, h))
+        self.auto_fit = True
         self.fit()
 
     def _mask_pixmap_item(self, mask: np.ndarray, colour: QColor, alpha: float, z: float) -> QGraphicsPixmapItem:
@@ -133,14 +136,22 @@ class Canvas(QGraphicsView):
     def zoom(self, factor: float) -> None:
         level = self.zoom_level() * factor
         if 0.02 <= level <= 64:
+            self.auto_fit = False
             self.scale(factor, factor)
 
     def fit(self) -> None:
         if self.image_item is not None:
+            self.auto_fit = True
             self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
     def actual_size(self) -> None:
+        self.auto_fit = False
         self.resetTransform()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self.auto_fit:
+            self.fit()
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.zoom(ZOOM_STEP if event.angleDelta().y() > 0 else 1 / ZOOM_STEP)

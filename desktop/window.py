@@ -135,6 +135,9 @@ class MainWindow(QMainWindow):
         split.addWidget(self.side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([760, 480])
+        split.setChildrenCollapsible(False)
+        self.side.setMinimumWidth(280)
 
         central = QWidget()
         layout = QVBoxLayout(central)
