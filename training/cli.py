@@ -48,7 +48,8 @@ def _nano_warmup(args) -> int:
 
     config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
-                          coord_sigma=args.coord_sigma)
+                          coord_sigma=args.coord_sigma,
+                          attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
     return 0
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--coord-sigma", type=float, default=0.0,
                    help="pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values")
+    p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",
+                   help="attention heads trained to look from each answer coordinate at its object's image tokens")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_warmup)
     p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")

@@ -160,3 +160,30 @@ def test_structured_coordinate_embeddings(nano_small):
     cos = torch.nn.functional.cosine_similarity
     assert float(cos(head[by_value[10], :width], head[by_value[12], :width], dim=0)) > 0.5
     assert float(cos(head[by_value[10], :width], head[by_value[80], :width], dim=0)) < 0.01
+
+
+def test_attention_supervision_by_hand(nano_small, tmp_path):
+    """With uniform attention, the loss is -log(cells / sequence length) for every coordinate of every
+    object; the object's cells are where its mask covers >= 20% of a 28-pixel cell."""
+    torch = require("torch")
+    from training.nano.aux_targets import object_cells
+    from training.nano.dataset import NanoConfig
+    from training.nano.warmup import Warmup, WarmupConfig
+
+    mask = np.zeros((112, 112), bool)
+    mask[30:60, 60:100] = True  # the same object as test_cell_targets_by_hand: cells (1, 2) and (1, 3)
+    assert object_cells(mask, 112).tolist() == [1 * 4 + 2, 1 * 4 + 3]
+    assert object_cells(np.pad(np.ones((3, 3), bool), ((50, 59), (50, 59))), 112).tolist() == [1 * 4 + 1]
+
+    w = Warmup(WarmupConfig(str(nano_small), str(tmp_path / "run"), attn_heads=((1, 0),), batch=2))
+    examples = [e for i in range(30) if (e := w.examples("val", i, 1, NanoConfig(image_size=112, frame="pixels-112"))[0]).targets][:2]
+    enc, targets = w.batch(examples)
+    ids = enc["input_ids"]
+    at = w.coords.answer_positions(ids[:, :-1], enc["labels"][:, 1:])
+    T = ids.shape[1]
+    uniform = torch.full((2, 2, T, T), 1.0 / T)
+    got = w.attention_loss([None, uniform], ids, at, targets["pointers"])["aux_attn"]
+    sizes = [len(c) for ex in targets["pointers"] for c in ex for _ in range(6)]
+    assert float(got) == pytest.approx(float(np.mean([-np.log(n / T) for n in sizes])), rel=1e-5)
+    losses = w.losses(enc, targets)  # the real forward pass (eager attention) gives a finite loss
+    assert np.isfinite(losses["aux_attn"].item()) and losses["aux_attn"].item() > 0

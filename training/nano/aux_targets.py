@@ -32,6 +32,19 @@ class CellTargets:
     col: np.ndarray  # int64 [T]
 
 
+def object_cells(mask: np.ndarray, frame_size: int) -> np.ndarray:
+    """The image tokens (raster indices) an object occupies: cells it covers >= MIN_COVER, else its
+    best-covered cell (a small object still has somewhere to be pointed at)."""
+    h, w = mask.shape
+    grid = frame_size // CELL
+    ys = np.linspace(0, h, grid + 1).round().astype(int)
+    xs = np.linspace(0, w, grid + 1).round().astype(int)
+    sums = np.add.reduceat(np.add.reduceat(mask.astype(np.float32), ys[:-1], axis=0), xs[:-1], axis=1)
+    cover = (sums / np.outer(np.diff(ys), np.diff(xs))).reshape(-1)
+    cells = np.nonzero(cover >= MIN_COVER)[0]
+    return cells if len(cells) else np.array([int(cover.argmax())])
+
+
 def cell_targets(scene: Scene, frame_size: int) -> CellTargets:
     h, w = scene.image.shape[:2]
     grid = frame_size // CELL

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 
-from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets
+from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets, object_cells
 from .dataset import NanoConfig, make_scene_example
 from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
@@ -62,6 +62,11 @@ class WarmupConfig:
     # > 0: an answer coordinate's target is a Gaussian over neighbouring coordinate tokens (sigma in
     # pixels), so "3 px off" earns credit that an exact-token target would not give; needs coordinate tokens.
     coord_sigma: float = 0.0
+    # Supervised attention: these (layer, head) pairs are trained to look, from each answer coordinate,
+    # at the image tokens of the object it belongs to (-log of the attention mass there). The answer then
+    # has a trained path to the tokens whose states the aux losses filled with that object's box.
+    attn_heads: tuple[tuple[int, int], ...] = ()
+    attn_weight: float = 1.0
     stream: str = "warmup"  # the name that seeds the training scenes
 
 
@@ -173,7 +178,9 @@ class Warmup:
         source = latest if (latest / "state.pt").exists() else Path(config.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.processor = Qwen2VLImageProcessorPil.from_pretrained(source)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        # Supervising attention needs its probabilities: the eager kernel returns them (SDPA does not).
+        attn = {"attn_implementation": "eager"} if config.attn_heads else {}
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=torch.float32, **attn)
         self.frame_size = int(math.isqrt(int(self.processor.size["longest_edge"])))
         self.frame = f"pixels-{self.frame_size}"
         self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28)
@@ -187,8 +194,8 @@ class Warmup:
             self.step = int(state["step"])
         self.digits = _digit_ids(self.tokenizer)
         self.coords = CoordinateTargets(self.tokenizer, self.frame_size)
-        if config.coord_sigma > 0 and not self.coords.available:
-            raise ValueError("coord_sigma needs coordinate tokens (a policy built with split='gpt-2')")
+        if (config.coord_sigma > 0 or config.attn_heads) and not self.coords.available:
+            raise ValueError("coord_sigma and attn_heads need coordinate tokens (a policy built with split='gpt-2')")
         self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.log_path = self.out / "log.jsonl"
 
@@ -210,6 +217,8 @@ class Warmup:
         cells = [cell_targets(ex.scene, self.frame_size) for ex in examples]
         targets = {name: torch.from_numpy(np.concatenate([getattr(c, name) for c in cells]))
                    for name in ("objectness", "kind", "colour", "ltrb", "box", "row", "col")}
+        # per example, per answer object (answer order): the image tokens it occupies
+        targets["pointers"] = [[object_cells(t.mask, self.frame_size) for t in ex.targets] for ex in examples]
         return enc, targets
 
     # ---- one pass ------------------------------------------------------------------------------------
@@ -219,13 +228,16 @@ class Warmup:
 
         tensors = dict(enc)
         labels = tensors.pop("labels")
-        out = self.model(**tensors, output_hidden_states=with_aux, use_cache=False)
+        attend = with_aux and bool(self.config.attn_heads)
+        out = self.model(**tensors, output_hidden_states=with_aux, output_attentions=attend, use_cache=False)
         logits = out.logits[:, :-1]
         gold = labels[:, 1:]
         per_token = F.cross_entropy(logits.transpose(1, 2), gold, ignore_index=IGNORE_INDEX, reduction="none")
         losses = {}
         if self.coords.available:
             at = self.coords.answer_positions(tensors["input_ids"][:, :-1], gold)
+            if attend:
+                losses |= self.attention_loss(out.attentions, tensors["input_ids"], at, targets["pointers"])
             if bool(at.any()):
                 losses |= self.coords.metrics(logits[at], gold[at])
                 if self.config.coord_sigma > 0:
@@ -242,6 +254,26 @@ class Warmup:
             losses |= self.aux.loss(out.hidden_states[0][is_image], out.hidden_states[self.config.aux_layer][is_image],
                                     targets)
         return losses
+
+    def attention_loss(self, attentions, input_ids, at, pointers) -> dict:
+        """-log(attention mass on the object's image tokens), from each of its answer coordinates (six per
+        object: box then point), for every supervised (layer, head); 'aux_attn' joins the aux sum."""
+        import torch
+
+        terms = []
+        for b, objects in enumerate(pointers):
+            rows = torch.nonzero(at[b]).flatten()  # position t predicts token t + 1
+            images = torch.nonzero(input_ids[b] == self.image_id).flatten()
+            if not objects or len(rows) != 6 * len(objects):
+                continue  # an answer that does not spell 6 coordinates per object (none in the world)
+            for k, cells in enumerate(objects):
+                cols = images[torch.as_tensor(cells)]
+                for layer, head in self.config.attn_heads:
+                    probs = attentions[layer][b, head][rows[6 * k:6 * k + 6]]
+                    terms.append(-torch.log(probs[:, cols].sum(-1).clamp_min(1e-6)))
+        if not terms:
+            return {}
+        return {"aux_attn": self.config.attn_weight * torch.cat(terms).mean()}
 
     def lr_at(self, step: int) -> float:
         return self.config.lr * min(1.0, (step + 1) / self.config.warmup_steps)
