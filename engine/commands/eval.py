@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..errors import DatasetError, StarError
 
 
 def default_out_dir(data: str, bundle_name: str, n: int) -> Path:
@@ -80,8 +80,7 @@ def main(args) -> int:
         if not args.out:
             raise DatasetError("--report-only needs --out (the folder of the run to report)")
         log = RunLog(args.out)
-        records = [r for r in log.read_records() if "error" not in r]
-        paths = write_report(summarize(records, log.read_settings(), args.convention), args.out)
+        paths = write_report(summarize(log.latest_records(), log.read_settings(), args.convention), args.out)
         print(paths["markdown"].read_text())
         return 0
 
@@ -93,6 +92,13 @@ def main(args) -> int:
     try:
         with _StopOnCtrlC(cancel):
             outcome = run_eval(reasoner, reader, out, settings, cancel=cancel, progress=not args.quiet)
+    except StarError:
+        # e.g. --on-error raise on a malformed item: the items done so far still get their report
+        log = RunLog(out)
+        if log.run_path.exists():
+            write_report(summarize(log.latest_records(), log.read_settings(), args.convention) | {"complete": False},
+                         out)
+        raise
     finally:
         reasoner.close()
     log = RunLog(out)

@@ -79,6 +79,15 @@ class RunLog:
             offset += len(line)
         return records
 
+    def latest_records(self) -> list[dict]:
+        """One record per item, the newest: an item that failed and succeeded on a later resume counts as
+        its success; one that only failed stays an error (reported, not scored)."""
+        latest: dict = {}
+        for record in self.read_records():
+            latest.pop(record["id"], None)
+            latest[record["id"]] = record
+        return list(latest.values())
+
     def append(self, record: dict) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with open(self.results_path, "a", encoding="utf-8") as f:

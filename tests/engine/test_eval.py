@@ -194,6 +194,17 @@ def test_every_dataset_format_through_eval(tiny_segmenter, items, kind, tmp_path
     assert s["giou"] == pytest.approx(by_hand(preds, gts, False)[0], abs=1e-12)
 
 
+def test_latest_records_keep_a_retried_success_and_a_lasting_error(tmp_path):
+    from engine.evaluation.runlog import RunLog
+
+    log = RunLog(tmp_path)
+    for record in ({"id": "a", "error": "unreadable"}, {"id": "b", "error": "unreadable"},
+                   {"id": "a", "counts": [1, 2]}, {"id": "c", "counts": [3, 4]}):
+        log.append(record)
+    assert log.latest_records() == [{"id": "b", "error": "unreadable"}, {"id": "a", "counts": [1, 2]},
+                                    {"id": "c", "counts": [3, 4]}]
+
+
 # ---- the command line, with the real llama.cpp policy of the tiny bundle ---------------------------------------
 
 
