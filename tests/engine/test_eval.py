@@ -234,6 +234,25 @@ def test_star_eval_cli_on_the_tiny_bundle(tiny_bundle, items, tmp_path):
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_star_eval_stopped_by_a_broken_item_still_reports(tiny_bundle, scene_image, tmp_path):
+    """--on-error raise (the default) stops at a broken dataset file; the items before it are reported."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(scene_image).save(data / f"{name}.jpg")
+    for name in ("a", "b"):  # c.jpg has no annotation file
+        (data / f"{name}.json").write_text(json.dumps({"text": ["the red square"], "is_sentence": False, "shapes": [
+            {"label": "target", "shape_type": "polygon", "points": [[10, 10], [40, 10], [40, 40], [10, 40]]}]}))
+    out = tmp_path / "run"
+    proc = star("eval", "--data", f"reasonseg:{data}", "--bundle", str(tiny_bundle), "--max-new-tokens", "8",
+                "--out", str(out), "--quiet")
+    assert proc.returncode == 2 and "c.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["items"] == 2 and not report["complete"]
+
+
 def test_star_eval_ctrl_c_stops_cleanly_and_resumes(tiny_bundle, scene_image, tmp_path):
     many = [Item(f"x{i}", scene_image, f"thing number {i}", [(10, 10, 40, 40)]) for i in range(8)]
     data = write_dataset("reasonseg", tmp_path / "data", many)
