@@ -470,8 +470,11 @@ class MainWindow(QMainWindow):
     def _final_targets(outcome: Outcome) -> list[dict]:
         if outcome.vote is None:
             return outcome.samples[0]["targets"] if outcome.samples else []
+        chosen = outcome.vote.get("chosen") or []
+        if chosen:  # "best" mode: the members whose masks make the final one
+            return [outcome.samples[m["sample"]]["targets"][m["object"]] for m in chosen]
         targets = []
-        for c in outcome.clusters:
+        for c in outcome.clusters:  # consensus mode: each selected cluster's best-scoring member
             if c["selected"]:
                 best = max(c["members"], key=lambda m: m["score"])
                 targets.append(outcome.samples[best["sample"]]["targets"][best["object"]])

@@ -38,8 +38,12 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
                      "selected": c.id in v.selected,
                      "members": [{"sample": m.sample, "object": m.obj, "score": m.score} for m in c.members]}
                     for c in v.clusters]
+        by_index = {m.index: m for c in v.clusters for m in c.members}
         vote = {"k": v.k, "valid_runs": v.valid_runs, "no_object_votes": v.no_object_votes, "abstained": v.abstained,
-                "selected": v.selected, "reason": v.reason, "backend": v.backend}
+                "selected": v.selected, "reason": v.reason, "backend": v.backend,
+                # "best" mode: the member whose mask stands for each selected cluster (empty for consensus)
+                "chosen": [{"sample": by_index[i].sample, "object": by_index[i].obj} for i in v.chosen_members
+                           if i in by_index]}
     t = result.timings
     return {"query": result.query, "image_size": list(result.image_size), "n": len(result.samples),
             "mask": encode(result.mask), "no_object": bool(result.no_object), "area": int(result.mask.sum()),

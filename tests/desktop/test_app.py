@@ -65,6 +65,11 @@ def test_query_vote_inspector_exports_and_autosave(qtbot, home, tiny_segmenter, 
     assert not w.running and w.last_message is None
     assert (w.outcome.mask == expected.mask).all() and expected.mask.any()
     assert w.canvas.mask_item is not None and len(w.canvas.marks) >= 2  # final mask, box + point drawn
+    chosen = [c for c in expected.vote.clusters if c.id in expected.vote.selected]
+    kept = {m.index: m for c in chosen for m in c.members}
+    drawn = [kept[i] for i in expected.vote.chosen_members]  # the vote's own choice, drawn on the canvas
+    assert [t["box"] for t in w._final_targets(w.outcome)] == \
+        [list(expected.samples[m.sample].targets[m.obj].box) for m in drawn]
     assert w.reasoning.count() == 8 and w.reasoning.text(0) == VOTE_TEXTS[0]
     assert w.reasoning.tabText(5).endswith("✗") and w.reasoning.tabText(6).endswith("∅")
     tree = w.votes.tree
