@@ -46,12 +46,9 @@ class Settings:
             raw = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()  # missing or unreadable: defaults (a broken settings file must not stop the app)
-        known = {f.name: f.type for f in fields(cls)}
-        values = {}
-        for key, value in raw.items() if isinstance(raw, dict) else ():
-            default = getattr(cls, key, None)
-            if key in known and isinstance(value, type(default)):
-                values[key] = value
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in (raw.items() if isinstance(raw, dict) else ())
+                  if key in known and isinstance(value, type(getattr(cls, key)))}  # wrong types: the default
         return cls(**values)
 
     def save(self, home: Path | None = None) -> Path:

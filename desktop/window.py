@@ -57,7 +57,6 @@ class MainWindow(QMainWindow):
         self.folder: list[Path] = []
         self.running = False
         self.last_message: UserMessage | None = None
-        self.exported: dict[str, Path] = {}
         self.setWindowTitle("StAR Desktop")
         self.setAcceptDrops(True)
         self._build_ui()
@@ -300,7 +299,7 @@ class MainWindow(QMainWindow):
         self._show_image(rgb, image_key(data))
         return True
 
-    def open_array(self, rgb: np.ndarray, name: str = "pasted.png") -> None:
+    def open_array(self, rgb: np.ndarray) -> None:
         self.image_path = None
         self._show_image(load_image(rgb), image_key(np.ascontiguousarray(rgb).tobytes()))
 
@@ -559,7 +558,6 @@ class MainWindow(QMainWindow):
             self.show_message(UserMessage("Export failed", f"could not write {path}: {exc.strerror or exc}",
                                           "Choose a folder you can write to."))
             return None
-        self.exported[kind] = out
         self.stage.setText(f"Exported {kind} to {out}")
         return out
 
