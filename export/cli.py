@@ -42,7 +42,8 @@ def _policy(args, manifest: Manifest) -> None:
 
     manifest.policy = export_policy(args.model, args.out, adapter=args.adapter, quant=args.quant,
                                     mmproj_quant=args.mmproj_quant, frame=args.frame,
-                                    prompt_family=args.prompt_family, keep_f16=args.keep_f16, log=_log)
+                                    prompt_family=args.prompt_family, keep_f16=args.keep_f16,
+                                    output_f32=args.output_f32, log=_log)
 
 
 def _sam2(args, manifest: Manifest) -> None:
@@ -107,6 +108,8 @@ def _policy_args(p) -> None:
     p.add_argument("--frame", default=None, help="answer frame (default: detected from the checkpoint)")
     p.add_argument("--prompt-family", default="star", help="star (StAR), visionreasoner (VisionReasoner, Seg-Zero), ...")
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized F16 GGUF in the bundle")
+    p.add_argument("--output-f32", action="store_true",
+                   help="keep the LM head in f32 (the nano policy's quadratic coordinate code needs its precision)")
 
 
 def _sam2_args(p) -> None:

@@ -83,8 +83,10 @@ def _custom_tokenizer(root: Path) -> str | None:
 
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
                   quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
-                  prompt_family: str = "star", keep_f16: bool = False,
+                  prompt_family: str = "star", keep_f16: bool = False, output_f32: bool = False,
                   log: Callable[[str], None] = print) -> PolicySpec:
+    """`output_f32`: convert at f32 and keep the LM head unquantized (the nano policy's quadratic coordinate
+    code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks)."""
     if quant not in QUANT_TYPES and quant != "F32":
         raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join([*QUANT_TYPES, 'F32'])}")
     if mmproj_quant not in MMPROJ_TYPES:
@@ -101,7 +103,8 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     declare = source.custom_tokenizer
     model_rel = f"policy/model-{quant.lower()}.gguf"
     mmproj_rel = f"policy/mmproj-{mmproj_quant}.gguf"
-    inputs = fingerprint(source.model_dir, Path(adapter) if adapter else "no-adapter", quant, llama_cpp_version())
+    head = "f32" if output_f32 else quant
+    inputs = fingerprint(source.model_dir, Path(adapter) if adapter else "no-adapter", quant, head, llama_cpp_version())
 
     # Each check hashes the stage's outputs (GBs): ask once.
     model_done = stages.done("policy-model", inputs)
@@ -117,7 +120,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
         if model_done:
             log(f"{model_rel}: up to date, skipped")
         else:
-            base_type = "f32" if quant == "F32" else "f16"
+            base_type = "f32" if quant == "F32" or output_f32 else "f16"
             log(f"converting to GGUF ({base_type})")
             base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare).path
             target = bundle / model_rel
@@ -127,7 +130,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
                 target.with_name(target.name + ".partial").replace(target)
             else:
                 log(f"quantizing to {quant}")
-                quantize_model(base, target, quant)
+                quantize_model(base, target, quant, keep_output=output_f32)
             if keep_f16 and quant not in ("F32", "F16"):
                 shutil.move(str(base), bundle / "policy" / base.name)
             stages.record("policy-model", inputs, [model_rel])
@@ -140,4 +143,4 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
                       mmproj=mmproj_rel, quant=quant,
                       source={"model": str(source.model_dir), "adapter": str(adapter) if adapter else None,
-                              "model_type": source.model_type})
+                              "model_type": source.model_type, "output": head})

@@ -13,8 +13,9 @@ _LOG_LINES: list[str] = []
 _CALLBACK = None
 
 
-def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int = 0) -> Path:
-    """llama.cpp logs every tensor while quantizing; the lines are kept for the error message instead."""
+def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int = 0, keep_output: bool = False) -> Path:
+    """llama.cpp logs every tensor while quantizing; the lines are kept for the error message instead.
+    `keep_output`: the LM head (output.weight) keeps the source's type (its precision is the answer's)."""
     import ctypes
 
     import llama_cpp as L
@@ -33,6 +34,7 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     params = L.llama_model_quantize_default_params()
     params.ftype = getattr(L, QUANT_TYPES[quant])
     params.nthread = threads
+    params.quantize_output_tensor = not keep_output
     rc = L.llama_model_quantize(str(src).encode(), str(partial).encode(), params)
     if rc != 0:
         partial.unlink(missing_ok=True)

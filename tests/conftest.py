@@ -58,3 +58,24 @@ def tiny_segmenter(tiny_bundle):
     from engine.segment import load_segmenter
 
     return load_segmenter(load_bundle(tiny_bundle).segmenter_files(), "onnx", device="cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def peft_adapter(tiny_qwen, tmp_path_factory):
+    """A PEFT LoRA on every linear layer of the tiny Qwen2.5-VL's language model, B randomised."""
+    torch = models.require("torch")
+    peft = models.require("peft")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32)
+    # StAR's target: every linear layer of the language model (PROTOCOL.md section 1).
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    wrapped = peft.get_peft_model(model, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero: the adapter would be a no-op
+                p.normal_(0, 0.2)
+    out = tmp_path_factory.mktemp("adapter") / "peft"
+    wrapped.save_pretrained(out)
+    return out

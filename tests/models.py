@@ -57,6 +57,17 @@ class TinyQwen:
     image_size: int            # square model input (frame pixels-<S>)
 
 
+def _tiny_tokenizer():
+    """A 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
+    from engine.protocol import build_prompt
+    from training.nano.policy_model import world_bpe_tokenizer
+
+    corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
+    corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '
+               '"point_2d": [20,30]}]</answer>'] * 5
+    return world_bpe_tokenizer(corpus, 400)
+
+
 def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> TinyQwen:
     """Real Qwen2.5-VL classes, shrunk: LM hidden 64 x 2 layers, vision depth 4 (the converter needs
     >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
@@ -64,13 +75,7 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
     require("transformers")
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from engine.protocol import build_prompt
-    from training.nano.policy_model import world_bpe_tokenizer
-
-    corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
-    corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '
-               '"point_2d": [20,30]}]</answer>'] * 5
-    fast = world_bpe_tokenizer(corpus, 400)
+    fast = _tiny_tokenizer()
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -94,6 +99,43 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
     fast.save_pretrained(out)
     px = image_size * image_size
     Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=14, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(out)
+    return TinyQwen(out, image_size)
+
+
+def build_tiny_qwen3vl(root: Path, image_size: int = 128, seed: int = 0) -> TinyQwen:
+    """Real Qwen3-VL classes, shrunk: LM hidden 64 x 4 layers (interleaved M-RoPE), vision depth 4 with
+    DeepStack taps after blocks 0-2, patch 16, the same home-made tokenizer as the Qwen2.5-VL fixture.
+    (llama.cpp 0.3.36 aborts on a 2-layer Qwen3-VL text model with two DeepStack taps; 4 layers run.)"""
+    torch = require("torch")
+    require("transformers")
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    fast = _tiny_tokenizer()
+    ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    cfg = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                         rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3],
+                                          "mrope_interleaved": True},
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                           num_position_embeddings=(image_size // 16) ** 2, deepstack_visual_indexes=[0, 1, 2]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # as for Qwen2.5-VL: norms and biases away from 1 / 0
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = root / "hf"
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    px = image_size * image_size
+    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=16, merge_size=2,
                              temporal_patch_size=2).save_pretrained(out)
     return TinyQwen(out, image_size)
 

@@ -44,9 +44,10 @@ def _nano_init(args) -> int:
 
 
 def _nano_warmup(args) -> int:
-    from .nano.warmup import Warmup, WarmupConfig
+    from .nano.warmup import Warmup, WarmupConfig, curriculum_until
 
     config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                          curriculum=curriculum_until(*args.phase_ends),
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
                           coord_sigma=args.coord_sigma,
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
@@ -88,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--coord-init", choices=["bumps", "random"], default="bumps",
-                   help="coordinate tokens' embeddings: a shared value code (bumps) or independent random rows")
+    p.add_argument("--coord-init", choices=["quadratic", "bumps", "random"], default="quadratic",
+                   help="coordinate tokens: scored by a quadratic code of a linear value (quadratic), a shared "
+                        "Gaussian-bump code (bumps) or independent random rows")
     p.set_defaults(run=_nano_init)
     p = sub.add_parser("nano-warmup", help="supervised warm-up of the nano policy (resumes from OUT/checkpoint)")
     p.add_argument("--model", required=True, help="the nano-init folder")
@@ -102,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--coord-sigma", type=float, default=0.0,
                    help="pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values")
+    p.add_argument("--phase-ends", nargs=2, type=int, default=[1500, 4000], metavar=("REFERRING", "FEW"),
+                   help="curriculum: referring queries on <= 3 objects until step REFERRING, every type on <= 4 "
+                        "objects until FEW, then the whole world")
     p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",
                    help="attention heads trained to look from each answer coordinate at its object's image tokens")
     p.add_argument("--quiet", action="store_true")

@@ -41,6 +41,10 @@ def main(args) -> int:
         query = args.query
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads or 1, max_samples=max(counts),
                              max_new_tokens=args.max_new_tokens)
+    # Each run re-asks the same query: without this every run after the first would reuse the image
+    # prefix and report no vision encoder time (`bench policy` measures reuse on its own).
+    if hasattr(reasoner.policy, "reuse_prefix"):
+        reasoner.policy.reuse_prefix = False
     try:
         rows = measure(reasoner, image, query, counts, args.repeat, args.max_new_tokens)
     finally:

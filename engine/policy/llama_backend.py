@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,22 @@ def _check_gguf(path: Path, what: str) -> None:
             raise ModelFileError(f"{what} {path} is not a GGUF file")
 
 
+@dataclass(frozen=True)
+class _Prefix:
+    """What sequence 0 of the KV cache holds up to the end of the image: the part of the prompt that does
+    not depend on the query (system turn + image), so a follow-up query on the same image starts there."""
+    key: str  # the resized image's bytes + the prompt text before the query
+    n_past: int  # the next position after the image
+    chunks: int  # how many leading mtmd chunks it covers
+
+
 class LlamaPolicy:
     name = "llama.cpp"
 
     def __init__(self, model_path: str | Path, mmproj_path: str | Path, *, family: str = "qwen2.5-vl",
                  frame: str = "qwen2.5-840", prompt_family: str = "star", n_ctx: int = 8192, max_samples: int = 32,
                  n_gpu_layers: int = 0, threads: int | None = None, flash_attn: bool | None = None,
-                 n_batch: int = 512, image_max_tokens: int = 0):
+                 n_batch: int = 512, image_max_tokens: int = 0, reuse_prefix: bool = True):
         L, M = self.L, self.M = _lib()
         model_path, mmproj_path = Path(model_path), Path(mmproj_path)
         _check_gguf(model_path, "policy model")
@@ -99,6 +110,8 @@ class LlamaPolicy:
             raise ModelFileError(f"llama.cpp could not load the vision projector {mmproj_path}")
         self.marker = M.mtmd_default_marker().decode()
         self.timings = PolicyTimings()
+        self.reuse_prefix = reuse_prefix
+        self._prefix: _Prefix | None = None
 
     # -- helpers ----------------------------------------------------------------------------------
     def _meta(self, key: str) -> str:
@@ -120,6 +133,14 @@ class LlamaPolicy:
     def _sampler(self, sampling: SamplingParams, index: int):
         L = self.L
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if sampling.constrained:  # first, so every later stage only sees tokens the grammar allows
+            from .grammar import ANSWER_GRAMMAR
+
+            grammar = L.llama_sampler_init_grammar(self.vocab, ANSWER_GRAMMAR.encode(), b"root")
+            if not grammar:
+                L.llama_sampler_free(chain)
+                raise RuntimeError("llama.cpp rejected the answer grammar (engine/policy/grammar.py)")
+            L.llama_sampler_chain_add(chain, grammar)
         if sampling.temperature == 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
@@ -140,15 +161,22 @@ class LlamaPolicy:
             n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 
+    def forget_prefix(self) -> None:
+        """Drop the remembered system + image prefix (the next query prefills from scratch)."""
+        self._prefix = None
+
     def _prefill(self, image: np.ndarray, query: str) -> int:
         L, M = self.L, self.M
-        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        mem = L.llama_get_memory(self.ctx)
         rgb = np.ascontiguousarray(np.asarray(resize_for_model(image, self.frame)), dtype=np.uint8)
         h, w = rgb.shape[:2]
+        prompt_text = self.prompt_text(query)
+        # The key covers everything before the query: the pixels the encoder sees and the text up to the image.
+        key = hashlib.sha256(f"{w}x{h}|{prompt_text.split(self.marker)[0]}|".encode() + rgb.tobytes()).hexdigest()
         data = (ctypes.c_uint8 * rgb.size).from_buffer_copy(rgb.tobytes())
         bitmap = M.mtmd_bitmap_init(w, h, data)
         text = M.mtmd_input_text()
-        prompt = self.prompt_text(query).encode()
+        prompt = prompt_text.encode()
         text.text, text.text_len, text.add_special, text.parse_special = prompt, len(prompt), False, True
         chunks = M.mtmd_input_chunks_init()
         try:
@@ -160,19 +188,38 @@ class LlamaPolicy:
                            for i in range(M.mtmd_input_chunks_size(chunks)))
             if n_tokens >= self.n_ctx:
                 raise ContextOverflowError(f"the prompt alone needs {n_tokens} tokens; the context holds {self.n_ctx}")
-            n_past = self._eval_chunks(chunks)
+            prefix = self._prefix if self.reuse_prefix else None
+            if prefix is not None and prefix.key == key and self._trim_to(prefix.n_past):
+                self.timings.prefix_hit = True
+                n_past = self._eval_chunks(chunks, start=prefix.chunks, n_past=prefix.n_past)
+            else:
+                self._prefix = None
+                L.llama_memory_clear(mem, True)
+                n_past = self._eval_chunks(chunks, key=key)
             self.timings.prefill_tokens = n_tokens
             return n_past
+        except BaseException:
+            self._prefix = None  # the cache may hold half a prompt: never reuse it
+            raise
         finally:
             M.mtmd_input_chunks_free(chunks)
             M.mtmd_bitmap_free(bitmap)
 
-    def _eval_chunks(self, chunks) -> int:
-        """Chunk by chunk (what mtmd_helper_eval_chunks does in one call), so that the vision encoder and
-        the LLM prefill are timed apart. Returns the next position."""
+    def _trim_to(self, n_past: int) -> bool:
+        """Keep only sequence 0's cells before `n_past` (the remembered prefix); False if llama.cpp cannot."""
+        L = self.L
+        mem = L.llama_get_memory(self.ctx)
+        for s in range(1, self.max_samples):
+            L.llama_memory_seq_rm(mem, s, -1, -1)
+        return bool(L.llama_memory_seq_rm(mem, 0, n_past, -1))
+
+    def _eval_chunks(self, chunks, *, start: int = 0, n_past: int = 0, key: str | None = None) -> int:
+        """Chunk by chunk from chunk `start` at position `n_past` (what mtmd_helper_eval_chunks does in one
+        call), so that the vision encoder and the LLM prefill are timed apart. With `key`, the state after
+        the image chunk is remembered as the reusable prefix. Returns the next position."""
         L, M = self.L, self.M
-        n_past, count = 0, M.mtmd_input_chunks_size(chunks)
-        for i in range(count):
+        count = M.mtmd_input_chunks_size(chunks)
+        for i in range(start, count):
             chunk = M.mtmd_input_chunks_get(chunks, i)
             # Start at n_past: the text path ADDS its token count to *new_n_past (as mtmd_helper_eval_chunks
             # relies on), the image path sets it.
@@ -195,10 +242,13 @@ class LlamaPolicy:
             if rc != 0:
                 raise RuntimeError(f"llama.cpp failed to evaluate prompt chunk {i} of {count} (returned {rc})")
             n_past = int(new_n_past.value)
+            if key is not None and M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                self._prefix = _Prefix(key, n_past, i + 1)
         return n_past
 
     def prompt_logits(self, image, query: str) -> np.ndarray:
         """Logits after the prompt's last token (float32 [vocab]); the parity tests' probe."""
+        self.timings = PolicyTimings()
         self._prefill(load_image(image), query)
         n_vocab = self.L.llama_vocab_n_tokens(self.vocab)
         ptr = self.L.llama_get_logits_ith(self.ctx, -1)
@@ -208,6 +258,7 @@ class LlamaPolicy:
         """Teacher-forced logits: [len(tokens) + 1, vocab], row t predicting the token after tokens[:t].
         `star-export verify` and the parity tests compare these with transformers."""
         L = self.L
+        self.timings = PolicyTimings()
         n_past = self._prefill(load_image(image), query)
         n_vocab = L.llama_vocab_n_tokens(self.vocab)
         rows = [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n_vocab,)).copy()]

@@ -21,6 +21,7 @@ class SamplingParams:
     seed: int = 0
     max_new_tokens: int = 1024
     ignore_stop: bool = False   # benchmarks: decode exactly max_new_tokens per sample (no </answer> or EOS stop)
+    constrained: bool = False   # llama.cpp: sample only completions in the answer format (policy/grammar.py)
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 1024) -> "SamplingParams":
@@ -29,6 +30,8 @@ class SamplingParams:
     def __post_init__(self):
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
             raise ValueError(f"invalid sampling parameters: {self}")
+        if self.constrained and self.ignore_stop:  # past the grammar's end only EOS is allowed
+            raise ValueError("constrained decoding ends at the answer; it cannot also ignore stops")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class PolicyTimings:
     prefill_tokens: int = 0
     decode_ms: float = 0.0
     decode_tokens: int = 0
+    prefix_hit: bool = False    # the system + image prefix was reused from the previous query on this image
 
 
 @dataclass

@@ -22,6 +22,12 @@ def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
     # 16 tokens per sample: the first comes from the prefill's logits, the other 15 from batched decode steps.
     assert [r["decode_tokens"] for r in policy] == [15, 8 * 15]
     assert all(r["sequential_ms"] > 0 and r["speedup"] > 0 and r["vision_ms"] > 0 and r["prefill_ms"] > 0 for r in policy)
+    hit, miss = (next(r for r in results["policy"]["prefix_reuse"] if r["case"] == c) for c in ("hit", "miss"))
+    assert miss["vision_ms"] > 0 and hit["vision_ms"] == 0 and hit["speedup"] > 0
+    free, constrained = results["policy"]["grammar"]
+    assert not free["constrained"] and constrained["constrained"]
+    # the random tiny model never answers freely; under the grammar an answer that ends also parses
+    assert free["answered"] == 0 and constrained["parsed"] == constrained["answered"]
     pipeline = results["pipeline"]["rows"]
     assert [r["n"] for r in pipeline] == [1, 8] and pipeline[0]["vs_n1"] == 1.0
     assert all(r["total_ms"] >= r["decode_ms"] for r in pipeline)

@@ -120,6 +120,47 @@ def test_n4_greedy_equals_n1_and_seeds_reproduce(f32, image):
     assert len({tuple(x.token_ids) for x in a}) > 1  # samples differ from one another
 
 
+def test_prefix_reuse_equals_a_fresh_prefill(tiny_qwen_gguf, image):
+    """A follow-up query on the same image reuses the system + image KV (no vision encoder run) and gives
+    the tokens and logits a policy without reuse computes from scratch; another image misses."""
+    reuse = load(tiny_qwen_gguf.model_f32, tiny_qwen_gguf)
+    fresh = load(tiny_qwen_gguf.model_f32, tiny_qwen_gguf, reuse_prefix=False)
+    other = np.ascontiguousarray(image[::-1])
+    first = reuse.sample(image, QUERY, 3, SamplingParams(seed=3, max_new_tokens=12))
+    assert not reuse.timings.prefix_hit and reuse.timings.vision_ms > 0
+    for query in ("the largest thing that could roll", QUERY):
+        hit = reuse.sample(image, query, 4, SamplingParams.greedy(16))
+        assert reuse.timings.prefix_hit and reuse.timings.vision_ms == 0
+        ref = fresh.sample(image, query, 4, SamplingParams.greedy(16))
+        assert not fresh.timings.prefix_hit
+        assert [c.token_ids for c in hit] == [c.token_ids for c in ref]
+        np.testing.assert_allclose(reuse.prompt_logits(image, query), fresh.prompt_logits(image, query),
+                                   rtol=1e-5, atol=1e-5)
+    again = reuse.sample(image, QUERY, 3, SamplingParams(seed=3, max_new_tokens=12))
+    assert [c.token_ids for c in again] == [c.token_ids for c in first]
+    reuse.sample(other, QUERY, 1, SamplingParams.greedy(4))
+    assert not reuse.timings.prefix_hit
+    reuse.forget_prefix()
+    reuse.sample(other, QUERY, 1, SamplingParams.greedy(4))
+    assert not reuse.timings.prefix_hit
+
+
+def test_constrained_decoding_always_parses(f32, image):
+    """A random model almost never writes the answer format; under the grammar every sample does (checked
+    with the project's parser), and the unconstrained default is untouched by the option's existence."""
+    from engine.protocol import parse_answer
+
+    free = f32.sample(image, QUERY, 4, SamplingParams(seed=5, max_new_tokens=120))
+    assert not any("</answer>" in c.text for c in free)  # a random model does not answer
+    out = f32.sample(image, QUERY, 4, SamplingParams(seed=5, max_new_tokens=400, constrained=True))
+    for c in out:
+        if c.finish_reason == "stop":
+            assert parse_answer(c.text, image_size=(130, 90), frame="pixels-112").status in ("ok", "empty")
+        else:  # cut by max_new_tokens inside the free-text trace: still a prefix of the format
+            assert c.finish_reason == "length" and c.text.startswith("<think>")
+    assert any(c.finish_reason == "stop" for c in out)
+
+
 def test_streaming_and_cancel(f32, image):
     seen = {}
     out = f32.sample(image, QUERY, 3, SamplingParams(seed=1, max_new_tokens=12),

@@ -112,26 +112,6 @@ def test_export_refuses_wrong_inputs(tmp_path, tiny_sam2):
 # ---- LoRA: our shard-wise merge vs PEFT ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def peft_adapter(tiny_qwen, tmp_path_factory):
-    torch = require("torch")
-    peft = require("peft")
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32)
-    # StAR's target: every linear layer of the language model (PROTOCOL.md section 1).
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
-    wrapped = peft.get_peft_model(model, config)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in wrapped.named_parameters():
-            if "lora_B" in name:  # PEFT starts B at zero: the adapter would be a no-op
-                p.normal_(0, 0.2)
-    out = tmp_path_factory.mktemp("adapter") / "peft"
-    wrapped.save_pretrained(out)
-    return out
-
-
 def test_lora_merge_matches_peft_through_gguf(tiny_qwen, peft_adapter, tmp_path):
     """The merged, converted F32 GGUF against transformers base + PEFT adapter (not merged: PEFT's own
     forward), teacher-forced over the reference's greedy tokens."""
@@ -228,3 +208,23 @@ def test_star_doctor_checks_a_bundle(tiny_bundle, tmp_path):
     (bundle / "policy" / "mmproj-f16.gguf").write_bytes(b"x")
     proc = run(bundle)
     assert proc.returncode == 1 and "mmproj-f16.gguf" in json.loads(proc.stdout)["bundle"]["files"]
+
+
+def test_output_f32_keeps_the_lm_head_unquantized(tiny_qwen, tmp_path):
+    """--output-f32: every other matrix is Q8_0, the LM head stays F32 (read back with llama.cpp's own
+    gguf-py reader), and the manifest says so."""
+    import sys
+
+    from export.cli import main
+    from export.converter import converter_dir
+
+    sys.path.insert(0, str(converter_dir() / "gguf-py"))
+    from gguf import GGUFReader
+
+    out = tmp_path / "bundle"
+    assert main(["policy", "--model", str(tiny_qwen.hf_dir), "--quant", "Q8_0", "--output-f32", "--out", str(out)]) == 0
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["policy"]["source"]["output"] == "f32"
+    types = {t.name: t.tensor_type.name for t in GGUFReader(str(out / manifest["policy"]["model"])).tensors}
+    assert types["output.weight"] == "F32"
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["token_embd.weight"] == "Q8_0"

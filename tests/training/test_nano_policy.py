@@ -141,15 +141,17 @@ def test_coordinate_targets_pick_the_answer_numbers(nano_small):
     assert float(coords.soft_loss(off, gold[:1], 2.0)) < float(F.cross_entropy(off, gold[:1]))
 
 
-def test_structured_coordinate_embeddings(nano_small):
-    """The default init gives neighbouring coordinates similar output rows and distant ones dissimilar."""
+def test_structured_coordinate_embeddings(tmp_path):
+    """The bumps init gives neighbouring coordinates similar output rows and distant ones dissimilar."""
     torch = require("torch")
+    require("transformers")
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from training.nano.policy_model import coordinate_code, coordinate_token_ids
+    from training.nano.policy_model import NanoPolicyConfig, build_nano_policy, coordinate_code, coordinate_token_ids
 
-    tok = AutoTokenizer.from_pretrained(nano_small)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(nano_small)
+    folder = build_nano_policy(tmp_path / "bumps", NanoPolicyConfig(**SMALL, coord_init="bumps"))
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
     by_value = {v: i for i, v in coordinate_token_ids(tok, 112).items()}
     head = model.get_output_embeddings().weight.detach()
     width = 32
@@ -160,6 +162,57 @@ def test_structured_coordinate_embeddings(nano_small):
     cos = torch.nn.functional.cosine_similarity
     assert float(cos(head[by_value[10], :width], head[by_value[12], :width], dim=0)) > 0.5
     assert float(cos(head[by_value[10], :width], head[by_value[80], :width], dim=0)) < 0.01
+
+
+def test_quadratic_coordinate_code_by_hand(nano_small):
+    """The default init: a state holding (s*k, k, c) on dimensions 0..2 makes the LM head score the
+    coordinates as a Gaussian whose peak is the token of value s*S - 0.5, sharper as k grows; a freshly
+    initialised model scores every coordinate exactly 0 (the code starts silent)."""
+    torch = require("torch")
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    from engine.policy.hf_inputs import encode_batch
+    from training.nano.policy_model import NanoPolicyConfig, coordinate_token_ids
+
+    config = NanoPolicyConfig(**SMALL)
+    tok = AutoTokenizer.from_pretrained(nano_small)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(nano_small).eval()
+    size = SMALL["image_size"]
+    value_of = coordinate_token_ids(tok, size)
+    ids = torch.tensor(sorted(value_of, key=value_of.get))  # ids[v] spells v
+    norm = model.model.language_model.norm
+    head = model.get_output_embeddings()
+    for value in (0, 7, 55, 111):
+        s = (value + 0.5) / size
+        sharp = {}
+        for k in (1.0, 4.0):
+            state = torch.zeros(1, SMALL["hidden"])
+            state[0, :3] = torch.tensor([s * k, k, 0.0])
+            state[0, 5:] = 0.3  # the rest of the stream, which coordinate rows do not read
+            logits = head(norm(state))[0, ids]
+            assert int(logits.argmax()) == value
+            # by hand: after RMSNorm the state is h / rms(h) * gain; the head adds scale * (u*s*k - u^2/2*k)
+            rms = float(state.pow(2).mean().add(norm.variance_epsilon).sqrt())
+            u = (torch.arange(size) + 0.5) / size
+            expected = config.coord_scale * config.coord_gain / rms * (u * s * k - 0.5 * u * u * k)
+            np.testing.assert_allclose(logits.detach(), expected, rtol=1e-4, atol=1e-3)
+            sharp[k] = float(torch.softmax(logits, -1).max())
+        assert sharp[4.0] > sharp[1.0]
+    from PIL import Image
+
+    enc = encode_batch(tok, model_processor(nano_small), [Image.new("RGB", (size, size), (200, 30, 30))],
+                       ["the red circle"], frame=f"pixels-{size}", completions=["<answer>[]</answer>"])
+    enc = dict(enc)
+    enc.pop("labels")
+    with torch.no_grad():
+        logits = model(**enc).logits[0, :, ids]
+    assert float(logits.abs().max()) == 0.0
+
+
+def model_processor(folder):
+    from transformers import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil.from_pretrained(folder)
 
 
 def test_attention_supervision_by_hand(nano_small, tmp_path):

@@ -37,10 +37,16 @@ class NanoPolicyConfig:
     vision_intermediate: int = 256
     corpus_rows: int = 3000
     split: str = "gpt-2"  # export.converter.KNOWN_SPLITS; "gpt-2" gives coordinate tokens
-    # "bumps": coordinate tokens' input and output embeddings start as a value code (coordinate_code),
+    # "quadratic": the LM head scores coordinate v as a Gaussian around a value the state holds LINEARLY
+    # (quadratic_coordinate_code), so the answer can copy the scalar box the image tokens learn to hold;
+    # "bumps": coordinate tokens' input and output embeddings start as Gaussian bumps (coordinate_code),
     # so neighbouring values share gradient; "random": plain initialisation (every value on its own).
-    coord_init: str = "bumps"
+    coord_init: str = "quadratic"
     coord_code_width: int = 32
+    # quadratic code: the output rows' scale and the final norm's gain on the code's dimensions. Their
+    # product bounds how sharp a coordinate's distribution can get (precision ~ scale * gain * |state|).
+    coord_scale: float = 40.0
+    coord_gain: float = 4.0
     seed: int = 0
 
 
@@ -132,6 +138,54 @@ def structure_coordinate_embeddings(model, tokenizer, frame_size: int, width: in
     return len(ids)
 
 
+QUADRATIC_DIMS = 3  # residual dimensions 0..2: value * k, k, coordinate-ness
+
+
+def quadratic_coordinate_code(values, frame_size: int):
+    """[len(values), 3] output rows that score value v by  s*u - u^2/2 + c  (u = (v + 0.5) / frame_size) for a
+    state holding (s*k, k, c) in dimensions 0..2: a Gaussian in u centred on s whose precision grows with k.
+    So the scalar s, a LINEAR read-out of the right image tokens' states, picks the coordinate token."""
+    import torch
+
+    u = (torch.as_tensor(values, dtype=torch.float32) + 0.5) / frame_size
+    return torch.stack([u, -0.5 * u * u, torch.ones_like(u)], dim=1)
+
+
+def structure_quadratic_coordinates(model, tokenizer, frame_size: int, scale: float, gain: float) -> int:
+    """Give dimensions 0..2 of the LM's residual stream to the quadratic code: coordinate tokens' output
+    rows hold it (scaled), every other output row and every writer into those dimensions (embeddings, attention and MLP
+    outputs, the vision merger) starts at zero, so
+    at initialisation the code is silent (all coordinates score 0) and training turns it on. A coordinate
+    token's input embedding holds (u, 1, 1), so later tokens can read earlier coordinates linearly."""
+    import torch
+
+    ids = coordinate_token_ids(tokenizer, frame_size)
+    if len(ids) != frame_size:
+        raise ValueError(f"only {len(ids)} of {frame_size} coordinates are single tokens: no coordinate tokens to "
+                         "structure (use split='gpt-2' or coord_init='random')")
+    rows = torch.tensor(list(ids))
+    code = quadratic_coordinate_code(list(ids.values()), frame_size)
+    d = QUADRATIC_DIMS
+    lm = model.model.language_model
+    with torch.no_grad():
+        out = model.get_output_embeddings().weight
+        out[:, :d] = 0
+        out[rows] = 0  # a coordinate's score comes from the code alone
+        out[rows, :d] = code * scale
+        emb = model.get_input_embeddings().weight
+        emb[:, :d] = 0
+        size = float(emb.norm(dim=1).mean())  # as loud as a typical embedding row
+        emb[rows, d:d + 2] = code[:, [0, 2]] * size
+        for layer in lm.layers:  # the residual writers start silent on the code's dimensions
+            layer.self_attn.o_proj.weight[:d] = 0
+            layer.mlp.down_proj.weight[:d] = 0
+        merger_out = model.model.visual.merger.mlp[-1]  # image tokens enter the stream here
+        merger_out.weight[:d] = 0
+        merger_out.bias[:d] = 0
+        lm.norm.weight[:d] = gain
+    return len(ids)
+
+
 def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicyConfig()) -> Path:
     """Write a freshly initialised nano policy (model, tokenizer, image processor) as an HF folder."""
     import torch
@@ -158,10 +212,13 @@ def build_nano_policy(out_dir: str | Path, config: NanoPolicyConfig = NanoPolicy
         eos_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
     torch.manual_seed(config.seed)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
-    if config.coord_init not in ("bumps", "random"):
-        raise ValueError(f"coord_init must be 'bumps' or 'random', not {config.coord_init!r}")
-    if config.coord_init == "bumps" and config.split == "gpt-2":  # Qwen's digit split has no coordinate tokens
-        structure_coordinate_embeddings(model, tokenizer, config.image_size, config.coord_code_width)
+    if config.coord_init not in ("quadratic", "bumps", "random"):
+        raise ValueError(f"coord_init must be 'quadratic', 'bumps' or 'random', not {config.coord_init!r}")
+    if config.split == "gpt-2":  # Qwen's digit split has no coordinate tokens to structure
+        if config.coord_init == "bumps":
+            structure_coordinate_embeddings(model, tokenizer, config.image_size, config.coord_code_width)
+        elif config.coord_init == "quadratic":
+            structure_quadratic_coordinates(model, tokenizer, config.image_size, config.coord_scale, config.coord_gain)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

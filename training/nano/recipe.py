@@ -128,7 +128,7 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
         ckpt = out / "sam" / "checkpoint"
         code = export_main(["bundle", "--model", str(out / "warmup" / "checkpoint"), "--adapter",
                             str(out / "stage2" / "adapter"), "--quant", r.quant, "--frame", "pixels-224",
-                            "--prompt-family", "star", "--checkpoint", str(ckpt / "sam2_nano.pt"),
+                            "--prompt-family", "star", "--output-f32", "--checkpoint", str(ckpt / "sam2_nano.pt"),
                             "--config", str(ckpt / "sam2_nano.yaml"), "--out", str(out / "bundle"), "--name", "nano"])
         if code:
             raise RuntimeError(f"star-export bundle failed (exit {code})")

@@ -70,6 +70,14 @@ class WarmupConfig:
     stream: str = "warmup"  # the name that seeds the training scenes
 
 
+def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
+    """DEFAULT_CURRICULUM with its first two phases ending at steps `first` and `second`."""
+    a, b, c = DEFAULT_CURRICULUM
+    if not 0 <= first <= second:
+        raise ValueError(f"phase ends must satisfy 0 <= first <= second, got {first}, {second}")
+    return (Phase(first, a.types, a.max_objects), Phase(second, b.types, b.max_objects), c)
+
+
 def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
     for phase in curriculum:
         if step < phase.steps:
