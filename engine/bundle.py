@@ -49,6 +49,8 @@ class SegmenterSpec:
     decoder_onnx: str | None = None
     encoder_engine: str | None = None
     decoder_engine: str | None = None
+    encoder_onnx_fp16: str | None = None  # star-export sam2 --fp16: the same graphs in float16 (GPU)
+    decoder_onnx_fp16: str | None = None
     image_size: int = 1024
     source: dict = field(default_factory=dict)
 
@@ -72,7 +74,7 @@ class Manifest:
         if self.segmenter:
             s = self.segmenter
             named += [p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
-                                  s.decoder_engine) if p]
+                                  s.decoder_engine, s.encoder_onnx_fp16, s.decoder_onnx_fp16) if p]
         return named
 
     @classmethod
@@ -117,7 +119,8 @@ class Bundle:
         if s is None:
             raise ModelFileError(f"bundle {self.root} has no segmenter")
         return SegmenterFiles(self.path(s.config), self.path(s.checkpoint), self.path(s.encoder_onnx),
-                              self.path(s.decoder_onnx), self.path(s.encoder_engine), self.path(s.decoder_engine))
+                              self.path(s.decoder_onnx), self.path(s.encoder_engine), self.path(s.decoder_engine),
+                              self.path(s.encoder_onnx_fp16), self.path(s.decoder_onnx_fp16))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -117,7 +117,7 @@ def _sam2_args(p) -> None:
     p.add_argument("--config", required=True, help="its Hydra YAML (a path, or e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
     p.add_argument("--with-torch", action="store_true", help="also copy config + checkpoint (the PyTorch backend)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT)")
-    p.add_argument("--fp16", action="store_true", help="FP16 TensorRT engines")
+    p.add_argument("--fp16", action="store_true", help="also float16 ONNX graphs (used on a GPU) and FP16 TensorRT engines")
 
 
 def _common(p) -> None:

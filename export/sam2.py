@@ -49,6 +49,15 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
         spec.image_size = _onnx_image_size(onnx, bundle / enc_rel)
     else:
         spec.image_size = int(model.image_size)
+    if fp16:
+        spec.encoder_onnx_fp16, spec.decoder_onnx_fp16 = "sam2/sam2_encoder.fp16.onnx", "sam2/sam2_decoder.fp16.onnx"
+        if stages.done("sam2-onnx-fp16", inputs):
+            log(f"{spec.encoder_onnx_fp16}, {spec.decoder_onnx_fp16}: up to date, skipped")
+        else:
+            log("converting the ONNX graphs to float16 (inputs and outputs stay float32)")
+            for src, dst in ((enc_rel, spec.encoder_onnx_fp16), (dec_rel, spec.decoder_onnx_fp16)):
+                _to_fp16(bundle / src, bundle / dst)
+            stages.record("sam2-onnx-fp16", inputs, [spec.encoder_onnx_fp16, spec.decoder_onnx_fp16])
     if with_torch:
         spec.config, spec.checkpoint = "sam2/" + config_path.name, "sam2/" + checkpoint.name
         for src, rel in ((config_path, spec.config), (checkpoint, spec.checkpoint)):
@@ -69,6 +78,18 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
             build_engine(bundle / dec_rel, bundle / spec.decoder_engine, profiles=decoder_profiles(), fp16=fp16)
             stages.record("sam2-tensorrt", inputs + str(fp16), [spec.encoder_engine, spec.decoder_engine])
     return spec
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    """onnxruntime's own float16 converter (shipped with onnxruntime): weights and activations in float16,
+    graph inputs and outputs kept float32 so the engine's pre/post-processing does not change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    onnx.save(half, str(tmp))
+    tmp.replace(dst)
 
 
 def _onnx_image_size(onnx, path: Path) -> int:

@@ -27,6 +27,16 @@ class SegmenterFiles:
     decoder_onnx: Path | None = None
     encoder_engine: Path | None = None  # TensorRT .engine files
     decoder_engine: Path | None = None
+    encoder_onnx_fp16: Path | None = None  # float16 graphs (float32 inputs / outputs), used on a GPU
+    decoder_onnx_fp16: Path | None = None
+
+    def onnx_pair(self, device: str) -> tuple[Path, Path]:
+        """fp16 graphs on a GPU when the bundle has them (half the memory traffic); fp32 on the CPU, where
+        ONNX Runtime has few fp16 kernels and would insert casts around most nodes."""
+        half = (self.encoder_onnx_fp16, self.decoder_onnx_fp16)
+        if device != "cpu" and all(p is not None and Path(p).is_file() for p in half):
+            return half
+        return self.encoder_onnx, self.decoder_onnx
 
     def has(self, backend: str) -> bool:
         need = {"torch": (self.config, self.checkpoint), "onnx": (self.encoder_onnx, self.decoder_onnx),
@@ -41,7 +51,8 @@ def _build(backend: str, files: SegmenterFiles, device: str, threads: int | None
     if backend == "onnx":
         from .onnx_backend import OnnxSegmenter
         providers = ["CPUExecutionProvider"] if device == "cpu" else None
-        return OnnxSegmenter(files.encoder_onnx, files.decoder_onnx, providers=providers, threads=threads, cache=cache)
+        encoder, decoder = files.onnx_pair(device)
+        return OnnxSegmenter(encoder, decoder, providers=providers, threads=threads, cache=cache)
     if backend == "tensorrt":
         from .tensorrt_backend import TensorRTSegmenter
         return TensorRTSegmenter(files.encoder_engine, files.decoder_engine, cache=cache)

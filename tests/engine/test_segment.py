@@ -241,6 +241,35 @@ def test_onnx_matches_torch(seg, tiny_sam2_onnx):
         np.testing.assert_allclose(o.all_scores, a.all_scores, atol=1e-4)
 
 
+def test_fp16_onnx_export_stays_close_to_fp32(seg, tiny_sam2, tmp_path):
+    """star-export sam2 --fp16: float16 graphs listed in the manifest; on the CPU the engine keeps fp32,
+    on a GPU it takes fp16; fp16 masks agree with the PyTorch reference (IoU) and logits stay close."""
+    import json
+
+    from engine.bundle import load_bundle
+    from engine.segment.onnx_backend import OnnxSegmenter
+    from export.cli import main
+
+    out = tmp_path / "bundle"
+    assert main(["sam2", "--checkpoint", str(tiny_sam2.checkpoint), "--config", str(tiny_sam2.config), "--fp16",
+                 "--out", str(out)]) == 0
+    spec = json.loads((out / "bundle.json").read_text())["segmenter"]
+    assert spec["encoder_onnx_fp16"] == "sam2/sam2_encoder.fp16.onnx"
+    files = load_bundle(out).segmenter_files()
+    assert files.onnx_pair("cpu") == (files.encoder_onnx, files.decoder_onnx)
+    assert files.onnx_pair("cuda") == (files.encoder_onnx_fp16, files.decoder_onnx_fp16)
+    half = OnnxSegmenter(files.encoder_onnx_fp16, files.decoder_onnx_fp16, threads=1)
+    rng = np.random.default_rng(9)
+    img = rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    boxes, points = _prompts(rng, 12, 200, 260)
+    ref, got = seg.segment(seg.embed(img), boxes, points), half.segment(half.embed(img), boxes, points)
+    scale = float(np.abs(ref.logits).max())
+    assert float(np.abs(got.logits - ref.logits).max()) < 0.05 * scale
+    inter = np.logical_and(got.masks, ref.masks).sum((1, 2))
+    union = np.logical_or(got.masks, ref.masks).sum((1, 2))
+    assert float(np.mean(inter / np.maximum(union, 1))) > 0.95
+
+
 def test_onnx_bad_files(tiny_sam2_onnx, tmp_path):
     from engine.segment.onnx_backend import OnnxSegmenter
     with pytest.raises(ModelFileError, match="does not exist"):
