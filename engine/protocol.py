@@ -418,6 +418,16 @@ def _convert_objects(objects: list[RawObject], image_size: tuple[int, int], fram
     ]
 
 
+def grid_answer_to_pixels(boxes, points, image_size: tuple[int, int]) -> tuple[list, list]:
+    """One answer's Qwen3-VL grid boxes [K, 4] and points [K, 2] -> pixels of an image of `image_size`
+    (width, height), with the same per-answer grid detection and rounding as `parse_answer` (training
+    rewards use it, so a reward sees exactly the pixels the engine would prompt SAM with)."""
+    width, height = _check_image_size(image_size)
+    grid = _qwen3_grid([float(v) for row in list(boxes) + list(points) for v in row])
+    return ([list(_qwen3_box([float(v) for v in b], grid, width, height)) for b in boxes],
+            [[_qwen3_to_pixel(float(p[0]), grid, width), _qwen3_to_pixel(float(p[1]), grid, height)] for p in points])
+
+
 def parse_answer(text: str, image_size: tuple[int, int], frame: str | AnswerFrame = "qwen2.5-840") -> Answer:
     """Parse a completion into targets in ORIGINAL pixels. Never raises on any text.
 

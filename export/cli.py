@@ -43,7 +43,7 @@ def _policy(args, manifest: Manifest) -> None:
     manifest.policy = export_policy(args.model, args.out, adapter=args.adapter, quant=args.quant,
                                     mmproj_quant=args.mmproj_quant, frame=args.frame,
                                     prompt_family=args.prompt_family, keep_f16=args.keep_f16,
-                                    output_f32=args.output_f32, log=_log)
+                                    output_f32=args.output_f32, log=_log, progress=True)
 
 
 def _sam2(args, manifest: Manifest) -> None:

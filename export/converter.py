@@ -17,6 +17,8 @@ from pathlib import Path
 
 from engine.errors import StarError
 
+from .progress import tensor_count
+
 # BPE split regexes (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex) of llama.cpp
 # pre-tokenizers. A tokenizer made for the nano world uses exactly one of them, so llama.cpp splits text
 # as transformers does; the converter itself only recognises tokenizers by a hash of known vocabularies.
@@ -57,7 +59,7 @@ class ConversionResult:
 
 
 def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32", mmproj: bool = False,
-            declare_pre: str | None = None, timeout: float = 3600) -> ConversionResult:
+            declare_pre: str | None = None, timeout: float = 3600, progress: bool = False) -> ConversionResult:
     """Run convert_hf_to_gguf.py on a Hugging Face folder. `mmproj=True` writes the vision projector.
     `declare_pre` names the pre-tokenizer for a tokenizer the converter's hash table does not know
     (only honoured when its split regex is exactly that pre-tokenizer's, see `_launch`)."""
@@ -68,13 +70,36 @@ def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32",
            str(model_dir), "--outfile", str(partial), "--outtype", outtype]
     if mmproj:
         cmd.append("--mmproj")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    if proc.returncode != 0:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
+    returncode, lines = _run_counting(cmd, env, timeout, "mmproj" if mmproj else f"GGUF {outtype}",
+                                      tensor_count(model_dir, vision=mmproj), progress)
+    tail = "\n".join(lines[-15:])
+    if returncode != 0:
         partial.unlink(missing_ok=True)
         raise ConverterError(f"converting {model_dir} failed:\n{tail}")
     if not partial.exists():
         raise ConverterError(f"the converter reported success but wrote no {partial}:\n{tail}")
     partial.replace(outfile)
     return ConversionResult(outfile, tail)
+
+
+def _run_counting(cmd: list[str], env: dict, timeout: float, desc: str, total: int | None,
+                  progress: bool) -> tuple[int, list[str]]:
+    """Run the converter, one bar tick per tensor line it logs (`name, dtype --> TYPE, shape = ...`);
+    returns its exit code and output lines (kept for the error message)."""
+    import time
+
+    from .progress import stage_bar
+
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    with stage_bar(f"converting to {desc}", total, enabled=progress) as bar, \
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if " --> " in line:
+                bar.update(1)
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise ConverterError(f"the converter took longer than {timeout:.0f} s")
+        return proc.wait(), lines

@@ -84,7 +84,7 @@ def _custom_tokenizer(root: Path) -> str | None:
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
                   quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
                   prompt_family: str = "star", keep_f16: bool = False, output_f32: bool = False,
-                  log: Callable[[str], None] = print) -> PolicySpec:
+                  log: Callable[[str], None] = print, progress: bool = False) -> PolicySpec:
     """`output_f32`: convert at f32 and keep the LM head unquantized (the nano policy's quadratic coordinate
     code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks)."""
     if quant not in QUANT_TYPES and quant != "F32":
@@ -116,13 +116,18 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             from .lora import merge_adapter
 
             log(f"merging the LoRA adapter {adapter} into {source.model_dir.name}")
-            hf_dir = merge_adapter(source.model_dir, adapter, work / "merged")
+            from .progress import stage_bar
+
+            with stage_bar("merging LoRA", len(list(source.model_dir.glob("*.safetensors"))), "shard",
+                           enabled=progress) as bar:
+                hf_dir = merge_adapter(source.model_dir, adapter, work / "merged", progress=lambda _: bar.update(1))
         if model_done:
             log(f"{model_rel}: up to date, skipped")
         else:
             base_type = "f32" if quant == "F32" or output_f32 else "f16"
             log(f"converting to GGUF ({base_type})")
-            base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare).path
+            base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare,
+                           progress=progress).path
             target = bundle / model_rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if quant in ("F32", "F16"):
@@ -130,7 +135,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
                 target.with_name(target.name + ".partial").replace(target)
             else:
                 log(f"quantizing to {quant}")
-                quantize_model(base, target, quant, keep_output=output_f32)
+                quantize_model(base, target, quant, keep_output=output_f32, progress=progress)
             if keep_f16 and quant not in ("F32", "F16"):
                 shutil.move(str(base), bundle / "policy" / base.name)
             stages.record("policy-model", inputs, [model_rel])
@@ -138,7 +143,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             log(f"{mmproj_rel}: up to date, skipped")
         else:
             log(f"writing the vision projector ({mmproj_quant})")
-            convert(hf_dir, bundle / mmproj_rel, outtype=mmproj_quant, mmproj=True, declare_pre=declare)
+            convert(hf_dir, bundle / mmproj_rel, outtype=mmproj_quant, mmproj=True, declare_pre=declare, progress=progress)
             stages.record("policy-mmproj", inputs + mmproj_quant, [mmproj_rel])
     return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
                       mmproj=mmproj_rel, quant=quant,

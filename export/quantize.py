@@ -11,21 +11,38 @@ QUANT_TYPES = {"F16": "LLAMA_FTYPE_MOSTLY_F16", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0
 
 _LOG_LINES: list[str] = []
 _CALLBACK = None
+_BAR = None  # the running quantization's progress bar, moved by _on_log
 
 
-def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int = 0, keep_output: bool = False) -> Path:
+def _on_log(level, text, user) -> None:
+    from .progress import quantize_position
+
+    line = text.decode(errors="replace")
+    _LOG_LINES.append(line)
+    position = quantize_position(line) if _BAR is not None else None
+    if position is not None:
+        _BAR.total = position[1]
+        _BAR.n = position[0]
+        _BAR.refresh()
+
+
+def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int = 0, keep_output: bool = False,
+                   progress: bool = False) -> Path:
     """llama.cpp logs every tensor while quantizing; the lines are kept for the error message instead.
     `keep_output`: the LM head (output.weight) keeps the source's type (its precision is the answer's)."""
     import ctypes
 
     import llama_cpp as L
 
-    global _CALLBACK
+    from .progress import stage_bar
+
+    global _CALLBACK, _BAR
     lines = _LOG_LINES
     lines.clear()
     if _CALLBACK is None:  # module-level: llama.cpp keeps calling it after this function returns
-        _CALLBACK = L.llama_log_callback(lambda level, text, user: _LOG_LINES.append(text.decode(errors="replace")))
+        _CALLBACK = L.llama_log_callback(_on_log)
     L.llama_log_set(_CALLBACK, ctypes.c_void_p())
+    _BAR = stage_bar(f"quantizing to {quant}", enabled=progress)
 
     if quant not in QUANT_TYPES:
         raise StarError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
@@ -35,7 +52,11 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     params.ftype = getattr(L, QUANT_TYPES[quant])
     params.nthread = threads
     params.quantize_output_tensor = not keep_output
-    rc = L.llama_model_quantize(str(src).encode(), str(partial).encode(), params)
+    try:
+        rc = L.llama_model_quantize(str(src).encode(), str(partial).encode(), params)
+    finally:
+        _BAR.close()
+        _BAR = None
     if rc != 0:
         partial.unlink(missing_ok=True)
         tail = "".join(lines).strip().splitlines()[-5:]

@@ -46,18 +46,19 @@ def frame_masks(instances: list[np.ndarray], size: tuple[int, int]) -> list[np.n
     return out
 
 
+# Qwen3-VL answers on a 0..1000 grid and has no fixed input size; its training images are resized to
+# 840 x 840 as the Qwen2.5-VL reference's are, the rewards work in those pixels (`answer_grid`).
+GRID_TRAINING_SIDE = 840
+
+
 def training_row(query: str, image, instances: list[np.ndarray], *, family: str, frame: str) -> dict:
     from engine.protocol import SYSTEM_PROMPT, build_prompt, get_frame, resize_for_model
     from engine.rle import encode
 
     from .rewards import gt_targets_from_masks
 
-    if get_frame(frame).model_input_size is None:
-        # Qwen3-VL answers in a 0-999 grid: the rewards' pixel thresholds and SAM prompts would need a
-        # conversion layer that is not written yet.
-        raise NotImplementedError(f"training in the {frame} frame is not supported yet; use a pixel frame "
-                                  "(qwen2.5-840 or pixels-<S>)")
-    pil = resize_for_model(image, frame)
+    grid = get_frame(frame).model_input_size is None
+    pil = resize_for_model(image, f"pixels-{GRID_TRAINING_SIDE}" if grid else frame)
     masks = frame_masks(instances, pil.size)
     return {
         "prompt": [{"role": "system", "content": SYSTEM_PROMPT},
@@ -65,6 +66,7 @@ def training_row(query: str, image, instances: list[np.ndarray], *, family: str,
         "image": pil,
         "solution": json.dumps(gt_targets_from_masks(masks)),
         "solution_masks": json.dumps([encode(m) for m in masks]),
+        "answer_grid": GRID_TRAINING_SIDE if grid else 0,
     }
 
 
@@ -90,7 +92,8 @@ def build_dataset(recipe):
     from datasets import Dataset, Features, Image, Value
 
     features = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "image": Image(),
-                         "solution": Value("string"), "solution_masks": Value("string")})
+                         "solution": Value("string"), "solution_masks": Value("string"),
+                         "answer_grid": Value("int32")})
     rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit))
     if not rows:
         raise ValueError(f"{recipe.data} holds no training rows")

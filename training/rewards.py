@@ -7,7 +7,9 @@ non-repeat reward drops to 0 at the SECOND repeated sentence (`repeats >= 2`).
 
 Columns a dataset provides: `solution` (JSON list of {"bbox_2d", "point_2d"} in the model frame),
 and for the SAM-level terms `solution_masks` (instance masks: bool arrays or COCO RLE dicts) and
-`image` (the training image in the model frame, e.g. 840 x 840).
+`image` (the training image in the model frame, e.g. 840 x 840). Qwen3-VL answers on a 0..1000 grid:
+rows then carry `answer_grid` = the training image's side in pixels (0 for pixel frames), and every
+predicted coordinate is converted to those pixels before the pixel thresholds and SAM see it.
 """
 
 from __future__ import annotations
@@ -190,11 +192,18 @@ def _coords(values: list, width: int) -> np.ndarray:
     return arr
 
 
-def _predicted(text: str) -> tuple[np.ndarray, np.ndarray]:
+def _predicted(text: str, grid_side: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The answer's boxes and points; `grid_side` > 0: Qwen3-VL grid values -> pixels of that square image."""
     data = answer_json(text)
     boxes = [item["bbox_2d"] for item in data][:MAX_OBJECTS]
     points = [item["point_2d"] for item in data][:MAX_OBJECTS]
-    return _coords(boxes, 4), _coords(points, 2)
+    boxes, points = _coords(boxes, 4), _coords(points, 2)
+    if grid_side and len(boxes) and len(points) == len(boxes):
+        from engine.protocol import grid_answer_to_pixels
+
+        b, p = grid_answer_to_pixels(boxes, points, (grid_side, grid_side))
+        return np.array(b, dtype=np.float64), np.array(p, dtype=np.float64)
+    return boxes, points
 
 
 def _ground_truth(solution: str | list) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +221,9 @@ def _empty_case(n_pred: int, n_gt: int, full: float, reward_empty_match: bool) -
     return full if (reward_empty_match and n_pred == 0 and n_gt == 0) else 0.0
 
 
-def visionreasoner_accuracy(text: str, solution, *, reward_empty_match: bool = False) -> float:
+def visionreasoner_accuracy(text: str, solution, *, reward_empty_match: bool = False, grid_side: int = 0) -> float:
     try:
-        pb, pp = _predicted(text)
+        pb, pp = _predicted(text, grid_side)
         gb, gp = _ground_truth(solution)
         empty = _empty_case(len(pb), len(gb), 3.0, reward_empty_match)
         if empty is not None:
@@ -226,11 +235,11 @@ def visionreasoner_accuracy(text: str, solution, *, reward_empty_match: bool = F
 
 
 def star_stage1_accuracy(text: str, solution, pred_masks: np.ndarray | None = None, gt_masks: np.ndarray | None = None,
-                         *, reward_empty_match: bool = False) -> float:
+                         *, reward_empty_match: bool = False, grid_side: int = 0) -> float:
     """mask tier + box IoU + L1 + point per pair (max 8; max 3 without masks), Hungarian, / max(M, N),
     plus 1 when the object counts match."""
     try:
-        pb, pp = _predicted(text)
+        pb, pp = _predicted(text, grid_side)
         gb, gp = _ground_truth(solution)
         empty = _empty_case(len(pb), len(gb), 9.0 if gt_masks is not None else 4.0, reward_empty_match)
         if empty is not None:
@@ -280,8 +289,13 @@ def non_repeat_reward(prompts, completions, **_) -> list[float]:
     return [non_repeat_score(completion_text(c)) for c in completions]
 
 
-def visionreasoner_accuracy_reward(prompts, completions, solution, **_) -> list[float]:
-    return [visionreasoner_accuracy(completion_text(c), s) for c, s in zip(completions, solution)]
+def _grid_sides(answer_grid, n: int) -> list[int]:
+    return [0] * n if answer_grid is None else [int(g or 0) for g in answer_grid]
+
+
+def visionreasoner_accuracy_reward(prompts, completions, solution, answer_grid=None, **_) -> list[float]:
+    return [visionreasoner_accuracy(completion_text(c), s, grid_side=g)
+            for c, s, g in zip(completions, solution, _grid_sides(answer_grid, len(completions)))]
 
 
 def decode_masks(masks: Any) -> np.ndarray:
@@ -326,13 +340,13 @@ class StarAccuracyReward:
         self.stage, self.segment, self.reward_empty_match = stage, segment, reward_empty_match
         self.__name__ = f"star_stage{stage}_accuracy"
 
-    def _masks_for_batch(self, texts: list[str], images: list | None) -> list[np.ndarray | None]:
+    def _masks_for_batch(self, texts: list[str], images: list | None, grids: list[int]) -> list[np.ndarray | None]:
         if self.segment is None or images is None:
             return [None] * len(texts)
         parsed = []
-        for text in texts:
+        for text, grid in zip(texts, grids):
             try:
-                parsed.append(_predicted(text))
+                parsed.append(_predicted(text, grid))
             except Exception:
                 parsed.append(None)
         results: list[np.ndarray | None] = [None] * len(texts)
@@ -356,14 +370,17 @@ class StarAccuracyReward:
                 start += n
         return results
 
-    def __call__(self, prompts, completions, solution=None, solution_masks=None, image=None, **_) -> list[float]:
+    def __call__(self, prompts, completions, solution=None, solution_masks=None, image=None, answer_grid=None,
+                 **_) -> list[float]:
         texts = [completion_text(c) for c in completions]
-        pred_masks = self._masks_for_batch(texts, image)
+        grids = _grid_sides(answer_grid, len(texts))
+        pred_masks = self._masks_for_batch(texts, image, grids)
         rewards = []
         for i, text in enumerate(texts):
             gt_masks = decode_masks(solution_masks[i]) if solution_masks is not None else None
             if self.stage == 1:
-                rewards.append(star_stage1_accuracy(text, solution[i], pred_masks[i], gt_masks, reward_empty_match=self.reward_empty_match))
+                rewards.append(star_stage1_accuracy(text, solution[i], pred_masks[i], gt_masks,
+                                                    reward_empty_match=self.reward_empty_match, grid_side=grids[i]))
             else:
                 rewards.append(star_stage2_accuracy(text, pred_masks[i], gt_masks, reward_empty_match=self.reward_empty_match))
         return rewards

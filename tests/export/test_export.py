@@ -228,3 +228,17 @@ def test_output_f32_keeps_the_lm_head_unquantized(tiny_qwen, tmp_path):
     types = {t.name: t.tensor_type.name for t in GGUFReader(str(out / manifest["policy"]["model"])).tensors}
     assert types["output.weight"] == "F32"
     assert types["blk.0.attn_q.weight"] == "Q8_0" and types["token_embd.weight"] == "Q8_0"
+
+
+def test_progress_helpers_by_hand(tiny_qwen):
+    from export.progress import quantize_position, tensor_count
+
+    assert quantize_position("[  12/ 291]              blk.0.attn_q.weight - [  64,   64], type = f32") == (12, 291)
+    assert quantize_position("llama_model_quantize_impl: model size = 3.9 MB") is None
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_qwen.hf_dir / "model.safetensors"), "np") as f:
+        keys = list(f.keys())
+    vision = sum("visual" in k for k in keys)
+    assert tensor_count(tiny_qwen.hf_dir, vision=True) == vision > 0
+    assert tensor_count(tiny_qwen.hf_dir, vision=False) == len(keys) - vision > 0

@@ -85,7 +85,13 @@ def test_warmup_trains_logs_and_resumes(nano_small, tmp_path):
     curriculum = (Phase(2, (REFERRING,), 2), Phase(10 ** 9, (REFERRING,), None))
     cfg = WarmupConfig(str(nano_small), str(tmp_path / "run"), steps=2, batch=2, eval_every=2, save_every=2,
                        eval_rows=2, curriculum=curriculum, lr=1e-3, warmup_steps=1)
-    Warmup(cfg).run(progress=False)
+    w = Warmup(cfg)
+    enc, _ = w.batch(w.examples("warmup", 0, 2, w.data_config(curriculum[0])))
+    eos = w.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row in enc["labels"]:  # every target completion ends the turn with EOS, then padding
+        supervised = row[row != -100]
+        assert int(supervised[-1]) == eos and int((supervised == eos).sum()) == 1
+    w.run(progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in records)

@@ -148,3 +148,43 @@ def test_star_reward_batches_one_segment_call_per_image():
     assert calls == [3, 1]  # every object of the three completions on image A (equal copies), then image B
     # completion 2: masks IoU 0.5 (-> 1 with the +1e-6) and 0 with the GT; max(M, N) = 2 -> 2 * 1 / 2
     assert out == pytest.approx([10.0, 1.0, 0.0, 10.0])
+
+
+def test_qwen3_grid_answers_are_scored_in_the_training_pixels():
+    """answer_grid = 840: a grid answer [100, 200, 300, 400] is the pixel box round(v * 839 / 999) =
+    [84, 168, 252, 336] (by hand); the same answer read as pixels would miss the GT entirely."""
+    gt = [{"bbox_2d": [84, 168, 252, 336], "point_2d": [168, 252]}]
+    grid = ans([{"label": "a", "bbox_2d": [100, 200, 300, 400], "point_2d": [200, 300]}])
+    assert R._predicted(grid, 840)[0].tolist() == [[84.0, 168.0, 252.0, 336.0]]
+    assert R._predicted(grid, 840)[1].tolist() == [[168.0, 252.0]]
+    assert R.visionreasoner_accuracy_reward(None, [grid], [json.dumps(gt)], answer_grid=[840]) == [3.0]
+    assert R.visionreasoner_accuracy_reward(None, [grid], [json.dumps(gt)], answer_grid=[0]) == [0.0]
+    seen = []
+
+    def box_segmenter(image, boxes, points):
+        seen.append(boxes.tolist())
+        out = np.zeros((len(boxes), 840, 840), bool)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+            out[k, y1:y2 + 1, x1:x2 + 1] = True
+        return out
+
+    gt_mask = np.zeros((1, 840, 840), bool)
+    gt_mask[0, 168:337, 84:253] = True
+    reward = R.StarAccuracyReward(stage=1, segment=box_segmenter)
+    out = reward(None, [grid], solution=[json.dumps(gt)], solution_masks=[gt_mask], image=[np.zeros((840, 840, 3), np.uint8)],
+                 answer_grid=[840])
+    assert seen == [[[84.0, 168.0, 252.0, 336.0]]]  # SAM is prompted in pixels
+    assert out == pytest.approx([8.0 + 1.0])  # tier 5 + IoU + L1 + point, and the count bonus
+
+
+def test_qwen3_training_rows_use_840_pixels():
+    from training.grpo_data import training_row
+
+    image = np.zeros((300, 500, 3), np.uint8)
+    mask = np.zeros((300, 500), bool)
+    mask[30:60, 50:100] = True
+    row = training_row("the thing", image, [mask], family="star-stage2", frame="qwen3-1000")
+    assert row["image"].size == (840, 840) and row["answer_grid"] == 840
+    box = json.loads(row["solution"])[0]["bbox_2d"]
+    assert box[0] == pytest.approx(50 * 840 / 500, abs=2) and box[3] == pytest.approx(59 * 840 / 300, abs=3)
+    assert training_row("the thing", image, [mask], family="star", frame="qwen2.5-840")["answer_grid"] == 0

@@ -27,6 +27,9 @@ from .queries import REASONING_TYPES, REFERRING
 from .steps import finish_step, fresh_dir, replace_dir
 
 
+END_OF_TURN = "<|im_end|>"
+
+
 @dataclass(frozen=True)
 class Phase:
     steps: int  # this phase lasts until the run's step count reaches `steps`
@@ -221,7 +224,9 @@ class Warmup:
         images = [ex.scene.image for ex in examples]
         enc = encode_batch(self.tokenizer, self.processor, blank_like(images) if blank else images,
                            [ex.query.text for ex in examples], frame=self.frame,
-                           completions=[ex.completion for ex in examples])
+                           # ChatML ends the assistant turn with <|im_end|> (the EOS): a policy that never
+                           # learnt it runs every rollout to max_completion_length in GRPO.
+                           completions=[ex.completion + END_OF_TURN for ex in examples])
         cells = [cell_targets(ex.scene, self.frame_size) for ex in examples]
         targets = {name: torch.from_numpy(np.concatenate([getattr(c, name) for c in cells]))
                    for name in ("objectness", "kind", "colour", "ltrb", "box", "row", "col")}
