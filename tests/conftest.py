@@ -31,6 +31,12 @@ def tiny_qwen(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """A random shrunk Qwen3-VL (transformers' real classes; DeepStack, interleaved M-RoPE)."""
+    return models.build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3"))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen_gguf(tiny_qwen, tmp_path_factory):
     """The same model converted by llama.cpp's converter (f32, Q8_0) plus its mmproj."""
     return models.convert_tiny_qwen(tiny_qwen, tmp_path_factory.mktemp("tiny_qwen_gguf"))

@@ -222,11 +222,19 @@ def _processor(model_dir: str):
             return processor
     except (OSError, ValueError, TypeError):
         pass
+    import json
+    from pathlib import Path
+
+    import transformers
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_dir)
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    # Qwen3-VL's processor counts image tokens with its own patch size; Qwen2.5-VL's otherwise.
+    processor_class = transformers.Qwen3VLProcessor if model_type == "qwen3_vl" else Qwen2_5_VLProcessor
     # The processor class insists on a video processor; no video ever reaches it.
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               video_processor=Qwen2VLVideoProcessor(), chat_template=CHATML_TEMPLATE)
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer,
+                           video_processor=Qwen2VLVideoProcessor(), chat_template=CHATML_TEMPLATE)
 
 
 def segment_function(recipe: Recipe):

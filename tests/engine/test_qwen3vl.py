@@ -16,11 +16,6 @@ QUERIES = ("the red circle", "what keeps food cold")
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen3(tmp_path_factory):
-    return models.build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3"))
-
-
-@pytest.fixture(scope="module")
 def tiny_qwen3_gguf(tiny_qwen3, tmp_path_factory):
     return models.convert_tiny_qwen(tiny_qwen3, tmp_path_factory.mktemp("tiny_qwen3_gguf"))
 

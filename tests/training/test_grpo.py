@@ -152,3 +152,19 @@ def test_grpo_stage1_then_rest_with_resume(tiny_qwen, tiny_sam2, nano_rows, tmp_
     steps = [r["step"] for r in _log(tmp_path / "s2") if "loss" in r]
     assert steps == [1, 2]  # step 1 was not trained twice
     assert torch.isfinite(torch.tensor([r["loss"] for r in _log(tmp_path / "s2") if "loss" in r])).all()
+
+
+@pytest.mark.timeout(600)
+def test_grpo_step_on_qwen3_vl_in_its_grid_frame(tiny_qwen3, tiny_sam2, nano_rows, tmp_path):
+    """One stage-1 step on a tiny Qwen3-VL answering in the 0..1000 grid (rows at 840 px, answer_grid)."""
+    require("trl")
+    from safetensors.torch import load_file
+
+    from training.grpo import reward_functions, train
+
+    recipe = _recipe(tiny_qwen3, tiny_sam2, nano_rows, tmp_path / "q3", frame="qwen3-1000")
+    adapter = train(recipe, reward_functions(recipe) + [_length_reward])
+    record = next(r for r in _log(tmp_path / "q3") if "loss" in r)
+    assert math.isfinite(record["loss"]) and record["grad_norm"] > 0
+    assert "rewards/star_stage1_accuracy/mean" in record
+    assert any(bool(v.abs().sum() > 0) for k, v in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k)
