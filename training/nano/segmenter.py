@@ -53,6 +53,41 @@ class SamTrainConfig:
     save_every: int = 200
     threads: int = 1
     seed: int = 0
+    # Start the decoder's cross-attentions as position matchers (pe_attention_init): from scratch the
+    # decoder first learns one prompt-independent "objectness" mask and may stay there (a 3,000-step
+    # run sat at val mIoU 0.28); with this, an image position attends to the prompts near it at step 0.
+    pe_init: bool = False
+    pe_gain: float = 3.0
+
+
+def pe_attention_init(model, gain: float = 3.0) -> int:
+    """Initialise every token<->image cross-attention of SAM's two-way transformer so that its query and
+    key projections keep the same sin/cos pairs of the random-Fourier positional encoding (SAM adds that
+    encoding to both sides): head h's score then sums cos(2 pi b_f . (p - q)) over its frequencies f, a
+    kernel peaked where an image position and a prompt coincide. Values, outputs and MLPs keep their
+    random init. Returns how many attention modules were set."""
+    import torch
+
+    transformer = model.sam_mask_decoder.transformer
+    modules = [m for layer in transformer.layers for m in (layer.cross_attn_token_to_image, layer.cross_attn_image_to_token)]
+    modules.append(transformer.final_attn_token_to_image)
+    d = transformer.embedding_dim  # PE layout: [sin of d/2 frequencies, cos of the same]
+    for attn in modules:
+        inner, heads = attn.q_proj.out_features, attn.num_heads
+        per_head = inner // heads // 2  # frequencies per head (sin + cos each)
+        w = torch.zeros(inner, d)
+        f = 0
+        for h in range(heads):
+            base = h * 2 * per_head
+            for j in range(per_head):
+                w[base + j, f] = gain             # sin of frequency f
+                w[base + per_head + j, d // 2 + f] = gain  # its cos
+                f = (f + 1) % (d // 2)
+        with torch.no_grad():
+            for proj in (attn.q_proj, attn.k_proj):
+                proj.weight.copy_(w)
+                proj.bias.zero_()
+    return len(modules)
 
 
 @dataclass
@@ -149,6 +184,8 @@ class SamTrainer:
             write_shrunk_config(self.config_path, image_size=config.image_size, embed_dim=config.embed_dim,
                                 d_model=config.d_model)
         self.model = build_model(self.config_path, latest / "sam2_nano.pt" if resume else None, "cpu").train()
+        if config.pe_init and not resume:
+            pe_attention_init(self.model, config.pe_gain)
         self.encoder, self.decoder = build_graphs(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
