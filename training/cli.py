@@ -62,7 +62,7 @@ def _nano_sam(args) -> int:
     config = SamTrainConfig(args.out, steps=args.steps, batch=args.batch, lr=args.lr, image_size=args.image_size,
                             embed_dim=args.embed_dim, d_model=args.d_model, eval_every=args.eval_every,
                             eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads,
-                            loss=args.loss, seed=args.seed, pe_init=args.pe_init)
+                            loss=args.loss, seed=args.seed, pe_init=args.pe_init, mask_outputs=args.mask_outputs)
     final = SamTrainer(config).run(progress=not args.quiet)
     print(f"nano SAM 2 checkpoint -> {final}")
     return 0
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-scenes", type=int, default=48)
     p.add_argument("--loss", choices=["bce+dice", "sam"], default="bce+dice")
     p.add_argument("--seed", type=int, default=0, help="initialisation and prompt sampling (the scenes too)")
+    p.add_argument("--mask-outputs", choices=["best", "all"], default="best",
+                   help="train the best of SAM's three masks (SAM's loss) or all three (unambiguous prompts)")
     p.add_argument("--pe-init", action="store_true",
                    help="start the decoder's cross-attentions as matchers of the positional encoding")
     p.add_argument("--save-every", type=int, default=200)

@@ -58,3 +58,23 @@ def test_sam_trainer_with_pe_init_trains_and_resumes(tmp_path):
     assert resumed.step == 2
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, saved[name]), name  # the checkpoint, not a fresh init
+
+
+def test_mask_outputs_best_vs_all_by_hand():
+    """One object, three outputs: output 0 is the object, 1 and 2 are empty. "best" scores output 0
+    alone; "all" averages the three (each computed by hand from BCE + dice)."""
+    torch = require("torch")
+    from training.nano.segmenter import sam_losses
+
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, 2:6, 2:6] = True
+    logits = torch.full((1, 3, 8, 8), -20.0)
+    logits[0, 0][gt[0]] = 20.0
+    iou = torch.zeros(1, 3)
+    best = sam_losses(logits, iou, gt, "bce+dice", "best")
+    every = sam_losses(logits, iou, gt, "bce+dice", "all")
+    # output 0: BCE ~ 0, dice ~ 0; an empty output: BCE = 16/64 * 20, dice = 1 - 1/17
+    empty = 16 / 64 * 20 + (1 - 1 / 17)
+    assert float(best["mask"]) < 1e-3
+    assert float(every["mask"]) == __import__("pytest").approx(2 * empty / 3, rel=1e-3)
+    assert float(best["train_iou"]) == float(every["train_iou"]) == 1.0
