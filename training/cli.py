@@ -123,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-scenes", type=int, default=48)
     p.add_argument("--loss", choices=["bce+dice", "sam"], default="bce+dice")
     p.add_argument("--seed", type=int, default=0, help="initialisation and prompt sampling (the scenes too)")
-    p.add_argument("--mask-outputs", choices=["best", "all"], default="best",
+    p.add_argument("--mask-outputs", choices=["best", "all"], default="all",
                    help="train the best of SAM's three masks (SAM's loss) or all three (unambiguous prompts)")
-    p.add_argument("--pe-init", action="store_true",
+    p.add_argument("--pe-init", action=argparse.BooleanOptionalAction, default=True,
                    help="start the decoder's cross-attentions as matchers of the positional encoding")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
