@@ -280,11 +280,15 @@ def build_trainer(recipe: Recipe, reward_funcs: list | None = None):
     from .grpo_data import build_dataset
 
     Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(recipe.output_dir) / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    import torch
     from accelerate import PartialState
 
+    # Without CUDA, processes started by torchrun / accelerate meet over gloo (accelerate's MULTI_CPU);
+    # PartialState is a singleton, so the first call decides it for the trainer too.
+    processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
+    (Path(recipe.output_dir) / "recipe.json").write_text(json.dumps({**recipe.to_dict(), "processes": processes}, indent=2))
     model, processor = load_policy(recipe)
-    args = grpo_args(recipe, PartialState().num_processes)
+    args = grpo_args(recipe, processes)
     trainer = make_trainer_class()(model=model, reward_funcs=reward_funcs or reward_functions(recipe), args=args,
                             train_dataset=build_dataset(recipe), processing_class=processor, rest_keep=recipe.rest_keep)
     trainer.add_callback(JsonlLogger(Path(recipe.output_dir) / "log.jsonl"))

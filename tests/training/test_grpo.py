@@ -168,3 +168,31 @@ def test_grpo_step_on_qwen3_vl_in_its_grid_frame(tiny_qwen3, tiny_sam2, nano_row
     assert math.isfinite(record["loss"]) and record["grad_norm"] > 0
     assert "rewards/star_stage1_accuracy/mean" in record
     assert any(bool(v.abs().sum() > 0) for k, v in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k)
+
+
+@pytest.mark.timeout(600)
+def test_rest_across_two_processes(tiny_qwen, tiny_sam2, nano_rows, tmp_path):
+    """Two processes started by torchrun meet over gloo (accelerate's MULTI_CPU; `accelerate launch --cpu`
+    starts only one): REST with each process holding one whole group, two steps, one adapter; a split
+    that would cut a group across processes stops with the clear message."""
+    import subprocess
+    import sys
+
+    require("trl")
+    out = tmp_path / "mp"
+    common = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.cli", "--recipe", "none",
+              f"model={tiny_qwen.hf_dir}", f"data={nano_rows}", "stage=2", "prompt_family=star-stage2",
+              "frame=pixels-112", f"segmenter={tiny_sam2.config}:{tiny_sam2.checkpoint}", "num_generations=4",
+              "rest_keep=2", "max_completion_length=16", "lora_r=8", "lora_alpha=8", "lr=1e-3", "report_to=[]",
+              "save_steps=1"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(common + [f"output_dir={out}", "prompts_per_step=2", "per_device_batch=2", "max_steps=2"],
+                          capture_output=True, text=True, timeout=500, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "recipe.json").read_text())["processes"] == 2
+    steps = [r for r in _log(out) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all("rest/kept_reward_mean" in r for r in steps)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    bad = subprocess.run(common + [f"output_dir={tmp_path / 'bad'}", "prompts_per_step=1", "per_device_batch=2",
+                                   "max_steps=1"], capture_output=True, text=True, timeout=500, env=env)
+    assert bad.returncode != 0 and "whole groups" in bad.stdout + bad.stderr
