@@ -46,7 +46,7 @@ def _bench_segment(sub) -> None:
 def _bench_policy(sub) -> None:
     p = sub.add_parser("policy", help="llama.cpp policy: prefill, N samples decoded together vs N one-sample runs")
     _bundle_arg(p)
-    p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
+    p.add_argument("--counts", default="1,2,4,8,16,32", help="numbers of samples N (default 1,2,4,8,16,32)")
     p.add_argument("--tokens", type=int, default=128, help="tokens decoded per sample (stops ignored; default 128)")
     _device_arg(p)
     p.add_argument("--repeat", type=int, default=3)
