@@ -68,12 +68,32 @@ def _tiny_tokenizer():
     return world_bpe_tokenizer(corpus, 400)
 
 
+def _save_random(model_class, cfg, tokenizer, root: Path, image_size: int, *, patch: int, seed: int) -> TinyQwen:
+    """A randomly initialised model of `model_class`, saved with its tokenizer and an image processor
+    pinned to image_size x image_size."""
+    import torch
+    from transformers import Qwen2VLImageProcessorPil
+
+    torch.manual_seed(seed)
+    model = model_class(cfg).eval()
+    with torch.no_grad():  # random init leaves norms at 1 and biases at 0: perturb so parity sees them
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = root / "hf"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    px = image_size * image_size
+    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=patch, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(out)
+    return TinyQwen(out, image_size)
+
+
 def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> TinyQwen:
     """Real Qwen2.5-VL classes, shrunk: LM hidden 64 x 2 layers, vision depth 4 (the converter needs
     >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
-    torch = require("torch")
+    require("torch")
     require("transformers")
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     fast = _tiny_tokenizer()
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
@@ -89,27 +109,16 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         eos_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # random init leaves norms at 1 and biases at 0: perturb so parity sees them
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out = root / "hf"
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
-    px = image_size * image_size
-    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=14, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(out)
-    return TinyQwen(out, image_size)
+    return _save_random(Qwen2_5_VLForConditionalGeneration, cfg, fast, root, image_size, patch=14, seed=seed)
 
 
 def build_tiny_qwen3vl(root: Path, image_size: int = 128, seed: int = 0) -> TinyQwen:
     """Real Qwen3-VL classes, shrunk: LM hidden 64 x 4 layers (interleaved M-RoPE), vision depth 4 with
     DeepStack taps after blocks 0-2, patch 16, the same home-made tokenizer as the Qwen2.5-VL fixture.
     (llama.cpp 0.3.36 aborts on a 2-layer Qwen3-VL text model with two DeepStack taps; 4 layers run.)"""
-    torch = require("torch")
+    require("torch")
     require("transformers")
-    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     fast = _tiny_tokenizer()
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
@@ -126,18 +135,7 @@ def build_tiny_qwen3vl(root: Path, image_size: int = 128, seed: int = 0) -> Tiny
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # as for Qwen2.5-VL: norms and biases away from 1 / 0
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out = root / "hf"
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
-    px = image_size * image_size
-    Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, patch_size=16, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(out)
-    return TinyQwen(out, image_size)
+    return _save_random(Qwen3VLForConditionalGeneration, cfg, fast, root, image_size, patch=16, seed=seed)
 
 
 @dataclass
