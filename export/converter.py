@@ -87,19 +87,29 @@ def _run_counting(cmd: list[str], env: dict, timeout: float, desc: str, total: i
                   progress: bool) -> tuple[int, list[str]]:
     """Run the converter, one bar tick per tensor line it logs (`name, dtype --> TYPE, shape = ...`);
     returns its exit code and output lines (kept for the error message)."""
-    import time
+    import threading
 
     from .progress import stage_bar
 
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
     with stage_bar(f"converting to {desc}", total, enabled=progress) as bar, \
             subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if " --> " in line:
-                bar.update(1)
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise ConverterError(f"the converter took longer than {timeout:.0f} s")
-        return proc.wait(), lines
+        timed_out = threading.Event()
+
+        def stop():  # also fires on a converter that hangs without printing
+            timed_out.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, stop)
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if " --> " in line:
+                    bar.update(1)
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+        if timed_out.is_set():
+            raise ConverterError(f"the converter took longer than {timeout:.0f} s and was stopped")
+        return code, lines

@@ -242,3 +242,16 @@ def test_progress_helpers_by_hand(tiny_qwen):
     vision = sum("visual" in k for k in keys)
     assert tensor_count(tiny_qwen.hf_dir, vision=True) == vision > 0
     assert tensor_count(tiny_qwen.hf_dir, vision=False) == len(keys) - vision > 0
+
+
+def test_converter_runner_streams_lines_and_stops_a_silent_hang():
+    import os
+    import sys
+
+    from export.converter import ConverterError, _run_counting
+
+    code, lines = _run_counting([sys.executable, "-c", "print('w, torch.float32 --> F16'); print('done')"],
+                                dict(os.environ), 30, "x", 1, False)
+    assert code == 0 and lines == ["w, torch.float32 --> F16", "done"]
+    with pytest.raises(ConverterError, match="longer than 1 s"):
+        _run_counting([sys.executable, "-c", "import time; time.sleep(20)"], dict(os.environ), 1, "x", None, False)
