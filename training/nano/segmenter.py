@@ -1,9 +1,11 @@
 """The nano bundle's segmenter: SAM 2.1 (Hiera + FPN + SAM heads, shrunk) trained on the world's masks.
 
 Prompts are what the policy will give at inference: a box (jittered, as a policy's box is never exact)
-and a click inside the object, both together most of the time, sometimes alone. The loss is SAM's:
-focal (x20) + dice on the best of the three multimask outputs, plus MSE of the IoU head against the
-true IoU of all three (the engine picks a mask by that head, and voting averages it).
+and a click inside the object, both together most of the time, sometimes alone. The loss: BCE + dice on
+every one of the three multimask outputs (SAM's best-of-three and its 20 x focal are options; from
+scratch both stalled, see SamTrainConfig), plus MSE of the IoU head against the true IoU of all three
+(the engine picks a mask by that head, and voting averages it). The decoder's cross-attentions start as
+positional-encoding matchers (pe_attention_init).
 
 The network code is the engine's own (`sam2_graph.build_graphs`): what trains is what the PyTorch and
 ONNX backends run. Checkpoints are Meta's format ({"model": state_dict}) next to their config YAML, so
