@@ -8,7 +8,6 @@ vision projector. The family and answer frame come from the checkpoint's config.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Callable
 
 from engine.bundle import PolicySpec
 from engine.errors import ModelFileError
+from engine.policy.hf_inputs import checkpoint_frame
 from engine.protocol import PROMPT_FAMILIES, get_frame
 
 from .converter import KNOWN_SPLITS, convert, llama_cpp_version
@@ -50,22 +50,9 @@ def detect(model_dir: str | Path, frame: str | None = None) -> PolicySource:
                              f"{', '.join(FAMILIES)} (Qwen2.5-VL, Qwen3-VL)")
     family = FAMILIES[model_type]
     if frame is None:
-        frame = "qwen3-1000" if family == "qwen3-vl" else _qwen25_frame(root)
+        frame = checkpoint_frame(root, family)
     get_frame(frame)  # validates
     return PolicySource(root, family, frame, model_type, _custom_tokenizer(root))
-
-
-def _qwen25_frame(root: Path) -> str:
-    """Released Qwen2.5-VL models answer in an 840x840 frame; a checkpoint whose image processor is
-    pinned to one square size (the nano policy) answers in that size's pixels."""
-    try:
-        size = json.loads((root / "preprocessor_config.json").read_text()).get("size", {})
-    except (OSError, ValueError):
-        return "qwen2.5-840"
-    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
-    if lo and lo == hi and math.isqrt(int(lo)) ** 2 == int(lo):
-        return f"pixels-{math.isqrt(int(lo))}"
-    return "qwen2.5-840"
 
 
 def _custom_tokenizer(root: Path) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
 from ..images import load_image
+from .hf_inputs import checkpoint_frame
 from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
 MODEL_CLASSES = {"qwen2_5_vl": ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration"),
@@ -34,18 +35,6 @@ def _model_type(root: Path) -> str:
         raise ModelFileError(f"{root} is a {model_type or 'unknown'!r} model; the transformers policy runs "
                              f"{', '.join(MODEL_CLASSES)}")
     return model_type
-
-
-def _default_frame(root: Path, family: str) -> str:
-    if family == "qwen3-vl":
-        return "qwen3-1000"
-    try:  # an image processor pinned to one square size (the nano policy) answers in that size's pixels
-        size = json.loads((root / "preprocessor_config.json").read_text()).get("size", {})
-        lo, hi = int(size.get("shortest_edge", 0)), int(size.get("longest_edge", 0))
-    except (OSError, ValueError, TypeError):
-        return "qwen2.5-840"
-    side = int(lo ** 0.5)
-    return f"pixels-{side}" if lo and lo == hi and side * side == lo else "qwen2.5-840"
 
 
 def attach_adapter(model, adapter_dir: str | Path):
@@ -133,7 +122,7 @@ class TransformersPolicy:
         root = Path(model_dir)
         model_type = _model_type(root)
         self.family, class_name = MODEL_CLASSES[model_type]
-        self.frame = frame or _default_frame(root, self.family)
+        self.frame = frame or checkpoint_frame(root, self.family)
         self.prompt_family = prompt_family
         self.device = device
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(root)

@@ -14,6 +14,26 @@ from ..protocol import build_prompt, chatml_prompt, resize_for_model
 IGNORE_INDEX = -100
 
 
+def checkpoint_frame(root, family: str) -> str:
+    """The answer frame of a Hugging Face checkpoint: Qwen3-VL answers on its 0..1000 grid; released
+    Qwen2.5-VL models in an 840 x 840 frame; a checkpoint whose image processor is pinned to one square
+    size (the nano policy) answers in that size's pixels."""
+    import json
+    import math
+    from pathlib import Path
+
+    if family == "qwen3-vl":
+        return "qwen3-1000"
+    try:
+        size = json.loads((Path(root) / "preprocessor_config.json").read_text()).get("size", {})
+        lo, hi = size.get("shortest_edge"), size.get("longest_edge")
+    except (OSError, ValueError, AttributeError):
+        return "qwen2.5-840"
+    if lo and lo == hi and math.isqrt(int(lo)) ** 2 == int(lo):
+        return f"pixels-{math.isqrt(int(lo))}"
+    return "qwen2.5-840"
+
+
 def image_tokens(grid_thw) -> int:
     t, h, w = (int(v) for v in grid_thw)
     return t * h * w // 4  # the 2x2 spatial merge
