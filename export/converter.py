@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import StarError
 
-from .progress import tensor_count
+from .progress import stage_bar, tensor_count
 
 # BPE split regexes (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex) of llama.cpp
 # pre-tokenizers. A tokenizer made for the nano world uses exactly one of them, so llama.cpp splits text
@@ -88,8 +88,6 @@ def _run_counting(cmd: list[str], env: dict, timeout: float, desc: str, total: i
     """Run the converter, one bar tick per tensor line it logs (`name, dtype --> TYPE, shape = ...`);
     returns its exit code and output lines (kept for the error message)."""
     import threading
-
-    from .progress import stage_bar
 
     lines: list[str] = []
     with stage_bar(f"converting to {desc}", total, enabled=progress) as bar, \

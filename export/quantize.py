@@ -6,6 +6,8 @@ from pathlib import Path
 
 from engine.errors import StarError
 
+from .progress import quantize_position, stage_bar
+
 QUANT_TYPES = {"F16": "LLAMA_FTYPE_MOSTLY_F16", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
                "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
@@ -15,8 +17,6 @@ _BAR = None  # the running quantization's progress bar, moved by _on_log
 
 
 def _on_log(level, text, user) -> None:
-    from .progress import quantize_position
-
     line = text.decode(errors="replace")
     _LOG_LINES.append(line)
     position = quantize_position(line) if _BAR is not None else None
@@ -33,8 +33,6 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     import ctypes
 
     import llama_cpp as L
-
-    from .progress import stage_bar
 
     global _CALLBACK, _BAR
     lines = _LOG_LINES

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
 from ..images import load_image
-from .hf_inputs import checkpoint_frame
+from .hf_inputs import checkpoint_frame, encode_batch
 from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
 MODEL_CLASSES = {"qwen2_5_vl": ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration"),
@@ -72,14 +72,11 @@ class _RowWatcher:
     wrote `</answer>` or EOS, and stops every row on cancel."""
 
     def __init__(self, tokenizer, prompt_len: int, n: int, eos_ids: set[int], on_token, cancel, ignore_stop):
-        import torch
-
         self.tokenizer, self.prompt_len, self.eos_ids = tokenizer, prompt_len, eos_ids
         self.on_token, self.cancel, self.ignore_stop = on_token, cancel, ignore_stop
         self.texts = [""] * n
         self.finish: list[str | None] = [None] * n
         self.lengths = [0] * n  # tokens that belong to each completion
-        self.done = torch.zeros(n, dtype=torch.bool)
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
@@ -104,8 +101,7 @@ class _RowWatcher:
                 self.on_token(i, delta)
             if STOP_TEXT in text[-len(STOP_TEXT) - len(delta):] and not self.ignore_stop:
                 self.finish[i] = "stop"
-        self.done = torch.tensor([f is not None for f in self.finish])
-        return self.done.clone()
+        return torch.tensor([f is not None for f in self.finish])
 
 
 class TransformersPolicy:
@@ -140,8 +136,6 @@ class TransformersPolicy:
         self.timings = PolicyTimings()
 
     def inputs(self, image, query: str) -> dict:
-        from .hf_inputs import encode_batch
-
         tensors = encode_batch(self.tokenizer, self.processor, [load_image(image)], [query], frame=self.frame,
                                family=self.prompt_family)
         return {k: v.to(self.device) for k, v in tensors.items()}
