@@ -35,6 +35,10 @@ def collect() -> dict:
 
     reason = unavailable_reason()
     report["voting_backend"] = "cuda (CuPy kernel)" if not reason else f"cpu ({reason})"
+    from .kernels import cpu_iou
+
+    cpu_reason = cpu_iou.unavailable_reason()
+    report["voting_cpu_kernel"] = "compiled C (iou_cpu.c)" if not cpu_reason else f"numpy ({cpu_reason})"
 
     torch, version = _version("torch")
     if torch is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Literal, Protocol, Sequence
 import numpy as np
 
 from .errors import ShapeMismatchError
+from .kernels import cpu_iou
 
 # --------------------------------------------------------------------------------------------
 # Configuration and results
@@ -107,6 +108,8 @@ class IoUEngine(Protocol):
 
     def intersections(self, i: int, others: Sequence[int]) -> np.ndarray: ...
 
+    def intersection_matrix(self) -> np.ndarray: ...
+
     def combine(self, parts: list[tuple[list[int], np.ndarray | None]], pixel_threshold: float) -> np.ndarray: ...
 
 
@@ -186,17 +189,36 @@ def _crop_intersection(a: _Crop | None, b: _Crop | None) -> int:
 
 
 class CpuBitEngine:
-    """Bit-packed, bounding-box-cropped masks: memory ~ the objects' boxes / 8, not M x H x W."""
+    """Bit-packed, bounding-box-cropped masks: memory ~ the objects' boxes / 8, not M x H x W.
+
+    Intersections come from the compiled kernel (engine.kernels.cpu_iou: one C call per row of pairs)
+    when a C compiler is available, else from numpy crop pairs; both count the same bits exactly."""
 
     name = "cpu"
 
-    def __init__(self, masks: Sequence[np.ndarray]):
+    def __init__(self, masks: Sequence[np.ndarray], *, use_kernel: bool = True):
         self.masks = masks  # kept by reference (no copy) for the final combination
         self.crops = [pack_mask(np.ascontiguousarray(m, dtype=bool)) for m in masks]
         self.areas = np.array([0 if c is None else int(np.bitwise_count(c.words).sum()) for c in self.crops], dtype=np.int64)
+        lib = cpu_iou.library() if use_kernel else None
+        self.packed = cpu_iou.PackedCrops(self.crops, lib) if lib is not None else None
+        self.kernel = "c" if self.packed is not None else "numpy"
 
     def intersections(self, i: int, others: Sequence[int]) -> np.ndarray:
+        if self.packed is not None:
+            return self.packed.row(i, others)
         return np.array([_crop_intersection(self.crops[i], self.crops[j]) for j in others], dtype=np.int64)
+
+    def intersection_matrix(self) -> np.ndarray:
+        """All M x M intersections (symmetric, areas on the diagonal)."""
+        n = len(self.crops)
+        if self.packed is not None:
+            upper = self.packed.upper()
+        else:
+            upper = np.zeros((n, n), dtype=np.int64)
+            for i in range(n):
+                upper[i, i:] = self.intersections(i, range(i, n))
+        return upper + np.triu(upper, 1).T
 
     def combine(self, parts: list[tuple[list[int], np.ndarray | None]], pixel_threshold: float) -> np.ndarray:
         """OR of the parts; a part is one member (weights None) or a weighted pixel vote of several."""
@@ -242,10 +264,7 @@ def pairwise_iou(masks) -> np.ndarray:
         return np.zeros((0, 0), dtype=np.float64)
     _check_shapes([np.asarray(m).shape for m in masks])
     engine = CpuBitEngine(masks)
-    inter = np.zeros((n, n), dtype=np.int64)
-    for i in range(n):
-        inter[i, i:] = engine.intersections(i, range(i, n))
-        inter[i:, i] = inter[i, i:]
+    inter = engine.intersection_matrix()
     return iou_from_counts(inter, engine.areas[:, None], engine.areas[None, :])
 
 
@@ -437,11 +456,7 @@ def sweep(samples: Sequence, configs: Iterable[VoteConfig] | None = None, *, sha
     engine = _build_engine(cands.masks, backend) if cands.masks else None
     iou = None
     if engine is not None:
-        n = len(cands.members)
-        inter = np.zeros((n, n), dtype=np.int64)
-        for i in range(n):
-            inter[i, :i] = engine.intersections(i, range(i))
-        inter = inter + inter.T
+        inter = engine.intersection_matrix()
         iou = iou_from_counts(inter, engine.areas[:, None], engine.areas[None, :])
     reduce = reduce or (lambda r: r)
     return [(cfg, reduce(_decide(cands, engine, cfg, out_shape, (lambda i, reps: iou[i, reps]) if iou is not None else None))) for cfg in configs]

@@ -49,7 +49,7 @@ def _nano_warmup(args) -> int:
     config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                           curriculum=curriculum_until(*args.phase_ends),
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
-                          coord_sigma=args.coord_sigma,
+                          coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
+                   help="from this step the lr follows a cosine down to --final-lr at --steps (default: constant)")
+    p.add_argument("--final-lr", type=float, default=5e-5)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)

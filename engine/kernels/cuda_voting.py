@@ -112,6 +112,9 @@ class CudaVoteEngine:
     def intersections(self, i: int, others: Sequence[int]) -> np.ndarray:
         return self.inter[i, list(others)]
 
+    def intersection_matrix(self) -> np.ndarray:
+        return self.inter
+
     def combine(self, parts: list[tuple[list[int], np.ndarray | None]], pixel_threshold: float) -> np.ndarray:
         cp = self.cp
         offsets, members, weights, weighted = [0], [], [], []

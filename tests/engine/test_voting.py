@@ -9,7 +9,21 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from engine.voting import VoteConfig, grid_configs, majority_vote, pairwise_iou, sweep
+from engine.kernels import cpu_iou
+from engine.voting import CpuBitEngine, VoteConfig, grid_configs, majority_vote, pairwise_iou, sweep
+
+HAS_COMPILER = cpu_iou._compiler() is not None
+
+
+@pytest.fixture(params=["c", "numpy"])
+def cpu_kernel(request, monkeypatch):
+    """Run a test once with the compiled IoU kernel and once with numpy crop pairs."""
+    if request.param == "c" and not HAS_COMPILER:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("STAR_CPU_KERNEL", "1" if request.param == "c" else "0")
+    cpu_iou.library.cache_clear()
+    yield request.param
+    cpu_iou.library.cache_clear()
 
 
 # ---- the reference, written out plainly (full masks, logical ops, Python loops) -------------
@@ -83,7 +97,7 @@ def random_samples(rng, n, h=48, w=70, abstain=0.1, none=0.15):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_matches_reference_on_random_cases(seed):
+def test_matches_reference_on_random_cases(seed, cpu_kernel):
     rng = np.random.default_rng(seed)
     samples = random_samples(rng, int(rng.integers(1, 24)))
     for cfg in (VoteConfig(), VoteConfig(mode="consensus"), VoteConfig(iou_threshold=0.6, vote_threshold=0.1, pixel_threshold=0.6, mode="consensus")):
@@ -101,7 +115,7 @@ def test_sweep_equals_individual_votes():
         assert np.array_equal(mask, reference_vote(samples, cfg, (48, 70))), cfg
 
 
-def test_pairwise_iou_matches_pycocotools():
+def test_pairwise_iou_matches_pycocotools(cpu_kernel):
     rng = np.random.default_rng(0)
     masks = np.stack([_blob(rng, 65, 130, 30, 60, 15, 40, jitter=12) for _ in range(9)] + [np.zeros((65, 130), bool)] * 2)
     ours = pairwise_iou(masks)
@@ -111,14 +125,55 @@ def test_pairwise_iou_matches_pycocotools():
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)  # pycocotools also gives 0 for empty vs empty
 
 
-def test_pairwise_iou_odd_widths_and_exact_counts():
+def test_pairwise_iou_odd_widths_and_exact_counts(cpu_kernel):
     rng = np.random.default_rng(5)
-    for w in (1, 7, 63, 64, 65, 129):
+    for w in (1, 7, 63, 64, 65, 129, 200):
         masks = rng.random((5, 9, w)) < 0.4
+        masks[1] = False  # an empty mask
+        masks[2] = False
+        masks[2, 3:5, w - 1] = True  # pixels only in the last column: the last word runs past the edge
         inter = (masks[:, None] & masks[None]).sum((2, 3))
         union = (masks[:, None] | masks[None]).sum((2, 3))
         expected = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         assert np.array_equal(pairwise_iou(masks), expected)
+        engine = CpuBitEngine(list(masks))
+        assert engine.kernel == cpu_kernel
+        assert np.array_equal(engine.intersection_matrix(), inter)
+        order = [4, 0, 0, 2, 1, 3]  # any order, repeats allowed
+        assert np.array_equal(engine.intersections(3, order), inter[3, order])
+
+
+def test_c_kernel_is_built_once_and_checks_indices(tmp_path, monkeypatch):
+    if not HAS_COMPILER:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("STAR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STAR_CPU_KERNEL", "1")
+    cpu_iou.library.cache_clear()
+    try:
+        assert cpu_iou.unavailable_reason() == ""
+        built = list((tmp_path / "kernels").glob("iou_cpu-*.so"))
+        assert len(built) == 1
+        mtime = built[0].stat().st_mtime_ns
+        cpu_iou.library.cache_clear()
+        assert cpu_iou.library() is not None and built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
+        engine = CpuBitEngine([_sq(2, 3), _sq(4, 5)])
+        assert engine.intersections(0, [1, 0]).tolist() == [4, 16]
+        with pytest.raises(IndexError):
+            engine.intersections(0, [2])
+    finally:
+        cpu_iou.library.cache_clear()
+
+
+def test_without_a_compiler_the_vote_uses_numpy(tmp_path, monkeypatch):
+    monkeypatch.setenv("STAR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    cpu_iou.library.cache_clear()
+    try:
+        assert "could not build" in cpu_iou.unavailable_reason()
+        engine = CpuBitEngine([_sq(2, 3), _sq(4, 5)])
+        assert engine.kernel == "numpy" and engine.intersections(0, [1]).tolist() == [4]
+    finally:
+        cpu_iou.library.cache_clear()
 
 
 def _sq(y, x, s=4, shape=(20, 20)):

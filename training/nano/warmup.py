@@ -52,6 +52,10 @@ class WarmupConfig:
     batch: int = 16
     lr: float = 1e-3
     warmup_steps: int = 200
+    # None: constant lr after the ramp. A step: from there the lr follows a cosine down to final_lr at
+    # `steps` (a run that plateaued at constant lr is noise-limited; decaying it lowers that floor).
+    decay_from: int | None = None
+    final_lr: float = 5e-5
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     aux_weight: float = 1.0
@@ -79,6 +83,16 @@ def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
     if not 0 <= first <= second:
         raise ValueError(f"phase ends must satisfy 0 <= first <= second, got {first}, {second}")
     return (Phase(first, a.types, a.max_objects), Phase(second, b.types, b.max_objects), c)
+
+
+def learning_rate(config: WarmupConfig, step: int) -> float:
+    """Linear ramp over warmup_steps, then constant, or a cosine from decay_from to final_lr at config.steps."""
+    lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
+    start = config.decay_from
+    if start is None or step < start or config.steps <= start:
+        return lr
+    t = min(1.0, (step - start) / (config.steps - start))
+    return config.final_lr + (lr - config.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
@@ -289,7 +303,7 @@ class Warmup:
         return {"aux_attn": self.config.attn_weight * torch.cat(terms).mean()}
 
     def lr_at(self, step: int) -> float:
-        return self.config.lr * min(1.0, (step + 1) / self.config.warmup_steps)
+        return learning_rate(self.config, step)
 
     def evaluate(self) -> dict:
         """Coordinate-digit loss with the real image vs a blank one, on fixed val scenes (full world)."""
