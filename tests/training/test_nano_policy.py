@@ -246,3 +246,15 @@ def test_attention_supervision_by_hand(nano_small, tmp_path):
     assert float(got) == pytest.approx(float(np.mean([-np.log(n / T) for n in sizes])), rel=1e-5)
     losses = w.losses(enc, targets)  # the real forward pass (eager attention) gives a finite loss
     assert np.isfinite(losses["aux_attn"].item()) and losses["aux_attn"].item() > 0
+
+
+def test_warmup_learning_rate_schedule_by_hand():
+    from training.nano.warmup import WarmupConfig, learning_rate
+
+    ramp = WarmupConfig("m", "o", steps=1000, lr=1e-3, warmup_steps=100)
+    assert learning_rate(ramp, 0) == pytest.approx(1e-5) and learning_rate(ramp, 99) == pytest.approx(1e-3)
+    assert learning_rate(ramp, 900) == pytest.approx(1e-3)  # constant without decay_from
+    cosine = WarmupConfig("m", "o", steps=1000, lr=1e-3, warmup_steps=100, decay_from=600, final_lr=1e-4)
+    assert learning_rate(cosine, 599) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 800) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # halfway: cos(pi/2) = 0
+    assert learning_rate(cosine, 1000) == pytest.approx(1e-4) and learning_rate(cosine, 5000) == pytest.approx(1e-4)
