@@ -50,6 +50,7 @@ def _nano_warmup(args) -> int:
                           curriculum=curriculum_until(*args.phase_ends),
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
                           coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
+                          answer_weight=args.answer_weight,
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase-ends", nargs=2, type=int, default=[1500, 4000], metavar=("REFERRING", "FEW"),
                    help="curriculum: referring queries on <= 3 objects until step REFERRING, every type on <= 4 "
                         "objects until FEW, then the whole world")
+    p.add_argument("--answer-weight", type=float, default=0.0,
+                   help="> 0: a linear read-out of the final state regresses each answer coordinate (L1)")
     p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",
                    help="attention heads trained to look from each answer coordinate at its object's image tokens")
     p.add_argument("--quiet", action="store_true")

@@ -258,3 +258,46 @@ def test_warmup_learning_rate_schedule_by_hand():
     assert learning_rate(cosine, 599) == pytest.approx(1e-3)
     assert learning_rate(cosine, 800) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # halfway: cos(pi/2) = 0
     assert learning_rate(cosine, 1000) == pytest.approx(1e-4) and learning_rate(cosine, 5000) == pytest.approx(1e-4)
+
+
+def test_answer_readout_loss_and_resume_from_a_checkpoint_without_it(nano_small, tmp_path):
+    torch = require("torch")
+    from training.nano.queries import REFERRING
+    from training.nano.warmup import Phase, Warmup, WarmupConfig
+
+    curriculum = (Phase(10 ** 9, (REFERRING,), 2),)
+    cfg = WarmupConfig(str(nano_small), str(tmp_path / "run"), steps=1, batch=2, eval_every=100, save_every=1,
+                       eval_rows=2, curriculum=curriculum, warmup_steps=1)
+    Warmup(cfg).run(progress=False)  # answer_weight 0: no aux_answer term
+    state_path = tmp_path / "run" / "checkpoint" / "state.pt"
+    # A checkpoint from before the answer read-out: one optimizer group, no "answer." keys.
+    state = torch.load(state_path, weights_only=True)
+    state["aux"] = {k: v for k, v in state["aux"].items() if not k.startswith("answer.")}
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]
+    torch.save(state, state_path)
+    w = Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 2, "answer_weight": 1.0}))
+    assert w.step == 1 and len(w.optimizer.param_groups) == 2
+    examples = w.examples("warmup", 0, 2, w.data_config(curriculum[0]))
+    enc, targets = w.batch(examples)
+    losses = w.losses(enc, targets)
+    # By hand: the read-out at the answer's coordinate positions against (value + 0.5) / frame, L1 x 10.
+    tensors = dict(enc)
+    labels = tensors.pop("labels")
+    with torch.no_grad():
+        final = w.model(**tensors, output_hidden_states=True, use_cache=False).hidden_states[-1]
+    expected = []
+    for b, ex in enumerate(examples):
+        values = [v for s in ex.solution for v in s["bbox_2d"] + s["point_2d"]]
+        # A coordinate is a number token right after "[" or "," (the "2" of "bbox_2d" follows "_").
+        decode = lambda i: w.tokenizer.decode([int(i)]).strip()  # noqa: E731
+        rows = [t for t in range(labels.shape[1] - 1) if int(labels[b, t + 1]) >= 0
+                and decode(labels[b, t + 1]).isdigit() and decode(tensors["input_ids"][b, t]).endswith(("[", ","))]
+        assert len(rows) == len(values)
+        with torch.no_grad():
+            for t, v in zip(rows, values):
+                expected.append(abs(float(w.aux.answer(final[b, t])) - (v + 0.5) / w.frame_size))
+    assert float(losses["aux_answer"]) == pytest.approx(10 * np.mean(expected), rel=1e-4)
+    w.run(progress=False)
+    saved = torch.load(state_path, weights_only=True)
+    assert saved["step"] == 2 and len(saved["optimizer"]["param_groups"]) == 2 and "answer.weight" in saved["aux"]
+    assert Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 3, "answer_weight": 1.0})).step == 2  # new format resumes

@@ -74,6 +74,11 @@ class WarmupConfig:
     # has a trained path to the tokens whose states the aux losses filled with that object's box.
     attn_heads: tuple[tuple[int, int], ...] = ()
     attn_weight: float = 1.0
+    # > 0: a linear read-out of the final state at each answer coordinate regresses the gold value (L1, as
+    # a fraction of the frame). The quadratic code's cross-entropy pulls on the copied value with a force
+    # proportional to the code's precision k, which stays small while the copy is poor (a stall); this
+    # loss trains the copy path (attention, slot selection) with a gradient that does not depend on k.
+    answer_weight: float = 0.0
     stream: str = "warmup"  # the name that seeds the training scenes
 
 
@@ -103,7 +108,8 @@ def phase_at(curriculum: tuple[Phase, ...], step: int) -> Phase:
 
 
 class AuxHeads:
-    """Two linear read-outs (vision tokens; LM layer `aux_layer`) on the model's width; training only."""
+    """Linear read-outs on the model's width (vision tokens; LM layer `aux_layer`; the final state at answer
+    coordinates); training only."""
 
     def __init__(self, hidden: int, grid: int):
         import torch
@@ -113,15 +119,19 @@ class AuxHeads:
             "vision": torch.nn.Linear(hidden, 1 + len(KIND_IDS) + len(COLOUR_IDS) + 4),
             "lm": torch.nn.Linear(hidden, 2 * grid + 4)})
         self.vision, self.lm = self.heads["vision"], self.heads["lm"]
+        self.answer = torch.nn.Linear(hidden, 1)  # its own module: checkpoints from before it still load
 
     def parameters(self):
         return list(self.heads.parameters())
 
     def state_dict(self):
-        return self.heads.state_dict()
+        return {**self.heads.state_dict(), **{f"answer.{k}": v for k, v in self.answer.state_dict().items()}}
 
     def load_state_dict(self, state):
-        self.heads.load_state_dict(state)
+        self.heads.load_state_dict({k: v for k, v in state.items() if not k.startswith("answer.")})
+        answer = {k[len("answer."):]: v for k, v in state.items() if k.startswith("answer.")}
+        if answer:
+            self.answer.load_state_dict(answer)
 
     def loss(self, vision_states, lm_states, targets) -> dict:
         """vision_states / lm_states: [B*T, H] image-token states; targets: stacked CellTargets tensors."""
@@ -211,12 +221,20 @@ class Warmup:
         self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28)
         params = list(self.model.parameters()) + self.aux.parameters()
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        answer_group = {"params": list(self.aux.answer.parameters())}
         self.step = 0
         if source == latest:
             state = torch.load(latest / "state.pt", weights_only=True)
             self.aux.load_state_dict(state["aux"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if len(state["optimizer"]["param_groups"]) == 1:  # saved before the answer read-out existed
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.optimizer.add_param_group(answer_group)
+            else:
+                self.optimizer.add_param_group(answer_group)
+                self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
+        else:
+            self.optimizer.add_param_group(answer_group)
         self.digits = _digit_ids(self.tokenizer)
         self.coords = CoordinateTargets(self.tokenizer, self.frame_size)
         if (config.coord_sigma > 0 or config.attn_heads) and not self.coords.available:
@@ -265,6 +283,10 @@ class Warmup:
             at = self.coords.answer_positions(tensors["input_ids"][:, :-1], gold)
             if attend:
                 losses |= self.attention_loss(out.attentions, tensors["input_ids"], at, targets["pointers"])
+            if with_aux and self.config.answer_weight > 0 and bool(at.any()):
+                value = self.aux.answer(out.hidden_states[-1][:, :-1][at]).squeeze(-1)
+                gold_value = (self.coords.value[gold[at]].float() + 0.5) / self.frame_size
+                losses["aux_answer"] = self.config.answer_weight * F.l1_loss(value, gold_value) * 10
             if bool(at.any()):
                 losses |= self.coords.metrics(logits[at], gold[at])
                 if self.config.coord_sigma > 0:
