@@ -123,12 +123,22 @@ class Bundle:
                               self.path(s.encoder_onnx_fp16), self.path(s.decoder_onnx_fp16))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+# This process's own hashes by (path, size, mtime): star-export hashes a stage's outputs when the stage ends
+# and again for the manifest; a multi-GB GGUF should be read once. Checks meant to catch tampering
+# (check_files with full=True) pass remember=False and always read the file.
+_HASHED: dict[str, str] = {}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22, *, remember: bool = True) -> str:
+    key = _stamp_key(Path(path))
+    if remember and key in _HASHED:
+        return _HASHED[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 
 def file_entry(path: Path) -> FileEntry:
@@ -181,7 +191,7 @@ def check_files(bundle: Bundle, *, full: bool = False, use_stamps: bool = True) 
         key = _stamp_key(path)
         if not full and stamps.get(key) == entry.sha256:
             continue
-        digest = sha256_file(path)
+        digest = sha256_file(path, remember=not full)
         if digest != entry.sha256:
             problems.append(f"{rel}: SHA-256 does not match the manifest (modified or corrupt)")
         else:

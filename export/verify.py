@@ -60,23 +60,32 @@ def check_checksums(bundle: Bundle) -> Check:
     return Check("checksums", not problems, "; ".join(problems) or f"{len(bundle.manifest.files)} files match")
 
 
-def check_loads(bundle: Bundle) -> list[Check]:
+def open_policy(bundle: Bundle):
     from engine.policy.llama_backend import LlamaPolicy
+
+    spec = bundle.manifest.policy
+    return LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), family=spec.family, frame=spec.frame,
+                       prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
+
+
+def check_loads(bundle: Bundle) -> tuple[list[Check], object | None]:
+    """The load checks, and the policy they opened (None if it failed), left open for the parity check:
+    loading a 7B model twice would double verify's slowest step. The caller closes it."""
     from engine.policy.types import SamplingParams
     from engine.segment import load_segmenter
 
-    checks = []
+    checks, policy = [], None
     image = probe_image()
     if bundle.manifest.policy:
-        spec = bundle.manifest.policy
         try:
-            policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), family=spec.family,
-                                 frame=spec.frame, prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
+            policy = open_policy(bundle)
             text = policy.sample(image, QUERIES[0], 1, SamplingParams.greedy(16))[0].text
-            policy.close()
             checks.append(Check("policy loads", True, f"greedy: {text[:60]!r}"))
         except Exception as exc:  # the report names it; verify must not crash on a broken bundle
             checks.append(Check("policy loads", False, f"{type(exc).__name__}: {exc}"))
+            if policy is not None:
+                policy.close()
+                policy = None
     if bundle.manifest.segmenter:
         try:
             seg = load_segmenter(bundle.segmenter_files(), device="cpu", threads=1)
@@ -84,15 +93,16 @@ def check_loads(bundle: Bundle) -> list[Check]:
             checks.append(Check("segmenter loads", True, f"{type(seg).__name__}: score {out.scores[0]:.3f}"))
         except Exception as exc:
             checks.append(Check("segmenter loads", False, f"{type(exc).__name__}: {exc}"))
-    return checks
+    return checks, policy
 
 
-def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = None, steps: int = 24) -> Check:
+def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = None, steps: int = 24,
+                  policy=None) -> Check:
+    """policy: an open LlamaPolicy on this bundle to reuse (the caller keeps it); None opens and closes one."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     from engine.policy.hf_inputs import encode_batch, teacher_forced_logits
-    from engine.policy.llama_backend import LlamaPolicy
 
     spec = bundle.manifest.policy
     model = AutoModelForImageTextToText.from_pretrained(reference, dtype=torch.float32).eval()
@@ -102,8 +112,8 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
     tokenizer = AutoTokenizer.from_pretrained(reference)
     processor = AutoProcessor.from_pretrained(reference).image_processor
-    policy = LlamaPolicy(bundle.path(spec.model), bundle.path(spec.mmproj), family=spec.family, frame=spec.frame,
-                         prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
+    owned = policy is None
+    policy = open_policy(bundle) if owned else policy
     image = probe_image()
     tol = LOGIT_TOLERANCE.get(spec.quant, 0.35)
     worst, agree, total = 0.0, 0, 0
@@ -125,7 +135,8 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
             agree += int((ours.argmax(1) == ref_logits.argmax(1))[decided].sum())
             total += int(decided.sum())
     finally:
-        policy.close()
+        if owned:
+            policy.close()
     need = MIN_AGREEMENT.get(spec.quant, 0.7)
     rate = agree / total if total else 1.0
     ok = worst <= tol and rate >= need
@@ -160,9 +171,15 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
     bundle = read_manifest(root)
     checks = [check_checksums(bundle)]
     if checks[0].ok:
-        checks += check_loads(bundle)
-        if reference is not None and bundle.manifest.policy:
-            checks.append(policy_parity(bundle, Path(reference), adapter=Path(adapter) if adapter else None))
+        loads, policy = check_loads(bundle)
+        checks += loads
+        try:
+            if reference is not None and bundle.manifest.policy:
+                checks.append(policy_parity(bundle, Path(reference), adapter=Path(adapter) if adapter else None,
+                                            policy=policy))
+        finally:
+            if policy is not None:
+                policy.close()
         if sam_checkpoint is not None and bundle.manifest.segmenter:
             checks.append(sam_parity(bundle, Path(sam_checkpoint), sam_config or bundle.manifest.segmenter.source["config"]))
     report = Report(str(bundle.root), checks)

@@ -155,3 +155,26 @@ def test_load_reasoner_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
     gguf.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="damaged"):
         load_reasoner(bundle, device="cpu")
+
+
+def test_a_full_check_rereads_files_this_process_already_hashed(tiny_bundle, tmp_path):
+    """The in-process hash memo (keyed by size and mtime) must not hide a same-size edit whose mtime was put
+    back: star-export verify's full check reads every byte again."""
+    import hashlib
+    import os
+    import shutil
+
+    from engine.bundle import check_files, read_manifest, sha256_file
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle, root)
+    target = root / "sam2" / "sam2_decoder.onnx"
+    assert sha256_file(target) == hashlib.sha256(target.read_bytes()).hexdigest()  # now memoised
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    bundle = read_manifest(root)
+    problems = check_files(bundle, full=True, use_stamps=False)
+    assert any("sam2_decoder.onnx" in p and "SHA-256" in p for p in problems), problems

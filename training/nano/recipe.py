@@ -22,9 +22,17 @@ class NanoRecipe:
     train_rows: int = 20000
     val_rows: int = 500
     test_rows: int = 1000
-    warmup_steps: int = 20000
+    # The warm-up as the shipped bundle's ran (training/nano/warmup.py explains each setting).
+    warmup_steps: int = 3000
     warmup_batch: int = 16
-    sam_steps: int = 3000
+    warmup_lr: float = 1e-3
+    warmup_decay_from: int | None = 1620  # cosine from here to warmup_final_lr at warmup_steps
+    warmup_final_lr: float = 5e-5
+    warmup_phase_ends: tuple[int, int] = (1000, 1800)  # curriculum: referring on <= 3 objects, then <= 4
+    warmup_coord_sigma: float = 3.0
+    warmup_attn_heads: tuple[tuple[int, int], ...] = ((2, 0), (3, 0))
+    warmup_answer_weight: float = 0.0
+    sam_steps: int = 2400
     sam_batch: int = 8
     prompts_per_step: int = 16
     stage1_steps: int = 200
@@ -81,7 +89,7 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
     from .dataset import NanoConfig, write_split
     from .policy_model import NanoPolicyConfig, build_nano_policy
     from .segmenter import SamTrainConfig, SamTrainer
-    from .warmup import Warmup, WarmupConfig
+    from .warmup import Warmup, WarmupConfig, curriculum_until
 
     torch.set_num_threads(r.threads)
     out = Path(r.out)
@@ -108,7 +116,11 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
     stage("data", out / "data" / "DONE", data)
     stage("init", out / "init" / "config.json", lambda: build_nano_policy(out / "init", NanoPolicyConfig()))
     warm = WarmupConfig(str(out / "init"), str(out / "warmup"), steps=r.warmup_steps, batch=r.warmup_batch,
-                        threads=r.threads, eval_rows=min(32, max(2, r.warmup_batch)))
+                        threads=r.threads, eval_rows=min(32, max(2, r.warmup_batch)), lr=r.warmup_lr,
+                        decay_from=r.warmup_decay_from, final_lr=r.warmup_final_lr,
+                        curriculum=curriculum_until(*r.warmup_phase_ends), coord_sigma=r.warmup_coord_sigma,
+                        attn_heads=tuple(tuple(int(v) for v in pair) for pair in r.warmup_attn_heads),
+                        answer_weight=r.warmup_answer_weight)
     stage("warm-up", out / "warmup" / "DONE", lambda: (Warmup(warm).run(progress=progress),
                                                         (out / "warmup" / "DONE").write_text("")))
     sam = SamTrainConfig(str(out / "sam"), steps=r.sam_steps, batch=r.sam_batch, threads=r.threads,
