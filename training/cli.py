@@ -50,7 +50,7 @@ def _nano_warmup(args) -> int:
                           curriculum=curriculum_until(*args.phase_ends),
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
                           coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
-                          answer_weight=args.answer_weight,
+                          answer_weight=args.answer_weight, attn_weight=args.attn_weight,
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase-ends", nargs=2, type=int, default=[1500, 4000], metavar=("REFERRING", "FEW"),
                    help="curriculum: referring queries on <= 3 objects until step REFERRING, every type on <= 4 "
                         "objects until FEW, then the whole world")
+    p.add_argument("--attn-weight", type=float, default=1.0, help="weight of the supervised attention loss")
     p.add_argument("--answer-weight", type=float, default=0.0,
                    help="> 0: a linear read-out of the final state regresses each answer coordinate (L1)")
     p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",
