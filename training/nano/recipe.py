@@ -31,7 +31,7 @@ class NanoRecipe:
     warmup_phase_ends: tuple[int, int] = (1000, 1800)  # curriculum: referring on <= 3 objects, then <= 4
     warmup_coord_sigma: float = 3.0
     warmup_attn_heads: tuple[tuple[int, int], ...] = ((2, 0), (3, 0))
-    warmup_answer_weight: float = 0.0
+    warmup_answer_weight: float = 1.0
     sam_steps: int = 2400
     sam_batch: int = 8
     prompts_per_step: int = 16
