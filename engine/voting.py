@@ -191,8 +191,9 @@ def _crop_intersection(a: _Crop | None, b: _Crop | None) -> int:
 class CpuBitEngine:
     """Bit-packed, bounding-box-cropped masks: memory ~ the objects' boxes / 8, not M x H x W.
 
-    Intersections come from the compiled kernel (engine.kernels.cpu_iou: one C call per row of pairs)
-    when a C compiler is available, else from numpy crop pairs; both count the same bits exactly."""
+    Intersections come from the compiled kernel (engine.kernels.cpu_iou: one C call per row of pairs, one for
+    the whole matrix) when a C compiler is available, else from numpy crop pairs; both count the same bits
+    exactly."""
 
     name = "cpu"
 
