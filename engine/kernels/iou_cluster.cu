@@ -39,7 +39,8 @@ extern "C" __global__ void pack_bits_u8(const unsigned char* const* masks, long 
     if (w < words) {
         const long long p0 = w * WORD_BITS;
         if (vectorized && p0 + WORD_BITS <= P) {
-            // 32 pixels as two 16-byte loads (P % 16 == 0 and 16-byte aligned bases, checked on the host).
+            // 32 pixels as two 16-byte loads: the host checks every base is 16-byte aligned, and p0 = 32 w keeps
+            // each load aligned; p0 + 32 <= P keeps it inside the mask.
             const uint4* v = reinterpret_cast<const uint4*>(src + p0);
             uint4 a = v[0], b = v[1];
             word = nonzero_bytes_to_bits(a.x) | (nonzero_bytes_to_bits(a.y) << 4) | (nonzero_bytes_to_bits(a.z) << 8) |
