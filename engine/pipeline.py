@@ -8,7 +8,7 @@ StAR's settings (temperature 1.0, top-p 0.9) and takes the mask-level majority v
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,11 +108,12 @@ def check_query(query: str) -> str:
     return query.strip()
 
 
-def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024) -> SamplingParams:
-    """StAR's settings: greedy for the direct prediction, temperature 1.0 / top-p 0.9 for voting."""
+def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrained: bool = False) -> SamplingParams:
+    """StAR's settings: greedy for the direct prediction, temperature 1.0 / top-p 0.9 for voting.
+    constrained: decode under the answer grammar (llama.cpp; engine/policy/grammar.py)."""
     if n == 1:
-        return SamplingParams.greedy(max_new_tokens)
-    return SamplingParams(temperature=1.0, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens)
+        return replace(SamplingParams.greedy(max_new_tokens), constrained=constrained)
+    return SamplingParams(temperature=1.0, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens, constrained=constrained)
 
 
 def vote_candidates(samples: list[SampleResult], object_masks: np.ndarray, scores) -> list:

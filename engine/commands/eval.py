@@ -72,6 +72,7 @@ def main(args) -> int:
     from ..voting import VoteConfig
 
     settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                            constrained=args.grammar,
                             vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
                             convention=args.convention)
     if args.n < 1:

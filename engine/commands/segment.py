@@ -72,7 +72,8 @@ def main(args) -> int:
                              max_new_tokens=args.max_new_tokens)
     try:
         result = reasoner.run(image, args.query, args.n,
-                              sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens),
+                              sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                                    constrained=args.grammar),
                               on_event=_printer(args.n, args.json))
     finally:
         reasoner.close()

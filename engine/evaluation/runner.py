@@ -23,6 +23,7 @@ class EvalSettings:
     n: int = 1
     seed: int = 0
     max_new_tokens: int = 1024
+    constrained: bool = False      # decode under the answer grammar (llama.cpp)
     vote: VoteConfig = field(default_factory=VoteConfig)
     sweep: bool = True             # StAR's threshold grid on the N completions (N > 1 only)
     limit: int | None = None       # the first `limit` items only
@@ -33,7 +34,7 @@ class EvalSettings:
         sweep = [asdict(c) for c in grid_configs()] if self.sweep and self.n > 1 else []
         policy = (bundle or {}).get("policy") or {}
         return {"data": self.data, "n": self.n, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
-                "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
+                "constrained": self.constrained, "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
 
 
 @dataclass
@@ -90,7 +91,8 @@ def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, can
                 gt = PreparedGt(sample.load_gt())
                 result = reasoner.run(image, sample.query, settings.n,
                                       sampling=sampling_for(settings.n, seed=item_seed(settings.seed, sample.id),
-                                                            max_new_tokens=settings.max_new_tokens),
+                                                            max_new_tokens=settings.max_new_tokens,
+                                                            constrained=settings.constrained),
                                       cancel=cancel)
                 if result.cancelled or cancel.cancelled:
                     interrupted = True  # a half-decoded item is not a result: it runs again on resume

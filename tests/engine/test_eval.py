@@ -276,3 +276,17 @@ def test_star_eval_ctrl_c_stops_cleanly_and_resumes(tiny_bundle, scene_image, tm
     ids = [json.loads(x)["id"] for x in results.read_text().splitlines()]
     assert sorted(ids) == sorted(it.id for it in many) and len(ids) == 8
     assert json.loads((out / "report.json").read_text())["complete"] is True
+
+
+def test_grammar_setting_reaches_sampling_and_old_runs_resume(tmp_path):
+    from engine.evaluation.runlog import EvalRunError, RunLog
+    from engine.pipeline import sampling_for
+
+    assert sampling_for(1, constrained=True).constrained and sampling_for(1, constrained=True).temperature == 0
+    assert sampling_for(8, constrained=True).constrained and not sampling_for(8).constrained
+    # A run.json written before the setting existed meant unconstrained decoding.
+    old = {"data": "x", "n": 1, "seed": 0, "max_new_tokens": 8, "vote": {}, "sweep": [], "policy_sha256": None}
+    RunLog(tmp_path).open(old)
+    assert RunLog(tmp_path).open({**old, "constrained": False}) == []
+    with pytest.raises(EvalRunError, match="constrained: False there, True now"):
+        RunLog(tmp_path).open({**old, "constrained": True})
