@@ -199,10 +199,12 @@ class CpuBitEngine:
 
     def __init__(self, masks: Sequence[np.ndarray], *, use_kernel: bool = True):
         self.masks = masks  # kept by reference (no copy) for the final combination
-        self.crops = [pack_mask(np.ascontiguousarray(m, dtype=bool)) for m in masks]
-        self.areas = np.array([0 if c is None else int(np.bitwise_count(c.words).sum()) for c in self.crops], dtype=np.int64)
+        crops = [pack_mask(np.ascontiguousarray(m, dtype=bool)) for m in masks]
+        self.areas = np.array([0 if c is None else int(np.bitwise_count(c.words).sum()) for c in crops], dtype=np.int64)
         lib = cpu_iou.library() if use_kernel else None
-        self.packed = cpu_iou.PackedCrops(self.crops, lib) if lib is not None else None
+        # The kernel reads its own contiguous copy of the crops; the per-crop arrays are kept only without it.
+        self.packed = cpu_iou.PackedCrops(crops, lib) if lib is not None else None
+        self.crops = None if self.packed is not None else crops
         self.kernel = "c" if self.packed is not None else "numpy"
 
     def intersections(self, i: int, others: Sequence[int]) -> np.ndarray:
@@ -212,7 +214,7 @@ class CpuBitEngine:
 
     def intersection_matrix(self) -> np.ndarray:
         """All M x M intersections (symmetric, areas on the diagonal)."""
-        n = len(self.crops)
+        n = len(self.areas)
         if self.packed is not None:
             upper = self.packed.upper()
         else:

@@ -1,8 +1,8 @@
 """CPU IoU kernel for `engine.voting`: `iou_cpu.c`, compiled on first use with the system C compiler and
 loaded through ctypes.
 
-Why compiled at run time and not shipped as a wheel: the source is 80 lines with no dependencies, any
-machine that installed llama.cpp has a compiler, and the library is built for the CPU it runs on. It is
+Why compiled at run time and not shipped as a wheel: the source is 80 lines with no dependencies, a
+machine that compiled llama.cpp has a compiler, and the library is built for the CPU it runs on. It is
 cached under ~/.cache/star-desktop/kernels/ by a hash of the source, the compiler and the machine, so a
 change to any of them rebuilds it. Without a compiler (or with STAR_CPU_KERNEL=0) the vote uses numpy
 crop pairs instead; both are exact integer counts, so results do not depend on which one ran.
