@@ -6,7 +6,7 @@ loop. Stop sets the engine's CancelToken; decoding ends within one step and the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -31,11 +31,12 @@ class Request:
     seed: int = 0
     max_new_tokens: int = 1024
 
-    def sampling(self) -> SamplingParams:
+    def sampling(self, constrained: bool = False) -> SamplingParams:
+        """constrained: the answer grammar (the app follows the bundle's recommendation)."""
         if self.samples == 1:  # StAR's direct prediction is greedy
-            return SamplingParams.greedy(self.max_new_tokens)
+            return replace(SamplingParams.greedy(self.max_new_tokens), constrained=constrained)
         return SamplingParams(temperature=self.temperature, top_p=0.9, seed=self.seed,
-                              max_new_tokens=self.max_new_tokens)
+                              max_new_tokens=self.max_new_tokens, constrained=constrained)
 
 
 ReasonerLoader = Callable[[str | None, int], Reasoner]
@@ -50,8 +51,9 @@ def describe(reasoner: Reasoner) -> str:
     policy = b.get("policy") or {}
     on_gpu = getattr(reasoner.policy, "n_gpu_layers", 0) not in (0, None)
     seg = getattr(reasoner.segmenter, "name", "?")
+    grammar = " · answer grammar" if reasoner.answer_grammar else ""
     return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
-            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}")
+            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar}")
 
 
 class InferenceWorker(QObject):
@@ -99,7 +101,7 @@ class InferenceWorker(QObject):
         self.cancel_token = CancelToken()
         try:
             reasoner = self._reasoner_for(request.bundle, request.samples)
-            result = reasoner.run(request.image, request.query, request.samples, sampling=request.sampling(),
+            result = reasoner.run(request.image, request.query, request.samples, sampling=request.sampling(reasoner.answer_grammar),
                                   on_event=self._on_event, cancel=self.cancel_token)
             self._flush(force=True)
             self.finished.emit(result_to_dict(result))

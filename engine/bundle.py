@@ -39,6 +39,9 @@ class PolicySpec:
     mmproj: str
     quant: str = ""
     source: dict = field(default_factory=dict)  # base model, adapter, ... as given to star-export
+    # The maker's measured choice of decoding: True = under the answer grammar (engine/policy/grammar.py).
+    # The CLI and the app follow it unless told otherwise; released StAR checkpoints decode freely.
+    answer_grammar: bool = False
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Bundle:
         return {"name": m.name, "root": str(self.root),
                 "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
                                                           "quant": m.policy.quant,
+                                                          "answer_grammar": m.policy.answer_grammar,
                                                           "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256},
                 "segmenter": None if m.segmenter is None else {"image_size": m.segmenter.image_size}}
 

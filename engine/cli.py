@@ -87,9 +87,14 @@ def _segment(sub) -> None:
     _device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--grammar", action="store_true",
-                   help="decode under the answer grammar: every finished answer parses (llama.cpp policies)")
+    _grammar_arg(p)
     _runs(p, "engine.commands.segment")
+
+
+def _grammar_arg(p) -> None:
+    p.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode under the answer grammar, so every finished answer parses (llama.cpp policies); "
+                        "default: what the bundle's manifest recommends (policy.answer_grammar)")
 
 
 def _eval(sub) -> None:
@@ -105,8 +110,7 @@ def _eval(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first LIMIT items")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--grammar", action="store_true",
-                   help="decode under the answer grammar: every finished answer parses (llama.cpp policies)")
+    _grammar_arg(p)
     p.add_argument("--vote-mode", default="best", choices=["best", "consensus"])
     p.add_argument("--no-sweep", action="store_true", help="skip StAR's threshold sweep (N > 1)")
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="a broken dataset file: stop, or log and skip it")

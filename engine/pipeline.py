@@ -143,12 +143,18 @@ def decide(samples: list[SampleResult], object_masks: np.ndarray, scores, shape:
 class Reasoner:
     """A loaded policy + segmenter with the bundle's frame and prompt family."""
 
-    def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig()):
+    def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig(),
+                 answer_grammar: bool = False):
         self.policy = policy
         self.segmenter = segmenter
         self.frame = frame
         self.bundle = bundle or {}
         self.vote_config = vote
+        self.answer_grammar = answer_grammar  # the bundle's recommended decoding (PolicySpec.answer_grammar)
+
+    def grammar(self, requested: bool | None) -> bool:
+        """Decode under the answer grammar? What the caller asked for, else what the bundle recommends."""
+        return self.answer_grammar if requested is None else bool(requested)
 
     def run(self, image: ImageSource, query: str, n: int = 1, *, sampling: SamplingParams | None = None,
             vote: VoteConfig | None = None, on_event: EventCallback | None = None,
@@ -158,7 +164,7 @@ class Reasoner:
         rgb = load_image(image)
         h, w = rgb.shape[:2]
         emit = on_event or (lambda e: None)
-        sampling = sampling or sampling_for(n)
+        sampling = sampling or sampling_for(n, constrained=self.answer_grammar)
         timings = Timings()
 
         emit(Event("stage", text="reasoning"))
@@ -256,4 +262,4 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
                          n_ctx=n_ctx or 4096 + max_samples * max_new_tokens,
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
-    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity())
+    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar)

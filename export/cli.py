@@ -43,7 +43,8 @@ def _policy(args, manifest: Manifest) -> None:
     manifest.policy = export_policy(args.model, args.out, adapter=args.adapter, quant=args.quant,
                                     mmproj_quant=args.mmproj_quant, frame=args.frame,
                                     prompt_family=args.prompt_family, keep_f16=args.keep_f16,
-                                    output_f32=args.output_f32, log=_log, progress=True)
+                                    output_f32=args.output_f32, answer_grammar=args.answer_grammar,
+                                    log=_log, progress=True)
 
 
 def _sam2(args, manifest: Manifest) -> None:
@@ -110,6 +111,9 @@ def _policy_args(p) -> None:
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized F16 GGUF in the bundle")
     p.add_argument("--output-f32", action="store_true",
                    help="keep the LM head in f32 (the nano policy's quadratic coordinate code needs its precision)")
+    p.add_argument("--answer-grammar", action="store_true",
+                   help="the manifest recommends decoding under the answer grammar (star segment / eval and the app "
+                        "follow it unless --no-grammar); measure it first with star eval --grammar")
 
 
 def _sam2_args(p) -> None:

@@ -71,9 +71,11 @@ def _custom_tokenizer(root: Path) -> str | None:
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
                   quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
                   prompt_family: str = "star", keep_f16: bool = False, output_f32: bool = False,
-                  log: Callable[[str], None] = print, progress: bool = False) -> PolicySpec:
+                  answer_grammar: bool = False, log: Callable[[str], None] = print,
+                  progress: bool = False) -> PolicySpec:
     """`output_f32`: convert at f32 and keep the LM head unquantized (the nano policy's quadratic coordinate
-    code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks)."""
+    code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks).
+    `answer_grammar`: the manifest recommends decoding under the answer grammar (PolicySpec.answer_grammar)."""
     if quant not in QUANT_TYPES and quant != "F32":
         raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join([*QUANT_TYPES, 'F32'])}")
     if mmproj_quant not in MMPROJ_TYPES:
@@ -133,6 +135,6 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             convert(hf_dir, bundle / mmproj_rel, outtype=mmproj_quant, mmproj=True, declare_pre=declare, progress=progress)
             stages.record("policy-mmproj", inputs + mmproj_quant, [mmproj_rel])
     return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
-                      mmproj=mmproj_rel, quant=quant,
+                      mmproj=mmproj_rel, quant=quant, answer_grammar=answer_grammar,
                       source={"model": str(source.model_dir), "adapter": str(adapter) if adapter else None,
                               "model_type": source.model_type, "output": head})

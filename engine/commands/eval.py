@@ -71,10 +71,6 @@ def main(args) -> int:
     from ..policy.types import CancelToken
     from ..voting import VoteConfig
 
-    settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                            constrained=args.grammar,
-                            vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
-                            convention=args.convention)
     if args.n < 1:
         raise DatasetError("-n must be at least 1")
     if args.report_only:
@@ -88,6 +84,10 @@ def main(args) -> int:
     reader = open_reader(args.data, data_options(args.data_option, args.trust_pickle), args.on_error)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens)
+    settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                            constrained=reasoner.grammar(args.grammar),
+                            vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
+                            convention=args.convention)
     out = Path(args.out) if args.out else default_out_dir(args.data, reasoner.bundle.get("name", "bundle"), args.n)
     cancel = CancelToken()
     try:

@@ -73,7 +73,7 @@ def main(args) -> int:
     try:
         result = reasoner.run(image, args.query, args.n,
                               sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                                                    constrained=args.grammar),
+                                                    constrained=reasoner.grammar(args.grammar)),
                               on_event=_printer(args.n, args.json))
     finally:
         reasoner.close()

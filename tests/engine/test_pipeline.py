@@ -142,6 +142,38 @@ def test_star_segment_errors(tiny_bundle, scene_image, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def test_a_bundle_can_recommend_the_answer_grammar(tiny_bundle, scene_image, tmp_path):
+    """policy.answer_grammar in the manifest makes grammar decoding the default of star segment; --no-grammar
+    overrides it; manifests written before the key existed decode freely. Observed through the text: the
+    grammar's first literal is "<think>", which the random tiny model never writes freely."""
+    import shutil
+
+    from PIL import Image
+
+    from engine.bundle import Manifest
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene_image).save(path)
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert "answer_grammar" in manifest["policy"]
+    del manifest["policy"]["answer_grammar"]
+    assert Manifest.from_dict(manifest).policy.answer_grammar is False  # an older manifest
+    manifest["policy"]["answer_grammar"] = True
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+
+    def first_text(*extra):
+        proc = star("segment", str(path), "the red square", "--bundle", str(bundle), "--max-new-tokens", "16",
+                    "--out", "", "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["samples"][0]["text"]
+
+    assert first_text().startswith("<think>")
+    assert not first_text("--no-grammar").startswith("<think>")
+    assert not first_text("--bundle", str(tiny_bundle)).startswith("<think>")  # the stock manifest: free
+
+
 def test_load_reasoner_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
     import shutil
 

@@ -43,6 +43,9 @@ class NanoRecipe:
     max_completion_length: int = 160
     rl_lr: float = 1e-4           # LoRA on a 3 M-parameter model from scratch: higher than the 7B's 1e-5
     quant: str = "Q8_0"
+    # The bundle recommends decoding under the answer grammar: the nano policy sometimes breaks a box list
+    # with trace text; constrained, none fail (README, "The nano bundle").
+    answer_grammar: bool = True
     threads: int = 1
 
 
@@ -141,7 +144,8 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
         code = export_main(["bundle", "--model", str(out / "warmup" / "checkpoint"), "--adapter",
                             str(out / "stage2" / "adapter"), "--quant", r.quant, "--frame", "pixels-224",
                             "--prompt-family", "star", "--output-f32", "--checkpoint", str(ckpt / "sam2_nano.pt"),
-                            "--config", str(ckpt / "sam2_nano.yaml"), "--out", str(out / "bundle"), "--name", "nano"])
+                            "--config", str(ckpt / "sam2_nano.yaml"), "--out", str(out / "bundle"), "--name", "nano",
+                            *(["--answer-grammar"] if r.answer_grammar else [])])
         if code:
             raise RuntimeError(f"star-export bundle failed (exit {code})")
 
