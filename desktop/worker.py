@@ -101,7 +101,8 @@ class InferenceWorker(QObject):
         self.cancel_token = CancelToken()
         try:
             reasoner = self._reasoner_for(request.bundle, request.samples)
-            result = reasoner.run(request.image, request.query, request.samples, sampling=request.sampling(reasoner.answer_grammar),
+            result = reasoner.run(request.image, request.query, request.samples,
+                                  sampling=request.sampling(reasoner.answer_grammar),
                                   on_event=self._on_event, cancel=self.cancel_token)
             self._flush(force=True)
             self.finished.emit(result_to_dict(result))
