@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
-from engine.pipeline import Event, Reasoner, load_reasoner
+from engine.pipeline import Event, Reasoner, load_reasoner, sampling_for
 from engine.policy.types import CancelToken, SamplingParams
 from engine.results import result_to_dict
 
@@ -32,11 +32,10 @@ class Request:
     max_new_tokens: int = 1024
 
     def sampling(self, constrained: bool = False) -> SamplingParams:
-        """constrained: the answer grammar (the app follows the bundle's recommendation)."""
-        if self.samples == 1:  # StAR's direct prediction is greedy
-            return replace(SamplingParams.greedy(self.max_new_tokens), constrained=constrained)
-        return SamplingParams(temperature=self.temperature, top_p=0.9, seed=self.seed,
-                              max_new_tokens=self.max_new_tokens, constrained=constrained)
+        """StAR's settings (engine.pipeline.sampling_for) with the app's temperature for voting;
+        constrained: the answer grammar (the app follows the bundle's recommendation)."""
+        params = sampling_for(self.samples, seed=self.seed, max_new_tokens=self.max_new_tokens, constrained=constrained)
+        return params if self.samples == 1 else replace(params, temperature=self.temperature)
 
 
 ReasonerLoader = Callable[[str | None, int], Reasoner]

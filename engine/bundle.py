@@ -112,7 +112,6 @@ class Bundle:
         return {"name": m.name, "root": str(self.root),
                 "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
                                                           "quant": m.policy.quant,
-                                                          "answer_grammar": m.policy.answer_grammar,
                                                           "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256},
                 "segmenter": None if m.segmenter is None else {"image_size": m.segmenter.image_size}}
 

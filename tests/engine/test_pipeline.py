@@ -163,15 +163,15 @@ def test_a_bundle_can_recommend_the_answer_grammar(tiny_bundle, scene_image, tmp
     manifest["policy"]["answer_grammar"] = True
     (bundle / "bundle.json").write_text(json.dumps(manifest))
 
-    def first_text(*extra):
-        proc = star("segment", str(path), "the red square", "--bundle", str(bundle), "--max-new-tokens", "16",
+    def first_text(root, *extra):
+        proc = star("segment", str(path), "the red square", "--bundle", str(root), "--max-new-tokens", "16",
                     "--out", "", "--json", *extra)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)["samples"][0]["text"]
 
-    assert first_text().startswith("<think>")
-    assert not first_text("--no-grammar").startswith("<think>")
-    assert not first_text("--bundle", str(tiny_bundle)).startswith("<think>")  # the stock manifest: free
+    assert first_text(bundle).startswith("<think>")
+    assert not first_text(bundle, "--no-grammar").startswith("<think>")
+    assert not first_text(tiny_bundle).startswith("<think>")  # the stock manifest: free
 
 
 def test_load_reasoner_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
