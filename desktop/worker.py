@@ -6,7 +6,7 @@ loop. Stop sets the engine's CancelToken; decoding ends within one step and the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,8 +34,8 @@ class Request:
     def sampling(self, constrained: bool = False) -> SamplingParams:
         """StAR's settings (engine.pipeline.sampling_for) with the app's temperature for voting;
         constrained: the answer grammar (the app follows the bundle's recommendation)."""
-        params = sampling_for(self.samples, seed=self.seed, max_new_tokens=self.max_new_tokens, constrained=constrained)
-        return params if self.samples == 1 else replace(params, temperature=self.temperature)
+        return sampling_for(self.samples, seed=self.seed, max_new_tokens=self.max_new_tokens, constrained=constrained,
+                            temperature=self.temperature)
 
 
 ReasonerLoader = Callable[[str | None, int], Reasoner]

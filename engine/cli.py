@@ -88,6 +88,7 @@ def _segment(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
     _grammar_arg(p)
+    _temperature_arg(p)
     _runs(p, "engine.commands.segment")
 
 
@@ -95,6 +96,18 @@ def _grammar_arg(p) -> None:
     p.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
                    help="decode under the answer grammar, so every finished answer parses (llama.cpp policies); "
                         "default: what the bundle's manifest recommends (policy.answer_grammar)")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _temperature_arg(p) -> None:
+    p.add_argument("--temperature", type=_positive, default=1.0,
+                   help="sampling temperature of the N > 1 voting samples (StAR: 1.0; N = 1 is greedy)")
 
 
 def _eval(sub) -> None:
@@ -111,6 +124,7 @@ def _eval(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
     _grammar_arg(p)
+    _temperature_arg(p)
     p.add_argument("--vote-mode", default="best", choices=["best", "consensus"])
     p.add_argument("--no-sweep", action="store_true", help="skip StAR's threshold sweep (N > 1)")
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="a broken dataset file: stop, or log and skip it")

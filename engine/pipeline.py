@@ -108,12 +108,15 @@ def check_query(query: str) -> str:
     return query.strip()
 
 
-def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrained: bool = False) -> SamplingParams:
+def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrained: bool = False,
+                 temperature: float = 1.0) -> SamplingParams:
     """StAR's settings: greedy for the direct prediction, temperature 1.0 / top-p 0.9 for voting.
-    constrained: decode under the answer grammar (llama.cpp; engine/policy/grammar.py)."""
+    constrained: decode under the answer grammar (llama.cpp; engine/policy/grammar.py).
+    temperature: the voting samples' (StAR fixes 1.0; a small model may vote better cooler); unused at n = 1."""
     if n == 1:
         return replace(SamplingParams.greedy(max_new_tokens), constrained=constrained)
-    return SamplingParams(temperature=1.0, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens, constrained=constrained)
+    return SamplingParams(temperature=temperature, top_p=0.9, seed=seed, max_new_tokens=max_new_tokens,
+                          constrained=constrained)
 
 
 def vote_candidates(samples: list[SampleResult], object_masks: np.ndarray, scores) -> list:

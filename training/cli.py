@@ -1,7 +1,7 @@
 """`star-train`: training commands.
 
   star-train --recipe FILE [key=value ...]   a GRPO / REST recipe (training/recipes/*.yaml) on TRL
-  star-train nano-data | nano-baselines | nano-init | nano-warmup | nano-sam   the nano world's pieces
+  star-train nano-data | nano-baselines | nano-answers | nano-init | nano-warmup | nano-sam   the nano world's pieces
 """
 
 from __future__ import annotations
@@ -34,6 +34,25 @@ def _nano_baselines(args) -> int:
     return 0
 
 
+def _nano_answers(args) -> int:
+    import json
+
+    from .nano.answers import read_answers
+
+    summary = read_answers(args.results, args.data).summary()
+    print(f"samples {summary['samples']} (failed {summary['failed']}); named objects {summary['named_objects']}")
+    print(f"named object is in the scene: {summary['named_in_scene']:.3f}")
+    print(f"box IoU vs the named object: mean {summary['box_iou_vs_named_mean'] or 0:.3f}, "
+          f"> 0.5 in {summary['box_iou_vs_named_over_0.5'] or 0:.3f}")
+    print(f"label set = gold set: {summary['exact_label_set']:.3f}")
+    for kind, rate in summary["exact_label_set_by_type"].items():
+        print(f"  {kind}: {rate:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+    return 0
+
+
 def _nano_init(args) -> int:
     from .nano.policy_model import NanoPolicyConfig, build_nano_policy
 
@@ -51,6 +70,8 @@ def _nano_warmup(args) -> int:
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
                           coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
                           answer_weight=args.answer_weight, attn_weight=args.attn_weight,
+                          label_weight=args.label_weight, kind_weight=args.kind_weight,
+                          name_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.name_heads),
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
@@ -86,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a split's parquet file or folder")
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(run=_nano_baselines)
+    p = sub.add_parser("nano-answers", help="what a `star eval` run's answers name on a nano split (right object? its box?)")
+    p.add_argument("--results", required=True, help="the star eval output folder (results.jsonl, run.json)")
+    p.add_argument("--data", required=True, help="the nano split's parquet file or folder it evaluated")
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    p.set_defaults(run=_nano_answers)
     p = sub.add_parser("nano-init", help="write a randomly initialised nano policy (Qwen2.5-VL, world tokenizer)")
     p.add_argument("--out", required=True)
     p.add_argument("--image-size", type=int, default=224)
@@ -112,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="curriculum: referring queries on <= 3 objects until step REFERRING, every type on <= 4 "
                         "objects until FEW, then the whole world")
     p.add_argument("--attn-weight", type=float, default=1.0, help="weight of the supervised attention loss")
+    p.add_argument("--label-weight", type=float, default=0.0,
+                   help="> 0: the --name-heads look, from each token naming an object, at that object (weight)")
+    p.add_argument("--name-heads", nargs="*", default=[], metavar="LAYER.HEAD",
+                   help="attention heads trained to look from each token that names an object at its image tokens")
+    p.add_argument("--kind-weight", type=float, default=1.0, help="multiplies the vision tokens' kind loss")
     p.add_argument("--answer-weight", type=float, default=0.0,
                    help="> 0: a linear read-out of the final state regresses each answer coordinate (L1)")
     p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",

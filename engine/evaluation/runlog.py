@@ -16,9 +16,9 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 
 # Settings that change what the model predicts: a resume must match them exactly.
-PREDICTION_KEYS = ("data", "n", "seed", "max_new_tokens", "constrained", "vote", "sweep", "policy_sha256")
+PREDICTION_KEYS = ("data", "n", "seed", "max_new_tokens", "constrained", "temperature", "vote", "sweep", "policy_sha256")
 # What a key meant in a run.json written before the key existed.
-KEY_DEFAULTS = {"constrained": False}
+KEY_DEFAULTS = {"constrained": False, "temperature": 1.0}
 
 
 class EvalRunError(StarError):
@@ -36,8 +36,8 @@ class RunLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.run_path.exists():
             previous = self.read_settings()
-            diffs = [f"{k}: {previous.get(k, KEY_DEFAULTS.get(k))!r} there, {settings.get(k)!r} now" for k in PREDICTION_KEYS
-                     if previous.get(k, KEY_DEFAULTS.get(k)) != settings.get(k)]
+            then, now = ({k: d.get(k, KEY_DEFAULTS.get(k)) for k in PREDICTION_KEYS} for d in (previous, settings))
+            diffs = [f"{k}: {then[k]!r} there, {now[k]!r} now" for k in PREDICTION_KEYS if then[k] != now[k]]
             if diffs:
                 raise EvalRunError(f"{self.dir} holds a run with other settings ({'; '.join(diffs)}); "
                                    "choose another --out, or delete that folder to start over")

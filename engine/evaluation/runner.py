@@ -24,6 +24,7 @@ class EvalSettings:
     seed: int = 0
     max_new_tokens: int = 1024
     constrained: bool = False      # decode under the answer grammar (llama.cpp)
+    temperature: float = 1.0       # the voting samples' (N > 1; StAR's 1.0)
     vote: VoteConfig = field(default_factory=VoteConfig)
     sweep: bool = True             # StAR's threshold grid on the N completions (N > 1 only)
     limit: int | None = None       # the first `limit` items only
@@ -34,7 +35,7 @@ class EvalSettings:
         sweep = [asdict(c) for c in grid_configs()] if self.sweep and self.n > 1 else []
         policy = (bundle or {}).get("policy") or {}
         return {"data": self.data, "n": self.n, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
-                "constrained": self.constrained, "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
+                "constrained": self.constrained, "temperature": self.temperature, "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
 
 
 @dataclass
@@ -92,7 +93,8 @@ def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, can
                 result = reasoner.run(image, sample.query, settings.n,
                                       sampling=sampling_for(settings.n, seed=item_seed(settings.seed, sample.id),
                                                             max_new_tokens=settings.max_new_tokens,
-                                                            constrained=settings.constrained),
+                                                            constrained=settings.constrained,
+                                                            temperature=settings.temperature),
                                       cancel=cancel)
                 if result.cancelled or cancel.cancelled:
                     interrupted = True  # a half-decoded item is not a result: it runs again on resume

@@ -290,3 +290,7 @@ def test_grammar_setting_reaches_sampling_and_old_runs_resume(tmp_path):
     assert RunLog(tmp_path).open({**old, "constrained": False}) == []
     with pytest.raises(EvalRunError, match="constrained: False there, True now"):
         RunLog(tmp_path).open({**old, "constrained": True})
+    # ... and StAR's voting temperature, 1.0.
+    assert RunLog(tmp_path).open({**old, "temperature": 1.0}) == []
+    with pytest.raises(EvalRunError, match="temperature: 1.0 there, 0.5 now"):
+        RunLog(tmp_path).open({**old, "temperature": 0.5})

@@ -174,6 +174,28 @@ def test_a_bundle_can_recommend_the_answer_grammar(tiny_bundle, scene_image, tmp
     assert not first_text(tiny_bundle).startswith("<think>")  # the stock manifest: free
 
 
+def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_path):
+    """--temperature sets the N > 1 samples' temperature: near zero, every sample is the greedy (N = 1)
+    answer; at StAR's 1.0 the random tiny model's samples differ from it and from each other."""
+    from PIL import Image
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene_image).save(path)
+
+    def texts(n, *extra):
+        proc = star("segment", str(path), "the red square", "--bundle", str(tiny_bundle), "-n", str(n),
+                    "--max-new-tokens", "12", "--out", "", "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        return [s["text"] for s in json.loads(proc.stdout)["samples"]]
+
+    greedy = texts(1)[0]
+    assert texts(4, "--temperature", "0.001") == [greedy] * 4
+    hot = texts(4)
+    assert len(set(hot)) > 1 and greedy not in hot
+    proc = star("segment", str(path), "x", "--bundle", str(tiny_bundle), "--temperature", "0")
+    assert proc.returncode == 2 and "must be > 0" in proc.stderr
+
+
 def test_load_reasoner_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
     import shutil
 

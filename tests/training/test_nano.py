@@ -73,6 +73,25 @@ def test_relational_and_comparative_on_a_hand_built_scene():
     assert q.text == "the leftmost object" and q.targets == [0]
 
 
+def test_label_mentions_by_hand():
+    """Which object each name in a completion means: a unique label is its object anywhere; a repeated one
+    only in the final "I see" step (n-th mention = n-th target with it) and in the answer (k-th label =
+    target k); "red balls" does not contain a mention of "red ball"."""
+    from training.nano.aux_targets import label_mentions
+
+    scene = _scene(_obj(0, "ball", "red", 5, 5), _obj(1, "ball", "red", 60, 5), _obj(2, "car", "blue", 40, 60))
+    text = ('<think> First I find the blue car. The red ball is near. There are red balls. '
+            'I see a red ball and a red ball. </think> '
+            '<answer>[{"label": "red ball", "bbox_2d": [60,5,70,15]}, {"label": "red ball", "bbox_2d": [5,5,15,15]}]</answer>')
+    got = [(text[m.start:m.end], m.start, m.object_index) for m in label_mentions(text, scene, [1, 0])]
+    see = text.index("I see")
+    answer = text.index("<answer>")
+    assert got == [("blue car", text.index("blue car"), 2),
+                   ("red ball", text.index("red ball", see), 1), ("red ball", text.index("and a red ball") + 6, 0),
+                   ("red ball", text.index("red ball", answer), 1), ("red ball", text.rindex("red ball"), 0)]
+    assert label_mentions("<think> I see nothing like that in the image. </think> <answer>[]</answer>", scene, []) == []
+
+
 def test_ambiguous_comparisons_are_refused():
     scene = _scene(_obj(0, "apple", "red", 5, 40), _obj(1, "car", "blue", 50, 40))  # same size
     assert Q.comparative(scene, FixedRng([0]), want_empty=False) is None
@@ -131,3 +150,35 @@ def test_baselines_empty_score_is_the_share_of_no_target_queries(tmp_path):
     # LISA: an empty prediction scores 1 on an empty GT and 0 elsewhere.
     assert out["empty"]["giou"] == pytest.approx(no_target / 24)
     assert out["all-objects"]["n"] == 24
+
+
+def test_nano_answers_split_naming_from_boxes(tmp_path):
+    """A hand-made eval run on three rows: the row's own completion (every name right, every box exact), a
+    right name with a box shifted by its own width (IoU 0 with its object), a name absent from the scene,
+    and an unparseable answer."""
+    from training.cli import main
+    from training.nano.answers import read_answers
+
+    config = NanoConfig(image_size=96, frame="pixels-96", empty_rate=0.0)
+    write_split(tmp_path / "data", "test", 3, config)
+    rows = [make_example("test", i, config) for i in range(3)]
+    first = json.loads(rows[0]["solution"])[0]
+    x1, y1, x2, y2 = first["bbox_2d"]
+    label = json.loads(rows[0]["labels"])[0]
+    shifted = json.dumps([{"label": label, "bbox_2d": [x2 + 1, y1, 2 * x2 - x1 + 1, y2], "point_2d": [x2 + 1, y1]}])
+    texts = {0: [rows[0]["completion"], f"<think> x </think> <answer>{shifted}</answer>"],
+             1: ['<think> x </think> <answer>[{"label": "plaid unicorn", "bbox_2d": [1,1,9,9], "point_2d": [4,4]}]</answer>'],
+             2: ['<think> x </think> <answer>[{"bbox_2d": [1,2</answer>']}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"bundle": {"policy": {"frame": "pixels-96"}}}))
+    (run / "results.jsonl").write_text("".join(
+        json.dumps({"id": f"{rows[i]['image_id']}:0", "samples": [{"text": t} for t in ts]}) + "\n" for i, ts in texts.items()))
+    report = read_answers(run, tmp_path / "data")
+    n_gold = len(json.loads(rows[0]["labels"]))
+    assert n_gold == 1  # so the shifted answer names the gold set too
+    assert (report.overall.samples, report.overall.failed, report.overall.exact) == (4, 1, 2)
+    assert report.named == n_gold + 2 and report.named_in_scene == n_gold + 1
+    assert report.box_ious[:n_gold] == [1.0] * n_gold and report.box_ious[n_gold] == 0.0
+    assert main(["nano-answers", "--results", str(run), "--data", str(tmp_path / "data"), "--json", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["exact_label_set"] == 0.5

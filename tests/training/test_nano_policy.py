@@ -248,6 +248,37 @@ def test_attention_supervision_by_hand(nano_small, tmp_path):
     assert np.isfinite(losses["aux_attn"].item()) and losses["aux_attn"].item() > 0
 
 
+def test_naming_supervision_by_hand(nano_small, tmp_path):
+    """The rows the naming loss supervises predict exactly the tokens that spell each mentioned object's
+    label; with uniform attention the loss is the mean of -log(cells / sequence length) over those rows."""
+    torch = require("torch")
+    from training.nano.aux_targets import label_mentions, object_cells
+    from training.nano.dataset import NanoConfig
+    from training.nano.warmup import Warmup, WarmupConfig
+
+    w = Warmup(WarmupConfig(str(nano_small), str(tmp_path / "run"), name_heads=((1, 1),), label_weight=1.0, batch=2))
+    examples = [e for i in range(30) if (e := w.examples("val", i, 1, NanoConfig(image_size=112, frame="pixels-112"))[0]).targets][:2]
+    enc, targets = w.batch(examples)
+    ids = enc["input_ids"]
+    expected = []
+    for b, ex in enumerate(examples):
+        mentions = label_mentions(ex.completion, ex.scene, ex.query.targets)
+        assert len(targets["namings"][b]) == len(mentions) >= 2  # the trace and the answer name each target
+        for (rows, cells), m in zip(targets["namings"][b], mentions):
+            spelt = w.tokenizer.decode(ids[b, torch.as_tensor(rows) + 1])
+            assert spelt.strip(' "') == ex.completion[m.start:m.end]
+            assert cells.tolist() == object_cells(ex.scene.objects[m.object_index].mask, 112).tolist()
+            expected += [-np.log(len(cells) / ids.shape[1])] * len(rows)
+    T = ids.shape[1]
+    got = w.naming_loss([None, torch.full((2, 2, T, T), 1.0 / T)], ids, targets["namings"])["aux_name"]
+    assert float(got) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    losses = w.losses(enc, targets)  # the real forward pass gives a finite loss
+    assert np.isfinite(losses["aux_name"].item()) and losses["aux_name"].item() > 0
+    assert "aux_attn" not in losses  # the coordinate heads are not supervised unless asked
+    with pytest.raises(ValueError, match="go together"):
+        Warmup(WarmupConfig(str(nano_small), str(tmp_path / "run2"), label_weight=1.0))
+
+
 def test_warmup_learning_rate_schedule_by_hand():
     from training.nano.warmup import WarmupConfig, learning_rate
 

@@ -81,3 +81,62 @@ def cell_targets(scene: Scene, frame_size: int) -> CellTargets:
             box[i] = b
     return CellTargets(objectness, kind, colour, ltrb / frame_size, box / frame_size, row.astype(np.int64),
                        col.astype(np.int64))
+
+
+@dataclass
+class LabelMention:
+    """Where a completion names a scene object: characters [start, end) of the completion, and which object."""
+
+    start: int
+    end: int
+    object_index: int  # index into scene.objects
+
+
+ANSWER_LABEL = '"label": "'
+DESCRIBE = "I see "  # the trace's last step lists the targets in answer order (queries._describe)
+
+
+def label_mentions(completion: str, scene: Scene, target_ids: list[int]) -> list[LabelMention]:
+    """Every place the completion names an object it means: the answer's k-th label is target k; in the
+    trace, a label unique in the scene is that object, and in the final "I see ..." step the n-th mention of
+    a repeated label is the n-th target with that label. Mentions that cannot be pinned to one object
+    (a repeated label outside that step) are left out rather than guessed."""
+    index_of = {o.id: i for i, o in enumerate(scene.objects)}
+    counts: dict[str, int] = {}
+    for o in scene.objects:
+        counts[o.label] = counts.get(o.label, 0) + 1
+    answer_at = completion.find("<answer>")
+    trace = completion if answer_at < 0 else completion[:answer_at]
+    describe_at = trace.rfind(DESCRIBE)
+    mentions: list[LabelMention] = []
+    for o in scene.objects:  # the trace
+        spans = _occurrences(trace, o.label)
+        if counts[o.label] == 1:
+            mentions += [LabelMention(s, s + len(o.label), index_of[o.id]) for s in spans]
+    for label in {o.label for o in scene.objects if counts[o.label] > 1}:
+        same = [index_of[t] for t in target_ids if scene.objects[index_of[t]].label == label]
+        late = [s for s in _occurrences(trace, label) if describe_at >= 0 and s > describe_at]
+        mentions += [LabelMention(s, s + len(label), k) for s, k in zip(late, same)]
+    if answer_at >= 0:  # the answer
+        field = answer_at
+        for t in target_ids:
+            field = completion.find(ANSWER_LABEL, field)
+            if field < 0:
+                break
+            field += len(ANSWER_LABEL)
+            label = scene.objects[index_of[t]].label
+            if completion.startswith(label, field):
+                mentions.append(LabelMention(field, field + len(label), index_of[t]))
+    return sorted(mentions, key=lambda m: m.start)
+
+
+def _occurrences(text: str, word: str) -> list[int]:
+    """Starts of `word` in `text` as whole words ("red ball" is not inside "red balls")."""
+    out, at = [], text.find(word)
+    while at >= 0:
+        before = text[at - 1] if at else " "
+        after = text[at + len(word)] if at + len(word) < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            out.append(at)
+        at = text.find(word, at + 1)
+    return out
