@@ -42,6 +42,13 @@ class PolicySpec:
     # The maker's measured choice of decoding: True = under the answer grammar (engine/policy/grammar.py).
     # The CLI and the app follow it unless told otherwise; released StAR checkpoints decode freely.
     answer_grammar: bool = False
+    # The maker's measured voting temperature for N > 1 (StAR's 1.0 unless the key says otherwise): a small
+    # model whose coordinate distributions are broad votes better cooler (README, "The nano bundle").
+    vote_temperature: float = 1.0
+
+    def __post_init__(self):
+        if not (isinstance(self.vote_temperature, (int, float)) and self.vote_temperature > 0):
+            raise ValueError(f"policy.vote_temperature must be a number > 0, got {self.vote_temperature!r}")
 
 
 @dataclass

@@ -106,8 +106,9 @@ def _positive(text: str) -> float:
 
 
 def _temperature_arg(p) -> None:
-    p.add_argument("--temperature", type=_positive, default=1.0,
-                   help="sampling temperature of the N > 1 voting samples (StAR: 1.0; N = 1 is greedy)")
+    p.add_argument("--temperature", type=_positive, default=None,
+                   help="sampling temperature of the N > 1 voting samples (N = 1 is greedy); default: the bundle's "
+                        "policy.vote_temperature, StAR's 1.0 where the manifest does not say")
 
 
 def _eval(sub) -> None:

@@ -147,17 +147,22 @@ class Reasoner:
     """A loaded policy + segmenter with the bundle's frame and prompt family."""
 
     def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig(),
-                 answer_grammar: bool = False):
+                 answer_grammar: bool = False, vote_temperature: float = 1.0):
         self.policy = policy
         self.segmenter = segmenter
         self.frame = frame
         self.bundle = bundle or {}
         self.vote_config = vote
         self.answer_grammar = answer_grammar  # the bundle's recommended decoding (PolicySpec.answer_grammar)
+        self.vote_temperature = vote_temperature  # ... and voting temperature (PolicySpec.vote_temperature)
 
     def grammar(self, requested: bool | None) -> bool:
         """Decode under the answer grammar? What the caller asked for, else what the bundle recommends."""
         return self.answer_grammar if requested is None else bool(requested)
+
+    def temperature(self, requested: float | None) -> float:
+        """The N > 1 samples' temperature: what the caller asked for, else what the bundle recommends."""
+        return self.vote_temperature if requested is None else float(requested)
 
     def run(self, image: ImageSource, query: str, n: int = 1, *, sampling: SamplingParams | None = None,
             vote: VoteConfig | None = None, on_event: EventCallback | None = None,
@@ -167,7 +172,7 @@ class Reasoner:
         rgb = load_image(image)
         h, w = rgb.shape[:2]
         emit = on_event or (lambda e: None)
-        sampling = sampling or sampling_for(n, constrained=self.answer_grammar)
+        sampling = sampling or sampling_for(n, constrained=self.answer_grammar, temperature=self.vote_temperature)
         timings = Timings()
 
         emit(Event("stage", text="reasoning"))
@@ -265,4 +270,5 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
                          n_ctx=n_ctx or 4096 + max_samples * max_new_tokens,
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
-    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar)
+    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,
+                    vote_temperature=spec.vote_temperature)

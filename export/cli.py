@@ -44,6 +44,7 @@ def _policy(args, manifest: Manifest) -> None:
                                     mmproj_quant=args.mmproj_quant, frame=args.frame,
                                     prompt_family=args.prompt_family, keep_f16=args.keep_f16,
                                     output_f32=args.output_f32, answer_grammar=args.answer_grammar,
+                                    vote_temperature=args.vote_temperature,
                                     log=_log, progress=True)
 
 
@@ -114,6 +115,9 @@ def _policy_args(p) -> None:
     p.add_argument("--answer-grammar", action="store_true",
                    help="the manifest recommends decoding under the answer grammar (star segment / eval and the app "
                         "follow it unless --no-grammar); measure it first with star eval --grammar")
+    p.add_argument("--vote-temperature", type=float, default=1.0,
+                   help="the voting temperature (N > 1) the manifest recommends (default StAR's 1.0; star segment / "
+                        "eval follow it unless --temperature); measure it first with star eval --temperature")
 
 
 def _sam2_args(p) -> None:

@@ -71,11 +71,12 @@ def _custom_tokenizer(root: Path) -> str | None:
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
                   quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
                   prompt_family: str = "star", keep_f16: bool = False, output_f32: bool = False,
-                  answer_grammar: bool = False, log: Callable[[str], None] = print,
+                  answer_grammar: bool = False, vote_temperature: float = 1.0, log: Callable[[str], None] = print,
                   progress: bool = False) -> PolicySpec:
     """`output_f32`: convert at f32 and keep the LM head unquantized (the nano policy's quadratic coordinate
     code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks).
-    `answer_grammar`: the manifest recommends decoding under the answer grammar (PolicySpec.answer_grammar)."""
+    `answer_grammar`: the manifest recommends decoding under the answer grammar (PolicySpec.answer_grammar);
+    `vote_temperature`: the voting temperature it recommends (PolicySpec.vote_temperature)."""
     if quant not in QUANT_TYPES and quant != "F32":
         raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join([*QUANT_TYPES, 'F32'])}")
     if mmproj_quant not in MMPROJ_TYPES:
@@ -136,5 +137,6 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             stages.record("policy-mmproj", inputs + mmproj_quant, [mmproj_rel])
     return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
                       mmproj=mmproj_rel, quant=quant, answer_grammar=answer_grammar,
+                      vote_temperature=vote_temperature,
                       source={"model": str(source.model_dir), "adapter": str(adapter) if adapter else None,
                               "model_type": source.model_type, "output": head})

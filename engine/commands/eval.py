@@ -85,7 +85,7 @@ def main(args) -> int:
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens)
     settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                            constrained=reasoner.grammar(args.grammar), temperature=args.temperature,
+                            constrained=reasoner.grammar(args.grammar), temperature=reasoner.temperature(args.temperature),
                             vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
                             convention=args.convention)
     out = Path(args.out) if args.out else default_out_dir(args.data, reasoner.bundle.get("name", "bundle"), args.n)

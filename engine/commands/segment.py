@@ -74,7 +74,7 @@ def main(args) -> int:
         result = reasoner.run(image, args.query, args.n,
                               sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                                     constrained=reasoner.grammar(args.grammar),
-                                                    temperature=args.temperature),
+                                                    temperature=reasoner.temperature(args.temperature)),
                               on_event=_printer(args.n, args.json))
     finally:
         reasoner.close()

@@ -176,22 +176,39 @@ def test_a_bundle_can_recommend_the_answer_grammar(tiny_bundle, scene_image, tmp
 
 def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_path):
     """--temperature sets the N > 1 samples' temperature: near zero, every sample is the greedy (N = 1)
-    answer; at StAR's 1.0 the random tiny model's samples differ from it and from each other."""
+    answer; at StAR's 1.0 the random tiny model's samples differ from it and from each other. Without the
+    flag, the manifest's policy.vote_temperature decides (1.0 where an older manifest lacks the key)."""
+    import shutil
+
     from PIL import Image
+
+    from engine.bundle import Manifest
 
     path = tmp_path / "scene.png"
     Image.fromarray(scene_image).save(path)
+    cool = tmp_path / "cool"
+    shutil.copytree(tiny_bundle, cool)
+    manifest = json.loads((cool / "bundle.json").read_text())
+    assert manifest["policy"]["vote_temperature"] == 1.0
+    del manifest["policy"]["vote_temperature"]
+    assert Manifest.from_dict(manifest).policy.vote_temperature == 1.0  # an older manifest
+    with pytest.raises(ValueError, match="vote_temperature must be a number > 0"):
+        Manifest.from_dict({**manifest, "policy": {**manifest["policy"], "vote_temperature": 0}})
+    manifest["policy"]["vote_temperature"] = 0.001
+    (cool / "bundle.json").write_text(json.dumps(manifest))
 
-    def texts(n, *extra):
-        proc = star("segment", str(path), "the red square", "--bundle", str(tiny_bundle), "-n", str(n),
+    def texts(bundle, n, *extra):
+        proc = star("segment", str(path), "the red square", "--bundle", str(bundle), "-n", str(n),
                     "--max-new-tokens", "12", "--out", "", "--json", *extra)
         assert proc.returncode == 0, proc.stderr
         return [s["text"] for s in json.loads(proc.stdout)["samples"]]
 
-    greedy = texts(1)[0]
-    assert texts(4, "--temperature", "0.001") == [greedy] * 4
-    hot = texts(4)
+    greedy = texts(tiny_bundle, 1)[0]
+    assert texts(tiny_bundle, 4, "--temperature", "0.001") == [greedy] * 4
+    hot = texts(tiny_bundle, 4)
     assert len(set(hot)) > 1 and greedy not in hot
+    assert texts(cool, 4) == [greedy] * 4  # the manifest's 0.001
+    assert texts(cool, 4, "--temperature", "1") == hot  # the flag overrides it (same seed, same samples)
     proc = star("segment", str(path), "x", "--bundle", str(tiny_bundle), "--temperature", "0")
     assert proc.returncode == 2 and "must be > 0" in proc.stderr
 

@@ -27,6 +27,7 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     manifest = json.loads((out / "bundle" / "bundle.json").read_text())
     assert manifest["policy"]["frame"] == "pixels-224" and manifest["policy"]["prompt_family"] == "star"
     assert manifest["policy"]["answer_grammar"] is True  # the recipe's measured choice of decoding
+    assert manifest["policy"]["vote_temperature"] == 0.25  # ... and of voting temperature
 
     reasoner = load_reasoner(out / "bundle", max_samples=2, max_new_tokens=16)
     result = reasoner.run(scene_image, "what coffee is served in", n=2, sampling=sampling_for(2, max_new_tokens=16))
