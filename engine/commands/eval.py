@@ -86,8 +86,7 @@ def main(args) -> int:
                              max_new_tokens=args.max_new_tokens)
     settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                             constrained=reasoner.grammar(args.grammar),
-                            # greedy at N = 1: StAR's 1.0 is recorded there, so older N = 1 runs still resume
-                            temperature=reasoner.temperature(args.temperature) if args.n > 1 else 1.0,
+                            temperature=reasoner.temperature(args.temperature),
                             vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
                             convention=args.convention)
     out = Path(args.out) if args.out else default_out_dir(args.data, reasoner.bundle.get("name", "bundle"), args.n)

@@ -34,8 +34,12 @@ class EvalSettings:
         """What run.json records; PREDICTION_KEYS of it must match on resume."""
         sweep = [asdict(c) for c in grid_configs()] if self.sweep and self.n > 1 else []
         policy = (bundle or {}).get("policy") or {}
+        # N = 1 is greedy: the temperature decides nothing there, so it is recorded as StAR's 1.0 (older N = 1
+        # runs resume whatever voting temperature a bundle recommends)
+        temperature = self.temperature if self.n > 1 else 1.0
         return {"data": self.data, "n": self.n, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
-                "constrained": self.constrained, "temperature": self.temperature, "vote": asdict(self.vote), "sweep": sweep, "policy_sha256": policy.get("sha256"), "bundle": bundle}
+                "constrained": self.constrained, "temperature": temperature, "vote": asdict(self.vote), "sweep": sweep,
+                "policy_sha256": policy.get("sha256"), "bundle": bundle}
 
 
 @dataclass

@@ -77,7 +77,7 @@ class WarmupConfig:
     # > 0: these (layer, head) pairs are trained, from every token that names an object in the trace or the
     # answer's labels ("I see a [red ball]", "First I find the [pink house]"), to look at that object's
     # tokens, with this weight. Naming is where the policy decides which object it means; a run without it
-    # named an object absent from the scene in 63% of its test answers (README). Heads of their own: put on
+    # named objects absent from the scene: 63% of those it named on the test split (README). Heads of their own: put on
     # the coordinate heads (attn_heads), it broke the copy of the trace's names into the answer.
     label_weight: float = 0.0
     name_heads: tuple[tuple[int, int], ...] = ()
@@ -210,6 +210,12 @@ class CoordinateTargets:
         return -(target * logp).sum(-1)
 
 
+def _mass_nll(attentions, heads, b, rows, cols) -> list:
+    """Per (layer, head): -log of the attention mass that example b's query positions `rows` put on the key
+    positions `cols` (the supervised-attention losses' common term)."""
+    return [-attentions[layer][b, head][rows][:, cols].sum(-1).clamp_min(1e-6).log() for layer, head in heads]
+
+
 class Warmup:
     def __init__(self, config: WarmupConfig):
         import torch
@@ -308,12 +314,12 @@ class Warmup:
         gold = labels[:, 1:]
         per_token = F.cross_entropy(logits.transpose(1, 2), gold, ignore_index=IGNORE_INDEX, reduction="none")
         losses = {}
+        if attend and "namings" in targets:  # names are words: this needs no coordinate tokens
+            losses |= self.naming_loss(out.attentions, tensors["input_ids"], targets["namings"])
         if self.coords.available:
             at = self.coords.answer_positions(tensors["input_ids"][:, :-1], gold)
             if attend and self.config.attn_heads:
                 losses |= self.attention_loss(out.attentions, tensors["input_ids"], at, targets["pointers"])
-            if attend and "namings" in targets:
-                losses |= self.naming_loss(out.attentions, tensors["input_ids"], targets["namings"])
             if with_aux and self.config.answer_weight > 0 and bool(at.any()):
                 value = self.aux.answer(out.hidden_states[-1][:, :-1][at]).squeeze(-1)
                 gold_value = (self.coords.value[gold[at]].float() + 0.5) / self.frame_size
@@ -349,10 +355,7 @@ class Warmup:
             if not objects or len(rows) != 6 * len(objects):
                 continue  # an answer that does not spell 6 coordinates per object (none in the world)
             for k, cells in enumerate(objects):
-                cols = images[torch.as_tensor(cells)]
-                for layer, head in self.config.attn_heads:
-                    probs = attentions[layer][b, head][rows[6 * k:6 * k + 6]]
-                    terms.append(-torch.log(probs[:, cols].sum(-1).clamp_min(1e-6)))
+                terms += _mass_nll(attentions, self.config.attn_heads, b, rows[6 * k:6 * k + 6], images[torch.as_tensor(cells)])
         if not terms:
             return {}
         return {"aux_attn": self.config.attn_weight * torch.cat(terms).mean()}
@@ -366,10 +369,7 @@ class Warmup:
         for b, mentions in enumerate(namings):
             images = torch.nonzero(input_ids[b] == self.image_id).flatten()
             for rows, cells in mentions:
-                cols = images[torch.as_tensor(cells)]
-                for layer, head in self.config.name_heads:
-                    probs = attentions[layer][b, head][torch.as_tensor(rows)]
-                    terms.append(-torch.log(probs[:, cols].sum(-1).clamp_min(1e-6)))
+                terms += _mass_nll(attentions, self.config.name_heads, b, torch.as_tensor(rows), images[torch.as_tensor(cells)])
         if not terms:
             return {}
         return {"aux_name": self.config.label_weight * torch.cat(terms).mean()}
