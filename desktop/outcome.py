@@ -38,6 +38,12 @@ class Outcome:
     def vote(self) -> dict | None:
         return self.data.get("vote")
 
+    @property
+    def temperature(self) -> float | None:
+        """The samples' sampling temperature (0 = greedy); None for results saved before it was recorded."""
+        sampling = self.data.get("sampling")
+        return None if sampling is None else float(sampling["temperature"])
+
     @cached_property
     def mask(self) -> np.ndarray:
         return decode(self.data["mask"])

@@ -104,7 +104,8 @@ class VotePanel(QWidget):
             self.summary.setText(
                 f"K = {vote['k']} object(s); {vote['valid_runs']} valid samples, {vote['no_object_votes']} said "
                 f"'no object', {vote['abstained']} could not be parsed" + (f". {vote['reason']}" if vote["reason"] else "")
-                + f". Clusters: {len(outcome.clusters)}; backend: {vote['backend']}.")
+                + f". Clusters: {len(outcome.clusters)}; backend: {vote['backend']}"
+                + ("." if outcome.temperature is None else f"; sampled at temperature {outcome.temperature:g}."))
             for c in outcome.clusters:
                 top = QTreeWidgetItem([str(c["id"]), str(c["votes"]), f"{c['ratio']:.0%}", f"{c['mean_score']:.3f}",
                                        c["label"] or "", "★" if c["selected"] else ""])

@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.fileio import write_text_atomically
 
 HISTORY_LIMIT = 50
+BUNDLE_TEMPERATURE = 0.0  # Settings.temperature's "the bundle's recommendation"
 
 
 def app_home() -> Path:
@@ -33,7 +34,7 @@ def app_home() -> Path:
 class Settings:
     bundle: str = ""  # "" = the nano bundle shipped with the package
     samples: int = 1
-    temperature: float = 1.0
+    temperature: float = 0.0  # voting temperature; 0 = the bundle's recommendation (BUNDLE_TEMPERATURE)
     opacity: float = 0.5
     colour: str = "#ff285a"
     last_dir: str = ""

@@ -23,7 +23,7 @@ from .canvas import Canvas, mask_to_qimage
 from .messages import UserMessage, user_message
 from .outcome import Outcome
 from .panels import ReasoningPanel, SamplesPanel, VotePanel
-from .store import ImageRecord, Settings, image_key
+from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings, image_key
 from .worker import InferenceWorker, Request, default_loader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -83,11 +83,16 @@ class MainWindow(QMainWindow):
         self.samples.setCurrentIndex(max(0, self.samples.findData(self.settings.samples)))
         self.samples.currentIndexChanged.connect(self._on_samples_changed)
         self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.1, 2.0)
-        self.temperature.setSingleStep(0.1)
+        # The lowest value stands for "the bundle's": a bundle may recommend its own voting temperature
+        # (the nano model votes best at 0.25, StAR at 1.0), which the app follows unless the user picks one.
+        self.temperature.setRange(BUNDLE_TEMPERATURE, 2.0)
+        self.temperature.setDecimals(2)
+        self.temperature.setSingleStep(0.05)
+        self.temperature.setSpecialValueText("T: bundle's")
         self.temperature.setValue(self.settings.temperature)
         self.temperature.setPrefix("T ")
-        self.temperature.setToolTip("Sampling temperature for voting (a single sample is greedy)")
+        self.temperature.setToolTip("Sampling temperature for voting (a single sample is greedy); lowest: the "
+                                    "bundle's recommendation")
         self.suggestion = QPushButton(f"Try: {suggested_query()}")
         self.suggestion.setFlat(True)
         self.suggestion.clicked.connect(self.use_suggestion)
@@ -436,7 +441,8 @@ class MainWindow(QMainWindow):
         self._n, self._done = n, 0
         self._set_running(True)
         self.headline.setText(f"Thinking about “{query}” with {n} sample{'s' if n > 1 else ''}…")
-        self.run_requested.emit(Request(self.image, query, n, self.settings.temperature, self.settings.bundle or None))
+        temperature = None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
+        self.run_requested.emit(Request(self.image, query, n, temperature, self.settings.bundle or None))
         return True
 
     def cancel(self) -> None:

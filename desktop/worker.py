@@ -26,16 +26,16 @@ class Request:
     image: np.ndarray
     query: str
     samples: int
-    temperature: float
+    temperature: float | None  # the voting samples'; None = the bundle's (policy.vote_temperature)
     bundle: str | None  # None = the bundled nano model
     seed: int = 0
     max_new_tokens: int = 1024
 
-    def sampling(self, constrained: bool = False) -> SamplingParams:
-        """StAR's settings (engine.pipeline.sampling_for) with the app's temperature for voting;
-        constrained: the answer grammar (the app follows the bundle's recommendation)."""
-        return sampling_for(self.samples, seed=self.seed, max_new_tokens=self.max_new_tokens, constrained=constrained,
-                            temperature=self.temperature)
+    def sampling(self, reasoner: Reasoner) -> SamplingParams:
+        """StAR's settings (engine.pipeline.sampling_for) with the app's voting temperature, where the user
+        chose one, and the bundle's recommendations otherwise (its answer grammar, its voting temperature)."""
+        return sampling_for(self.samples, seed=self.seed, max_new_tokens=self.max_new_tokens,
+                            constrained=reasoner.answer_grammar, temperature=reasoner.temperature(self.temperature))
 
 
 ReasonerLoader = Callable[[str | None, int], Reasoner]
@@ -52,7 +52,7 @@ def describe(reasoner: Reasoner) -> str:
     seg = getattr(reasoner.segmenter, "name", "?")
     grammar = " · answer grammar" if reasoner.answer_grammar else ""
     return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
-            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar}")
+            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · votes at T {reasoner.vote_temperature:g}")
 
 
 class InferenceWorker(QObject):
@@ -101,7 +101,7 @@ class InferenceWorker(QObject):
         try:
             reasoner = self._reasoner_for(request.bundle, request.samples)
             result = reasoner.run(request.image, request.query, request.samples,
-                                  sampling=request.sampling(reasoner.answer_grammar),
+                                  sampling=request.sampling(reasoner),
                                   on_event=self._on_event, cancel=self.cancel_token)
             self._flush(force=True)
             self.finished.emit(result_to_dict(result))

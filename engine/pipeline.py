@@ -84,6 +84,7 @@ class Result:
     timings: Timings
     bundle: dict
     cancelled: bool = False
+    sampling: SamplingParams | None = None  # how the samples were decoded (temperature 0 = greedy)
 
     def object_scores(self) -> list[float]:
         """SAM's score of each row of object_masks (a SampleResult keeps them per sample)."""
@@ -199,7 +200,7 @@ class Reasoner:
             emit(Event("vote", data=vote_result))
         timings.total_ms = (time.perf_counter() - t_start) * 1e3
         return Result(query, (w, h), final, no_object, samples, object_masks, vote_result, timings, self.bundle,
-                      cancelled)
+                      cancelled, sampling)
 
     def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit):
         h, w = rgb.shape[:2]

@@ -49,7 +49,15 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
             "mask": encode(result.mask), "no_object": bool(result.no_object), "area": int(result.mask.sum()),
             "samples": samples, "clusters": clusters, "vote": vote,
             "timings": {**asdict(t), "decode_tokens_per_s": t.decode_tokens_per_s},
-            "bundle": result.bundle, "cancelled": result.cancelled}
+            "bundle": result.bundle, "cancelled": result.cancelled, "sampling": _sampling_dict(result.sampling)}
+
+
+def _sampling_dict(sampling) -> dict | None:
+    # What a run's samples were decoded with, so a saved result says how to reproduce it (temperature 0 = greedy).
+    if sampling is None:
+        return None
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
+            "max_new_tokens": sampling.max_new_tokens, "constrained": sampling.constrained}
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, rgb=OVERLAY_RGB, alpha: float = 0.5) -> np.ndarray:

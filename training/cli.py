@@ -182,8 +182,10 @@ def recipe_parser() -> argparse.ArgumentParser:
 
 
 def _run_nano_recipe(overrides: list[str]) -> int:
+    from dataclasses import fields
+
     from .nano.recipe import NanoRecipe, nano_recipe, run_nano_recipe
-    from .recipe import _parse_value
+    from .recipe import _coerce, _parse_value
 
     values = {}
     for item in overrides:
@@ -201,6 +203,12 @@ def _run_nano_recipe(overrides: list[str]) -> int:
     if unknown:
         print(f"star-train: unknown nano setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
               file=sys.stderr)
+        return 2
+    kinds = {f.name: str(f.type) for f in fields(NanoRecipe)}
+    try:  # YAML 1.1 reads rl_lr=2e-4 as a string: numbers follow the setting's declared type
+        values = {k: v if k == "scale" else _coerce(k, kinds[k], v) for k, v in values.items()}
+    except ValueError as exc:
+        print(f"star-train: {exc}", file=sys.stderr)
         return 2
     out = str(values.pop("out"))
     bundle = run_nano_recipe(nano_recipe(out, str(values.pop("scale", "full")), **values))

@@ -35,11 +35,11 @@ def window(qtbot, home, **kwargs):
     return w
 
 
-def replay_loader(segmenter, texts):
+def replay_loader(segmenter, texts, vote_temperature=1.0):
     from engine.pipeline import Reasoner
 
     return lambda bundle, max_samples: Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112",
-                                                bundle={"name": "tiny-replay"})
+                                                bundle={"name": "tiny-replay"}, vote_temperature=vote_temperature)
 
 
 def ask(qtbot, w, query, n, timeout=120_000):
@@ -105,6 +105,31 @@ def test_query_vote_inspector_exports_and_autosave(qtbot, home, tiny_segmenter, 
     assert w2.query.currentText() == "the red square" and w2.query.itemText(0) == "the red square"
     assert w2.votes.tree.topLevelItemCount() == len(expected.vote.clusters)
     assert w2.settings.samples == 8  # remembered
+
+
+def test_voting_temperature_is_the_bundles_unless_the_user_picks_one(qtbot, home, tiny_segmenter, scene_png):
+    """A bundle that recommends voting at 0.25 (as the nano one does) votes at 0.25 in a fresh app; a value
+    the user sets wins and is remembered; a single sample stays greedy. The result records what was used."""
+    loader = replay_loader(tiny_segmenter, VOTE_TEXTS, vote_temperature=0.25)
+    w = window(qtbot, home, loader=loader)
+    assert w.temperature.text() == "T: bundle's"
+    assert w.open_image(scene_png)
+    ask(qtbot, w, "the red square", 8)
+    assert w.outcome.data["sampling"]["temperature"] == 0.25
+    assert "votes at T 0.25" in w.device.text() and "sampled at temperature 0.25" in w.votes.summary.text()
+
+    w.temperature.setValue(0.7)
+    ask(qtbot, w, "the red square", 8)
+    assert w.outcome.data["sampling"]["temperature"] == 0.7
+
+    w.set_samples(1)
+    single = replay_loader(tiny_segmenter, VOTE_TEXTS[:1], vote_temperature=0.25)
+    w.close()
+    w2 = window(qtbot, home, loader=single)
+    assert w2.temperature.value() == 0.7  # remembered
+    assert w2.open_image(scene_png)
+    ask(qtbot, w2, "the red square", 1)
+    assert w2.outcome.data["sampling"]["temperature"] == 0.0  # greedy
 
 
 def test_real_bundle_streams_and_stops(qtbot, home, tiny_bundle, scene_png):

@@ -197,11 +197,15 @@ def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_pa
     manifest["policy"]["vote_temperature"] = 0.001
     (cool / "bundle.json").write_text(json.dumps(manifest))
 
+    used = []  # the sampling each run's JSON says it decoded with
+
     def texts(bundle, n, *extra):
         proc = star("segment", str(path), "the red square", "--bundle", str(bundle), "-n", str(n),
                     "--max-new-tokens", "12", "--out", "", "--json", *extra)
         assert proc.returncode == 0, proc.stderr
-        return [s["text"] for s in json.loads(proc.stdout)["samples"]]
+        payload = json.loads(proc.stdout)
+        used.append(payload["sampling"])
+        return [s["text"] for s in payload["samples"]]
 
     greedy = texts(tiny_bundle, 1)[0]
     assert texts(tiny_bundle, 4, "--temperature", "0.001") == [greedy] * 4
@@ -209,6 +213,9 @@ def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_pa
     assert len(set(hot)) > 1 and greedy not in hot
     assert texts(cool, 4) == [greedy] * 4  # the manifest's 0.001
     assert texts(cool, 4, "--temperature", "1") == hot  # the flag overrides it (same seed, same samples)
+    assert [u["temperature"] for u in used] == [0.0, 0.001, 1.0, 0.001, 1.0]
+    assert used[2] == {"temperature": 1.0, "top_p": 0.9, "top_k": 0, "seed": 0, "max_new_tokens": 12,
+                       "constrained": False}  # StAR's voting settings, as the flags asked
     proc = star("segment", str(path), "x", "--bundle", str(tiny_bundle), "--temperature", "0")
     assert proc.returncode == 2 and "must be > 0" in proc.stderr
 

@@ -39,3 +39,8 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     assert capsys.readouterr().out.count(": done (") == 7  # nothing re-run
     assert main(["--recipe", "nano", "scale=ci"]) == 2       # out= is required
     assert main(["--recipe", "nano", f"out={out}", "warmup_stepz=3"]) == 2
+    # YAML 1.1 reads 2e-4 as a string; the setting's type makes it a number (every stage is done: no training)
+    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "rl_lr=2e-4", "stage1_steps=1"]) == 0
+    recorded = json.loads((out / "nano-recipe.json").read_text())
+    assert recorded["rl_lr"] == 0.0002 and recorded["stage1_steps"] == 1
+    assert main(["--recipe", "nano", f"out={out}", "rl_lr=fast"]) == 2
