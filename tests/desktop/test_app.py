@@ -122,7 +122,6 @@ def test_voting_temperature_is_the_bundles_unless_the_user_picks_one(qtbot, home
     ask(qtbot, w, "the red square", 8)
     assert w.outcome.data["sampling"]["temperature"] == 0.7
 
-    w.set_samples(1)
     single = replay_loader(tiny_segmenter, VOTE_TEXTS[:1], vote_temperature=0.25)
     w.close()
     w2 = window(qtbot, home, loader=single)
