@@ -1,7 +1,7 @@
 """`star-train`: training commands.
 
   star-train --recipe FILE [key=value ...]   a GRPO / REST recipe (training/recipes/*.yaml) on TRL
-  star-train nano-data | nano-baselines | nano-answers | nano-init | nano-warmup | nano-sam   the nano world's pieces
+  star-train nano-data | nano-baselines | nano-answers | nano-init | nano-warmup | nano-vision | nano-sam   the nano world's pieces
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ def _nano_data(args) -> int:
 def _nano_baselines(args) -> int:
     from .nano.baselines import score_baselines
 
-    results = score_baselines(args.data, args.limit)
+    segmenter = None
+    if args.bundle:
+        from engine.bundle import load_bundle
+        from engine.segment import load_segmenter
+
+        segmenter = load_segmenter(load_bundle(args.bundle).segmenter_files(), "auto", device="cpu")
+    results = score_baselines(args.data, args.limit, segmenter=segmenter)
     types = sorted({t for r in results.values() for t in r["groups"].get("reasoning_type", {})})
     header = ["baseline", "gIoU", "cIoU"] + [t.split("/")[0] for t in types]
     print(" | ".join(header))
@@ -59,6 +65,17 @@ def _nano_init(args) -> int:
     out = build_nano_policy(args.out, NanoPolicyConfig(image_size=args.image_size, seed=args.seed,
                                                            coord_init=args.coord_init))
     print(f"nano policy (random init, coordinate tokens: {args.coord_init}) -> {out}")
+    return 0
+
+
+def _nano_vision(args) -> int:
+    from .nano.vision_pretrain import VisionPretrain, VisionPretrainConfig
+
+    config = VisionPretrainConfig(args.warmup, steps=args.steps, batch=args.batch, lr=args.lr, final_lr=args.final_lr,
+                                  shapes_share=args.shapes_share, eval_every=args.eval_every,
+                                  eval_scenes=args.eval_scenes, threads=args.threads)
+    out = VisionPretrain(config).run(progress=not args.quiet)
+    print(f"nano policy with the pre-trained vision tower -> {out} (continue with star-train nano-warmup)")
     return 0
 
 
@@ -106,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nano-baselines", help="gIoU / cIoU of no-reasoning predictors on a nano split")
     p.add_argument("--data", required=True, help="a split's parquet file or folder")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--bundle", default=None, metavar="DIR",
+                   help="also score the rows' own (gold) answers through this bundle's segmenter: its ceiling")
     p.set_defaults(run=_nano_baselines)
     p = sub.add_parser("nano-answers", help="what a `star eval` run's answers name on a nano split (right object? its box?)")
     p.add_argument("--results", required=True, help="the star eval output folder (results.jsonl, run.json)")
@@ -149,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention heads trained to look from each answer coordinate at its object's image tokens")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_warmup)
+    p = sub.add_parser("nano-vision", help="pre-train the nano policy's vision tower alone inside a warm-up folder "
+                                           "(shape-heavy scenes; then continue with nano-warmup)")
+    p.add_argument("--warmup", required=True, metavar="DIR", help="the warm-up folder (its checkpoint is replaced)")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--final-lr", type=float, default=1e-5)
+    p.add_argument("--shapes-share", type=float, default=0.5, help="share of scenes holding geometric shapes only")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-scenes", type=int, default=96)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_vision)
     p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=3000)

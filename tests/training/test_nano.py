@@ -152,6 +152,29 @@ def test_baselines_empty_score_is_the_share_of_no_target_queries(tmp_path):
     assert out["all-objects"]["n"] == 24
 
 
+def test_gold_answer_baseline_is_the_segmenters_ceiling(tmp_path):
+    """The rows' own answers through the shipped nano SAM (its world, 224 px): far above every no-reasoning
+    baseline (measured 0.90 gIoU on the whole test split), a no-target row scores 1 (LISA: empty vs empty),
+    and the CLI prints the row."""
+    from engine.bundle import default_bundle_dir, load_bundle
+    from engine.segment import load_segmenter
+    from training.cli import main
+    from training.nano.baselines import gold_answer_mask, score_baselines
+
+    bundle = default_bundle_dir()
+    config = NanoConfig(empty_rate=0.2)
+    write_split(tmp_path, "test", 12, config)
+    segmenter = load_segmenter(load_bundle(bundle).segmenter_files(), "onnx", device="cpu", threads=1)
+    out = score_baselines(tmp_path, segmenter=segmenter)
+    assert out["gold-answer"]["n"] == 12
+    assert out["gold-answer"]["giou"] > 0.75
+    assert out["gold-answer"]["giou"] > max(out[name]["giou"] for name in ("all-objects", "largest-object")) + 0.2
+    rows = [make_example("test", i, config) for i in range(12)]
+    empty = next(r for r in rows if r["labels"] == "[]")
+    assert not gold_answer_mask(segmenter, empty["image"], empty["completion"], empty["frame"], (224, 224)).any()
+    assert main(["nano-baselines", "--data", str(tmp_path), "--bundle", str(bundle)]) == 0
+
+
 def test_nano_answers_split_naming_from_boxes(tmp_path):
     """A hand-made eval run on three rows: the row's own completion (every name right, every box exact), a
     right name with a box shifted by its own width (IoU 0 with its object), a name absent from the scene,

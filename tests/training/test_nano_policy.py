@@ -113,6 +113,39 @@ def test_warmup_trains_logs_and_resumes(nano_small, tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
 
 
+def test_vision_pretraining_changes_only_the_tower_and_the_warmup_continues(nano_small, tmp_path):
+    torch = require("torch")
+    from engine.errors import ModelFileError
+    from training.cli import main
+    from training.nano.queries import REFERRING
+    from training.nano.vision_pretrain import VisionPretrain, VisionPretrainConfig
+    from training.nano.warmup import Phase, Warmup, WarmupConfig
+
+    with pytest.raises(ModelFileError, match="no warm-up checkpoint"):
+        VisionPretrain(VisionPretrainConfig(str(tmp_path / "nothing")))
+    curriculum = (Phase(10 ** 9, (REFERRING,), 2),)
+    cfg = WarmupConfig(str(nano_small), str(tmp_path / "run"), steps=1, batch=2, eval_every=1, save_every=1,
+                       eval_rows=2, curriculum=curriculum, lr=1e-3, warmup_steps=1, kind_weight=2.0)
+    Warmup(cfg).run(progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    settings = (ckpt / "warmup.json").read_text()
+    before = Warmup(cfg).model.state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    assert main(["nano-vision", "--warmup", str(tmp_path / "run"), "--steps", "3", "--batch", "2", "--lr", "1e-2",
+                 "--eval-every", "3", "--eval-scenes", "4", "--quiet"]) == 0
+    after = Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 2}))
+    assert after.step == 1  # the warm-up's step count and settings are the folder's own
+    assert (ckpt / "warmup.json").read_text() == settings
+    changed = {k for k, v in after.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(".visual." in k or k.startswith("visual.") for k in changed)
+    assert any("merger" in k for k in changed)  # the merger is the tower's last part: it feeds the LM
+    log = [json.loads(line) for line in (tmp_path / "run" / "vision-pretrain.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1, 2, 3]
+    assert all(0.0 <= r["kind_acc"] <= 1.0 for r in log if "kind_acc" in r) and "kind_acc" in log[-1]
+    after.run(progress=False)  # the warm-up goes on from the new tower
+    assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
 def test_coordinate_targets_pick_the_answer_numbers(nano_small):
     """On a real completion, exactly the answer's box and point values are coordinate positions (not the
     "2" of bbox_2d), the metrics match a by-hand computation, and a near-zero sigma is the exact-token loss."""

@@ -1,0 +1,166 @@
+"""Vision pre-training inside a warm-up folder: the nano policy's vision tower (and the warm-up's vision
+read-out) trained alone on the image tokens' cell targets (objectness, kind, colour, box edges), with a
+share of scenes made of geometric shapes only, then saved back into the folder at the same step so that
+`star-train nano-warmup` continues from it.
+
+Why: after 5,600 warm-up steps the tower still told a square from a hexagon badly (kind right on 67 % of
+val tokens; square 32 %, triangle 25 %, hexagon 7 %), because in the world's mixed scenes colour gives most
+kinds away (apples are red) but not the shapes, which come in any colour. A vision-only step costs about a
+quarter of a warm-up step (no language model pass), so the tower can see many more shapes per CPU hour.
+Measured (README, "Tried in session 13"): 1,200 steps lift val kind accuracy 0.67 -> 0.79, and the warm-up
+continued 400 steps from there beats the same warm-up without it on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .aux_targets import cell_targets
+from .shapes import KINDS
+from .world import make_scene
+
+SHAPE_KINDS = tuple(name for name, kind in KINDS.items() if kind.is_shape)
+
+
+@dataclass
+class VisionPretrainConfig:
+    warmup_dir: str  # a warm-up folder (checkpoint/ with state.pt); its checkpoint is replaced in place
+    steps: int = 1200
+    batch: int = 32
+    lr: float = 1e-3
+    final_lr: float = 1e-5  # cosine from lr (after a linear ramp) to this at `steps`
+    ramp_steps: int = 50
+    shapes_share: float = 0.5  # this share of the scenes holds geometric shapes only
+    eval_every: int = 100
+    eval_scenes: int = 96
+    seed: int = 13
+    threads: int = 1
+
+
+def vision_lr(config: VisionPretrainConfig, step: int) -> float:
+    if step < config.ramp_steps:
+        return config.lr * (step + 1) / config.ramp_steps
+    t = (step - config.ramp_steps) / max(1, config.steps - config.ramp_steps)
+    return config.final_lr + (config.lr - config.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _warmup_config(folder: Path, threads: int):
+    """The folder's own warm-up settings (so the saved checkpoint keeps them), from checkpoint/warmup.json."""
+    from .warmup import Phase, WarmupConfig
+
+    saved = json.loads((folder / "checkpoint" / "warmup.json").read_text())
+    saved["curriculum"] = tuple(Phase(p["steps"], tuple(p["types"]), p["max_objects"]) for p in saved["curriculum"])
+    for key in ("attn_heads", "name_heads"):
+        saved[key] = tuple(tuple(pair) for pair in saved.get(key, ()))
+    saved["out_dir"], saved["threads"] = str(folder), threads
+    return WarmupConfig(**{k: v for k, v in saved.items() if k in WarmupConfig.__dataclass_fields__})
+
+
+class VisionPretrain:
+    def __init__(self, config: VisionPretrainConfig):
+        import torch
+
+        from engine.errors import ModelFileError
+
+        from .warmup import Warmup
+
+        folder = Path(config.warmup_dir)
+        if not (folder / "checkpoint" / "state.pt").is_file() or not (folder / "checkpoint" / "warmup.json").is_file():
+            raise ModelFileError(f"{folder} holds no warm-up checkpoint (checkpoint/state.pt and warmup.json, "
+                                 "written by star-train nano-warmup)")
+        self.config = config
+        self.warmup = Warmup(_warmup_config(folder, config.threads))
+        model = self.warmup.model
+        self.params = list(model.model.visual.parameters()) + list(self.warmup.aux.vision.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.01)
+        size = self.warmup.frame_size  # scenes at the frame's size, as the warm-up draws them
+        self.val = [make_scene(np.random.default_rng(10_000 + i), size) for i in range(config.eval_scenes)]
+        self.log_path = folder / "vision-pretrain.jsonl"
+
+    def _heads(self, scenes):
+        """The vision read-out on every image token of these scenes, and their cell targets."""
+        import torch
+
+        w = self.warmup
+        enc = w.processor(images=[s.image for s in scenes], return_tensors="pt")
+        cells = [cell_targets(s, w.frame_size) for s in scenes]
+        targets = {n: torch.from_numpy(np.concatenate([getattr(c, n) for c in cells]))
+                   for n in ("objectness", "kind", "colour", "ltrb")}
+        out = w.model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"])
+        tokens = torch.cat(list(getattr(out, "pooler_output", out)), 0)
+        return w.aux.vision(tokens), targets
+
+    def loss(self, scenes):
+        """The warm-up's own vision losses (AuxHeads.loss, its first half) on these scenes."""
+        import torch.nn.functional as F
+
+        from .aux_targets import COLOUR_IDS, KIND_IDS
+
+        k, c = len(KIND_IDS), len(COLOUR_IDS)
+        v, t = self._heads(scenes)
+        loss = (F.binary_cross_entropy_with_logits(v[:, 0], t["objectness"])
+                + F.cross_entropy(v[:, 1:1 + k], t["kind"], ignore_index=-100)
+                + F.cross_entropy(v[:, 1 + k:1 + k + c], t["colour"], ignore_index=-100))
+        present = t["objectness"] > 0
+        if bool(present.any()):
+            loss = loss + F.l1_loss(v[present, -4:], t["ltrb"][present]) * 10
+        return loss
+
+    def kind_accuracy(self) -> dict:
+        """Share of the val scenes' occupied image tokens whose kind the read-out gets right, overall and per kind."""
+        import torch
+
+        from .aux_targets import KIND_IDS
+
+        right, total = np.zeros(len(KIND_IDS)), np.zeros(len(KIND_IDS))
+        with torch.no_grad():
+            for s in range(0, len(self.val), 16):
+                v, t = self._heads(self.val[s:s + 16])
+                guess = v[:, 1:1 + len(KIND_IDS)].argmax(-1).numpy()
+                for g, p in zip(t["kind"].numpy(), guess):
+                    if g >= 0:
+                        total[g] += 1
+                        right[g] += g == p
+        per = {name: round(float(right[i] / total[i]), 3) for name, i in KIND_IDS.items() if total[i]}
+        return {"kind_acc": round(float(right.sum() / max(1, total.sum())), 4), "per_kind": per}
+
+    def run(self, *, progress: bool = True) -> Path:
+        import torch
+
+        from .steps import append_jsonl
+
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        start = self.kind_accuracy()
+        append_jsonl(self.log_path, {"step": 0, **start})
+        if progress:
+            print(json.dumps({"step": 0, **start}), flush=True)
+        t0 = time.perf_counter()
+        for step in range(cfg.steps):
+            for group in self.optimizer.param_groups:
+                group["lr"] = vision_lr(cfg, step)
+            scenes = [make_scene(rng, self.warmup.frame_size,
+                                 kinds=list(SHAPE_KINDS) if rng.random() < cfg.shapes_share else None)
+                      for _ in range(cfg.batch)]
+            loss = self.loss(scenes)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            record = {"step": step + 1, "loss": loss.item(), "lr": vision_lr(cfg, step),
+                      "s_per_step": time.perf_counter() - t0}
+            t0 = time.perf_counter()
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                record |= self.kind_accuracy()
+                if progress:
+                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}),
+                          flush=True)
+            append_jsonl(self.log_path, record)
+        self.warmup.save()  # same warm-up step, settings and optimiser; the new tower and read-out
+        return Path(cfg.warmup_dir) / "checkpoint"
