@@ -52,7 +52,7 @@ def describe(reasoner: Reasoner) -> str:
     seg = getattr(reasoner.segmenter, "name", "?")
     grammar = " · answer grammar" if reasoner.answer_grammar else ""
     return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
-            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · votes at T {reasoner.vote_temperature:g}")
+            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · bundle's T {reasoner.vote_temperature:g}")
 
 
 class InferenceWorker(QObject):

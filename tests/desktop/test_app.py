@@ -116,7 +116,7 @@ def test_voting_temperature_is_the_bundles_unless_the_user_picks_one(qtbot, home
     assert w.open_image(scene_png)
     ask(qtbot, w, "the red square", 8)
     assert w.outcome.data["sampling"]["temperature"] == 0.25
-    assert "votes at T 0.25" in w.device.text() and "sampled at temperature 0.25" in w.votes.summary.text()
+    assert "bundle's T 0.25" in w.device.text() and "sampled at temperature 0.25" in w.votes.summary.text()
 
     w.temperature.setValue(0.7)
     ask(qtbot, w, "the red square", 8)
