@@ -56,7 +56,7 @@ def score_baselines(data: str | Path, limit: int | None = None, seed: int = 0, s
     names = BASELINES + (("gold-answer",) if segmenter is not None else ())
     accs = {name: IoUAccumulator("lisa") for name in names}
     rng = np.random.default_rng(seed)
-    columns = ["mask", "scene_objects", "reasoning_type"] + (["image", "completion", "frame"] if segmenter else [])
+    columns = ["mask", "scene_objects", "reasoning_type"] + (["image", "completion", "frame"] if segmenter is not None else [])
     seen = 0
     for file in files:
         for row in pq.read_table(file, columns=columns).to_pylist():

@@ -143,23 +143,31 @@ class AuxHeads:
         if answer:
             self.answer.load_state_dict(answer)
 
-    def loss(self, vision_states, lm_states, targets) -> dict:
-        """vision_states / lm_states: [B*T, H] image-token states; targets: stacked CellTargets tensors."""
+    def vision_losses(self, vision_states, targets) -> dict:
+        """The read-out of the vision tokens alone (objectness, kind, colour, box edges): [B*T, H] states."""
         import torch.nn.functional as F
 
         k, c = len(KIND_IDS), len(COLOUR_IDS)
         v = self.vision(vision_states)
-        obj = targets["objectness"]
-        present = obj > 0
-        losses = {"aux_obj": F.binary_cross_entropy_with_logits(v[:, 0], obj),
+        present = targets["objectness"] > 0
+        losses = {"aux_obj": F.binary_cross_entropy_with_logits(v[:, 0], targets["objectness"]),
                   "aux_kind": F.cross_entropy(v[:, 1:1 + k], targets["kind"], ignore_index=IGNORE_INDEX),
                   "aux_colour": F.cross_entropy(v[:, 1 + k:1 + k + c], targets["colour"], ignore_index=IGNORE_INDEX)}
+        if bool(present.any()):
+            losses["aux_ltrb"] = F.l1_loss(v[present, -4:], targets["ltrb"][present]) * 10
+        return losses
+
+    def loss(self, vision_states, lm_states, targets) -> dict:
+        """vision_states / lm_states: [B*T, H] image-token states; targets: stacked CellTargets tensors."""
+        import torch.nn.functional as F
+
+        losses = self.vision_losses(vision_states, targets)
+        present = targets["objectness"] > 0
         g = self.grid
         m = self.lm(lm_states)
         losses["aux_row"] = F.cross_entropy(m[:, :g], targets["row"])
         losses["aux_col"] = F.cross_entropy(m[:, g:2 * g], targets["col"])
         if bool(present.any()):
-            losses["aux_ltrb"] = F.l1_loss(v[present, -4:], targets["ltrb"][present]) * 10
             losses["aux_box"] = F.l1_loss(m[present, -4:], targets["box"][present]) * 10
         return losses
 
