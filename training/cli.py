@@ -86,6 +86,7 @@ def _nano_warmup(args) -> int:
                           curriculum=curriculum_until(*args.phase_ends),
                           eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
                           coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
+                          decay_until=args.decay_until,
                           answer_weight=args.answer_weight, attn_weight=args.attn_weight,
                           label_weight=args.label_weight, kind_weight=args.kind_weight,
                           name_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.name_heads),
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
                    help="from this step the lr follows a cosine down to --final-lr at --steps (default: constant)")
     p.add_argument("--final-lr", type=float, default=5e-5)
+    p.add_argument("--decay-until", type=int, default=None, metavar="STEP",
+                   help="the cosine reaches --final-lr here instead of at --steps (a run stopped mid-cosine)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
@@ -243,7 +246,12 @@ def _run_nano_recipe(overrides: list[str]) -> int:
         print(f"star-train: {exc}", file=sys.stderr)
         return 2
     out = str(values.pop("out"))
-    bundle = run_nano_recipe(nano_recipe(out, str(values.pop("scale", "full")), **values))
+    try:
+        recipe = nano_recipe(out, str(values.pop("scale", "full")), **values)
+    except ValueError as exc:
+        print(f"star-train: {exc}", file=sys.stderr)
+        return 2
+    bundle = run_nano_recipe(recipe)
     print(f"nano bundle -> {bundle}")
     return 0
 

@@ -70,14 +70,16 @@ def training_row(query: str, image, instances: list[np.ndarray], *, family: str,
     }
 
 
-def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None):
+def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, skip: int = 0):
     from engine.data import open_dataset
     from engine.rle import decode
 
     reader = open_dataset("hf", data)
     instances = _instance_column(data)
     for i, sample in enumerate(reader):
-        if limit is not None and i >= limit:
+        if i < skip:
+            continue
+        if limit is not None and i >= skip + limit:
             break
         if instances[i]:
             masks = [decode(r) for r in json.loads(instances[i])]
@@ -94,7 +96,8 @@ def build_dataset(recipe):
     features = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "image": Image(),
                          "solution": Value("string"), "solution_masks": Value("string"),
                          "answer_grid": Value("int32")})
-    rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit))
+    rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit,
+                          skip=recipe.skip))
     if not rows:
-        raise ValueError(f"{recipe.data} holds no training rows")
+        raise ValueError(f"{recipe.data} holds no training rows" + (f" after row {recipe.skip}" if recipe.skip else ""))
     return Dataset.from_list(rows, features=features)

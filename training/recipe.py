@@ -37,7 +37,8 @@ class Recipe:
     weight_decay: float = 1e-3
     max_grad_norm: float = 1.0
     reward_empty_match: bool = False    # score a correct "no object" answer (worlds with no-target queries)
-    limit: int | None = None            # first rows of the data only
+    skip: int = 0                       # rows before this one are not used (a later RL round's fresh rows)
+    limit: int | None = None            # this many rows (after `skip`) only
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int | None = 3
@@ -51,6 +52,8 @@ class Recipe:
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.skip < 0:
+            raise ValueError(f"skip must be >= 0, got {self.skip}")
         if self.rest_keep is not None and not 0 < self.rest_keep <= self.num_generations:
             raise ValueError(f"rest_keep must be in 1..num_generations ({self.num_generations}), got {self.rest_keep}")
 

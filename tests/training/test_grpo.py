@@ -88,6 +88,24 @@ def nano_rows(tmp_path_factory):
     return root
 
 
+def test_training_rows_skip_and_limit_follow_the_parquet_order(nano_rows):
+    """A later RL round trains on rows no earlier one saw: skip=K, limit=L is rows K..K+L-1 of the file."""
+    import pyarrow.parquet as pq
+
+    from engine.protocol import build_prompt
+    from training.grpo_data import build_dataset
+
+    queries = pq.read_table(next(nano_rows.glob("*.parquet")), columns=["text"]).column("text").to_pylist()
+    recipe = Recipe(model="m", data=str(nano_rows), output_dir="o", frame="pixels-112", prompt_family="star",
+                    skip=1, limit=2)
+    prompts = [row["prompt"][1]["content"] for row in build_dataset(recipe)]
+    assert prompts == [build_prompt(q, "star", training=True) for q in queries[1:3]]
+    with pytest.raises(ValueError, match="no training rows after row 4"):
+        build_dataset(Recipe(model="m", data=str(nano_rows), output_dir="o", frame="pixels-112", skip=4))
+    with pytest.raises(ValueError, match="skip must be >= 0"):
+        Recipe(model="m", data="d", output_dir="o", skip=-1)
+
+
 def _length_reward(prompts, completions, **_):
     """A reward with spread (random completions score 0 on StAR's terms), so updates are not all zero."""
     from training.rewards import completion_text

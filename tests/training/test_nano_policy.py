@@ -3,6 +3,7 @@ targets match a hand-made scene, and the warm-up trains, logs the image-vs-blank
 resumes exactly where it stopped."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -322,6 +323,10 @@ def test_warmup_learning_rate_schedule_by_hand():
     assert learning_rate(cosine, 599) == pytest.approx(1e-3)
     assert learning_rate(cosine, 800) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # halfway: cos(pi/2) = 0
     assert learning_rate(cosine, 1000) == pytest.approx(1e-4) and learning_rate(cosine, 5000) == pytest.approx(1e-4)
+    # a leg that stops at step 700 of a cosine that ends at 1,000 (the run continues with other settings)
+    leg = WarmupConfig("m", "o", steps=700, lr=1e-3, warmup_steps=100, decay_from=600, final_lr=1e-4, decay_until=1000)
+    assert learning_rate(leg, 650) == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 50 / 400)))
+    assert learning_rate(leg, 800) == pytest.approx(learning_rate(cosine, 800))
 
 
 def test_answer_readout_loss_and_resume_from_a_checkpoint_without_it(nano_small, tmp_path):

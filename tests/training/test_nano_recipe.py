@@ -22,8 +22,39 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     out = tmp_path / "nano"
     assert main(["--recipe", "nano", f"out={out}", "scale=ci"]) == 0
     stages = [json.loads(line)["stage"] for line in (out / "stages.jsonl").read_text().splitlines()]
-    assert stages == ["data", "init", "warm-up", "sam", "stage 1 (GRPO)", "stage 2 (REST)", "export"]
-    assert (out / "stage2" / "adapter" / "adapter_model.safetensors").is_file()
+    assert stages == ["data", "init", "warm-up", "sam", "stage 1 (GRPO)", "stage 2 (REST)",
+                      "round 2 base (merge round 1)", "round 2 stage 1 (GRPO)", "round 2 stage 2 (REST)", "export"]
+    # The warm-up ran its four legs in one folder: it ends at the last leg's step with the last leg's settings.
+    import torch
+
+    from training.nano.recipe import CI_WARMUP
+
+    state = torch.load(out / "warmup" / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == CI_WARMUP[-1].until == 4
+    settings = json.loads((out / "warmup" / "checkpoint" / "warmup.json").read_text())
+    assert settings["label_weight"] == 1.0 and settings["name_heads"] == [[2, 1], [3, 1]]
+    log_steps = [json.loads(line)["step"] for line in (out / "warmup" / "log.jsonl").read_text().splitlines()]
+    assert log_steps == [1, 2, 3, 4]  # each leg resumed where the previous one stopped
+    # Round 2 trained a fresh LoRA on round 1's merged policy, on rows round 1 did not see.
+    from safetensors.torch import load_file
+
+    merged = load_file(out / "round2" / "base" / "model.safetensors")
+    warm = load_file(out / "warmup" / "checkpoint" / "model.safetensors")
+    adapter_dir = out / "stage2" / "adapter"
+    lora = load_file(adapter_dir / "adapter_model.safetensors")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    expected = dict(warm)
+    for key in (k for k in lora if ".lora_A." in k):  # by hand: W + (alpha / r) B A on the module's weight
+        module = key.split(".lora_A.")[0]
+        (target,) = [k for k in warm if k.endswith(module[module.index("layers."):] + ".weight")]
+        expected[target] = warm[target] + config["lora_alpha"] / config["r"] * (
+            lora[key.replace(".lora_A.", ".lora_B.")] @ lora[key])
+    assert len(lora) and set(merged) == set(warm)
+    assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in warm)
+    assert not (out / "round2" / "base" / "state.pt").exists()
+    round2 = json.loads((out / "round2" / "stage1" / "recipe.json").read_text())
+    assert round2["skip"] == 8 and round2["model"] == str(out / "round2" / "base")
+    assert (out / "round2" / "stage2" / "adapter" / "adapter_model.safetensors").is_file()
     manifest = json.loads((out / "bundle" / "bundle.json").read_text())
     assert manifest["policy"]["frame"] == "pixels-224" and manifest["policy"]["prompt_family"] == "star"
     assert manifest["policy"]["answer_grammar"] is True  # the recipe's measured choice of decoding
@@ -36,7 +67,7 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
 
     capsys.readouterr()
     assert main(["--recipe", "nano", f"out={out}", "scale=ci"]) == 0
-    assert capsys.readouterr().out.count(": done (") == 7  # nothing re-run
+    assert capsys.readouterr().out.count(": done (") == 10  # nothing re-run
     assert main(["--recipe", "nano", "scale=ci"]) == 2       # out= is required
     assert main(["--recipe", "nano", f"out={out}", "warmup_stepz=3"]) == 2
     # YAML 1.1 reads 2e-4 as a string; the setting's type makes it a number (every stage is done: no training)
@@ -44,3 +75,9 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     recorded = json.loads((out / "nano-recipe.json").read_text())
     assert recorded["rl_lr"] == 0.0002 and recorded["stage1_steps"] == 1
     assert main(["--recipe", "nano", f"out={out}", "rl_lr=fast"]) == 2
+    # a warm-up leg as a YAML mapping (1e-3 is a string to YAML 1.1); legs that do not step forward are refused
+    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "warmup_legs=[{until: 4, lr: 1e-3}]"]) == 0
+    assert json.loads((out / "nano-recipe.json").read_text())["warmup_legs"][0]["lr"] == 0.001
+    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3}, {until: 2, lr: 1e-3}]"]) == 2
+    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, rate: 1}]"]) == 2
+    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "rl_round_rows=1"]) == 2  # rounds would share rows

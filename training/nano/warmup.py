@@ -56,6 +56,9 @@ class WarmupConfig:
     # `steps` (a run that plateaued at constant lr is noise-limited; decaying it lowers that floor).
     decay_from: int | None = None
     final_lr: float = 5e-5
+    # The cosine's end when it is not `steps`: a run that stops mid-cosine (and is continued with other
+    # settings, as the shipped warm-up switched its answer read-out on at step 1,800) keeps its schedule.
+    decay_until: int | None = None
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     aux_weight: float = 1.0
@@ -101,12 +104,13 @@ def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
 
 
 def learning_rate(config: WarmupConfig, step: int) -> float:
-    """Linear ramp over warmup_steps, then constant, or a cosine from decay_from to final_lr at config.steps."""
+    """Linear ramp over warmup_steps, then constant, or a cosine from decay_from to final_lr at decay_until
+    (default: config.steps), final_lr after it."""
     lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
-    start = config.decay_from
-    if start is None or step < start or config.steps <= start:
+    start, end = config.decay_from, config.decay_until or config.steps
+    if start is None or step < start or end <= start:
         return lr
-    t = min(1.0, (step - start) / (config.steps - start))
+    t = min(1.0, (step - start) / (end - start))
     return config.final_lr + (lr - config.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
