@@ -81,3 +81,23 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3}, {until: 2, lr: 1e-3}]"]) == 2
     assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, rate: 1}]"]) == 2
     assert main(["--recipe", "nano", f"out={out}", "scale=ci", "rl_round_rows=1"]) == 2  # rounds would share rows
+    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3, vision_steps: 5}]"]) == 2
+
+    # A leg may start with vision pre-training (nano-vision): a fifth leg on a copy of the warm-up folder.
+    import shutil
+
+    from training.nano.recipe import WarmupLeg, nano_recipe, run_warmup_legs
+
+    shutil.copytree(out / "warmup", tmp_path / "more" / "warmup")
+    shutil.copytree(out / "init", tmp_path / "more" / "init")
+    (tmp_path / "more" / "warmup" / "DONE").unlink()
+    more = nano_recipe(str(tmp_path / "more"), "ci", warmup_legs=CI_WARMUP + (
+        WarmupLeg(5, 2e-4, answer_weight=1.0, vision_steps=2),))
+    run_warmup_legs(more, tmp_path / "more", progress=False)
+    vision_log = [json.loads(line) for line in (tmp_path / "more" / "warmup" / "vision-pretrain.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in vision_log] == [0, 1, 2] and "kind_acc" in vision_log[-1]
+    assert torch.load(tmp_path / "more" / "warmup" / "checkpoint" / "state.pt", weights_only=True)["step"] == 5
+    assert (tmp_path / "more" / "warmup" / "vision-before-5.done").exists()
+    (tmp_path / "more" / "warmup" / "vision-before-5.done").unlink()  # a vision step after its leg: refused
+    with pytest.raises(ValueError, match="past the leg"):
+        run_warmup_legs(more, tmp_path / "more", progress=False)
