@@ -1,6 +1,6 @@
-"""`star-train --recipe nano` at CI scale: every stage for a few steps (data, init, warm-up, SAM 2,
-GRPO, REST, export), then the engine answers a query with the bundle it produced; a second run skips
-every stage."""
+"""`star-train --recipe nano` at CI scale: every stage for a few steps (data, init, the warm-up's four
+legs, SAM 2, two RL rounds of GRPO + REST, export), then the engine answers a query with the bundle it
+produced; a second run skips every stage; a warm-up leg that starts with vision pre-training."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     more = nano_recipe(str(tmp_path / "more"), "ci", warmup_legs=CI_WARMUP + (
         WarmupLeg(5, 2e-4, answer_weight=1.0, vision_steps=2),))
     run_warmup_legs(more, tmp_path / "more", progress=False)
-    vision_log = [json.loads(line) for line in (tmp_path / "more" / "warmup" / "vision-pretrain.jsonl").read_text().splitlines()]
+    vision_log = (tmp_path / "more" / "warmup" / "vision-pretrain.jsonl").read_text().splitlines()
+    vision_log = [json.loads(line) for line in vision_log]
     assert [r["step"] for r in vision_log] == [0, 1, 2] and "kind_acc" in vision_log[-1]
     assert torch.load(tmp_path / "more" / "warmup" / "checkpoint" / "state.pt", weights_only=True)["step"] == 5
     assert (tmp_path / "more" / "warmup" / "vision-before-5.done").exists()

@@ -44,8 +44,8 @@ class WarmupLeg:
         known = {f.name for f in fields(cls)}
         if set(value) - known:
             raise ValueError(f"unknown warm-up leg setting(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-        kinds = {"until": int, "decay_from": int, "decay_until": int, "vision_steps": int, "lr": float, "final_lr": float,
-                 "answer_weight": float, "label_weight": float, "kind_weight": float}
+        kinds = {"until": int, "decay_from": int, "decay_until": int, "vision_steps": int, "lr": float,
+                 "final_lr": float, "answer_weight": float, "label_weight": float, "kind_weight": float}
         try:
             parsed = {k: (kinds[k](v) if k in kinds and v is not None else v) for k, v in value.items()}
         except (TypeError, ValueError):
@@ -201,9 +201,9 @@ def _merge(model: Path, adapter: Path, base: Path) -> None:
 
 def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> None:
     """The leg's vision pre-training, once: it saves back at the same step, so a marker says it ran."""
-    from .vision_pretrain import VisionPretrain, VisionPretrainConfig
-
     import torch
+
+    from .vision_pretrain import VisionPretrain, VisionPretrainConfig
 
     done = out / "warmup" / f"vision-before-{leg.until}.done"
     if done.exists():
@@ -289,8 +289,9 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
 
         ckpt = out / "sam" / "checkpoint"
         code = export_main(["bundle", "--model", str(model), "--adapter", str(final_adapter), "--quant", r.quant,
-                            "--frame", "pixels-224", "--prompt-family", "star", "--output-f32", "--checkpoint", str(ckpt / "sam2_nano.pt"),
-                            "--config", str(ckpt / "sam2_nano.yaml"), "--out", str(out / "bundle"), "--name", "nano",
+                            "--frame", "pixels-224", "--prompt-family", "star", "--output-f32",
+                            "--checkpoint", str(ckpt / "sam2_nano.pt"), "--config", str(ckpt / "sam2_nano.yaml"),
+                            "--out", str(out / "bundle"), "--name", "nano",
                             *(["--answer-grammar"] if r.answer_grammar else []),
                             "--vote-temperature", str(r.vote_temperature)])
         if code:
