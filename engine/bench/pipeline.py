@@ -17,14 +17,22 @@ def measure(reasoner, image, query: str, counts: list[int], repeat: int, max_new
     from ..pipeline import sampling_for
 
     rows = []
+    cache = getattr(reasoner.segmenter, "cache", None)
     for n in counts:
         runs = []
-        for r in range(repeat + 1):  # the first run warms caches and is dropped
+        for r in range(repeat + 1):  # the first run warms the runtime (allocations, kernels) and is dropped
+            # Every run re-asks the same image: without this the SAM encoder would be an embedding-cache hit
+            # after the first run and report ~0 ms (`bench segment` measures the encoder on its own).
+            hits = cache.hits if cache is not None else 0
+            if cache is not None:
+                cache.clear()
             result = reasoner.run(image, query, n, sampling=sampling_for(n, seed=r, max_new_tokens=max_new_tokens))
             runs.append(asdict(result.timings) | {"objects": len(result.object_masks),
-                                                  "ok": sum(s.status == "ok" for s in result.samples)})
+                                                  "ok": sum(s.status == "ok" for s in result.samples),
+                                                  "sam_cache_hits": (cache.hits if cache is not None else 0) - hits})
         runs = runs[1:]
-        row = {"n": n, **{k: statistics.median(run[k] for run in runs) for k in (*STAGES, "decode_tokens", "objects", "ok")}}
+        row = {"n": n, **{k: statistics.median(run[k] for run in runs)
+                          for k in (*STAGES, "decode_tokens", "objects", "ok", "sam_cache_hits")}}
         rows.append(row)
     base = rows[0]["total_ms"] if rows and rows[0]["n"] == 1 else None
     for row in rows:

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+from tests.models import require
+
 
 def star(*args):
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=600)
@@ -31,6 +33,27 @@ def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
     pipeline = results["pipeline"]["rows"]
     assert [r["n"] for r in pipeline] == [1, 8] and pipeline[0]["vs_n1"] == 1.0
     assert all(r["total_ms"] >= r["decode_ms"] for r in pipeline)
+    assert all(r["sam_cache_hits"] == 0 for r in pipeline)
+
+
+def test_pipeline_bench_embeds_the_scene_in_every_run():
+    """The bench re-asks one image: each run must still pay the SAM encoder (the cache's own counters), as a
+    user's first query on a new image does, or its table would show the encoder at ~0 ms."""
+    require("llama_cpp")
+    require("onnxruntime")
+    from engine.bench.pipeline import measure
+    from engine.pipeline import load_reasoner
+    from engine.samples import sample_scene
+
+    image, query = sample_scene()
+    reasoner = load_reasoner(None, device="cpu", threads=1, max_samples=1, max_new_tokens=96)
+    try:
+        (row,) = measure(reasoner, image, query, [1], repeat=2, max_new_tokens=96)
+    finally:
+        reasoner.close()
+    assert row["objects"] >= 1  # the nano bundle answers the sample query with an object, so SAM runs
+    assert row["sam_cache_hits"] == 0 and row["sam_encode_ms"] > 1.0
+    assert reasoner.segmenter.cache.misses == 3  # the warm-up run and both measured runs embedded
 
 
 def test_no_bundle_and_no_bundled_model_says_what_to_do(tmp_path, monkeypatch):
