@@ -199,35 +199,46 @@ def _merge(model: Path, adapter: Path, base: Path) -> None:
     replace_dir(tmp, base)
 
 
-def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> None:
-    """The leg's vision pre-training, once: it saves back at the same step, so a marker says it ran."""
+def _checkpoint_step(out: Path) -> int:
+    """The step of OUT/warmup's checkpoint, 0 before the first save."""
     import torch
 
+    state = out / "warmup" / "checkpoint" / "state.pt"
+    return int(torch.load(state, weights_only=True)["step"]) if state.is_file() else 0
+
+
+def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> None:
+    """The leg's vision pre-training (it saves back at the same step, so a marker says it ran)."""
     from .vision_pretrain import VisionPretrain, VisionPretrainConfig
 
-    done = out / "warmup" / f"vision-before-{leg.until}.done"
-    if done.exists():
-        return
-    state = torch.load(out / "warmup" / "checkpoint" / "state.pt", weights_only=True)
-    if int(state["step"]) >= leg.until:  # the leg trained before this setting was added: not retroactively
-        raise ValueError(f"the warm-up is at step {state['step']}, past the leg to step {leg.until} that asks for "
-                         "vision pre-training first: start it in a fresh folder")
     full = leg.vision_steps >= 100
     VisionPretrain(VisionPretrainConfig(str(out / "warmup"), steps=leg.vision_steps, batch=32 if full else 2,
                                         eval_scenes=96 if full else 2, ramp_steps=50 if full else 1,
                                         threads=r.threads)).run(progress=progress)
-    done.write_text("")
+    _vision_marker(out, leg).write_text("")
+
+
+def _vision_marker(out: Path, leg: WarmupLeg) -> Path:
+    return out / "warmup" / f"vision-before-{leg.until}.done"
 
 
 def run_warmup_legs(r: NanoRecipe, out: Path, *, progress: bool = True) -> None:
-    """Every warm-up leg in OUT/warmup, then OUT/warmup/DONE. A leg resumes from the folder's checkpoint;
-    one already past its end trains nothing, so an interrupted warm-up goes on inside the leg it stopped in."""
+    """Every warm-up leg in OUT/warmup, then OUT/warmup/DONE. A leg resumes from the folder's checkpoint and
+    legs already past are skipped (no model load), so an interrupted warm-up goes on inside the leg it stopped in."""
     from .warmup import Warmup
 
+    step = _checkpoint_step(out)
     for leg in r.warmup_legs:
-        if leg.vision_steps:
+        pending_vision = leg.vision_steps and not _vision_marker(out, leg).exists()
+        if step >= leg.until:
+            if pending_vision:  # the leg trained before this setting was added: not retroactively
+                raise ValueError(f"the warm-up is at step {step}, past the leg to step {leg.until} that asks for "
+                                 "vision pre-training first: start it in a fresh folder")
+            continue
+        if pending_vision:
             _vision_step(r, out, leg, progress)
         Warmup(_warmup_config(r, out, leg)).run(progress=progress)
+        step = leg.until
     (out / "warmup" / "DONE").write_text("")
 
 
