@@ -38,23 +38,36 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     # Round 2 trained a fresh LoRA on round 1's merged policy, on rows round 1 did not see.
     from safetensors.torch import load_file
 
-    merged = load_file(out / "round2" / "base" / "model.safetensors")
     warm = load_file(out / "warmup" / "checkpoint" / "model.safetensors")
-    adapter_dir = out / "stage2" / "adapter"
-    lora = load_file(adapter_dir / "adapter_model.safetensors")
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    expected = dict(warm)
-    for key in (k for k in lora if ".lora_A." in k):  # by hand: W + (alpha / r) B A on the module's weight
-        module = key.split(".lora_A.")[0]
-        (target,) = [k for k in warm if k.endswith(module[module.index("layers."):] + ".weight")]
-        expected[target] = warm[target] + config["lora_alpha"] / config["r"] * (
-            lora[key.replace(".lora_A.", ".lora_B.")] @ lora[key])
-    assert len(lora) and set(merged) == set(warm)
+    merged = load_file(out / "round2" / "base" / "model.safetensors")
+    expected = _merged_by_hand(warm, out / "stage2" / "adapter")
+    assert set(merged) == set(warm)
     assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in warm)
     assert not (out / "round2" / "base" / "state.pt").exists()
     round2 = json.loads((out / "round2" / "stage1" / "recipe.json").read_text())
     assert round2["skip"] == 8 and round2["model"] == str(out / "round2" / "base")
     assert (out / "round2" / "stage2" / "adapter" / "adapter_model.safetensors").is_file()
+    # A few CI steps may leave LoRA B at its zero init, where "merged" equals "not merged": the round's merge
+    # again, on round 1's adapter with every B set to seeded random values.
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from training.nano.recipe import _merge
+
+    nonzero = tmp_path / "nonzero-adapter"
+    shutil.copytree(out / "stage2" / "adapter", nonzero)
+    lora = load_file(nonzero / "adapter_model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    lora = {k: torch.randn(v.shape, generator=generator) * 0.1 if ".lora_B." in k else v for k, v in lora.items()}
+    save_file(lora, nonzero / "adapter_model.safetensors")
+    _merge(out / "warmup" / "checkpoint", nonzero, tmp_path / "base")
+    merged = load_file(tmp_path / "base" / "model.safetensors")
+    expected = _merged_by_hand(warm, nonzero)
+    changed = [k for k in warm if not torch.equal(expected[k], warm[k])]
+    assert len(changed) == sum(".lora_A." in k for k in lora) > 0
+    assert all(torch.allclose(merged[k], expected[k], atol=1e-5) for k in warm)
+    assert not (tmp_path / "base" / "state.pt").exists() and not (tmp_path / "base.tmp").exists()
     manifest = json.loads((out / "bundle" / "bundle.json").read_text())
     assert manifest["policy"]["frame"] == "pixels-224" and manifest["policy"]["prompt_family"] == "star"
     assert manifest["policy"]["answer_grammar"] is True  # the recipe's measured choice of decoding
@@ -84,8 +97,6 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3, vision_steps: 5}]"]) == 2
 
     # A leg may start with vision pre-training (nano-vision): a fifth leg on a copy of the warm-up folder.
-    import shutil
-
     from training.nano.recipe import WarmupLeg, nano_recipe, run_warmup_legs
 
     shutil.copytree(out / "warmup", tmp_path / "more" / "warmup")
@@ -102,3 +113,20 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     (tmp_path / "more" / "warmup" / "vision-before-5.done").unlink()  # a vision step after its leg: refused
     with pytest.raises(ValueError, match="past the leg"):
         run_warmup_legs(more, tmp_path / "more", progress=False)
+
+
+def _merged_by_hand(warm: dict, adapter_dir) -> dict:
+    """W + (alpha / r) B A on each adapted module's weight, read from the adapter's own files."""
+    import torch
+    from safetensors.torch import load_file
+
+    lora = load_file(adapter_dir / "adapter_model.safetensors")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert lora
+    expected = dict(warm)
+    for key in (k for k in lora if ".lora_A." in k):
+        module = key.split(".lora_A.")[0]
+        (target,) = [k for k in warm if k.endswith(module[module.index("layers."):] + ".weight")]
+        expected[target] = warm[target] + config["lora_alpha"] / config["r"] * (
+            lora[key.replace(".lora_A.", ".lora_B.")].to(torch.float32) @ lora[key].to(torch.float32)).to(warm[target].dtype)
+    return expected
