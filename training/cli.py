@@ -73,7 +73,7 @@ def _nano_vision(args) -> int:
 
     config = VisionPretrainConfig(args.warmup, steps=args.steps, batch=args.batch, lr=args.lr, final_lr=args.final_lr,
                                   shapes_share=args.shapes_share, eval_every=args.eval_every,
-                                  eval_scenes=args.eval_scenes, threads=args.threads)
+                                  eval_scenes=args.eval_scenes, seed=args.seed, threads=args.threads)
     out = VisionPretrain(config).run(progress=not args.quiet)
     print(f"nano policy with the pre-trained vision tower -> {out} (continue with star-train nano-warmup)")
     return 0
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes-share", type=float, default=0.5, help="share of scenes holding geometric shapes only")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-scenes", type=int, default=96)
+    p.add_argument("--seed", type=int, default=13,
+                   help="the training scenes (a second run wants another seed, or it sees the same scenes again)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_vision)

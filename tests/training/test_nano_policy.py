@@ -132,6 +132,10 @@ def test_vision_pretraining_changes_only_the_tower_and_the_warmup_continues(nano
     settings = (ckpt / "warmup.json").read_text()
     before = Warmup(cfg).model.state_dict()
     before = {k: v.clone() for k, v in before.items()}
+    import shutil
+
+    for copy in ("same-seed", "other-seed"):
+        shutil.copytree(tmp_path / "run", tmp_path / copy)
     assert main(["nano-vision", "--warmup", str(tmp_path / "run"), "--steps", "3", "--batch", "2", "--lr", "1e-2",
                  "--eval-every", "3", "--eval-scenes", "4", "--quiet"]) == 0
     after = Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 2}))
@@ -143,6 +147,14 @@ def test_vision_pretraining_changes_only_the_tower_and_the_warmup_continues(nano
     log = [json.loads(line) for line in (tmp_path / "run" / "vision-pretrain.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 1, 2, 3]
     assert all(0.0 <= r["kind_acc"] <= 1.0 for r in log if "kind_acc" in r) and "kind_acc" in log[-1]
+    # --seed draws the training scenes: step 1's loss (before any update) repeats with the default seed only
+    first_loss = {}
+    for copy, seed in (("same-seed", "13"), ("other-seed", "14")):
+        assert main(["nano-vision", "--warmup", str(tmp_path / copy), "--steps", "1", "--batch", "2", "--seed", seed,
+                     "--eval-scenes", "2", "--quiet"]) == 0
+        first_loss[copy] = json.loads((tmp_path / copy / "vision-pretrain.jsonl").read_text().splitlines()[1])["loss"]
+    assert first_loss["same-seed"] == pytest.approx(log[1]["loss"], rel=1e-5)
+    assert first_loss["other-seed"] != pytest.approx(log[1]["loss"], rel=1e-3)
     after.run(progress=False)  # the warm-up goes on from the new tower
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
 

@@ -33,6 +33,7 @@ class WarmupLeg:
     # > 0: before the leg, the vision tower alone is pre-trained this many steps (`star-train nano-vision`:
     # shape-heavy scenes; val kind accuracy 0.67 -> 0.79 in 1,200 steps, README "Tried in session 13").
     vision_steps: int = 0
+    vision_seed: int = 13  # its training scenes: a second vision leg wants another, or it sees the same scenes
 
     @classmethod
     def parse(cls, value) -> "WarmupLeg":
@@ -44,8 +45,8 @@ class WarmupLeg:
         known = {f.name for f in fields(cls)}
         if set(value) - known:
             raise ValueError(f"unknown warm-up leg setting(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-        kinds = {"until": int, "decay_from": int, "decay_until": int, "vision_steps": int, "lr": float,
-                 "final_lr": float, "answer_weight": float, "label_weight": float, "kind_weight": float}
+        kinds = {"until": int, "decay_from": int, "decay_until": int, "vision_steps": int, "vision_seed": int,
+                 "lr": float, "final_lr": float, "answer_weight": float, "label_weight": float, "kind_weight": float}
         try:
             parsed = {k: (kinds[k](v) if k in kinds and v is not None else v) for k, v in value.items()}
         except (TypeError, ValueError):
@@ -214,7 +215,7 @@ def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> No
     full = leg.vision_steps >= 100
     VisionPretrain(VisionPretrainConfig(str(out / "warmup"), steps=leg.vision_steps, batch=32 if full else 2,
                                         eval_scenes=96 if full else 2, ramp_steps=50 if full else 1,
-                                        threads=r.threads)).run(progress=progress)
+                                        seed=leg.vision_seed, threads=r.threads)).run(progress=progress)
     _vision_marker(out, leg).write_text("")
 
 
