@@ -117,7 +117,6 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
 
 def _merged_by_hand(warm: dict, adapter_dir) -> dict:
     """W + (alpha / r) B A on each adapted module's weight, read from the adapter's own files."""
-    import torch
     from safetensors.torch import load_file
 
     lora = load_file(adapter_dir / "adapter_model.safetensors")
@@ -128,5 +127,5 @@ def _merged_by_hand(warm: dict, adapter_dir) -> dict:
         module = key.split(".lora_A.")[0]
         (target,) = [k for k in warm if k.endswith(module[module.index("layers."):] + ".weight")]
         expected[target] = warm[target] + config["lora_alpha"] / config["r"] * (
-            lora[key.replace(".lora_A.", ".lora_B.")].to(torch.float32) @ lora[key].to(torch.float32)).to(warm[target].dtype)
+            lora[key.replace(".lora_A.", ".lora_B.")] @ lora[key])
     return expected
