@@ -102,6 +102,28 @@ def run_verify(args) -> int:
     return code
 
 
+def run_import(args) -> int:
+    from engine.bundle import load_bundle
+    from engine.errors import ModelFileError
+
+    from .gguf_import import import_policy
+
+    if args.bundle:
+        bundle = load_bundle(args.bundle)  # checksums verified: a tampered file is refused, not imported
+        spec = bundle.manifest.policy
+        if spec is None:
+            raise ModelFileError(f"{args.bundle} holds no policy")
+        model, mmproj = bundle.path(spec.model), bundle.path(spec.mmproj)
+    elif args.model and args.mmproj:
+        model, mmproj = Path(args.model), Path(args.mmproj)
+    else:
+        raise ModelFileError("star-export import: give --bundle, or --model and --mmproj")
+    result = import_policy(model, mmproj, args.like, args.out)
+    types = ", ".join(f"{n} from {t}" for t, n in sorted(result.gguf_types.items()))
+    _log(f"wrote {result.tensors} tensors to {result.out_dir} (GGUF tensors: {types})")
+    return 0
+
+
 def _policy_args(p) -> None:
     p.add_argument("--model", required=True, help="Hugging Face folder (Qwen2.5-VL or Qwen3-VL)")
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
@@ -159,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true", help="do not write the results into bundle.json")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_verify)
+    p = sub.add_parser("import", help="a bundle's policy (GGUF + mmproj) back to a Hugging Face folder, to train on")
+    p.add_argument("--bundle", help="bundle folder (its policy files, checksums verified)")
+    p.add_argument("--model", help="or: the language model GGUF (F32 / F16 / BF16 / Q8_0 tensors)")
+    p.add_argument("--mmproj", help="and its vision projector GGUF")
+    p.add_argument("--like", required=True,
+                   help="a Hugging Face folder of the same architecture: config, tokenizer and image processor are "
+                        "copied from it (its weights are not used)")
+    p.add_argument("--out", required=True, help="the Hugging Face folder to write (float32 safetensors)")
+    p.set_defaults(run=run_import)
     return parser
 
 

@@ -70,17 +70,24 @@ def training_row(query: str, image, instances: list[np.ndarray], *, family: str,
     }
 
 
-def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, skip: int = 0):
+def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, skip: int = 0,
+              reasoning_types: list[str] | tuple[str, ...] = ()):
+    """Training rows from row `skip` on: `limit` of them at most, only of `reasoning_types` when given
+    (a row without a reasoning_type never matches a filter)."""
     from engine.data import open_dataset
     from engine.rle import decode
 
     reader = open_dataset("hf", data)
     instances = _instance_column(data)
+    kept = 0
     for i, sample in enumerate(reader):
         if i < skip:
             continue
-        if limit is not None and i >= skip + limit:
+        if limit is not None and kept >= limit:
             break
+        if reasoning_types and sample.meta.get("reasoning_type") not in reasoning_types:
+            continue
+        kept += 1
         if instances[i]:
             masks = [decode(r) for r in json.loads(instances[i])]
         else:
@@ -97,7 +104,8 @@ def build_dataset(recipe):
                          "solution": Value("string"), "solution_masks": Value("string"),
                          "answer_grid": Value("int32")})
     rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit,
-                          skip=recipe.skip))
+                          skip=recipe.skip, reasoning_types=recipe.reasoning_types))
     if not rows:
-        raise ValueError(f"{recipe.data} holds no training rows" + (f" after row {recipe.skip}" if recipe.skip else ""))
+        raise ValueError(f"{recipe.data} holds no training rows" + (f" after row {recipe.skip}" if recipe.skip else "")
+                         + (f" of types {recipe.reasoning_types}" if recipe.reasoning_types else ""))
     return Dataset.from_list(rows, features=features)

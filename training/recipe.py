@@ -39,6 +39,9 @@ class Recipe:
     reward_empty_match: bool = False    # score a correct "no object" answer (worlds with no-target queries)
     skip: int = 0                       # rows before this one are not used (a later RL round's fresh rows)
     limit: int | None = None            # this many rows (after `skip`) only
+    # Only rows of these ReasonSeg-X reasoning types (e.g. a round aimed at the comparative queries a policy
+    # fails most); skip counts every row, limit the rows kept. Empty: every row.
+    reasoning_types: list[str] = field(default_factory=list)
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int | None = 3
@@ -54,6 +57,8 @@ class Recipe:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.skip < 0:
             raise ValueError(f"skip must be >= 0, got {self.skip}")
+        if isinstance(self.reasoning_types, str):
+            self.reasoning_types = [self.reasoning_types]
         if self.rest_keep is not None and not 0 < self.rest_keep <= self.num_generations:
             raise ValueError(f"rest_keep must be in 1..num_generations ({self.num_generations}), got {self.rest_keep}")
 

@@ -106,6 +106,29 @@ def test_training_rows_skip_and_limit_follow_the_parquet_order(nano_rows):
         Recipe(model="m", data="d", output_dir="o", skip=-1)
 
 
+def test_training_rows_of_chosen_reasoning_types(tmp_path):
+    """reasoning_types keeps only rows of those types: skip counts every row, limit the rows kept."""
+    import pyarrow.parquet as pq
+
+    from engine.protocol import build_prompt
+    from training.grpo_data import build_dataset
+    from training.nano.dataset import NanoConfig, write_split
+    from training.nano.queries import COMPARATIVE, PURPOSE
+
+    write_split(tmp_path, "train", 16, NanoConfig(image_size=112, frame="pixels-112"))
+    table = pq.read_table(next(tmp_path.glob("*.parquet")), columns=["text", "reasoning_type"]).to_pylist()
+    wanted = (COMPARATIVE, PURPOSE)
+    expected = [r["text"] for r in table[3:] if r["reasoning_type"] in wanted][:3]
+    assert len(expected) == 3 and len({r["reasoning_type"] for r in table}) > 2  # the filter has work to do
+    recipe = Recipe(model="m", data=str(tmp_path), output_dir="o", frame="pixels-112", prompt_family="star",
+                    skip=3, limit=3, reasoning_types=list(wanted))
+    prompts = [row["prompt"][1]["content"] for row in build_dataset(recipe)]
+    assert prompts == [build_prompt(q, "star", training=True) for q in expected]
+    with pytest.raises(ValueError, match="of types"):
+        build_dataset(Recipe(model="m", data=str(tmp_path), output_dir="o", frame="pixels-112",
+                             reasoning_types="no such type"))
+
+
 def _length_reward(prompts, completions, **_):
     """A reward with spread (random completions score 0 on StAR's terms), so updates are not all zero."""
     from training.rewards import completion_text
