@@ -168,3 +168,13 @@ def test_shipped_nano_bundle_imports_to_its_own_logits(tmp_path, capsys):
     assert main(["verify", str(bundle), "--reference", str(out)]) == 0
     text = capsys.readouterr().out
     assert "PASS  policy parity" in text
+
+
+def test_import_command_needs_its_files(tmp_path, capsys):
+    from export.cli import main
+
+    assert main(["import", "--like", str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
+    assert "give --bundle, or --model and --mmproj" in capsys.readouterr().err
+    assert main(["import", "--bundle", str(tmp_path), "--like", str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
