@@ -6,7 +6,8 @@ llama.cpp's tensor names and rearrangements (fused QKV split, Conv3D patch embed
 it asks the converter itself. A probe model of the same config is converted twice at F32, once with
 every value set to its tensor's number and once to its position inside the tensor, so each GGUF value
 says exactly which Hugging Face value it came from. The real GGUF values are then put back there. A
-converter that computes anything instead of moving values shows up as non-integer probes: refused.
+converter that computes anything instead of moving values shows up as non-integer, odd or out-of-range
+probes: refused.
 
 The config, tokenizer and image processor come from a `--like` folder of the same architecture (the
 GGUF's vocabulary is checked against it); the weights come only from the GGUF files.
@@ -121,9 +122,10 @@ def import_policy(model_gguf: str | Path, mmproj_gguf: str | Path, like: str | P
         types: dict[str, int] = {}
         for part in ("model", "mmproj"):
             ids, pos, values = probes["id"][part], probes["pos"][part], real[part]
-            missing = sorted(set(ids.tensors) - set(values.tensors))
-            if missing:
-                raise ModelFileError(f"{values.path.name} lacks {missing[0]} (and {len(missing) - 1} more): not a "
+            missing, extra = sorted(set(ids.tensors) - set(values.tensors)), sorted(set(values.tensors) - set(ids.tensors))
+            if missing or extra:
+                what = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which the --like config does not have,"
+                raise ModelFileError(f"{values.path.name} {what} (and {len(missing) + len(extra) - 1} more): not a "
                                      f"{source.family} policy of the --like folder's config")
             for gname in ids.tensors:
                 _place(gname, ids.read(gname), pos.read(gname), values, names, weights)

@@ -150,6 +150,12 @@ def test_import_refuses_a_like_folder_of_another_config(tiny_qwen, tiny_qwen_ggu
     (like / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="shape"):
         import_policy(tiny_qwen_gguf.model_f32, tiny_qwen_gguf.mmproj, like, tmp_path / "hf")
+    config["text_config"]["intermediate_size"] = 128
+    config["text_config"]["num_hidden_layers"] = 1  # the GGUF's second layer would be dropped silently
+    config["text_config"]["layer_types"] = config["text_config"]["layer_types"][:1]
+    (like / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"holds blk\.1\..*which the --like config does not have"):
+        import_policy(tiny_qwen_gguf.model_f32, tiny_qwen_gguf.mmproj, like, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
 
