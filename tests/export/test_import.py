@@ -184,3 +184,12 @@ def test_import_command_needs_its_files(tmp_path, capsys):
     assert main(["import", "--bundle", str(tmp_path), "--like", str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
     assert "not a bundle" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
+
+
+def test_import_refuses_a_like_folder_with_another_vocabulary(tiny_qwen_gguf, tmp_path):
+    """The tiny model's GGUF with the nano policy's folder as --like: the tokenizers differ."""
+    from export.gguf_import import import_policy
+
+    like = REPO / "training" / "nano" / "checkpoints" / "warmup-3000"
+    with pytest.raises(ModelFileError, match="vocabulary differs"):
+        import_policy(tiny_qwen_gguf.model_f32, tiny_qwen_gguf.mmproj, like, tmp_path / "hf")
