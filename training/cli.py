@@ -88,7 +88,7 @@ def _nano_warmup(args) -> int:
                           coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
                           decay_until=args.decay_until,
                           answer_weight=args.answer_weight, attn_weight=args.attn_weight,
-                          label_weight=args.label_weight, kind_weight=args.kind_weight,
+                          label_weight=args.label_weight, kind_weight=args.kind_weight, trace=args.trace,
                           name_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.name_heads),
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
@@ -110,6 +110,8 @@ def _nano_sam(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
+    from .nano.dataset import TRACES  # numpy and PIL only: the parser stays quick to build
+
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
     p.add_argument("--out", required=True)
@@ -165,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name-heads", nargs="*", default=[], metavar="LAYER.HEAD",
                    help="attention heads trained to look from each token that names an object at its image tokens")
     p.add_argument("--kind-weight", type=float, default=1.0, help="multiplies the vision tokens' kind loss")
+    p.add_argument("--trace", choices=TRACES, default="short",
+                   help="the completions' reasoning: 'short' (the query's steps) or 'listed' (every object with its "
+                        "box, left to right, first; sizes too for size comparisons)")
     p.add_argument("--answer-weight", type=float, default=0.0,
                    help="> 0: a linear read-out of the final state regresses each answer coordinate (L1)")
     p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",

@@ -92,6 +92,53 @@ def test_label_mentions_by_hand():
     assert label_mentions("<think> I see nothing like that in the image. </think> <answer>[]</answer>", scene, []) == []
 
 
+def test_label_mentions_in_a_listed_trace_by_hand():
+    """Inside the listing steps the n-th mention of a repeated label is the n-th listed object with it."""
+    from training.nano.aux_targets import label_mentions
+    from training.nano.dataset import LISTING, SIZES
+
+    scene = _scene(_obj(0, "ball", "red", 60, 5), _obj(1, "ball", "red", 5, 5), _obj(2, "car", "blue", 40, 60))
+    text = (f'<think> {LISTING}a red ball [5,5,15,15], a blue car [40,60,50,70], a red ball [60,5,70,15]. '
+            f'{SIZES}the red ball 10, the blue car 10, the red ball 10. The red ball covers the most area. </think> '
+            '<answer>[]</answer>')
+    got = [(m.start, m.object_index) for m in label_mentions(text, scene, [], [1, 2, 0], (LISTING, SIZES))]
+    balls = [i for i in range(len(text)) if text.startswith("red ball", i)]
+    assert len(balls) == 5
+    assert got == sorted([(balls[0], 1), (balls[1], 0), (balls[2], 1), (balls[3], 0), (text.index("blue car"), 2),
+                          (text.index("the blue car") + 4, 2)])  # the last "red ball" step is not a list: left out
+    assert [m.object_index for m in label_mentions(text, scene, [])] == [2, 2]  # without the listing, cars only
+
+
+def test_listed_trace_by_hand():
+    """Every object, left to right by centroid, with its box in the frame (here half the image's pixels),
+    then its size (sqrt of its area in frame pixels) for size comparisons; then the short trace's steps."""
+    from training.nano.dataset import LISTING, SIZES, _listing_steps
+
+    scene = _scene(_obj(0, "apple", "red", 60, 40), _obj(1, "car", "blue", 5, 40, s=20), _obj(2, "star", "red", 30, 10, s=16))
+    q = Q.comparative(scene, FixedRng([0]), want_empty=False)  # the largest: the 20 x 20 car
+    assert q.targets == [1] and q.sizes
+    listed, steps = _listing_steps(scene, q, 2.0, 2.0)
+    assert [o.id for o in listed] == [1, 2, 0]
+    # boxes inclusive in pixels: car 5..24 x 40..59 -> frame /2 rounded half up: 3, 20, 12, 30
+    assert steps == [LISTING + "a blue car [3,20,12,30], a red star [15,5,23,13], a red apple [30,20,35,25]",
+                     SIZES + "the blue car 10, the red star 8, the red apple 5"]
+    q = Q.comparative(scene, FixedRng([2]), want_empty=False)  # leftmost: no sizes step
+    assert len(_listing_steps(scene, q, 2.0, 2.0)[1]) == 1
+
+
+def test_listed_completion_extends_the_short_one():
+    from training.nano.dataset import LISTING, make_scene_example
+
+    for i in range(12):
+        short = make_scene_example("val", i, NanoConfig())
+        listed = make_scene_example("val", i, NanoConfig(trace="listed"))
+        assert listed.completion.startswith("<think> " + LISTING)
+        assert listed.completion.endswith(short.completion[len("<think> "):])
+        assert sorted(o.id for o in listed.listed) == sorted(o.id for o in listed.scene.objects) and short.listed == []
+    with pytest.raises(ValueError, match="trace"):
+        NanoConfig(trace="long")
+
+
 def test_ambiguous_comparisons_are_refused():
     scene = _scene(_obj(0, "apple", "red", 5, 40), _obj(1, "car", "blue", 50, 40))  # same size
     assert Q.comparative(scene, FixedRng([0]), want_empty=False) is None
@@ -105,8 +152,9 @@ def test_compositional_corner_count():
     assert q.targets == [3] and "three circles" in q.steps[0]
 
 
-def test_rows_round_trip_through_reader_parser_and_rewards(tmp_path):
-    config = NanoConfig(image_size=160, frame="pixels-80")
+@pytest.mark.parametrize("trace", ["short", "listed"])
+def test_rows_round_trip_through_reader_parser_and_rewards(tmp_path, trace):
+    config = NanoConfig(image_size=160, frame="pixels-80", trace=trace)
     paths = write_split(tmp_path, "val", 30, config, rows_per_file=16)
     assert len(paths) == 2 and all(p.exists() for p in paths)
     samples = list(open_dataset("reasonseg-x", tmp_path))

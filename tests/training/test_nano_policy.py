@@ -288,27 +288,46 @@ def test_attention_supervision_by_hand(nano_small, tmp_path):
     T = ids.shape[1]
     uniform = torch.full((2, 2, T, T), 1.0 / T)
     got = w.attention_loss([None, uniform], ids, at, targets["pointers"])["aux_attn"]
-    sizes = [len(c) for ex in targets["pointers"] for c in ex for _ in range(6)]
+    assert [len(p) for p in targets["pointers"]] == [6 * len(ex.targets) for ex in examples]
+    sizes = [len(c) for ex in targets["pointers"] for c in ex]
     assert float(got) == pytest.approx(float(np.mean([-np.log(n / T) for n in sizes])), rel=1e-5)
     losses = w.losses(enc, targets)  # the real forward pass (eager attention) gives a finite loss
     assert np.isfinite(losses["aux_attn"].item()) and losses["aux_attn"].item() > 0
 
+    # A listed trace: 4 coordinates per listed object, left to right, then 6 per target; each must line
+    # up with a coordinate token of the row, or the loss would skip the row.
+    listed = [w.examples("val", i, 1, NanoConfig(image_size=112, frame="pixels-112", trace="listed"))[0] for i in range(2)]
+    enc, targets = w.batch(listed)
+    at = w.coords.answer_positions(enc["input_ids"][:, :-1], enc["labels"][:, 1:])
+    for b, ex in enumerate(listed):
+        leftmost = min(ex.scene.objects, key=lambda o: o.centroid[0])
+        assert len(targets["pointers"][b]) == 4 * len(ex.scene.objects) + 6 * len(ex.targets) == int(at[b].sum())
+        assert all(c.tolist() == object_cells(leftmost.mask, 112).tolist() for c in targets["pointers"][b][:4])
+    T = enc["input_ids"].shape[1]
+    got = w.attention_loss([None, torch.full((2, 2, T, T), 1.0 / T)], enc["input_ids"], at, targets["pointers"])["aux_attn"]
+    sizes = [len(c) for ex in targets["pointers"] for c in ex]
+    assert float(got) == pytest.approx(float(np.mean([-np.log(n / T) for n in sizes])), rel=1e-5)
 
-def test_naming_supervision_by_hand(nano_small, tmp_path):
+
+@pytest.mark.parametrize("trace", ["short", "listed"])
+def test_naming_supervision_by_hand(nano_small, tmp_path, trace):
     """The rows the naming loss supervises predict exactly the tokens that spell each mentioned object's
     label; with uniform attention the loss is the mean of -log(cells / sequence length) over those rows."""
     torch = require("torch")
     from training.nano.aux_targets import label_mentions, object_cells
-    from training.nano.dataset import NanoConfig
+    from training.nano.dataset import LISTING, SIZES, NanoConfig
     from training.nano.warmup import Warmup, WarmupConfig
 
     w = Warmup(WarmupConfig(str(nano_small), str(tmp_path / "run"), name_heads=((1, 1),), label_weight=1.0, batch=2))
-    examples = [e for i in range(30) if (e := w.examples("val", i, 1, NanoConfig(image_size=112, frame="pixels-112"))[0]).targets][:2]
+    config = NanoConfig(image_size=112, frame="pixels-112", trace=trace)
+    examples = [e for i in range(30) if (e := w.examples("val", i, 1, config)[0]).targets][:2]
     enc, targets = w.batch(examples)
     ids = enc["input_ids"]
     expected = []
     for b, ex in enumerate(examples):
-        mentions = label_mentions(ex.completion, ex.scene, ex.query.targets)
+        mentions = label_mentions(ex.completion, ex.scene, ex.query.targets, [o.id for o in ex.listed], (LISTING, SIZES))
+        if trace == "listed":  # every listed object is named in the listing
+            assert len(mentions) >= len(ex.scene.objects) + 2
         assert len(targets["namings"][b]) == len(mentions) >= 2  # the trace and the answer name each target
         for (rows, cells), m in zip(targets["namings"][b], mentions):
             spelt = w.tokenizer.decode(ids[b, torch.as_tensor(rows) + 1])

@@ -96,11 +96,13 @@ ANSWER_LABEL = '"label": "'
 DESCRIBE = "I see "  # the trace's last step lists the targets in answer order (queries._describe)
 
 
-def label_mentions(completion: str, scene: Scene, target_ids: list[int]) -> list[LabelMention]:
+def label_mentions(completion: str, scene: Scene, target_ids: list[int], listed_ids: list[int] = (),
+                   listing_prefixes: tuple[str, ...] = ()) -> list[LabelMention]:
     """Every place the completion names an object it means: the answer's k-th label is target k; in the
-    trace, a label unique in the scene is that object, and in the final "I see ..." step the n-th mention of
-    a repeated label is the n-th target with that label. Mentions that cannot be pinned to one object
-    (a repeated label outside that step) are left out rather than guessed."""
+    trace, a label unique in the scene is that object, in the final "I see ..." step the n-th mention of
+    a repeated label is the n-th target with that label, and inside a step that starts with one of
+    `listing_prefixes` (a listed trace's object list) the n-th mention is the n-th of `listed_ids` with it.
+    Mentions that cannot be pinned to one object (a repeated label elsewhere) are left out rather than guessed."""
     index_of = {o.id: i for i, o in enumerate(scene.objects)}
     counts: dict[str, int] = {}
     for o in scene.objects:
@@ -113,10 +115,15 @@ def label_mentions(completion: str, scene: Scene, target_ids: list[int]) -> list
         spans = _occurrences(trace, o.label)
         if counts[o.label] == 1:
             mentions += [LabelMention(s, s + len(o.label), index_of[o.id]) for s in spans]
+    lists = _step_spans(trace, listing_prefixes)
     for label in {o.label for o in scene.objects if counts[o.label] > 1}:
         same = [index_of[t] for t in target_ids if scene.objects[index_of[t]].label == label]
         late = [s for s in _occurrences(trace, label) if describe_at >= 0 and s > describe_at]
         mentions += [LabelMention(s, s + len(label), k) for s, k in zip(late, same)]
+        listed = [index_of[t] for t in listed_ids if scene.objects[index_of[t]].label == label]
+        for a, b in lists:
+            inside = [s for s in _occurrences(trace, label) if a <= s < b]
+            mentions += [LabelMention(s, s + len(label), k) for s, k in zip(inside, listed)]
     if answer_at >= 0:  # the answer
         field = answer_at
         for t in target_ids:
@@ -128,6 +135,18 @@ def label_mentions(completion: str, scene: Scene, target_ids: list[int]) -> list
             if completion.startswith(label, field):
                 mentions.append(LabelMention(field, field + len(label), index_of[t]))
     return sorted(mentions, key=lambda m: m.start)
+
+
+def _step_spans(trace: str, prefixes: tuple[str, ...]) -> list[tuple[int, int]]:
+    """[start, end) of every step (up to the next ". ") that begins with one of `prefixes`."""
+    spans = []
+    for prefix in prefixes:
+        at = trace.find(prefix)
+        while at >= 0:
+            end = trace.find(". ", at)
+            spans.append((at, len(trace) if end < 0 else end))
+            at = trace.find(prefix, at + 1)
+    return spans
 
 
 def _occurrences(text: str, word: str) -> list[int]:

@@ -21,6 +21,13 @@ from .queries import REASONING_TYPES, Query, make_query
 from .world import Scene, SceneObject, make_scene
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+# How the warm-up's completion reasons. "short": the query's steps alone (the shipped bundle's warm-up), so
+# a comparison is named in one step with nothing written out. "listed": first every object with its box,
+# left to right (and, for size comparisons, every object's size), then the same steps: the answer is then
+# picked from, and its box copied from, text the trace has already written.
+TRACES = ("short", "listed")
+LISTING = "The objects from left to right: "  # label_mentions pins repeated labels inside these steps by order
+SIZES = "Their sizes: "
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class NanoConfig:
     empty_rate: float = 0.1
     types: tuple[str, ...] = REASONING_TYPES
     max_objects: int | None = None  # None: the world's default (1-6); a curriculum starts lower
+    trace: str = "short"  # one of TRACES
+
+    def __post_init__(self):
+        if self.trace not in TRACES:
+            raise ValueError(f"trace must be one of {TRACES}, got {self.trace!r}")
 
 
 def _to_frame(values: list[int], factor_x: float, factor_y: float) -> list[int]:
@@ -46,6 +58,21 @@ class NanoExample:
     targets: list[SceneObject]
     solution: list[dict]  # [{"bbox_2d", "point_2d"}] in the frame
     completion: str  # reasoning trace + answer, for the supervised warm-up
+    listed: list[SceneObject]  # the objects the trace lists with their boxes, in its order (none in a short trace)
+
+
+def _listing_steps(scene: Scene, query: Query, fx: float, fy: float) -> tuple[list[SceneObject], list[str]]:
+    """The listed trace's first steps: every object and its box in the frame, left to right by centroid
+    (so "leftmost", "left of" read off the order), and its size (sqrt of its area in frame pixels, one
+    coordinate token) when the query compares sizes."""
+    listed = sorted(scene.objects, key=lambda o: o.centroid[0])
+    boxes = [_to_frame(t["bbox_2d"], fx, fy) for t in gt_targets_from_masks([o.mask for o in listed])]
+    items = [f"{'an' if o.label[0] in 'aeiou' else 'a'} {o.label} [{','.join(map(str, b))}]" for o, b in zip(listed, boxes)]
+    steps = [LISTING + ", ".join(items)]
+    if query.sizes:
+        sizes = [int(np.sqrt(o.area / (fx * fy)) + 0.5) for o in listed]
+        steps.append(SIZES + ", ".join(f"the {o.label} {s}" for o, s in zip(listed, sizes)))
+    return listed, steps
 
 
 def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> NanoExample:
@@ -67,9 +94,10 @@ def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()
     solution = [{"bbox_2d": _to_frame(t["bbox_2d"], fx, fy), "point_2d": _to_frame(t["point_2d"], fx, fy)}
                 for t in gt_targets_from_masks([o.mask for o in targets])]
     answer = [{"label": o.label, **s} for o, s in zip(targets, solution)]
-    think = ". ".join(query.steps) + "."
+    listed, first = _listing_steps(scene, query, fx, fy) if config.trace == "listed" else ([], [])
+    think = ". ".join(first + query.steps) + "."
     completion = f"<think> {think} </think> <answer>{format_answer(answer)}</answer>"
-    return NanoExample(scene, query, targets, solution, completion)
+    return NanoExample(scene, query, targets, solution, completion, listed)
 
 
 def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> dict:

@@ -29,6 +29,9 @@ class Query:
     reasoning_type: str
     targets: list[int]  # object ids; empty = no such object in the scene
     steps: list[str]  # the reasoning, one sentence each
+    # The listed trace (dataset.TRACES) writes every object's size before `steps` when the answer is a
+    # comparison of sizes: the comparison is then made over numbers in the text, not in one step.
+    sizes: bool = False
 
 
 AFFORDANCE_QUERIES = {
@@ -153,7 +156,8 @@ def comparative(scene, rng, want_empty):
         return relational(scene, rng, want_empty)
     if obj is None:
         return None
-    return Query(text, COMPARATIVE, [obj.id], [f"The query compares the objects: {text}", f"The {obj.label} {why}"])
+    return Query(text, COMPARATIVE, [obj.id], [f"The query compares the objects: {text}", f"The {obj.label} {why}"],
+                 sizes=choice < 2)
 
 
 RELATIONS = {
@@ -211,7 +215,7 @@ def compositional(scene, rng, want_empty):
         steps = [f"Things that {'can be eaten' if afford == 'eat' else 'can ' + afford} are candidates", "Among them I pick the largest", _describe(targets)]
     if bool(targets) == want_empty:
         return None
-    return Query(text, COMPOSITIONAL, [o.id for o in targets], steps)
+    return Query(text, COMPOSITIONAL, [o.id for o in targets], steps, sizes=choice == 2)
 
 
 FAMILIES: dict[str, tuple[Callable, ...]] = {
