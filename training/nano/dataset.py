@@ -17,7 +17,7 @@ from engine.protocol import format_answer, get_frame, pixel_frame_factors
 from engine.rle import encode
 
 from ..rewards import gt_targets_from_masks
-from .queries import REASONING_TYPES, Query, make_query
+from .queries import REASONING_TYPES, Query, make_query, with_article
 from .world import Scene, SceneObject, make_scene
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -67,7 +67,7 @@ def _listing_steps(scene: Scene, query: Query, fx: float, fy: float) -> tuple[li
     coordinate token) when the query compares sizes."""
     listed = sorted(scene.objects, key=lambda o: o.centroid[0])
     boxes = [_to_frame(t["bbox_2d"], fx, fy) for t in gt_targets_from_masks([o.mask for o in listed])]
-    items = [f"{'an' if o.label[0] in 'aeiou' else 'a'} {o.label} [{','.join(map(str, b))}]" for o, b in zip(listed, boxes)]
+    items = [f"{with_article(o.label)} [{','.join(map(str, b))}]" for o, b in zip(listed, boxes)]
     steps = [LISTING + ", ".join(items)]
     if query.sizes:
         sizes = [int(np.sqrt(o.area / (fx * fy)) + 0.5) for o in listed]

@@ -64,14 +64,14 @@ def _plural(kind: str) -> str:
     return kind + "es" if kind.endswith("ch") else kind + "s"
 
 
-def _a(label: str) -> str:
+def with_article(label: str) -> str:
     return ("an " if label[0] in "aeiou" else "a ") + label
 
 
 def _describe(objs: list[SceneObject]) -> str:
     if not objs:
         return "I see nothing like that in the image"
-    names = [_a(o.label) for o in objs]
+    names = [with_article(o.label) for o in objs]
     return "I see " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
 
 
