@@ -121,8 +121,9 @@ def label_mentions(completion: str, scene: Scene, target_ids: list[int], listed_
         late = [s for s in _occurrences(trace, label) if describe_at >= 0 and s > describe_at]
         mentions += [LabelMention(s, s + len(label), k) for s, k in zip(late, same)]
         listed = [index_of[t] for t in listed_ids if scene.objects[index_of[t]].label == label]
+        everywhere = _occurrences(trace, label) if lists else []
         for a, b in lists:
-            inside = [s for s in _occurrences(trace, label) if a <= s < b]
+            inside = [s for s in everywhere if a <= s < b]
             mentions += [LabelMention(s, s + len(label), k) for s, k in zip(inside, listed)]
     if answer_at >= 0:  # the answer
         field = answer_at

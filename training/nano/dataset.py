@@ -28,6 +28,7 @@ SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 TRACES = ("short", "listed")
 LISTING = "The objects from left to right: "  # label_mentions pins repeated labels inside these steps by order
 SIZES = "Their sizes: "
+LISTING_STEPS = (LISTING, SIZES)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,13 @@ import numpy as np
 from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 
 from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets, label_mentions, object_cells
-from .dataset import LISTING, SIZES, NanoConfig, make_scene_example
+from .dataset import LISTING_STEPS, NanoConfig, make_scene_example
 from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
 from .steps import finish_step, fresh_dir, replace_dir
 
 
 END_OF_TURN = "<|im_end|>"
-LISTING_STEPS = (LISTING, SIZES)
 
 
 @dataclass(frozen=True)
@@ -316,7 +315,8 @@ class Warmup:
     def coordinate_owners(self, example) -> list[np.ndarray]:
         """For each coordinate of the completion, in order, the image tokens of its object: 4 per listed
         object (its box), 6 per answer target (box, then point)."""
-        cells = {o.id: object_cells(o.mask, self.frame_size) for o in example.scene.objects}
+        owners = {o.id: o for o in example.listed + example.targets}  # each object's cells computed once
+        cells = {i: object_cells(o.mask, self.frame_size) for i, o in owners.items()}
         return [cells[o.id] for o in example.listed for _ in range(4)] + [cells[t.id] for t in example.targets for _ in range(6)]
 
     def namings(self, example, labels) -> list[tuple[list[int], np.ndarray]]:
