@@ -27,3 +27,20 @@ def resolve_device(device: str = "auto") -> str:
         raise BackendUnavailableError("device 'cuda' was asked for, but this llama.cpp build cannot offload to a GPU "
                                       "(install with: bash installer/setup.sh --with gpu) or no GPU is visible")
     return "cuda" if gpu else "cpu"
+
+
+def resolve_torch_device(device: str = "auto") -> str:
+    """The device a PyTorch trainer runs on: `auto` is CUDA when torch sees a GPU, else the CPU; `cuda`
+    without one is an error (a run planned for minutes on a GPU must not silently take hours on a CPU)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    import torch
+
+    if device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise BackendUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU "
+                                      f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    return "cpu"

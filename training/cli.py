@@ -73,7 +73,8 @@ def _nano_vision(args) -> int:
 
     config = VisionPretrainConfig(args.warmup, steps=args.steps, batch=args.batch, lr=args.lr, final_lr=args.final_lr,
                                   shapes_share=args.shapes_share, eval_every=args.eval_every,
-                                  eval_scenes=args.eval_scenes, seed=args.seed, threads=args.threads)
+                                  eval_scenes=args.eval_scenes, seed=args.seed, threads=args.threads,
+                                  device=args.device)
     out = VisionPretrain(config).run(progress=not args.quiet)
     print(f"nano policy with the pre-trained vision tower -> {out} (continue with star-train nano-warmup)")
     return 0
@@ -89,6 +90,7 @@ def _nano_warmup(args) -> int:
                           decay_until=args.decay_until,
                           answer_weight=args.answer_weight, attn_weight=args.attn_weight,
                           label_weight=args.label_weight, kind_weight=args.kind_weight, trace=args.trace,
+                          device=args.device, workers=args.workers,
                           name_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.name_heads),
                           attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
     final = Warmup(config).run(progress=not args.quiet)
@@ -102,7 +104,8 @@ def _nano_sam(args) -> int:
     config = SamTrainConfig(args.out, steps=args.steps, batch=args.batch, lr=args.lr, image_size=args.image_size,
                             embed_dim=args.embed_dim, d_model=args.d_model, eval_every=args.eval_every,
                             eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads,
-                            loss=args.loss, seed=args.seed, pe_init=args.pe_init, mask_outputs=args.mask_outputs)
+                            loss=args.loss, seed=args.seed, pe_init=args.pe_init, mask_outputs=args.mask_outputs,
+                            device=args.device)
     final = SamTrainer(config).run(progress=not args.quiet)
     print(f"nano SAM 2 checkpoint -> {final}")
     return 0
@@ -110,7 +113,9 @@ def _nano_sam(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
-    from .nano.dataset import TRACES  # numpy and PIL only: the parser stays quick to build
+    from engine.devices import DEVICES  # no torch import: the parser stays quick to build
+
+    from .nano.dataset import TRACES  # numpy and PIL only
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
@@ -156,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that make the coming steps' batches (the same batches; 0: the trainer makes them)")
     p.add_argument("--coord-sigma", type=float, default=0.0,
                    help="pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values")
     p.add_argument("--phase-ends", nargs=2, type=int, default=[1500, 4000], metavar=("REFERRING", "FEW"),
@@ -189,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13,
                    help="the training scenes (a second run wants another seed, or it sees the same scenes again)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_vision)
     p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")
@@ -209,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the decoder's cross-attentions as matchers of the positional encoding")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_sam)
     return parser

@@ -401,3 +401,52 @@ def test_answer_readout_loss_and_resume_from_a_checkpoint_without_it(nano_small,
     saved = torch.load(state_path, weights_only=True)
     assert saved["step"] == 2 and len(saved["optimizer"]["param_groups"]) == 2 and "answer.weight" in saved["aux"]
     assert Warmup(WarmupConfig(**{**cfg.__dict__, "steps": 3, "answer_weight": 1.0})).step == 2  # new format resumes
+
+
+def test_prefetch_workers_give_the_same_batches_and_the_same_training(nano_small, tmp_path):
+    """Batches made by spawned workers are the ones the trainer makes itself (the stream is a function of
+    the step), so a run with workers logs the same losses as one without, step for step."""
+    require("torch")
+    from functools import partial
+
+    from training.nano.prefetch import Prefetcher
+    from training.nano.queries import REFERRING
+    from training.nano.warmup import Phase, Warmup, WarmupConfig, WarmupData
+
+    curriculum = (Phase(1, (REFERRING,), 2), Phase(10 ** 9, (REFERRING,), None))  # the phase changes at step 1
+    common = dict(steps=3, batch=2, eval_every=3, save_every=3, eval_rows=2, curriculum=curriculum, warmup_steps=1,
+                  attn_heads=((1, 0),))
+    cfg = WarmupConfig(str(nano_small), str(tmp_path / "here"), **common)
+    own = WarmupData(nano_small, cfg)
+    with Prefetcher(partial(WarmupData, nano_small, cfg), workers=2, stop=3) as ahead:
+        for step in range(3):
+            (enc_a, tgt_a), (enc_b, tgt_b) = own(step), ahead(step)
+            assert enc_a.keys() == enc_b.keys() and tgt_a.keys() == tgt_b.keys()
+            for key in enc_a:
+                np.testing.assert_array_equal(enc_a[key], enc_b[key])
+            for key in ("objectness", "kind", "box"):
+                np.testing.assert_array_equal(tgt_a[key], tgt_b[key])
+            for cells_a, cells_b in zip(tgt_a["pointers"], tgt_b["pointers"]):
+                assert [c.tolist() for c in cells_a] == [c.tolist() for c in cells_b]
+
+    Warmup(cfg).run(progress=False)
+    Warmup(WarmupConfig(str(nano_small), str(tmp_path / "workers"), workers=2, **common)).run(progress=False)
+    logs = [[json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+            for name in ("here", "workers")]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3] and all("s_data" in r for r in logs[1])
+    for a, b in zip(*logs):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6) and b["aux_attn"] == pytest.approx(a["aux_attn"], rel=1e-6)
+
+
+def test_training_device_is_never_a_silent_fallback():
+    torch = require("torch")
+    from engine.devices import resolve_torch_device
+    from engine.errors import BackendUnavailableError
+
+    assert resolve_torch_device("cpu") == "cpu"
+    assert resolve_torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            resolve_torch_device("cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_torch_device("gpu")

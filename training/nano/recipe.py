@@ -112,6 +112,10 @@ class NanoRecipe:
     # (whole test split, the shipped bundle: N = 8 at 0.25 0.462 gIoU vs 0.439 greedy; README).
     vote_temperature: float = 0.25
     threads: int = 1
+    # Where the warm-up, vision and SAM stages train (engine.devices.resolve_torch_device; the RL stages take
+    # a CUDA GPU whenever torch sees one, as TRL does), and how many processes make the warm-up's batches.
+    device: str = "auto"
+    workers: int = 0
 
     def __post_init__(self):
         self.warmup_legs = tuple(WarmupLeg.parse(leg) for leg in self.warmup_legs)
@@ -184,7 +188,7 @@ def _warmup_config(r: NanoRecipe, out: Path, leg: WarmupLeg):
                         curriculum=curriculum_until(*r.warmup_phase_ends), coord_sigma=r.warmup_coord_sigma,
                         attn_heads=tuple(tuple(int(v) for v in pair) for pair in r.warmup_attn_heads),
                         answer_weight=leg.answer_weight, label_weight=leg.label_weight,
-                        name_heads=leg.name_heads, kind_weight=leg.kind_weight)
+                        name_heads=leg.name_heads, kind_weight=leg.kind_weight, device=r.device, workers=r.workers)
 
 
 def _merge(model: Path, adapter: Path, base: Path) -> None:
@@ -205,7 +209,7 @@ def _checkpoint_step(out: Path) -> int:
     import torch
 
     state = out / "warmup" / "checkpoint" / "state.pt"
-    return int(torch.load(state, weights_only=True)["step"]) if state.is_file() else 0
+    return int(torch.load(state, weights_only=True, map_location="cpu")["step"]) if state.is_file() else 0
 
 
 def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> None:
@@ -215,7 +219,7 @@ def _vision_step(r: NanoRecipe, out: Path, leg: WarmupLeg, progress: bool) -> No
     full = leg.vision_steps >= 100
     VisionPretrain(VisionPretrainConfig(str(out / "warmup"), steps=leg.vision_steps, batch=32 if full else 2,
                                         eval_scenes=96 if full else 2, ramp_steps=50 if full else 1,
-                                        seed=leg.vision_seed, threads=r.threads)).run(progress=progress)
+                                        seed=leg.vision_seed, threads=r.threads, device=r.device)).run(progress=progress)
     _vision_marker(out, leg).write_text("")
 
 
@@ -277,7 +281,7 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
     stage("init", out / "init" / "config.json", lambda: build_nano_policy(out / "init", NanoPolicyConfig()))
     stage("warm-up", out / "warmup" / "DONE", lambda: run_warmup_legs(r, out, progress=progress))
     sam = SamTrainConfig(str(out / "sam"), steps=r.sam_steps, batch=r.sam_batch, threads=r.threads,
-                         eval_scenes=48 if r.sam_steps >= 100 else 2)
+                         eval_scenes=48 if r.sam_steps >= 100 else 2, device=r.device)
     stage("sam", out / "sam" / "DONE", lambda: (SamTrainer(sam).run(progress=progress),
                                                 (out / "sam" / "DONE").write_text("")))
     from ..grpo import train

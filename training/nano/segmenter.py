@@ -55,6 +55,7 @@ class SamTrainConfig:
     save_every: int = 200
     threads: int = 1
     seed: int = 0
+    device: str = "cpu"  # engine.devices.resolve_torch_device
     # Start the decoder's cross-attentions as position matchers (pe_attention_init): from scratch the
     # decoder first learns one prompt-independent "objectness" mask and may stay there (a 3,000-step
     # run sat at val mIoU 0.28); with this, an image position attends to the prompts near it at step 0.
@@ -165,7 +166,7 @@ def sam_losses(low_logits, iou_pred, gt, kind: str = "bce+dice", outputs: str = 
     else:
         raise ValueError(f"unknown SAM loss {kind!r}; use 'sam' or 'bce+dice'")
     best = per_output.argmin(dim=1)
-    rows = torch.arange(len(best))
+    rows = torch.arange(len(best), device=best.device)
     if outputs not in ("best", "all"):
         raise ValueError(f"mask_outputs is 'best' or 'all', not {outputs!r}")
     mask_loss = per_output[rows, best].mean() if outputs == "best" else per_output.mean()
@@ -180,6 +181,7 @@ class SamTrainer:
     def __init__(self, config: SamTrainConfig):
         import torch
 
+        from engine.devices import resolve_torch_device
         from engine.segment.sam2_graph import build_graphs
         from engine.segment.shrunk import write_shrunk_config
         from engine.segment.torch_backend import build_model
@@ -187,6 +189,7 @@ class SamTrainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.config = config
+        self.device = resolve_torch_device(config.device)
         self.out = Path(config.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         latest = self.out / "checkpoint"
@@ -198,11 +201,12 @@ class SamTrainer:
         self.model = build_model(self.config_path, latest / "sam2_nano.pt" if resume else None, "cpu").train()
         if config.pe_init and not resume:
             pe_attention_init(self.model, config.pe_gain)
+        self.model.to(self.device)
         self.encoder, self.decoder = build_graphs(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         if resume:
-            state = torch.load(latest / "state.pt", weights_only=True)
+            state = torch.load(latest / "state.pt", weights_only=True, map_location="cpu")  # moved to the params' device
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
         self.log_path = self.out / "log.jsonl"
@@ -219,9 +223,12 @@ class SamTrainer:
         masks = [o.mask for o in scene.objects]
         prompts = [sample_prompt(m, t, rng, self.config.box_jitter) for m, t in zip(masks, gt_targets_from_masks(masks))]
         coords, labels = prompt_tensors(prompts, scene.image.shape[:2], self.config.image_size)
-        feats = self.encoder(torch.from_numpy(preprocess(scene.image, self.config.image_size)))
-        low, iou = self.decoder(*feats, torch.from_numpy(coords), torch.from_numpy(labels))
-        return sam_losses(low, iou, torch.from_numpy(np.stack(masks)), self.config.loss, self.config.mask_outputs)
+        def on(array):
+            return torch.from_numpy(array).to(self.device)
+
+        feats = self.encoder(on(preprocess(scene.image, self.config.image_size)))
+        low, iou = self.decoder(*feats, on(coords), on(labels))
+        return sam_losses(low, iou, on(np.stack(masks)), self.config.loss, self.config.mask_outputs)
 
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / self.config.warmup_steps)
@@ -233,7 +240,7 @@ class SamTrainer:
         from engine.segment.torch_backend import TorchSegmenter
 
         self.model.eval()
-        seg = TorchSegmenter(self.model, "cpu")
+        seg = TorchSegmenter(self.model, self.device, bf16=False)  # fp32 everywhere: val numbers comparable across devices
         exact, jittered = [], []
         for i in range(self.config.eval_scenes):
             scene, rng = self.scene("val", i)

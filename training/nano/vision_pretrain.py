@@ -43,6 +43,7 @@ class VisionPretrainConfig:
     eval_scenes: int = 96
     seed: int = 13
     threads: int = 1
+    device: str = "cpu"  # engine.devices.resolve_torch_device
 
 
 def vision_lr(config: VisionPretrainConfig, step: int) -> float:
@@ -52,7 +53,7 @@ def vision_lr(config: VisionPretrainConfig, step: int) -> float:
     return config.final_lr + (config.lr - config.final_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _warmup_config(folder: Path, threads: int):
+def _warmup_config(folder: Path, threads: int, device: str):
     """The folder's own warm-up settings (so the saved checkpoint keeps them), from checkpoint/warmup.json."""
     from .warmup import Phase, WarmupConfig
 
@@ -60,7 +61,7 @@ def _warmup_config(folder: Path, threads: int):
     saved["curriculum"] = tuple(Phase(p["steps"], tuple(p["types"]), p["max_objects"]) for p in saved["curriculum"])
     for key in ("attn_heads", "name_heads"):
         saved[key] = tuple(tuple(pair) for pair in saved.get(key, ()))
-    saved["out_dir"], saved["threads"] = str(folder), threads
+    saved["out_dir"], saved["threads"], saved["device"] = str(folder), threads, device
     return WarmupConfig(**{k: v for k, v in saved.items() if k in WarmupConfig.__dataclass_fields__})
 
 
@@ -77,7 +78,7 @@ class VisionPretrain:
             raise ModelFileError(f"{folder} holds no warm-up checkpoint (checkpoint/state.pt and warmup.json, "
                                  "written by star-train nano-warmup)")
         self.config = config
-        self.warmup = Warmup(_warmup_config(folder, config.threads))
+        self.warmup = Warmup(_warmup_config(folder, config.threads, config.device))
         model = self.warmup.model
         self.params = list(model.model.visual.parameters()) + list(self.warmup.aux.vision.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.01)
@@ -92,9 +93,9 @@ class VisionPretrain:
         w = self.warmup
         enc = w.processor(images=[s.image for s in scenes], return_tensors="pt")
         cells = [cell_targets(s, w.frame_size) for s in scenes]
-        targets = {n: torch.from_numpy(np.concatenate([getattr(c, n) for c in cells]))
+        targets = {n: torch.from_numpy(np.concatenate([getattr(c, n) for c in cells])).to(w.device)
                    for n in ("objectness", "kind", "colour", "ltrb")}
-        out = w.model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"])
+        out = w.model.model.get_image_features(enc["pixel_values"].to(w.device), enc["image_grid_thw"].to(w.device))
         return torch.cat(list(getattr(out, "pooler_output", out)), 0), targets
 
     def loss(self, scenes):
@@ -112,8 +113,8 @@ class VisionPretrain:
         with torch.no_grad():
             for s in range(0, len(self.val), 16):
                 tokens, t = self._tokens(self.val[s:s + 16])
-                guess = self.warmup.aux.vision(tokens)[:, 1:1 + len(KIND_IDS)].argmax(-1).numpy()
-                for g, p in zip(t["kind"].numpy(), guess):
+                guess = self.warmup.aux.vision(tokens)[:, 1:1 + len(KIND_IDS)].argmax(-1).cpu().numpy()
+                for g, p in zip(t["kind"].cpu().numpy(), guess):
                     if g >= 0:
                         total[g] += 1
                         right[g] += g == p

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,11 @@ class WarmupConfig:
     answer_weight: float = 0.0
     stream: str = "warmup"  # the name that seeds the training scenes
     trace: str = "short"  # how the completions reason (dataset.TRACES): "listed" writes every object's box first
+    device: str = "cpu"  # engine.devices.resolve_torch_device: "auto" takes a CUDA GPU when torch sees one
+    seed: int = 0  # the training-only heads' initialisation when a run starts without a checkpoint
+    # > 0: this many spawned processes make the coming steps' batches (prefetch.py); the batches are the same
+    # as the training process would make (the stream is a function of the step). 0: made in the trainer.
+    workers: int = 0
 
 
 def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
@@ -138,6 +144,11 @@ class AuxHeads:
 
     def parameters(self):
         return list(self.heads.parameters())
+
+    def to(self, device) -> AuxHeads:
+        self.heads.to(device)
+        self.answer.to(device)
+        return self
 
     def state_dict(self):
         return {**self.heads.state_dict(), **{f"answer.{k}": v for k, v in self.answer.state_dict().items()}}
@@ -198,6 +209,10 @@ class CoordinateTargets:
         self.opens_number = torch.tensor([tokenizer.convert_tokens_to_string([t]).strip().endswith(("[", ","))
                                           for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
 
+    def to(self, device) -> CoordinateTargets:
+        self.ids, self.value, self.opens_number = (t.to(device) for t in (self.ids, self.value, self.opens_number))
+        return self
+
     def answer_positions(self, inputs, gold):
         """[B, T] bool: positions whose gold token is a coordinate in an answer list."""
         is_coord = (gold >= 0) & (self.value[gold.clamp(min=0)] >= 0)
@@ -216,7 +231,7 @@ class CoordinateTargets:
         """Cross-entropy (over the whole vocabulary) against a Gaussian on the coordinate tokens."""
         import torch
 
-        values = torch.arange(len(self.ids), dtype=torch.float32)
+        values = torch.arange(len(self.ids), dtype=torch.float32, device=logits.device)
         target = torch.exp(-0.5 * ((values[None] - self.value[gold][:, None].float()) / sigma) ** 2)
         target = target / target.sum(-1, keepdim=True)
         logp = torch.log_softmax(logits, -1)[:, self.ids]
@@ -232,60 +247,36 @@ def _mass_nll(attentions, heads, pointed: list[tuple[int, object, object]]):
     import torch
 
     batch, _, length, _ = attentions[heads[0][0]].shape
-    mask = torch.zeros(batch, length, length, dtype=torch.bool)
-    chosen = torch.zeros(batch, length, dtype=torch.bool)
+    device = attentions[heads[0][0]].device
+    mask = torch.zeros(batch, length, length, dtype=torch.bool, device=device)
+    chosen = torch.zeros(batch, length, dtype=torch.bool, device=device)
     for b, rows, cols in pointed:
-        rows = torch.as_tensor(rows)
-        mask[b, rows[:, None], torch.as_tensor(cols)[None, :]] = True
+        rows = torch.as_tensor(rows, device=device)
+        mask[b, rows[:, None], torch.as_tensor(cols, device=device)[None, :]] = True
         chosen[b, rows] = True
     return torch.cat([-(attentions[layer][:, head] * mask).sum(-1)[chosen].clamp_min(1e-6).log() for layer, head in heads])
 
 
-class Warmup:
-    def __init__(self, config: WarmupConfig):
-        import torch
-        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+class WarmupData:
+    """The warm-up's batches: scenes streamed from the world, encoded as rows with their completions, and the
+    targets of the training-only losses. Built in the trainer and, with `workers`, in each prefetch worker
+    (from the same folder and config); `maker(step)` is the training stream's batch at that step."""
 
-        torch.set_num_threads(config.threads)
+    def __init__(self, source: str | Path, config: WarmupConfig):
+        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
         self.config = config
-        self.out = Path(config.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        latest = self.out / "checkpoint"
-        source = latest if (latest / "state.pt").exists() else Path(config.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.processor = Qwen2VLImageProcessorPil.from_pretrained(source)
-        # Supervising attention needs its probabilities: the eager kernel returns them (SDPA does not).
-        attn = {"attn_implementation": "eager"} if config.attn_heads or config.name_heads else {}
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=torch.float32, **attn)
         self.frame_size = int(math.isqrt(int(self.processor.size["longest_edge"])))
         self.frame = f"pixels-{self.frame_size}"
-        self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28)
-        params = list(self.model.parameters()) + self.aux.parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        answer_group = {"params": list(self.aux.answer.parameters())}
-        self.step = 0
-        if source == latest:
-            state = torch.load(latest / "state.pt", weights_only=True)
-            self.aux.load_state_dict(state["aux"])
-            if len(state["optimizer"]["param_groups"]) == 1:  # saved before the answer read-out existed
-                self.optimizer.load_state_dict(state["optimizer"])
-                self.optimizer.add_param_group(answer_group)
-            else:
-                self.optimizer.add_param_group(answer_group)
-                self.optimizer.load_state_dict(state["optimizer"])
-            self.step = int(state["step"])
-        else:
-            self.optimizer.add_param_group(answer_group)
-        self.digits = _digit_ids(self.tokenizer)
-        self.coords = CoordinateTargets(self.tokenizer, self.frame_size)
-        if (config.coord_sigma > 0 or config.attn_heads) and not self.coords.available:
-            raise ValueError("coord_sigma and attn_heads need coordinate tokens (a policy built with split='gpt-2')")
-        if (config.label_weight > 0) != bool(config.name_heads):
-            raise ValueError("label_weight > 0 and name_heads go together (the heads that learn where a named object is)")
-        self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        self.log_path = self.out / "log.jsonl"
 
-    # ---- data ------------------------------------------------------------------------------------
+    def __call__(self, step: int):
+        """The training batch of `step` as NumPy arrays (what prefetch workers send back)."""
+        cfg = self.config
+        examples = self.examples(cfg.stream, step * cfg.batch, cfg.batch, self.data_config(phase_at(cfg.curriculum, step)))
+        return tuple({k: v.numpy() if hasattr(v, "numpy") else v for k, v in part.items()} for part in self.batch(examples))
+
     def data_config(self, phase: Phase) -> NanoConfig:
         return NanoConfig(image_size=self.frame_size, frame=self.frame, types=phase.types, max_objects=phase.max_objects,
                           empty_rate=self.config.empty_rate, trace=self.config.trace)
@@ -335,6 +326,76 @@ class Warmup:
             out.append((rows, object_cells(example.scene.objects[m.object_index].mask, self.frame_size)))
         return out
 
+
+class Warmup:
+    def __init__(self, config: WarmupConfig):
+        import torch
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        from engine.devices import resolve_torch_device
+
+        torch.set_num_threads(config.threads)
+        self.config = config
+        self.device = torch.device(resolve_torch_device(config.device))
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        latest = self.out / "checkpoint"
+        self.source = latest if (latest / "state.pt").exists() else Path(config.model_dir)
+        self.data = WarmupData(self.source, config)
+        self.tokenizer, self.processor = self.data.tokenizer, self.data.processor
+        self.frame_size, self.frame = self.data.frame_size, self.data.frame
+        # Supervising attention needs its probabilities: the eager kernel returns them (SDPA does not).
+        attn = {"attn_implementation": "eager"} if config.attn_heads or config.name_heads else {}
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.source, dtype=torch.float32, **attn)
+        self.model.to(self.device)
+        torch.manual_seed(config.seed)  # a fresh run's heads; a resumed one loads them below
+        self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28).to(self.device)
+        params = list(self.model.parameters()) + self.aux.parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        answer_group = {"params": list(self.aux.answer.parameters())}
+        self.step = 0
+        if self.source == latest:
+            # on the CPU first: a checkpoint written on a GPU resumes on a CPU and back (the optimiser's
+            # load_state_dict moves its state to each parameter's device)
+            state = torch.load(latest / "state.pt", weights_only=True, map_location="cpu")
+            self.aux.load_state_dict(state["aux"])
+            if len(state["optimizer"]["param_groups"]) == 1:  # saved before the answer read-out existed
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.optimizer.add_param_group(answer_group)
+            else:
+                self.optimizer.add_param_group(answer_group)
+                self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+        else:
+            self.optimizer.add_param_group(answer_group)
+        self.digit_ids = torch.tensor(sorted(_digit_ids(self.tokenizer)), device=self.device)
+        self.coords = CoordinateTargets(self.tokenizer, self.frame_size).to(self.device)
+        if (config.coord_sigma > 0 or config.attn_heads) and not self.coords.available:
+            raise ValueError("coord_sigma and attn_heads need coordinate tokens (a policy built with split='gpt-2')")
+        if (config.label_weight > 0) != bool(config.name_heads):
+            raise ValueError("label_weight > 0 and name_heads go together (the heads that learn where a named object is)")
+        self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.log_path = self.out / "log.jsonl"
+
+    # ---- data (WarmupData's, made here or by prefetch workers) -----------------------------------------
+    def data_config(self, phase: Phase) -> NanoConfig:
+        return self.data.data_config(phase)
+
+    def examples(self, split: str, start: int, count: int, config: NanoConfig):
+        return self.data.examples(split, start, count, config)
+
+    def batch(self, examples, *, blank: bool = False):
+        """(encoded rows, targets) of these examples, on the training device."""
+        return self.to_device(*self.data.batch(examples, blank=blank))
+
+    def to_device(self, enc, targets):
+        import torch
+
+        def move(d):
+            return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device)
+                    if isinstance(v, np.ndarray) or torch.is_tensor(v) else v for k, v in d.items()}
+        return move(enc), move(targets)
+
     # ---- one pass ------------------------------------------------------------------------------------
     def losses(self, enc, targets, *, with_aux: bool = True) -> dict:
         import torch
@@ -364,7 +425,7 @@ class Warmup:
                     per_token = per_token.clone()
                     per_token[at] = self.coords.soft_loss(logits[at], gold[at], self.config.coord_sigma)
         losses["lm"] = per_token.sum() / (gold != IGNORE_INDEX).sum().clamp(min=1)
-        keep = torch.isin(gold, torch.tensor(sorted(self.digits)))
+        keep = torch.isin(gold, self.digit_ids)
         digit = torch.where(keep, gold, IGNORE_INDEX)
         if bool(keep.any()):
             losses["digits"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), digit.reshape(-1),
@@ -389,7 +450,8 @@ class Warmup:
             images = torch.nonzero(input_ids[b] == self.image_id).flatten()
             if not owners or len(rows) != len(owners):
                 continue  # a completion whose coordinates are not the ones its objects spell (none in the world)
-            pointed += [(b, rows[k:k + 1], images[torch.as_tensor(cells)]) for k, cells in enumerate(owners)]
+            pointed += [(b, rows[k:k + 1], images[torch.as_tensor(cells, device=images.device)])
+                        for k, cells in enumerate(owners)]
         if not pointed:
             return {}
         return {"aux_attn": self.config.attn_weight * _mass_nll(attentions, self.config.attn_heads, pointed).mean()}
@@ -402,7 +464,7 @@ class Warmup:
         pointed = []
         for b, mentions in enumerate(namings):
             images = torch.nonzero(input_ids[b] == self.image_id).flatten()
-            pointed += [(b, rows, images[torch.as_tensor(cells)]) for rows, cells in mentions]
+            pointed += [(b, rows, images[torch.as_tensor(cells, device=images.device)]) for rows, cells in mentions]
         if not pointed:
             return {}
         return {"aux_name": self.config.label_weight * _mass_nll(attentions, self.config.name_heads, pointed).mean()}
@@ -443,16 +505,31 @@ class Warmup:
         replace_dir(tmp, self.out / "checkpoint")
 
     def run(self, *, progress: bool = True) -> Path:
+        cfg = self.config
+        self.model.train()
+        prefetch = None
+        if cfg.workers > 0 and self.step < cfg.steps:
+            from .prefetch import Prefetcher
+
+            prefetch = Prefetcher(partial(WarmupData, self.source, cfg), workers=cfg.workers, stop=cfg.steps)
+        try:
+            self._train(prefetch or self.data, progress=progress)
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+        return self.out / "checkpoint"
+
+    def _train(self, batches, *, progress: bool) -> None:
+        """Steps until config.steps; `batches(step)` gives each step's batch as NumPy arrays."""
         import torch
 
         cfg = self.config
-        self.model.train()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         t0 = time.perf_counter()
         while self.step < cfg.steps:
-            phase = phase_at(cfg.curriculum, self.step)
-            examples = self.examples(cfg.stream, self.step * cfg.batch, cfg.batch, self.data_config(phase))
-            enc, targets = self.batch(examples)
+            made = time.perf_counter()
+            enc, targets = self.to_device(*batches(self.step))
+            waited = time.perf_counter() - made
             losses = self.losses(enc, targets)
             total = losses["lm"] + cfg.aux_weight * sum(v for k, v in losses.items() if k.startswith("aux_"))
             for group in self.optimizer.param_groups:
@@ -463,8 +540,8 @@ class Warmup:
             self.optimizer.step()
             self.step += 1
             record = {"step": self.step, "loss": total.item(), "grad_norm": norm.item(),
-                      "s_per_step": (time.perf_counter() - t0), **{k: v.item() for k, v in losses.items()}}
+                      "s_per_step": (time.perf_counter() - t0), "s_data": waited,
+                      **{k: v.item() for k, v in losses.items()}}
             t0 = time.perf_counter()
             finish_step(self, record, progress=progress)
-        return self.out / "checkpoint"
 
