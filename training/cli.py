@@ -111,6 +111,18 @@ def _nano_sam(args) -> int:
     return 0
 
 
+def _nano_bench(args) -> int:
+    from pathlib import Path
+
+    from .nano.bench import SHIPPED_POLICY, report, run_bench
+
+    out = Path(args.out)
+    timings = run_bench(out, args.device, steps=args.steps, warm=args.warm, workers=args.workers, threads=args.threads,
+                        model=Path(args.model) if args.model else SHIPPED_POLICY, rl=args.rl)
+    report(timings, Path(args.json) if args.json else out / "nano-bench.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     from engine.devices import DEVICES  # no torch import: the parser stays quick to build
@@ -224,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_sam)
+    p = sub.add_parser("nano-bench", help="seconds per step of every nano recipe stage per device, and the recipe's "
+                                          "time projected from them (table + JSON)")
+    p.add_argument("--out", required=True, help="scratch folder (each stage trains a few steps here)")
+    p.add_argument("--device", nargs="+", choices=DEVICES, default=["auto"], help="devices to time (e.g. cpu cuda)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per stage (their median is reported)")
+    p.add_argument("--warm", type=int, default=2, help="untimed steps first (CUDA start, allocator growth)")
+    p.add_argument("--workers", type=int, default=4, help="the warm-up is timed without and with this many "
+                                                          "prefetch workers (0: without only)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    p.add_argument("--model", default=None, help="the policy the warm-up starts from (default: the repo's "
+                                                 "warm-up-3000 checkpoint)")
+    p.add_argument("--rl", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time GRPO and REST (needs TRL)")
+    p.add_argument("--json", default=None, help="default: OUT/nano-bench.json")
+    p.set_defaults(run=_nano_bench)
     return parser
 
 

@@ -129,3 +129,43 @@ def _merged_by_hand(warm: dict, adapter_dir) -> dict:
         expected[target] = warm[target] + config["lora_alpha"] / config["r"] * (
             lora[key.replace(".lora_A.", ".lora_B.")] @ lora[key])
     return expected
+
+
+@pytest.mark.timeout(600)
+def test_nano_bench_times_every_stage_with_the_recipes_settings(tmp_path, capsys):
+    """`star-train nano-bench` at CI scale: every stage trains in its scratch folder (RL on the policy and SAM
+    the earlier stages left), each row's projection is its recipe steps x s/step, the JSON holds the table."""
+    require("trl")
+    from training.cli import main
+    from training.nano.recipe import nano_recipe
+
+    ci = nano_recipe(str(tmp_path / "unused"), "ci")
+    from training.nano.bench import projected_totals, report, run_bench
+
+    timings = run_bench(tmp_path / "bench", ["cpu"], steps=2, warm=1, workers=1, recipe=ci)
+    assert [(t.stage, t.workers) for t in timings] == [("warm-up", 1), ("warm-up", 0), ("vision", 0), ("sam", 0),
+                                                       ("grpo", 0), ("rest", 0)]
+    steps = {"warm-up": ci.warmup_legs[-1].until, "vision": 0, "sam": ci.sam_steps, "grpo": ci.stage1_steps * ci.rl_rounds,
+             "rest": ci.stage2_steps * ci.rl_rounds}
+    for t in timings:
+        assert t.device == "cpu" and t.timed_steps == 2 and t.s_per_step > 0
+        assert t.recipe_steps == steps[t.stage]
+        assert t.projected_h == pytest.approx(t.recipe_steps * t.s_per_step / 3600, abs=1e-3)
+    warmups = [t for t in timings if t.stage == "warm-up"]
+    assert all(t.s_data is not None for t in warmups)
+    # the bench trained the real stages: the warm-up's log has warm + timed steps, RL left its adapters
+    log = (tmp_path / "bench" / "cpu" / "warmup" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3]
+    assert (tmp_path / "bench" / "cpu" / "stage1" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "bench" / "cpu" / "stage2" / "adapter" / "adapter_config.json").is_file()
+    total = projected_totals(timings)["cpu"]
+    assert total == pytest.approx(min(t.projected_h for t in warmups)
+                                  + sum(t.projected_h for t in timings if t.stage != "warm-up"), abs=2e-3)
+    report(timings, tmp_path / "bench.json")
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    assert [s["stage"] for s in payload["stages"]] == [t.stage for t in timings]
+    assert payload["projected_h"]["cpu"] == total and "machine" in payload
+    assert "full recipe, projected: cpu" in capsys.readouterr().out
+    # the command line: a bad device is refused before anything trains
+    with pytest.raises(SystemExit):
+        main(["nano-bench", "--out", str(tmp_path / "x"), "--device", "gpu"])
