@@ -450,3 +450,43 @@ def test_training_device_is_never_a_silent_fallback():
             resolve_torch_device("cuda")
     with pytest.raises(ValueError, match="device must be one of"):
         resolve_torch_device("gpu")
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _torch_cuda(), reason="needs torch with a CUDA GPU")
+def test_warmup_and_sam_losses_agree_on_cpu_and_cuda(tmp_path):
+    """The trainers' device paths (every tensor they make on the training device) give the CPU's losses on
+    the same batch: the warm-up with every loss of the shipped last leg, and SAM's."""
+    torch = require("torch")
+    from training.nano.bench import SHIPPED_POLICY
+    from training.nano.segmenter import SamTrainConfig, SamTrainer
+    from training.nano.warmup import Warmup, WarmupConfig, curriculum_until
+
+    losses = {}
+    for device in ("cpu", "cuda"):
+        cfg = WarmupConfig(str(SHIPPED_POLICY), str(tmp_path / device), batch=4, curriculum=curriculum_until(0, 0),
+                           attn_heads=((2, 0), (3, 0)), name_heads=((2, 1), (3, 1)), label_weight=1.0,
+                           answer_weight=1.0, coord_sigma=3.0, device=device)
+        w = Warmup(cfg)
+        assert next(w.model.parameters()).device.type == device
+        with torch.no_grad():
+            losses[device] = {k: float(v) for k, v in w.losses(*w.to_device(*w.data(7))).items()}
+    assert losses["cpu"].keys() == losses["cuda"].keys() and "aux_name" in losses["cpu"] and "aux_attn" in losses["cpu"]
+    for key, value in losses["cpu"].items():
+        assert losses["cuda"][key] == pytest.approx(value, rel=1e-2, abs=1e-2), key  # cuDNN convs run TF32
+
+    sam = {}
+    for device in ("cpu", "cuda"):
+        trainer = SamTrainer(SamTrainConfig(str(tmp_path / f"sam-{device}"), steps=1, batch=1, eval_scenes=1, device=device))
+        with torch.no_grad():
+            sam[device] = {k: float(v) for k, v in trainer.scene_loss(*trainer.scene("train", 3)).items()}
+    for key, value in sam["cpu"].items():
+        assert sam["cuda"][key] == pytest.approx(value, rel=1e-2, abs=1e-2), key  # cuDNN convs run TF32
