@@ -112,14 +112,20 @@ def _nano_sam(args) -> int:
 
 
 def _nano_bench(args) -> int:
+    import shutil
+    import tempfile
     from pathlib import Path
 
     from .nano.bench import SHIPPED_POLICY, report, run_bench
 
-    out = Path(args.out)
-    timings = run_bench(out, args.device, steps=args.steps, warm=args.warm, workers=args.workers, threads=args.threads,
-                        model=Path(args.model) if args.model else SHIPPED_POLICY, rl=args.rl)
-    report(timings, Path(args.json) if args.json else out / "nano-bench.json")
+    scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="star-nano-bench-"))
+    try:
+        timings = run_bench(scratch, args.device, steps=args.steps, warm=args.warm, workers=args.workers,
+                            threads=args.threads, model=Path(args.model) if args.model else SHIPPED_POLICY, rl=args.rl)
+    finally:
+        if not args.scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report(timings, Path(args.json))
     return 0
 
 
@@ -238,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_nano_sam)
     p = sub.add_parser("nano-bench", help="seconds per step of every nano recipe stage per device, and the recipe's "
                                           "time projected from them (table + JSON)")
-    p.add_argument("--out", required=True, help="scratch folder (each stage trains a few steps here)")
+    p.add_argument("--json", default="runs/bench/nano-bench.json", help="where the table goes as JSON")
+    p.add_argument("--scratch", default=None, help="an empty folder where each stage trains its few steps (kept); "
+                                                   "default: a temporary one, removed after")
     p.add_argument("--device", nargs="+", choices=DEVICES, default=["auto"], help="devices to time (e.g. cpu cuda)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per stage (their median is reported)")
     p.add_argument("--warm", type=int, default=2, help="untimed steps first (CUDA start, allocator growth)")
@@ -249,7 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "warm-up-3000 checkpoint)")
     p.add_argument("--rl", action=argparse.BooleanOptionalAction, default=True,
                    help="also time GRPO and REST (needs TRL)")
-    p.add_argument("--json", default=None, help="default: OUT/nano-bench.json")
     p.set_defaults(run=_nano_bench)
     return parser
 

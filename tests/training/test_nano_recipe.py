@@ -168,4 +168,6 @@ def test_nano_bench_times_every_stage_with_the_recipes_settings(tmp_path, capsys
     assert "full recipe, projected: cpu" in capsys.readouterr().out
     # the command line: a bad device is refused before anything trains
     with pytest.raises(SystemExit):
-        main(["nano-bench", "--out", str(tmp_path / "x"), "--device", "gpu"])
+        main(["nano-bench", "--device", "gpu"])
+    with pytest.raises(ValueError, match="empty scratch folder"):  # a trainer there would resume another run
+        run_bench(tmp_path / "bench", ["cpu"], recipe=ci)

@@ -139,6 +139,8 @@ def run_bench(out: Path, devices: list[str], *, steps: int = 5, warm: int = 2, w
 
     from .recipe import NanoRecipe
 
+    if out.exists() and any(out.iterdir()):  # a trainer would resume there and report another run's steps
+        raise ValueError(f"nano-bench needs an empty scratch folder; {out} is not empty")
     r = replace(recipe or NanoRecipe(out=str(out)), threads=threads)
     timings: list[StageTiming] = []
     for device in dict.fromkeys(resolve_torch_device(d) for d in devices):

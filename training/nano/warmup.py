@@ -260,7 +260,7 @@ def _mass_nll(attentions, heads, pointed: list[tuple[int, object, object]]):
 class WarmupData:
     """The warm-up's batches: scenes streamed from the world, encoded as rows with their completions, and the
     targets of the training-only losses. Built in the trainer and, with `workers`, in each prefetch worker
-    (from the same folder and config); `maker(step)` is the training stream's batch at that step."""
+    (from the same folder and config). Called with a step, it gives the training stream's batch at that step."""
 
     def __init__(self, source: str | Path, config: WarmupConfig):
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
@@ -389,12 +389,15 @@ class Warmup:
         return self.to_device(*self.data.batch(examples, blank=blank))
 
     def to_device(self, enc, targets):
+        """A batch's tensors and NumPy arrays onto the training device (per-example lists stay on the host)."""
         import torch
 
-        def move(d):
-            return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device)
-                    if isinstance(v, np.ndarray) or torch.is_tensor(v) else v for k, v in d.items()}
-        return move(enc), move(targets)
+        def move(value):
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+            return value.to(self.device) if torch.is_tensor(value) else value
+
+        return {k: move(v) for k, v in enc.items()}, {k: move(v) for k, v in targets.items()}
 
     # ---- one pass ------------------------------------------------------------------------------------
     def losses(self, enc, targets, *, with_aux: bool = True) -> dict:
