@@ -129,6 +129,11 @@ def _nano_bench(args) -> int:
     return 0
 
 
+def _device_argument(p: argparse.ArgumentParser, devices: tuple[str, ...]) -> None:
+    p.add_argument("--device", choices=devices, default="cpu",
+                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     from engine.devices import DEVICES  # no torch import: the parser stays quick to build
@@ -179,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=DEVICES, default="cpu",
-                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
+    _device_argument(p, DEVICES)
     p.add_argument("--workers", type=int, default=0,
                    help="processes that make the coming steps' batches (the same batches; 0: the trainer makes them)")
     p.add_argument("--coord-sigma", type=float, default=0.0,
@@ -216,8 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13,
                    help="the training scenes (a second run wants another seed, or it sees the same scenes again)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=DEVICES, default="cpu",
-                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
+    _device_argument(p, DEVICES)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_vision)
     p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")
@@ -238,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the decoder's cross-attentions as matchers of the positional encoding")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=DEVICES, default="cpu",
-                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
+    _device_argument(p, DEVICES)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_sam)
     p = sub.add_parser("nano-bench", help="seconds per step of every nano recipe stage per device, and the recipe's "
