@@ -107,6 +107,8 @@ def bench_rl(r, root: Path, *, steps: int, warm: int) -> list[StageTiming]:
     root/warmup/checkpoint and the SAM root/sam/checkpoint that the other benches left."""
     import torch
 
+    from engine.devices import resolve_torch_device
+
     from ..grpo import build_trainer
     from .dataset import NanoConfig, write_split
     from .recipe import _rl_recipe
@@ -114,7 +116,7 @@ def bench_rl(r, root: Path, *, steps: int, warm: int) -> list[StageTiming]:
     torch.set_num_threads(r.threads)
     write_split(root / "data" / "train", "train", r.prompts_per_step * (warm + steps), NanoConfig())
     model = root / "warmup" / "checkpoint"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_torch_device("auto")  # where TRL trains
     timings = []
     for stage, name in ((1, "grpo"), (2, "rest")):
         adapter = str(root / "stage1" / "adapter") if stage == 2 else None

@@ -33,7 +33,7 @@ def _make(step: int):
 
 
 class Prefetcher:
-    """`get(step)` for steps in increasing order; up to `depth` later steps are being made meanwhile."""
+    """`get(step)` for consecutive steps (a trainer's); up to `depth` later steps are being made meanwhile."""
 
     def __init__(self, factory: Callable[[], Callable[[int], object]], *, workers: int, stop: int, depth: int | None = None):
         if workers < 1:
@@ -48,8 +48,6 @@ class Prefetcher:
         for ahead in range(step, min(self.stop, step + self.depth)):
             if ahead not in self.pending:
                 self.pending[ahead] = self.pool.submit(_make, ahead)
-        for old in [s for s in self.pending if s < step]:  # a step skipped by the caller: drop its batch
-            self.pending.pop(old).cancel()
         future = self.pending.pop(step, None) or self.pool.submit(_make, step)
         return future.result()
 
