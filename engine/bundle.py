@@ -3,7 +3,12 @@ size, the policy's family / answer frame / prompt family, and the tools that mad
 writes bundles; the engine and the app open them through `load_bundle`; nothing else guesses names.
 
 Hashing a multi-GB GGUF on every start would cost seconds, so a successful full check is remembered
-in a small per-user stamp file keyed by (path, size, mtime); a file that changes is hashed again.
+in a small per-user stamp file keyed by (path, inode, size, mtime, ctime): a file that is edited in place
+and has its mtime put back still changes its ctime, so it is hashed again. `verify="full"` ignores the
+stamps and hashes every file.
+
+A manifest is untrusted data: `engine.bundle_schema` checks every field before use, and every file it
+names must stay inside the bundle folder (no absolute paths, no `..`, no symlink leading out).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bundle_schema import manifest_problems
 from .errors import ModelFileError
 from .fileio import write_text_atomically
 
@@ -88,9 +94,10 @@ class Manifest:
         return named
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
-        if data.get("format") != FORMAT:
-            raise ModelFileError(f"unsupported bundle format {data.get('format')!r} (this version reads {FORMAT})")
+    def from_dict(cls, data: dict, where: str = MANIFEST) -> "Manifest":
+        problems = manifest_problems(data, FORMAT)
+        if problems:
+            raise ModelFileError(f"{where} is not a valid bundle manifest:\n  " + "\n  ".join(problems))
         try:
             return cls(name=str(data["name"]),
                        policy=PolicySpec(**data["policy"]) if data.get("policy") else None,
@@ -162,7 +169,7 @@ def _stamp_path() -> Path:
 
 def _stamp_key(path: Path) -> str:
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
 
 
 def _read_stamps() -> dict:
@@ -222,20 +229,27 @@ def read_manifest(root: str | Path) -> Bundle:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is not valid JSON: {exc}") from None
-    manifest = Manifest.from_dict(data)
-    for rel in manifest.named_files():
-        if rel not in manifest.files:
-            raise ModelFileError(f"bundle manifest names {rel} but lists no checksum for it")
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise ModelFileError(f"bundle manifest path {rel!r} leaves the bundle folder")
+    manifest = Manifest.from_dict(data, str(path))
+    inside = root.resolve()
+    for rel in manifest.files:
+        target = (root / rel).resolve()
+        if target != inside and inside not in target.parents:
+            raise ModelFileError(f"bundle file {rel!r} leads outside the bundle folder {root} "
+                                 f"(a symlink to {target}); a bundle must hold its own files")
     return Bundle(root, manifest)
 
 
-def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:
-    """Open a bundle; with `verify`, refuse it if any file is missing, resized or modified."""
+VERIFY_MODES = ("quick", "full")
+
+
+def load_bundle(root: str | Path, *, verify: bool | str = True) -> Bundle:
+    """Open a bundle; with `verify`, refuse it if any file is missing, resized or modified. True or
+    "quick" trusts a remembered hash of an unchanged file (inode, size, mtime, ctime); "full" re-hashes."""
+    if verify not in (True, False, *VERIFY_MODES):
+        raise ValueError(f"verify must be one of {VERIFY_MODES} or a bool, got {verify!r}")
     bundle = read_manifest(root)
     if verify:
-        problems = check_files(bundle)
+        problems = check_files(bundle, full=verify == "full")
         if problems:
             raise ModelFileError(f"bundle {bundle.root} is damaged: " + "; ".join(problems)
                                  + ". Re-export it with star-export or restore the files.")

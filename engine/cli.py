@@ -17,6 +17,38 @@ def _runs(p, module: str) -> None:
 
 def _bundle_arg(p) -> None:
     p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("--verify", default="quick", choices=["quick", "full"],
+                   help="bundle check before loading: quick trusts remembered hashes of unchanged files "
+                        "(inode, size, mtime, ctime); full re-hashes every file (default quick)")
+
+
+def _bounded_int(low: int, high: int, why: str):
+    """An argparse type: a whole number in [low, high]; outside it the error names the range and why."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high} ({why}), got {value}")
+        return value
+    return parse
+
+
+def _samples_arg(p, help: str) -> None:
+    from .policy.types import MAX_SAMPLES
+
+    p.add_argument("-n", "--samples", dest="n", type=_bounded_int(1, MAX_SAMPLES, "llama.cpp's parallel sequences"),
+                   default=1, help=help)
+
+
+def _decode_args(p) -> None:
+    from .policy.types import MAX_NEW_TOKENS
+
+    p.add_argument("--max-new-tokens", type=_bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
+                   default=1024)
+    p.add_argument("--max-pixels", type=_positive, default=None, metavar="MP",
+                   help="largest image to read, in megapixels (default 64), checked before decoding")
 
 
 def _device_arg(p) -> None:
@@ -59,7 +91,7 @@ def _bench_pipeline(sub) -> None:
     _bundle_arg(p)
     p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
     p.add_argument("--query", default=None, help="query (default: the sample scene's)")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--max-new-tokens", type=_bounded_int(1, 8192, "answers take a few hundred"), default=1024)
     _device_arg(p)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
@@ -80,13 +112,12 @@ def _segment(sub) -> None:
     p.add_argument("image")
     p.add_argument("query")
     _bundle_arg(p)
-    p.add_argument("-n", "--samples", dest="n", type=int, default=1,
-                   help="samples; 1 = StAR's greedy direct prediction, >1 = sampling + majority vote (StAR: 32)")
+    _samples_arg(p, "samples; 1 = StAR's greedy direct prediction, >1 = sampling + majority vote (StAR: 32)")
     p.add_argument("--out", default="star-out", help="folder for the mask / overlay PNGs and result JSON ('' = none)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else there")
     _device_arg(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    _decode_args(p)
     _grammar_arg(p)
     _temperature_arg(p)
     _runs(p, "engine.commands.segment")
@@ -117,18 +148,20 @@ def _eval(sub) -> None:
     p = sub.add_parser("eval", help="a benchmark through the reasoner: resumable, per-group metrics, scaling and sweep from one run")
     p.add_argument("--data", required=True, help="KIND:PATH, KIND one of reasonseg, reasonseg-x, reasonseg-r, hf, refcoco, cod, mmr")
     _bundle_arg(p)
-    p.add_argument("-n", "--samples", dest="n", type=int, default=1,
-                   help="samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
+    _samples_arg(p, "samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
     p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
     p.add_argument("--convention", default="lisa", choices=sorted(CONVENTIONS), help="metric convention (PROTOCOL.md section 9)")
-    p.add_argument("--limit", type=int, default=None, help="only the first LIMIT items")
+    p.add_argument("--limit", type=_bounded_int(1, 10**9, "items"), default=None, help="only the first LIMIT items")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    _decode_args(p)
     _grammar_arg(p)
     _temperature_arg(p)
     p.add_argument("--vote-mode", default="best", choices=["best", "consensus"])
     p.add_argument("--no-sweep", action="store_true", help="skip StAR's threshold sweep (N > 1)")
-    p.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="a broken dataset file: stop, or log and skip it")
+    p.add_argument("--on-error", default="raise", choices=["raise", "skip"],
+                   help="a broken item (unreadable image or ground truth): stop, or record it as a failure and go on")
+    p.add_argument("--exclude-failures", action="store_true",
+                   help="leave failed items out of the metrics (default: each counts as IoU 0; the report lists them)")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                    help="reader option, e.g. split=testA, dataset=refcoco+, image_dir=...")
     p.add_argument("--trust-pickle", action="store_true", help="RefCOCO: allow loading refs(*).p pickles (only files you trust)")
@@ -141,7 +174,7 @@ def _eval(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
+    parser.add_argument("--threads", type=_bounded_int(1, 1024, "CPU threads"), default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     _segment(sub)
@@ -164,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "max_pixels", None):
+        from .images import set_max_pixels
+
+        set_max_pixels(int(args.max_pixels * 1024 * 1024))
     threads = args.threads or (1 if args.command == "bench" else None)
     if threads:
         # Must happen before numpy / torch load their thread pools.

@@ -34,6 +34,10 @@ class InvalidPromptError(StarError, ValueError):
     """Segmenter prompts are malformed (wrong shapes, non-finite coordinates, mismatched counts)."""
 
 
+class OutputError(StarError):
+    """An output folder or file cannot be written (not a folder, read-only, disk full)."""
+
+
 class ContextOverflowError(StarError):
     """The prompt plus N x max_new_tokens does not fit the policy's context window."""
 
@@ -46,6 +50,10 @@ def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> i
         return int(run(args) or 0)
     except StarError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: out of memory; try a smaller image (--max-pixels), fewer samples (-n) or fewer new tokens",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: {on_interrupt}", file=sys.stderr)

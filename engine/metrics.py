@@ -157,6 +157,14 @@ class IoUAccumulator:
             sums.n += 1
         return iou
 
+    def add_failure(self, union: int = 0, groups: dict[str, Hashable] | None = None) -> float:
+        """Add an item the system failed on (no prediction, or no readable ground truth): IoU 0 in gIoU, and
+        its ground-truth area (when known) in cIoU's union. Never skipped: a failure is not an empty-empty."""
+        for sums in [self._overall, *(self._groups[k][v] for k, v in (groups or {}).items())]:
+            sums.union += union
+            sums.n += 1
+        return 0.0
+
     def add(self, pred: np.ndarray | None, gt: np.ndarray, groups: dict[str, Hashable] | None = None) -> float | None:
         return self.add_counts(*intersection_union(pred, gt, self.convention), groups)
 

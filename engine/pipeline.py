@@ -8,6 +8,7 @@ StAR's settings (temperature 1.0, top-p 0.9) and takes the mask-level majority v
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -106,6 +107,10 @@ def check_query(query: str) -> str:
         raise InvalidQueryError("the query is empty: type what to find, e.g. \"the thing that keeps food cold\"")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidQueryError(f"the query has {len(query)} characters; keep it under {MAX_QUERY_CHARS}")
+    control = sorted({f"U+{ord(c):04X}" for c in query if unicodedata.category(c) == "Cc" and c not in "\t\n"})
+    if control:
+        # A NUL would cut the prompt where the C side reads it; other control characters are noise to the model.
+        raise InvalidQueryError(f"the query contains control characters ({', '.join(control[:5])}); remove them")
     return query.strip()
 
 
@@ -253,7 +258,7 @@ def bundle_root(bundle=None) -> Path:
 
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
                   max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
-                  verify: bool = True) -> Reasoner:
+                  verify: bool | str = True) -> Reasoner:
     """A reasoner from a bundle folder (default: the nano bundle shipped with the package)."""
     from .bundle import load_bundle
     from .devices import resolve_device

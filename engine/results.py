@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .fileio import write_atomically, write_text_atomically
+from .errors import OutputError
 from .pipeline import Result
 from .rle import encode
 
@@ -70,11 +73,45 @@ def overlay(image: np.ndarray, mask: np.ndarray, rgb=OVERLAY_RGB, alpha: float =
     return out.clip(0, 255).astype(np.uint8)
 
 
-def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: str = "result") -> dict[str, Path]:
+def prepare_output_dir(out_dir: str | Path) -> Path:
+    """The output folder, created if needed and checked writable, before any model time is spent on a run."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png", "json": out / f"{stem}.json"}
-    write_atomically(paths["mask"], lambda p: Image.fromarray(result.mask.astype(np.uint8) * 255).save(p, format="PNG"))
-    write_atomically(paths["overlay"], lambda p: Image.fromarray(overlay(image, result.mask)).save(p, format="PNG"))
-    write_text_atomically(paths["json"], json.dumps(result_to_dict(result), indent=1))
-    return paths
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder; choose a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".star-write-check.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write into --out {out}: {exc.strerror or exc}; choose another folder") from None
+    return out
+
+
+def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: str = "result") -> dict[str, Path]:
+    """Write the mask PNG, the overlay PNG and the result JSON of one run as a set: all three are written
+    into a temporary folder inside `out_dir` and moved into place only when every one is complete (a full
+    disk leaves the previous set untouched). The JSON, moved last, names the other two with their SHA-256."""
+    out = prepare_output_dir(out_dir)
+    names = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png", "json": f"{stem}.json"}
+    staging = out / f".{stem}.{os.getpid()}.partial"
+    try:
+        staging.mkdir(exist_ok=True)
+        Image.fromarray(result.mask.astype(np.uint8) * 255).save(staging / names["mask"], format="PNG")
+        Image.fromarray(overlay(image, result.mask)).save(staging / names["overlay"], format="PNG")
+        payload = result_to_dict(result)
+        payload["files"] = {kind: {"name": names[kind], "sha256": _sha256(staging / names[kind])}
+                            for kind in ("mask", "overlay")}
+        (staging / names["json"]).write_text(json.dumps(payload, indent=1))
+        for kind in ("mask", "overlay", "json"):  # renames inside one folder: no space needed, nothing half-written
+            (staging / names[kind]).replace(out / names[kind])
+    except OSError as exc:
+        raise OutputError(f"could not write the results into {out}: {exc.strerror or exc}; "
+                          "nothing of this run was kept there") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {kind: out / name for kind, name in names.items()}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

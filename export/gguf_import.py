@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelFileError
+from engine.offline import from_local
 
 from .converter import convert
 from .gguf_reader import GgufFile, read_gguf
@@ -49,7 +50,7 @@ def _build_like(like: Path):
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(like)
+    config = from_local(AutoConfig, like, "--like")
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     too_big = [n for n, p in model.state_dict().items() if p.numel() > MAX_PROBE_ELEMENTS]
     if too_big:

@@ -24,6 +24,7 @@ from .quantize import QUANT_TYPES, quantize_model
 from .stages import StageLog, check_free_space, fingerprint, tree_bytes
 
 FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl"}
+ARCHITECTURES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration"}
 MMPROJ_TYPES = ("f16", "q8_0", "f32")
 # Bytes per parameter of each output, for the free-space check (GGUF K-quants carry some f32 tensors).
 BYTES_PER_PARAM = {"F16": 2.0, "Q8_0": 1.1, "Q5_K_M": 0.75, "Q4_K_M": 0.65, "F32": 4.0}
@@ -43,11 +44,20 @@ def detect(model_dir: str | Path, frame: str | None = None) -> PolicySource:
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
         raise ModelFileError(f"{root} is not a Hugging Face model folder (no config.json)")
-    config = json.loads(cfg_path.read_text())
-    model_type = config.get("model_type", "")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{cfg_path} is not readable JSON ({exc})") from None
+    model_type = config.get("model_type", "") if isinstance(config, dict) else ""
     if model_type not in FAMILIES:
         raise ModelFileError(f"{root} is a {model_type or 'unknown'!r} model; star-export handles "
                              f"{', '.join(FAMILIES)} (Qwen2.5-VL, Qwen3-VL)")
+    # llama.cpp's converter picks its model class from architectures[0], not from model_type, and some of
+    # its classes load code with trust_remote_code: only the two classes this project supports may reach it.
+    architectures = config.get("architectures")
+    if architectures != [ARCHITECTURES[model_type]]:
+        raise ModelFileError(f"{cfg_path}: architectures is {architectures!r}; a {model_type} checkpoint must "
+                             f"say [{ARCHITECTURES[model_type]!r}] (the converter chooses its code by this field)")
     family = FAMILIES[model_type]
     if frame is None:
         frame = checkpoint_frame(root, family)

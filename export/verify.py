@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bundle import Bundle, check_files, read_manifest, save_manifest
+from engine.offline import from_local, local_folder
 
 # Max relative logit error per quantization (teacher-forced; FIELD-NOTES measured 1e-3 .. 5e-3 at F32).
 LOGIT_TOLERANCE = {"F32": 0.02, "F16": 0.03, "Q8_0": 0.08, "Q5_K_M": 0.25, "Q4_K_M": 0.35}
@@ -68,6 +69,18 @@ def open_policy(bundle: Bundle):
                        prompt_family=spec.prompt_family, n_ctx=4096, max_samples=1, threads=1)
 
 
+def answer_problem(logits: np.ndarray, text: str, token_ids: list[int]) -> str | None:
+    """Why a greedy probe answer shows a damaged policy (None when it does not): non-finite prompt logits,
+    no text at all, or one token repeated over the whole answer (what NaN-free but broken weights give)."""
+    if not np.isfinite(logits).all():
+        return f"non-finite logits ({int((~np.isfinite(logits)).sum())} of {logits.size} after the prompt)"
+    if not text.strip():
+        return f"the greedy answer is empty ({len(token_ids)} tokens): the policy cannot answer"
+    if len(token_ids) >= 8 and len(set(token_ids)) == 1:
+        return f"the greedy answer repeats one token {len(token_ids)} times ({text[:30]!r}): degenerate weights"
+    return None
+
+
 def check_loads(bundle: Bundle) -> tuple[list[Check], object | None]:
     """The load checks, and the policy they opened (None if it failed), left open for the parity check:
     loading a 7B model twice would double verify's slowest step. The caller closes it."""
@@ -79,8 +92,10 @@ def check_loads(bundle: Bundle) -> tuple[list[Check], object | None]:
     if bundle.manifest.policy:
         try:
             policy = open_policy(bundle)
-            text = policy.sample(image, QUERIES[0], 1, SamplingParams.greedy(16))[0].text
-            checks.append(Check("policy loads", True, f"greedy: {text[:60]!r}"))
+            logits = policy.prompt_logits(image, QUERIES[0])
+            completion = policy.sample(image, QUERIES[0], 1, SamplingParams.greedy(16))[0]
+            problem = answer_problem(logits, completion.text, completion.token_ids)
+            checks.append(Check("policy loads", problem is None, problem or f"greedy: {completion.text[:60]!r}"))
         except Exception as exc:  # the report names it; verify must not crash on a broken bundle
             checks.append(Check("policy loads", False, f"{type(exc).__name__}: {exc}"))
             if policy is not None:
@@ -90,7 +105,9 @@ def check_loads(bundle: Bundle) -> tuple[list[Check], object | None]:
         try:
             seg = load_segmenter(bundle.segmenter_files(), device="cpu", threads=1)
             out = seg.segment(seg.embed(image), np.array([[30, 20, 90, 70]], np.float32))
-            checks.append(Check("segmenter loads", True, f"{type(seg).__name__}: score {out.scores[0]:.3f}"))
+            finite = bool(np.isfinite(out.logits).all() and np.isfinite(out.scores).all())
+            checks.append(Check("segmenter loads", finite, f"{type(seg).__name__}: score {out.scores[0]:.3f}" if finite
+                                else f"{type(seg).__name__}: non-finite mask logits or scores (damaged weights)"))
         except Exception as exc:
             checks.append(Check("segmenter loads", False, f"{type(exc).__name__}: {exc}"))
     return checks, policy
@@ -105,13 +122,14 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
     from engine.policy.hf_inputs import encode_batch, teacher_forced_logits
 
     spec = bundle.manifest.policy
-    model = AutoModelForImageTextToText.from_pretrained(reference, dtype=torch.float32).eval()
+    model = from_local(AutoModelForImageTextToText, reference, "--reference", dtype=torch.float32).eval()
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
-    tokenizer = AutoTokenizer.from_pretrained(reference)
-    processor = AutoProcessor.from_pretrained(reference).image_processor
+        model = PeftModel.from_pretrained(model, str(local_folder(adapter, "--adapter")),
+                                          local_files_only=True).merge_and_unload().eval()
+    tokenizer = from_local(AutoTokenizer, reference, "--reference")
+    processor = from_local(AutoProcessor, reference, "--reference").image_processor
     owned = policy is None
     policy = open_policy(bundle) if owned else policy
     image = probe_image()

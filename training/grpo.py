@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.offline import from_local, local_folder
 from .recipe import Recipe
 
 TRL_VERSION = "1.16"
@@ -182,9 +183,10 @@ def load_policy(recipe: Recipe):
     from transformers import AutoModelForImageTextToText
 
     dtype = torch.bfloat16 if use_bf16(recipe) else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(recipe.model, dtype=dtype)
+    model = from_local(AutoModelForImageTextToText, recipe.model, "recipe model", dtype=dtype)
     if recipe.adapter:
-        model = PeftModel.from_pretrained(model, recipe.adapter, is_trainable=True)
+        model = PeftModel.from_pretrained(model, str(local_folder(recipe.adapter, "recipe adapter")),
+                                          is_trainable=True, local_files_only=True)
     else:
         lora = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                           target_modules=LM_LINEAR, task_type="CAUSAL_LM")
@@ -217,7 +219,7 @@ def _processor(model_dir: str):
                               Qwen2VLVideoProcessor)
 
     try:
-        processor = AutoProcessor.from_pretrained(model_dir)
+        processor = from_local(AutoProcessor, model_dir, "model folder")
         if getattr(processor, "chat_template", None):
             return processor
     except (OSError, ValueError, TypeError):
@@ -227,8 +229,8 @@ def _processor(model_dir: str):
 
     import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_dir)
+    tokenizer = from_local(AutoTokenizer, model_dir, "model folder")
+    image_processor = from_local(Qwen2VLImageProcessorPil, model_dir, "model folder")
     model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
     # Qwen3-VL's processor counts image tokens with its own patch size; Qwen2.5-VL's otherwise.
     processor_class = transformers.Qwen3VLProcessor if model_type == "qwen3_vl" else Qwen2_5_VLProcessor

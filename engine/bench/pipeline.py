@@ -48,7 +48,7 @@ def main(args) -> int:
     if args.query:
         query = args.query
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads or 1, max_samples=max(counts),
-                             max_new_tokens=args.max_new_tokens)
+                             max_new_tokens=args.max_new_tokens, verify=getattr(args, "verify", True))
     # Each run re-asks the same query: without this every run after the first would reuse the image
     # prefix and report no vision encoder time (`bench policy` measures reuse on its own).
     if hasattr(reasoner.policy, "reuse_prefix"):

@@ -88,7 +88,7 @@ def main(args) -> int:
     from ..policy.llama_backend import LlamaPolicy
 
     counts = sorted({int(k) for k in args.counts.split(",")})
-    b = load_bundle(bundle_root(args.bundle))
+    b = load_bundle(bundle_root(args.bundle), verify=getattr(args, "verify", True))
     spec = b.manifest.policy
     device = resolve_device(args.device)
     threads = args.threads or 1

@@ -71,20 +71,20 @@ def main(args) -> int:
     from ..policy.types import CancelToken
     from ..voting import VoteConfig
 
-    if args.n < 1:
-        raise DatasetError("-n must be at least 1")
     if args.report_only:
         if not args.out:
             raise DatasetError("--report-only needs --out (the folder of the run to report)")
         log = RunLog(args.out)
-        paths = write_report(summarize(log.latest_records(), log.read_settings(), args.convention), args.out)
+        paths = write_report(summarize(log.latest_records(), log.read_settings(), args.convention,
+                                       count_failures=not args.exclude_failures), args.out)
         print(paths["markdown"].read_text())
         return 0
 
-    reader = open_reader(args.data, data_options(args.data_option, args.trust_pickle), args.on_error)
+    options = data_options(args.data_option, args.trust_pickle)
+    reader = open_reader(args.data, options, args.on_error)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
-                             max_new_tokens=args.max_new_tokens)
-    settings = EvalSettings(data=args.data, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                             max_new_tokens=args.max_new_tokens, verify=args.verify)
+    settings = EvalSettings(data=args.data, data_options=options, on_error=args.on_error, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                             constrained=reasoner.grammar(args.grammar),
                             temperature=reasoner.temperature(args.temperature),
                             vote=VoteConfig(mode=args.vote_mode), sweep=not args.no_sweep, limit=args.limit,
@@ -98,13 +98,13 @@ def main(args) -> int:
         # e.g. --on-error raise on a malformed item: the items done so far still get their report
         log = RunLog(out)
         if log.run_path.exists():
-            write_report(summarize(log.latest_records(), log.read_settings(), args.convention) | {"complete": False},
-                         out)
+            write_report(summarize(log.latest_records(), log.read_settings(), args.convention,
+                                   count_failures=not args.exclude_failures) | {"complete": False}, out)
         raise
     finally:
         reasoner.close()
     log = RunLog(out)
-    summary = summarize(outcome.records, log.read_settings(), args.convention)
+    summary = summarize(outcome.records, log.read_settings(), args.convention, count_failures=not args.exclude_failures)
     summary["complete"] = not outcome.interrupted and len(outcome.records) >= outcome.total
     summary["reader_problems"] = list(getattr(reader, "problems", []))
     paths = write_report(summary, out)

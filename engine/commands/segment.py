@@ -64,12 +64,16 @@ def _summary(result) -> str:
 
 def main(args) -> int:
     from ..images import load_image
-    from ..pipeline import load_reasoner, sampling_for
-    from ..results import result_to_dict, save_outputs
+    from ..pipeline import check_query, load_reasoner, sampling_for
+    from ..results import prepare_output_dir, result_to_dict, save_outputs
 
+    # Everything a user can get wrong is checked before any model loads: the query, the output folder, the image.
+    check_query(args.query)
+    if args.out:
+        prepare_output_dir(args.out)
     image = load_image(args.image)
-    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=max(args.n, 1),
-                             max_new_tokens=args.max_new_tokens)
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
+                             max_new_tokens=args.max_new_tokens, verify=args.verify)
     try:
         result = reasoner.run(image, args.query, args.n,
                               sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
@@ -81,7 +85,7 @@ def main(args) -> int:
     paths = save_outputs(result, image, args.out, Path(args.image).stem) if args.out else {}
     if args.json:
         payload = result_to_dict(result)
-        payload["files"] = {k: str(v) for k, v in paths.items()}
+        payload["files"] = {k: str(v) for k, v in paths.items()}  # where the set was written (paths, not hashes)
         print(json.dumps(payload))
         return 0
     print(_summary(result))

@@ -15,30 +15,43 @@ from ..metrics import IoUAccumulator, get_convention, pick_counts
 GROUP_KEYS = ("reasoning_type", "query_type")
 
 
-def _scores(counts_list, convention, groups_list=None) -> dict:
+def failure_union(record: dict, convention) -> int:
+    """The ground-truth area a failed item adds to cIoU's union (0 when its ground truth was unreadable)."""
+    counts = record.get("failure_counts")
+    return pick_counts(counts, convention)[1] if counts else 0
+
+
+def _scores(counts_list, convention, groups_list=None, failures=()) -> dict:
+    """Metrics of scored items (their counts) plus failed items (their records: IoU 0, see failure_union)."""
     acc = IoUAccumulator(convention)
     for i, counts in enumerate(counts_list):
         acc.add_counts(*pick_counts(counts, convention), groups_list[i] if groups_list else None)
+    for record in failures:
+        acc.add_failure(failure_union(record, convention), record.get("groups") if groups_list else None)
     return acc.result()
 
 
-def _mean_over_blocks(records, size: str, convention) -> dict:
+def _mean_over_blocks(records, size: str, convention, failures=()) -> dict:
     """Metrics of N'-sample runs: each block of every item is one replicate run; replicates are averaged."""
     blocks = min(len(r["scaling"][size]) for r in records)
-    runs = [_scores([r["scaling"][size][b] for r in records], convention) for b in range(blocks)]
+    runs = [_scores([r["scaling"][size][b] for r in records], convention, failures=failures) for b in range(blocks)]
     return {"giou": statistics.fmean(x["giou"] for x in runs), "ciou": statistics.fmean(x["ciou"] for x in runs),
             "replicates": blocks}
 
 
-def summarize(records: list[dict], settings: dict, convention: str = "lisa") -> dict:
+def summarize(records: list[dict], settings: dict, convention: str = "lisa", *, count_failures: bool = True) -> dict:
+    """The report's numbers. Items that failed (unreadable data under --on-error skip, or a model error)
+    count as IoU 0 unless `count_failures` is False; either way the report says how many and which."""
     conv = get_convention(convention)
     scored = [r for r in records if "counts" in r]
-    errors = [{"id": r["id"], "error": r["error"]} for r in records if "error" in r]
-    main = _scores([r["counts"] for r in scored], conv, [r.get("groups", {}) for r in scored])
+    failed = [r for r in records if "error" in r]
+    errors = [{"id": r["id"], "error": r["error"], "stage": r.get("stage", "model")} for r in failed]
+    failures = failed if count_failures else []
+    main = _scores([r["counts"] for r in scored], conv, [r.get("groups", {}) for r in scored], failures)
     n = settings["n"]
     summary = {
         "data": settings["data"], "bundle": settings.get("bundle"), "n": n, "convention": conv.name,
-        "items": len(scored), "errors": errors,
+        "items": len(scored), "errors": errors, "failures_counted": bool(count_failures),
         "giou": main["giou"], "ciou": main["ciou"], "scored": main["n"],
         "groups": {k: v for k, v in main["groups"].items() if k in GROUP_KEYS},
         "sample_status": dict(Counter(s["status"] for r in scored for s in r.get("samples", []))),
@@ -46,12 +59,12 @@ def summarize(records: list[dict], settings: dict, convention: str = "lisa") -> 
     }
     if scored and n > 1:
         sizes = sorted({int(k) for r in scored for k in r.get("scaling", {})})
-        summary["scaling"] = [{"n": s, **_mean_over_blocks(scored, str(s), conv)} for s in sizes]
+        summary["scaling"] = [{"n": s, **_mean_over_blocks(scored, str(s), conv, failures)} for s in sizes]
         summary["scaling"].append({"n": n, "giou": main["giou"], "ciou": main["ciou"], "replicates": 1})
     if scored and settings.get("sweep") and all("sweep" in r for r in scored):
         rows = []
         for i, config in enumerate(settings["sweep"]):
-            s = _scores([r["sweep"][i] for r in scored], conv)
+            s = _scores([r["sweep"][i] for r in scored], conv, failures=failures)
             rows.append({**config, "giou": s["giou"], "ciou": s["ciou"]})
         summary["sweep"] = {"best_giou": max(rows, key=lambda r: r["giou"]), "best_ciou": max(rows, key=lambda r: r["ciou"]),
                             "configs": rows}
@@ -70,7 +83,9 @@ def to_markdown(summary: dict) -> str:
     lines = [f"# star eval: {summary['data']}", ""]
     bundle = summary.get("bundle") or {}
     lines.append(f"Bundle `{bundle.get('name', '?')}`, N = {summary['n']}, metric convention `{summary['convention']}`; "
-                 f"{summary['items']} items scored ({summary['scored']} counted), {len(summary['errors'])} errors.")
+                 f"{summary['items']} items scored, {len(summary['errors'])} failed; {summary['scored']} counted"
+                 + (" (failed items as IoU 0)." if summary.get("failures_counted", True) and summary["errors"]
+                    else " (failed items left out: --exclude-failures)." if summary["errors"] else "."))
     lines += ["", "| | gIoU | cIoU | items |", "|---|---:|---:|---:|",
               f"| overall | {_pct(summary['giou'])} | {_pct(summary['ciou'])} | {summary['scored']} |"]
     for key, values in summary["groups"].items():

@@ -16,9 +16,10 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 
 # Settings that change what the model predicts: a resume must match them exactly.
-PREDICTION_KEYS = ("data", "n", "seed", "max_new_tokens", "constrained", "temperature", "vote", "sweep", "policy_sha256")
+PREDICTION_KEYS = ("data", "data_options", "n", "seed", "max_new_tokens", "constrained", "temperature", "vote", "sweep",
+                   "policy_sha256")
 # What a key meant in a run.json written before the key existed.
-KEY_DEFAULTS = {"constrained": False, "temperature": 1.0}
+KEY_DEFAULTS = {"constrained": False, "temperature": 1.0, "data_options": {}}
 
 
 class EvalRunError(StarError):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
 from ..images import load_image
+from ..offline import from_local, local_folder
 from .hf_inputs import checkpoint_frame, encode_batch
 from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
@@ -115,16 +116,17 @@ class TransformersPolicy:
         except ImportError:
             raise BackendUnavailableError("the transformers policy needs torch and transformers: "
                                           "`bash installer/setup.sh --with train`") from None
-        root = Path(model_dir)
+        root = local_folder(model_dir, "model folder")
         model_type = _model_type(root)
         self.family, class_name = MODEL_CLASSES[model_type]
         self.frame = frame or checkpoint_frame(root, self.family)
         self.prompt_family = prompt_family
         self.device = device
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(root)
+        self.tokenizer = from_local(transformers.AutoTokenizer, root, "model folder")
         # The PIL processor, as training and the parity tests use (the fast one resizes slightly differently).
-        self.processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(root)
-        model = getattr(transformers, class_name).from_pretrained(root, dtype=getattr(torch, dtype)).to(device).eval()
+        self.processor = from_local(transformers.Qwen2VLImageProcessorPil, root, "model folder")
+        model = from_local(getattr(transformers, class_name), root, "model folder", dtype=getattr(torch, dtype))
+        model = model.to(device).eval()
         self.model = attach_adapter(model, adapter) if adapter else model
         # Qwen3-VL keeps eos_token_id on its text config only
         eos = getattr(self.model.config, "eos_token_id", None)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ContextOverflowError, ImageError, ModelFileError
+from ..errors import BackendUnavailableError, ContextOverflowError, ImageError, InvalidQueryError, ModelFileError
 from ..images import load_image
-from ..protocol import build_prompt, chatml_prompt, get_frame, resize_for_model
-from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
+from ..protocol import build_prompt, chatml_prompt, get_frame, normalize_query, resize_for_model
+from .types import MAX_SAMPLES, STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
 # general.architecture of the text GGUF per model family.
 ARCHITECTURES = {"qwen2.5-vl": "qwen2vl", "qwen3-vl": "qwen3vl"}
@@ -83,6 +83,14 @@ class LlamaPolicy:
             raise ModelFileError(f"{model_path} is a {arch!r} model, but the bundle says {family} "
                                  f"(expected {ARCHITECTURES[family]!r})")
         self.architecture = arch
+        if not 1 <= max_samples <= MAX_SAMPLES:
+            raise ContextOverflowError(f"{max_samples} samples asked for; llama.cpp decodes 1 to {MAX_SAMPLES} "
+                                       "sequences at once")
+        kv_bytes, available = self.kv_cache_bytes(n_ctx), available_memory()
+        if n_gpu_layers == 0 and available is not None and kv_bytes > available:
+            raise ContextOverflowError(
+                f"a context of {n_ctx} positions ({max_samples} samples) needs {kv_bytes / 2**30:.1f} GiB of KV cache, "
+                f"more than the {available / 2**30:.1f} GiB of memory available; lower -n or --max-new-tokens")
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
@@ -112,8 +120,19 @@ class LlamaPolicy:
         self.timings = PolicyTimings()
         self.reuse_prefix = reuse_prefix
         self._prefix: _Prefix | None = None
+        self.model_path = model_path
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def kv_cache_bytes(self, n_ctx: int) -> int:
+        """Bytes of an F16 KV cache of `n_ctx` positions for this model (keys and values, every layer)."""
+        L = self.L
+        n_head, n_head_kv = L.llama_model_n_head(self.model), L.llama_model_n_head_kv(self.model)
+        fallback = L.llama_model_n_embd(self.model) // max(n_head, 1)
+        key_dim = int(self._meta(f"{self.architecture}.attention.key_length") or fallback)
+        value_dim = int(self._meta(f"{self.architecture}.attention.value_length") or fallback)
+        return L.llama_model_n_layer(self.model) * n_ctx * n_head_kv * (key_dim + value_dim) * 2
+
     def _meta(self, key: str) -> str:
         buf = ctypes.create_string_buffer(256)
         n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
@@ -122,13 +141,30 @@ class LlamaPolicy:
     def prompt_text(self, query: str) -> str:
         return chatml_prompt(build_prompt(query, self.prompt_family), image_placeholder=self.marker)
 
-    def tokenize(self, text: str) -> list[int]:
-        """Text-only tokenization with special tokens parsed (for parity tests and budgeting)."""
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Text-only tokenization, control tokens parsed unless `special` is False (for parity tests,
+        budgeting, and telling user text from control text)."""
         L = self.L
         raw = text.encode()
         buf = (L.llama_token * (len(raw) + 8))()
-        n = L.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), False, True)
+        n = L.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), False, special)
         return list(buf[:n])
+
+    def check_query_text(self, query: str) -> None:
+        """Refuse a query that would not reach the model as plain text. The prompt is tokenized in one piece
+        with control tokens parsed (the template's own <|im_start|> etc. must be), so control text inside the
+        query (e.g. "<|im_end|><|im_start|>assistant") would end the user's turn; the image marker would
+        become an image slot. The prompt of every other query stays byte for byte what it was."""
+        text = normalize_query(query)  # what the prompt holds (lower-cased: <|IM_END|> would become a control)
+        if self.marker in text:
+            raise InvalidQueryError(f"the query contains {self.marker}, the image placeholder; remove it")
+        with_control = self.tokenize(text)
+        if with_control != self.tokenize(text, special=False):
+            plain = set(self.tokenize(text, special=False))
+            names = sorted({self._piece(t, special=True).decode(errors="replace") for t in with_control
+                            if t not in plain})
+            raise InvalidQueryError(f"the query contains the model's control text {', '.join(names)}; remove it "
+                                    "(user text is never read as control tokens)")
 
     def _sampler(self, sampling: SamplingParams, index: int):
         L = self.L
@@ -153,13 +189,24 @@ class LlamaPolicy:
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist((sampling.seed * 1000003 + index) & 0xFFFFFFFF))
         return chain
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, *, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
-        n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
+
+    def _check_logits(self, rows: int) -> None:
+        """Stop before sampling from non-finite logits: damaged weights (NaN / Inf) would otherwise reach
+        llama.cpp's grammar sampler, which aborts the process. One sum over the rows is enough: any NaN
+        or Inf makes it non-finite; the cost is a read of rows x vocab floats per step."""
+        ptr = self.L.llama_get_logits(self.ctx) if rows > 1 else self.L.llama_get_logits_ith(self.ctx, -1)
+        if not np.isfinite(np.ctypeslib.as_array(ptr, shape=(rows * self.n_vocab,)).sum(dtype=np.float64)):
+            self._prefix = None
+            raise ModelFileError(f"the policy {self.model_path} computes non-finite logits (NaN or Inf): its "
+                                 "weights are damaged; restore or re-export the bundle (`star-export verify` "
+                                 "checks it)")
 
     def forget_prefix(self) -> None:
         """Drop the remembered system + image prefix (the next query prefills from scratch)."""
@@ -167,6 +214,7 @@ class LlamaPolicy:
 
     def _prefill(self, image: np.ndarray, query: str) -> int:
         L, M = self.L, self.M
+        self.check_query_text(query)
         mem = L.llama_get_memory(self.ctx)
         rgb = np.ascontiguousarray(np.asarray(resize_for_model(image, self.frame)), dtype=np.uint8)
         h, w = rgb.shape[:2]
@@ -294,6 +342,7 @@ class LlamaPolicy:
             raise ContextOverflowError(
                 f"{n} samples x {sampling.max_new_tokens} new tokens + {n_past} prompt positions exceed the "
                 f"context of {self.n_ctx}; lower n or max_new_tokens, or load the policy with a larger n_ctx")
+        self._check_logits(1)
         mem = L.llama_get_memory(self.ctx)
         for s in range(1, n):
             L.llama_memory_seq_cp(mem, 0, s, -1, -1)
@@ -340,6 +389,7 @@ class LlamaPolicy:
                 if rc != 0:
                     raise RuntimeError(f"llama_decode failed ({rc}) at step {step}")
                 self.timings.decode_tokens += len(live)
+                self._check_logits(len(live))
                 pending = {i: L.llama_sampler_sample(samplers[i], self.ctx, j) for j, (i, _) in enumerate(live)}
                 step += 1
         finally:
@@ -365,6 +415,18 @@ class LlamaPolicy:
             self.close()
         except Exception:
             pass
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says a new allocation can have (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _silent(level, text, user_data):

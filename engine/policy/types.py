@@ -11,6 +11,12 @@ TokenCallback = Callable[[int, str], None]
 
 STOP_TEXT = "</answer>"
 
+# llama.cpp decodes at most 256 sequences in one context (LLAMA_MAX_SEQ); StAR votes over 32.
+MAX_SAMPLES = 256
+# StAR and VisionReasoner answer in a few hundred tokens and generate with a budget of 1024-2048; 8192 is
+# far above any real answer and keeps the KV cache a policy allocates for N samples bounded.
+MAX_NEW_TOKENS = 8192
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -28,7 +34,8 @@ class SamplingParams:
         return cls(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
 
     def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
+        if (self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0
+                or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS):
             raise ValueError(f"invalid sampling parameters: {self}")
         if self.constrained and self.ignore_stop:  # past the grammar's end only EOS is allowed
             raise ValueError("constrained decoding ends at the answer; it cannot also ignore stops")

@@ -1,7 +1,8 @@
 """SAM 2 through PyTorch and the upstream `sam2` package: the reference backend, CPU or CUDA.
 
-Loading never unpickles arbitrary objects: checkpoints are read with `torch.load(weights_only=True)`
-(or safetensors) and loaded strictly into a model instantiated from a SAM 2 Hydra config.
+Loading never runs code from a file: checkpoints are read with `torch.load(weights_only=True)` (or
+safetensors) and loaded strictly into a model built from a SAM 2 YAML read as data (`sam2_config`: an
+allow-list of sam2 classes and plain values; hydra's `instantiate` is never called on a config).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .sam2_graph import FEATURE_NAMES, build_graphs
 
 # What `sam2.build_sam.build_sam2` adds to every config (apply_postprocessing=True), as StAR builds it.
 POSTPROCESSING_OVERRIDES = {
-    "model.sam_mask_decoder_extra_args": {
+    "sam_mask_decoder_extra_args": {
         "dynamic_multimask_via_stability": True,
         "dynamic_multimask_stability_delta": 0.05,
         "dynamic_multimask_stability_thresh": 0.98,
@@ -77,19 +78,17 @@ def load_state_dict(checkpoint: str | Path) -> dict:
 
 
 def build_model(config: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
-    """Instantiate SAM2Base from a config and load a checkpoint strictly (what build_sam2 does, but for
-    config files anywhere on disk and with clear errors)."""
+    """Build SAM2Base from a config and load a checkpoint strictly (what build_sam2 does, but for config
+    files anywhere on disk, read as data, and with clear errors)."""
     torch = _torch()
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from .sam2_config import build_from_config, merge, read_model_config
 
-    cfg = OmegaConf.load(resolve_config(config))
-    if "model" not in cfg:
-        raise ModelFileError(f"{config} is not a SAM 2 model config (no top-level `model`)")
-    for key, value in POSTPROCESSING_OVERRIDES.items():
-        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
-    OmegaConf.resolve(cfg)
-    model = instantiate(cfg.model, _recursive_=True)
+    model_config = merge(read_model_config(resolve_config(config)), POSTPROCESSING_OVERRIDES)
+    try:
+        model = build_from_config(model_config)
+    except (TypeError, ValueError, AssertionError, ZeroDivisionError, IndexError) as exc:
+        raise ModelFileError(f"SAM 2 config {config} does not describe a model sam2 can build "
+                             f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
     if checkpoint is not None:
         sd = load_state_dict(checkpoint)
         missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -65,10 +65,19 @@ def test_corrupt_missing_and_huge_give_clear_errors(tmp_path):
         load_image(_png(Image.new("RGB", (300, 200))), max_pixels=300 * 200 - 1)
 
 
-def test_large_image_above_pillows_bomb_guard_loads(tmp_path):
-    # 12000 x 9000 (108 MP) is above Pillow's warning threshold; a 1-bit PNG keeps the file small.
+def test_large_image_above_pillows_bomb_guard_loads_with_the_limit_raised(tmp_path):
+    # 12000 x 9000 (108 MP) is above Pillow's warning threshold and the engine's 64 MP default; a 1-bit PNG
+    # keeps the file small. Refused by default, read once the limit is raised (the CLI's --max-pixels).
+    from engine.images import DEFAULT_MAX_PIXELS, set_max_pixels
+
     path = tmp_path / "big.png"
     Image.new("1", (12000, 9000)).save(path)
     assert image_size(path) == (12000, 9000)
-    out = load_image(path)
+    with pytest.raises(ImageError, match="--max-pixels"):
+        load_image(path)
+    try:
+        set_max_pixels(110 * 1024 * 1024)
+        out = load_image(path)
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)
     assert out.shape == (9000, 12000, 3)

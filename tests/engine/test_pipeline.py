@@ -192,7 +192,7 @@ def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_pa
     assert manifest["policy"]["vote_temperature"] == 1.0
     del manifest["policy"]["vote_temperature"]
     assert Manifest.from_dict(manifest).policy.vote_temperature == 1.0  # an older manifest
-    with pytest.raises(ValueError, match="vote_temperature must be a number > 0"):
+    with pytest.raises(ModelFileError, match="policy.vote_temperature: expected a number in"):
         Manifest.from_dict({**manifest, "policy": {**manifest["policy"], "vote_temperature": 0}})
     manifest["policy"]["vote_temperature"] = 0.001
     (cool / "bundle.json").write_text(json.dumps(manifest))

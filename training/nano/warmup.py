@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.offline import from_local
 from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 
 from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets, label_mentions, object_cells
@@ -266,8 +267,8 @@ class WarmupData:
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.processor = Qwen2VLImageProcessorPil.from_pretrained(source)
+        self.tokenizer = from_local(AutoTokenizer, source, "model folder")
+        self.processor = from_local(Qwen2VLImageProcessorPil, source, "model folder")
         self.frame_size = int(math.isqrt(int(self.processor.size["longest_edge"])))
         self.frame = f"pixels-{self.frame_size}"
 
@@ -346,7 +347,8 @@ class Warmup:
         self.frame_size, self.frame = self.data.frame_size, self.data.frame
         # Supervising attention needs its probabilities: the eager kernel returns them (SDPA does not).
         attn = {"attn_implementation": "eager"} if config.attn_heads or config.name_heads else {}
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.source, dtype=torch.float32, **attn)
+        self.model = from_local(Qwen2_5_VLForConditionalGeneration, self.source, "model folder",
+                                dtype=torch.float32, **attn)
         self.model.to(self.device)
         torch.manual_seed(config.seed)  # a fresh run's heads; a resumed one loads them below
         self.aux = AuxHeads(self.model.config.text_config.hidden_size, self.frame_size // 28).to(self.device)
