@@ -60,11 +60,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None = None) -> np.ndarray:
+def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None = None,
+               downscale: bool = False) -> np.ndarray:
     """Decode `source` into an HxWx3 uint8 RGB array.
 
     exif: apply the EXIF orientation (what a photo viewer shows). Benchmark readers choose what their
     reference did: OpenCV (LISA) applies it, the Hugging Face copies (PIL) do not.
+    downscale: a JPEG above the pixel limit is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's draft mode:
+    the full image is never in memory) when that fits, instead of being refused. The caller compares the
+    array's size with `image_size(source)` to tell the user; benchmark readers never downscale.
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
@@ -80,6 +84,11 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = _open_header(io.BytesIO(source) if isinstance(source, bytes) else source)
         width, height = image.size
+        if width * height > limit and downscale and image.format == "JPEG":
+            scale = next((k for k in (2, 4, 8) if -(-width // k) * -(-height // k) <= limit), None)
+            if scale is not None:
+                image.draft("RGB", (-(-width // scale), -(-height // scale)))
+                width, height = image.size
         if width * height > limit:
             raise ImageError(
                 f"Image {name} is {width}x{height} ({width * height / 1e6:.0f} MP), above the limit of "

@@ -63,7 +63,7 @@ def _summary(result) -> str:
 
 
 def main(args) -> int:
-    from ..images import load_image
+    from ..images import image_size, load_image
     from ..pipeline import check_query, load_reasoner, sampling_for
     from ..results import prepare_output_dir, result_to_dict, save_outputs
 
@@ -71,7 +71,12 @@ def main(args) -> int:
     check_query(args.query)
     if args.out:
         prepare_output_dir(args.out)
-    image = load_image(args.image)
+    image = load_image(args.image, downscale=True)
+    full = image_size(args.image)
+    if (image.shape[1], image.shape[0]) != full:
+        print(f"star: {args.image} is {full[0]}x{full[1]}, above the pixel limit: read at "
+              f"{image.shape[1]}x{image.shape[0]} (the mask is at that size; --max-pixels reads it whole)",
+              file=sys.stderr)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify)
     try:

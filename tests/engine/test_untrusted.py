@@ -509,3 +509,20 @@ def test_a_bad_ground_truth_stops_the_run_or_counts_as_a_failure(tiny_segmenter,
     assert [e["id"] for e in counted["errors"]] == ["b"]
     left_out = summarize(list(records.values()), {"data": spec, "n": 1}, count_failures=False)
     assert left_out["giou"] == pytest.approx(sum(ious) / 2) and left_out["scored"] == 2
+
+
+def test_a_jpeg_above_the_limit_is_decoded_smaller_only_when_asked(tmp_path):
+    from engine.errors import ImageError
+    from engine.images import DEFAULT_MAX_PIXELS, load_image, set_max_pixels
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (1600, 1200), (200, 40, 40)).save(photo, quality=90)
+    try:
+        set_max_pixels(1600 * 1200 // 3)  # 1/2 scale (800 x 600) fits, the whole does not
+        with pytest.raises(ImageError, match="above the limit"):
+            load_image(photo)
+        small = load_image(photo, downscale=True)
+        assert small.shape == (600, 800, 3)
+        assert np.abs(small.astype(int) - (200, 40, 40)).max() < 8
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)
