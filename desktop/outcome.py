@@ -80,11 +80,23 @@ class Outcome:
             parts.append(("(rest)", final & ~covered))
         return parts
 
+    @property
+    def stopped(self) -> bool:
+        """Stopped by the user: not an answer (nothing was segmented or voted after Stop)."""
+        return bool(self.data.get("cancelled"))
+
+    def sample_status(self, index: int) -> str:
+        """ok / empty / failed as the engine parsed it, or "stopped" for a sample cut short by Stop."""
+        s = self.samples[index]
+        return "stopped" if s.get("finish_reason") == "cancelled" else s["status"]
+
     def headline(self) -> str:
         """One line: what the system decided, and for the unhappy outcomes, why."""
-        if self.data.get("cancelled"):
-            return "Cancelled: the answers finished before Stop were used."
         n = len(self.samples)
+        if self.stopped:
+            finished = sum(self.sample_status(i) != "stopped" for i in range(n))
+            return (f"Stopped: {finished} of {n} sample{'s' if n != 1 else ''} had finished; nothing was segmented. "
+                    "The last complete result of this image is kept.")
         failed = [s for s in self.samples if s["status"] == "failed"]
         if n and len(failed) == n:
             reason = failed[0]["reason"] or "no valid answer"
@@ -105,12 +117,17 @@ class Outcome:
         text = f"{objects} object{'s' if objects != 1 else ''}, {area} pixels ({100 * area / (w * h):.1f}% of the image)"
         if self.vote is not None:
             v = self.vote
-            text += f"; voted by {v['valid_runs']} of {n} samples (K={v['k']}, {len(self.clusters)} clusters)"
+            votes = sum(c["votes"] for c in self.clusters if c["selected"])
+            text += (f"; {votes} vote{'s' if votes != 1 else ''} of {n} samples for the chosen "
+                     f"object{'s' if v['k'] != 1 else ''} ({v['valid_runs']} valid, K={v['k']}, "
+                     f"{len(self.clusters)} clusters)")
         return text
 
     def sample_summary(self, index: int) -> str:
         s = self.samples[index]
         labels = ", ".join(t.get("label") or "object" for t in s["targets"])
+        if self.sample_status(index) == "stopped":
+            return f"#{index}: stopped before it finished"
         if s["status"] == "ok":
             return f"#{index}: {len(s['targets'])} object(s): {labels}"
         if s["status"] == "empty":

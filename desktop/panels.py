@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QPlainTextE
 
 from .outcome import Outcome
 
-STATUS_MARK = {"ok": "✓", "empty": "∅", "failed": "✗"}
+STATUS_MARK = {"ok": "✓", "empty": "∅", "failed": "✗", "stopped": "■"}
 
 
 class ReasoningPanel(QTabWidget):
@@ -47,7 +47,7 @@ class ReasoningPanel(QTabWidget):
         self.reset(len(outcome.samples))
         for i, s in enumerate(outcome.samples):
             self.views[i].setPlainText(s["text"])
-            self.mark(i, s["status"])
+            self.mark(i, outcome.sample_status(i))
 
     def text(self, sample: int) -> str:
         return self.views[sample].toPlainText()
@@ -65,8 +65,8 @@ class SamplesPanel(QListWidget):
         self.clear()
         if outcome is not None:
             for i, s in enumerate(outcome.samples):
-                item = QListWidgetItem(f"{STATUS_MARK.get(s['status'], '?')} {outcome.sample_summary(i)}")
-                if s["status"] != "ok" and s.get("reason"):
+                item = QListWidgetItem(f"{STATUS_MARK.get(outcome.sample_status(i), '?')} {outcome.sample_summary(i)}")
+                if outcome.sample_status(i) not in ("ok", "stopped") and s.get("reason"):
                     item.setToolTip(s["reason"])
                 self.addItem(item)
         self.blockSignals(False)

@@ -24,7 +24,7 @@ from .messages import UserMessage, user_message
 from .outcome import Outcome
 from .panels import ReasoningPanel, SamplesPanel, VotePanel
 from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings, image_key
-from .worker import InferenceWorker, Request, default_loader
+from .worker import InferenceWorker, Request, RunTag, default_loader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SAMPLE_CHOICES = (1, 8, 16, 32)
@@ -41,6 +41,7 @@ def suggested_query() -> str:
 class MainWindow(QMainWindow):
     run_requested = Signal(object)
     load_requested = Signal(object)
+    close_requested = Signal()
     run_finished = Signal()  # after a result (or a failure) is shown, on the UI thread
 
     def __init__(self, *, home: Path | None = None, loader=default_loader, bundle: str | None = None,
@@ -56,6 +57,7 @@ class MainWindow(QMainWindow):
         self.outcome: Outcome | None = None
         self.folder: list[Path] = []
         self.running = False
+        self.runs = 0  # the number of the latest run (RunTag.run)
         self.last_message: UserMessage | None = None
         self.setWindowTitle("StAR Desktop")
         self.setAcceptDrops(True)
@@ -246,6 +248,9 @@ class MainWindow(QMainWindow):
         self.worker.stage.connect(self._on_stage)
         self.worker.tokens.connect(self.reasoning.append)
         self.worker.sample_done.connect(self._on_sample_done)
+        self.worker.progress.connect(self._on_progress)
+        # Blocking: the UI waits while the worker's thread frees the native resources it created.
+        self.close_requested.connect(self.worker.close, Qt.ConnectionType.BlockingQueuedConnection)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.thread_.start()
@@ -267,21 +272,41 @@ class MainWindow(QMainWindow):
         self.progress.setValue(self._done)
         self.stage.setText(f"Reasoning… {self._done}/{self._n} samples finished")
 
-    def _on_finished(self, data: dict) -> None:
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.stage.setText(f"{stage[:1].upper() + stage[1:]}… {done}/{total} prompts")
+
+    def _is_current(self, tag: RunTag | None) -> bool:
+        """Whether a run's report belongs on screen: the latest run, for the image shown now."""
+        return tag is not None and tag.run == self.runs and self.record is not None and tag.image_key == self.record.key
+
+    def _on_finished(self, tag: RunTag, data: dict) -> None:
         self._set_running(False)
         outcome = Outcome(data)
-        if self.record is not None:
-            self.record.save_result(data, self.image_name())
+        if not self._is_current(tag):
+            # The user moved to another image during the run: a complete result is kept with ITS image
+            # (found there next time), a stopped one is dropped; neither is shown or exported here.
+            if not outcome.stopped and tag is not None:
+                ImageRecord(tag.image_key, self.home).save_result(data, tag.image_name)
+                self.stage.setText(f"The run on {tag.image_name} finished after you moved on; it is saved with that image.")
+            self.run_finished.emit()
+            return
+        if not outcome.stopped:  # a stopped run never replaces the last complete result
+            self.record.save_result(data, tag.image_name)
         self.show_outcome(outcome)
         t = data["timings"]
-        self.stage.setText(f"Done in {t['total_ms'] / 1000:.1f} s (policy {t['decode_tokens']} tokens, "
+        self.stage.setText("Stopped." if outcome.stopped else
+                           f"Done in {t['total_ms'] / 1000:.1f} s (policy {t['decode_tokens']} tokens, "
                            f"{t['decode_tokens_per_s']:.0f}/s)")
         self.run_finished.emit()
 
-    def _on_failed(self, message: UserMessage) -> None:
-        self._set_running(False)
-        self.stage.setText("")
-        self.show_message(message)
+    def _on_failed(self, tag: RunTag | None, message: UserMessage) -> None:
+        if tag is not None:
+            self._set_running(False)
+        if tag is None or self._is_current(tag):
+            self.stage.setText("")
+            self.show_message(message)
         self.run_finished.emit()
 
     # ---- images ------------------------------------------------------------------------------------
@@ -442,7 +467,9 @@ class MainWindow(QMainWindow):
         self._set_running(True)
         self.headline.setText(f"Thinking about “{query}” with {n} sample{'s' if n > 1 else ''}…")
         temperature = None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
-        self.run_requested.emit(Request(self.image, query, n, temperature, self.settings.bundle or None))
+        self.runs += 1
+        tag = RunTag(self.runs, self.record.key, self.image_name(), query)
+        self.run_requested.emit(Request(self.image, query, n, temperature, self.settings.bundle or None, tag=tag))
         return True
 
     def cancel(self) -> None:
@@ -597,10 +624,11 @@ class MainWindow(QMainWindow):
         self.settings.first_run = False
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        self.worker.cancel()
+        self.worker.cancel()  # a run in flight ends within a decode step or a batch of prompts
         self.settings.save(self.home)
+        if self.thread_.isRunning():
+            self.close_requested.emit()  # blocks until the worker's thread has freed the model
         self.thread_.quit()
         if not self.thread_.wait(30000):
             self.thread_.terminate()
-        self.worker.close()
         super().closeEvent(event)

@@ -1,7 +1,11 @@
 """Inference off the UI thread. The window sends a Request; the worker loads (and keeps) the reasoner for
 the chosen bundle, runs it, and reports through Qt signals (queued across threads, so slots run on the
-UI thread). Tokens are batched every ~40 ms: 32 samples x hundreds of tokens must not flood the event
-loop. Stop sets the engine's CancelToken; decoding ends within one step and the answers so far are used."""
+UI thread). Every report carries the request's RunTag (run number, image key, query), so the window can
+tell a result for the image on screen from one that arrives after the user moved on. Tokens are batched
+every ~40 ms: 32 samples x hundreds of tokens must not flood the event loop. Stop sets the engine's
+CancelToken: decoding ends within one step, segmentation within one batch of prompts, and the result is
+marked cancelled (a stopped run, never an answer). The reasoner's native resources are created and
+released on the worker's thread (`close` is called there)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,15 @@ from .messages import user_message
 FLUSH_S = 0.04
 
 
+@dataclass(frozen=True)
+class RunTag:
+    """What a run was computed for: the window's run number, the image (its content key and name) and the query."""
+    run: int
+    image_key: str
+    image_name: str
+    query: str
+
+
 @dataclass
 class Request:
     image: np.ndarray
@@ -30,6 +43,7 @@ class Request:
     bundle: str | None  # None = the bundled nano model
     seed: int = 0
     max_new_tokens: int = 1024
+    tag: RunTag | None = None
 
     def sampling(self, reasoner: Reasoner) -> SamplingParams:
         """StAR's settings (engine.pipeline.sampling_for) with the app's voting temperature, where the user
@@ -59,9 +73,10 @@ class InferenceWorker(QObject):
     loaded = Signal(str)  # a description of the bundle and devices
     stage = Signal(str)
     tokens = Signal(object)  # {sample: new text} (object: a QVariantMap would need str keys)
-    sample_done = Signal(int, str)  # sample index, status
-    finished = Signal(object)  # the result as engine.results.result_to_dict
-    failed = Signal(object)  # messages.UserMessage
+    sample_done = Signal(int, str)  # sample index, status ("stopped" for one cut short by Stop)
+    progress = Signal(str, int, int)  # stage, done, total (prompts segmented)
+    finished = Signal(object, object)  # RunTag, the result as engine.results.result_to_dict
+    failed = Signal(object, object)  # RunTag (None outside a run), messages.UserMessage
 
     def __init__(self, loader: ReasonerLoader = default_loader, log_path: str | None = None):
         super().__init__()
@@ -93,7 +108,7 @@ class InferenceWorker(QObject):
         try:
             self._reasoner_for(bundle, 8)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
-            self.failed.emit(user_message(exc, self.log_path))
+            self.failed.emit(None, user_message(exc, self.log_path))
 
     @Slot(object)
     def run(self, request: Request) -> None:
@@ -104,10 +119,10 @@ class InferenceWorker(QObject):
                                   sampling=request.sampling(reasoner),
                                   on_event=self._on_event, cancel=self.cancel_token)
             self._flush(force=True)
-            self.finished.emit(result_to_dict(result))
+            self.finished.emit(request.tag, result_to_dict(result))
         except Exception as exc:  # noqa: BLE001
             self._flush(force=True)
-            self.failed.emit(user_message(exc, self.log_path))
+            self.failed.emit(request.tag, user_message(exc, self.log_path))
 
     def _on_event(self, event: Event) -> None:
         if event.kind == "token":
@@ -115,7 +130,10 @@ class InferenceWorker(QObject):
             self._flush()
         elif event.kind == "sample":
             self._flush(force=True)
-            self.sample_done.emit(event.sample, event.data.status)
+            stopped = event.data.finish_reason == "cancelled"
+            self.sample_done.emit(event.sample, "stopped" if stopped else event.data.status)
+        elif event.kind == "progress":
+            self.progress.emit(event.text, *event.data)
         elif event.kind == "stage":
             self._flush(force=True)
             self.stage.emit(event.text)

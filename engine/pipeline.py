@@ -22,6 +22,9 @@ from .protocol import Answer, Target, parse_answer
 from .voting import VoteConfig, VoteResult, majority_vote
 
 MAX_QUERY_CHARS = 2000
+# Prompts per segmenter call: large enough that batching pays (one decoder pass for many prompts), small
+# enough that Stop takes effect within one batch and the progress bar moves during segmentation.
+SEGMENT_BATCH = 32
 
 
 @dataclass
@@ -29,7 +32,8 @@ class Event:
     """Something the CLI or the app may show as it happens.
 
     kind: "token" (sample, text), "sample" (sample, data=SampleResult without masks), "masks"
-    (data=list of SampleResult), "vote" (data=VoteResult), "stage" (text = the stage starting).
+    (data=list of SampleResult), "vote" (data=VoteResult), "stage" (text = the stage starting),
+    "progress" (text = the stage, data = (done, total) within it).
     """
 
     kind: str
@@ -187,7 +191,7 @@ class Reasoner:
         pt = self.policy.timings
         for name in ("vision_ms", "prefill_ms", "prefill_tokens", "decode_ms", "decode_tokens"):
             setattr(timings, name, getattr(pt, name))
-        cancelled = any(c.finish_reason == "cancelled" for c in completions)
+        cancelled = any(c.finish_reason == "cancelled" for c in completions) or bool(cancel and cancel.cancelled)
 
         t0 = time.perf_counter()
         samples = []
@@ -199,7 +203,13 @@ class Reasoner:
             emit(Event("sample", c.index, data=s))
         timings.parse_ms = (time.perf_counter() - t0) * 1e3
 
-        object_masks, scores = self._segment(rgb, samples, timings, emit)
+        object_masks, scores = (None, None) if cancelled else self._segment(rgb, samples, timings, emit, cancel)
+        if object_masks is None:
+            # Stopped: no segmentation, no vote. The samples keep their text (those cut short say so by their
+            # finish_reason), and the result says it was stopped: it is not an answer.
+            timings.total_ms = (time.perf_counter() - t_start) * 1e3
+            return Result(query, (w, h), np.zeros((h, w), dtype=bool), False, samples,
+                          np.zeros((0, h, w), dtype=bool), None, timings, self.bundle, True, sampling)
         final, no_object, vote_result = self._decide(samples, object_masks, scores, (h, w), vote, timings)
         if vote_result is not None:
             emit(Event("vote", data=vote_result))
@@ -207,7 +217,9 @@ class Reasoner:
         return Result(query, (w, h), final, no_object, samples, object_masks, vote_result, timings, self.bundle,
                       cancelled, sampling)
 
-    def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit):
+    def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit, cancel: CancelToken | None = None):
+        """Every target of every sample in batches of SEGMENT_BATCH prompts over one embedding; (masks,
+        scores), or (None, None) when `cancel` is set between two steps."""
         h, w = rgb.shape[:2]
         boxes, points = [], []
         for s in samples:
@@ -221,14 +233,23 @@ class Reasoner:
         t0 = time.perf_counter()
         embedding = self.segmenter.embed(rgb)
         timings.sam_encode_ms = (time.perf_counter() - t0) * 1e3
+        boxes, points = np.asarray(boxes, np.float32), np.asarray(points, np.float32)
+        masks, scores = np.zeros((len(boxes), h, w), dtype=bool), np.zeros(len(boxes), np.float32)
         t0 = time.perf_counter()
-        out = self.segmenter.segment(embedding, np.asarray(boxes, np.float32), np.asarray(points, np.float32))
-        masks = out.masks
+        for start in range(0, len(boxes), SEGMENT_BATCH):
+            if cancel is not None and cancel.cancelled:
+                return None, None
+            end = start + SEGMENT_BATCH
+            out = self.segmenter.segment(embedding, boxes[start:end], points[start:end])
+            masks[start:end], scores[start:end] = out.masks, out.scores
+            emit(Event("progress", text="segmenting", data=(min(end, len(boxes)), len(boxes))))
         timings.sam_decode_ms = (time.perf_counter() - t0) * 1e3
+        if cancel is not None and cancel.cancelled:
+            return None, None
         for s in samples:
-            s.scores = [float(out.scores[r]) for r in s.mask_rows]
+            s.scores = [float(scores[r]) for r in s.mask_rows]
         emit(Event("masks", data=samples))
-        return masks, out.scores
+        return masks, scores
 
     def _decide(self, samples, object_masks, scores, shape, vote: VoteConfig | None, timings: Timings):
         t0 = time.perf_counter()

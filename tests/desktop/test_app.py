@@ -143,9 +143,11 @@ def test_real_bundle_streams_and_stops(qtbot, home, tiny_bundle, scene_png):
         assert w.run_query()
         qtbot.waitUntil(lambda: any(w.reasoning.text(i) for i in range(8)), timeout=60_000)
         w.cancel()
-    assert w.outcome.data["cancelled"] and w.outcome.headline().startswith("Cancelled")
+    assert w.outcome.data["cancelled"] and w.outcome.headline().startswith("Stopped")
     assert all(s["finish_reason"] in ("cancelled", "stop", "length") for s in w.outcome.samples)
-    assert any(s["finish_reason"] == "cancelled" for s in w.outcome.samples)
+    stopped = [i for i, s in enumerate(w.outcome.samples) if s["finish_reason"] == "cancelled"]
+    assert stopped and all(w.reasoning.tabText(i).endswith("■") for i in stopped)  # never "no object"
+    assert w.record.latest_result() is None  # a stopped run is not autosaved as the image's result
     assert "on CPU" in w.device.text() and "SAM 2 onnx" in w.device.text()
 
     w.set_samples(1)
@@ -153,6 +155,78 @@ def test_real_bundle_streams_and_stops(qtbot, home, tiny_bundle, scene_png):
     with qtbot.waitSignal(w.run_finished, timeout=120_000):
         w.run_query()
     assert not w.outcome.data["cancelled"] and w.outcome.headline()  # explained whatever it wrote
+
+
+class GatedPolicy(ReplayPolicy):
+    """A replaying policy that holds its answer until the test opens the gate (a run still in flight)."""
+
+    def __init__(self, texts):
+        super().__init__(texts)
+        import threading
+
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def sample(self, image, query, n, sampling, *, on_token=None, cancel=None):
+        self.entered.set()
+        assert self.gate.wait(60)
+        return super().sample(image, query, n, sampling, on_token=on_token, cancel=cancel)
+
+
+def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, home, tiny_segmenter, scene_png):
+    from engine.pipeline import Reasoner
+
+    policy = GatedPolicy(VOTE_TEXTS[:1])
+    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112"))
+    assert w.open_image(scene_png)
+    policy.gate.set()
+    ask(qtbot, w, "the red square", 1)
+    complete = w.record.latest_result()
+    assert complete is not None and not complete["cancelled"] and w.outcome.mask.any()
+
+    policy.gate.clear()
+    policy.entered.clear()
+    w.query.setCurrentText("the blue circle")
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        assert w.run_query()
+        assert policy.entered.wait(30)
+        w.cancel()  # Stop while the policy is busy: its answer arrives after Stop, and is not used
+        policy.gate.set()
+    assert w.outcome.stopped and w.outcome.headline().startswith("Stopped") and not w.outcome.mask.any()
+    assert w.record.latest_result() == complete  # the stopped run replaced nothing
+    w.open_image(scene_png)  # re-opening restores the complete result
+    assert w.outcome.data == complete
+
+
+def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scene_png, scene_image, tmp_path):
+    from desktop.store import ImageRecord
+    from engine.pipeline import Reasoner
+
+    other = tmp_path / "images" / "other.png"
+    Image.fromarray(np.ascontiguousarray(scene_image[:, ::-1])).save(other)
+    policy = GatedPolicy(VOTE_TEXTS[:1])
+    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112"))
+    assert w.open_image(scene_png)
+    first_key = w.record.key
+    w.query.setCurrentText("the red square")
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        assert w.run_query()
+        assert policy.entered.wait(30)
+        assert w.open_image(other)  # the user moves on while the run is in flight
+        policy.gate.set()
+    assert w.outcome is None and w.canvas.mask_item is None  # nothing shown on the new image
+    assert w.record.latest_result() is None and ImageRecord(first_key, home).latest_result() is None
+    assert not w._has_result()  # nothing to export
+
+    # A complete result that arrives late (it finished just before Stop reached it) is kept with its own image.
+    from desktop.worker import RunTag
+    from engine.results import result_to_dict
+
+    data = result_to_dict(Reasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112").run(
+        scene_image, "the red square", 1))
+    w.worker.finished.emit(RunTag(w.runs, first_key, "scene.png", "the red square"), data)
+    qtbot.waitUntil(lambda: ImageRecord(first_key, home).latest_result() is not None, timeout=10_000)
+    assert ImageRecord(first_key, home).latest_result() == data
+    assert w.outcome is None and w.record.latest_result() is None
 
 
 def test_bad_inputs_give_messages_and_lose_nothing(qtbot, home, tmp_path, scene_png, tiny_bundle):

@@ -80,6 +80,30 @@ def test_no_object_majority(tiny_segmenter, scene_image):
     assert result.vote.no_object_votes == 3
 
 
+@pytest.mark.parametrize("stage", ["segmenting", "progress"])
+def test_stop_during_segmentation_stops_and_says_so(tiny_segmenter, scene_image, monkeypatch, stage):
+    """Stop after decoding: no more prompts are segmented, no vote, and the result is marked cancelled with
+    every sample's text kept (an answer it is not)."""
+    import engine.pipeline
+    from engine.policy.types import CancelToken
+
+    monkeypatch.setattr(engine.pipeline, "SEGMENT_BATCH", 2)
+    texts = [answer(RED, BLUE)] * 4  # 8 prompts: 4 batches of 2
+    calls = []
+    original = tiny_segmenter.segment
+    monkeypatch.setattr(tiny_segmenter, "segment", lambda *a, **k: calls.append(1) or original(*a, **k))
+    cancel = CancelToken()
+
+    def on_event(event):
+        if (event.kind, event.text) == (("stage", "segmenting") if stage == "segmenting" else ("progress", "segmenting")):
+            cancel.cancel()
+
+    result = reasoner(tiny_segmenter, texts).run(scene_image, "the red square", 4, cancel=cancel, on_event=on_event)
+    assert result.cancelled and result.vote is None and not result.mask.any() and not result.no_object
+    assert [s.text for s in result.samples] == texts
+    assert len(calls) == (0 if stage == "segmenting" else 1)
+
+
 def test_bad_queries_are_refused(tiny_segmenter, scene_image):
     r = reasoner(tiny_segmenter, [answer(RED)])
     for query in ("", "   ", "x" * 5000):
