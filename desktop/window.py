@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QDockWidget, 
                                QPushButton, QSlider, QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from engine.errors import ImageError
-from engine.images import load_image
+from engine.images import image_size, load_image, max_pixels
 from engine.pipeline import check_query
 
 from . import exports
@@ -316,7 +316,9 @@ class MainWindow(QMainWindow):
     def open_image(self, path) -> bool:
         path = Path(path)
         try:
-            rgb = load_image(path)  # names the file in its messages; refuses huge or corrupt images
+            # names the file in its messages; refuses huge or corrupt images (a huge JPEG is read smaller)
+            rgb = load_image(path, downscale=True)
+            full = image_size(path)
             data = path.read_bytes()
         except OSError as exc:
             self.show_message(user_message(ImageError(f"Could not read {path.name}: {exc.strerror or exc}")))
@@ -327,6 +329,9 @@ class MainWindow(QMainWindow):
         self.image_path = path
         self.settings.last_dir = str(path.parent)
         self._show_image(rgb, image_key(data))
+        if (rgb.shape[1], rgb.shape[0]) != full:
+            self.stage.setText(f"{path.name} is {full[0]}×{full[1]}, above the pixel limit: shown and segmented at "
+                               f"{rgb.shape[1]}×{rgb.shape[0]}.")
         return True
 
     def open_array(self, rgb: np.ndarray) -> None:
@@ -405,8 +410,13 @@ class MainWindow(QMainWindow):
             self.show_message(UserMessage("Nothing to paste", "the clipboard holds no image.",
                                           "Copy an image (or an image file) first."))
             return False
-        image = image.convertToFormat(QImage.Format.Format_RGB888)
         w, h = image.width(), image.height()
+        if w * h > max_pixels():  # checked before the copy: the clipboard's image is already in memory once
+            self.show_message(user_message(ImageError(
+                f"The pasted image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of {max_pixels() / 1e6:.0f} MP. "
+                "Downscale it first.")))
+            return False
+        image = image.convertToFormat(QImage.Format.Format_RGB888)
         arr = np.frombuffer(image.constBits(), np.uint8, image.bytesPerLine() * h).reshape(h, image.bytesPerLine())
         self.open_array(arr[:, :3 * w].reshape(h, w, 3).copy())
         return True

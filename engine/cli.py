@@ -7,7 +7,8 @@ import os
 import sys
 
 from . import __version__
-from .errors import run_command
+from .argtypes import bounded_int, int_list, positive_float, temperature
+from .errors import StarError, run_command
 
 
 def _runs(p, module: str) -> None:
@@ -22,32 +23,23 @@ def _bundle_arg(p) -> None:
                         "(inode, size, mtime, ctime); full re-hashes every file (default quick)")
 
 
-def _bounded_int(low: int, high: int, why: str):
-    """An argparse type: a whole number in [low, high]; outside it the error names the range and why."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high} ({why}), got {value}")
-        return value
-    return parse
+def _repeat_arg(p, default: int) -> None:
+    p.add_argument("--repeat", type=bounded_int(1, 1000, "timed repetitions"), default=default)
 
 
 def _samples_arg(p, help: str) -> None:
     from .policy.types import MAX_SAMPLES
 
-    p.add_argument("-n", "--samples", dest="n", type=_bounded_int(1, MAX_SAMPLES, "llama.cpp's parallel sequences"),
+    p.add_argument("-n", "--samples", dest="n", type=bounded_int(1, MAX_SAMPLES, "llama.cpp's parallel sequences"),
                    default=1, help=help)
 
 
 def _decode_args(p) -> None:
     from .policy.types import MAX_NEW_TOKENS
 
-    p.add_argument("--max-new-tokens", type=_bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
                    default=1024)
-    p.add_argument("--max-pixels", type=_positive, default=None, metavar="MP",
+    p.add_argument("--max-pixels", type=positive_float, default=None, metavar="MP",
                    help="largest image to read, in megapixels (default 64), checked before decoding")
 
 
@@ -57,9 +49,11 @@ def _device_arg(p) -> None:
 
 def _bench_voting(sub) -> None:
     p = sub.add_parser("voting", help="IoU matrix and whole vote: ours vs pycocotools vs a float matmul (and the CUDA kernel)")
-    p.add_argument("--sizes", default="1024,2048", help="mask side lengths (default 1024,2048)")
-    p.add_argument("--counts", default="8,32,64", help="numbers of sampled masks N (default 8,32,64)")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--sizes", type=int_list(8, 8192, "mask side lengths"), default="1024,2048",
+                   help="mask side lengths (default 1024,2048)")
+    p.add_argument("--counts", type=int_list(1, 1024, "masks per vote"), default="8,32,64",
+                   help="numbers of sampled masks N (default 8,32,64)")
+    _repeat_arg(p, 5)
     p.add_argument("--json", default="runs/bench/voting.json", help="where to write the results")
     _runs(p, "engine.bench.voting")
 
@@ -68,9 +62,10 @@ def _bench_segment(sub) -> None:
     p = sub.add_parser("segment", help="SAM 2: encoder latency, decoder batched vs one prompt per call, per backend")
     p.add_argument("--models", default="shrunk,tiny", help="shrunk, tiny, small, large (random weights; default shrunk,tiny)")
     p.add_argument("--backends", default="torch,onnx", help="torch, onnx (default both)")
-    p.add_argument("--prompts", default="32,128", help="prompt counts per decoder call (default 32,128)")
+    p.add_argument("--prompts", type=int_list(1, 4096, "prompts per call"), default="32,128",
+                   help="prompt counts per decoder call (default 32,128)")
     _device_arg(p)
-    p.add_argument("--repeat", type=int, default=5)
+    _repeat_arg(p, 5)
     p.add_argument("--json", default="runs/bench/segment.json", help="where to write the results")
     _runs(p, "engine.bench.segment")
 
@@ -78,10 +73,12 @@ def _bench_segment(sub) -> None:
 def _bench_policy(sub) -> None:
     p = sub.add_parser("policy", help="llama.cpp policy: prefill, N samples decoded together vs N one-sample runs")
     _bundle_arg(p)
-    p.add_argument("--counts", default="1,2,4,8,16,32", help="numbers of samples N (default 1,2,4,8,16,32)")
-    p.add_argument("--tokens", type=int, default=128, help="tokens decoded per sample (stops ignored; default 128)")
+    p.add_argument("--counts", type=int_list(1, 256, "llama.cpp's parallel sequences"), default="1,2,4,8,16,32",
+                   help="numbers of samples N (default 1,2,4,8,16,32)")
+    p.add_argument("--tokens", type=bounded_int(1, 8192, "tokens per sample"), default=128,
+                   help="tokens decoded per sample (stops ignored; default 128)")
     _device_arg(p)
-    p.add_argument("--repeat", type=int, default=3)
+    _repeat_arg(p, 3)
     p.add_argument("--json", default="runs/bench/policy.json", help="where to write the results")
     _runs(p, "engine.bench.policy")
 
@@ -89,11 +86,12 @@ def _bench_policy(sub) -> None:
 def _bench_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="one query end to end, per stage, for N = 1, 8, 32 on the sample scene")
     _bundle_arg(p)
-    p.add_argument("--counts", default="1,8,32", help="numbers of samples N (default 1,8,32)")
+    p.add_argument("--counts", type=int_list(1, 256, "llama.cpp's parallel sequences"), default="1,8,32",
+                   help="numbers of samples N (default 1,8,32)")
     p.add_argument("--query", default=None, help="query (default: the sample scene's)")
-    p.add_argument("--max-new-tokens", type=_bounded_int(1, 8192, "answers take a few hundred"), default=1024)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, 8192, "answers take a few hundred"), default=1024)
     _device_arg(p)
-    p.add_argument("--repeat", type=int, default=3)
+    _repeat_arg(p, 3)
     p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
     _runs(p, "engine.bench.pipeline")
 
@@ -129,15 +127,8 @@ def _grammar_arg(p) -> None:
                         "default: what the bundle's manifest recommends (policy.answer_grammar)")
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def _temperature_arg(p) -> None:
-    p.add_argument("--temperature", type=_positive, default=None,
+    p.add_argument("--temperature", type=temperature, default=None,
                    help="sampling temperature of the N > 1 voting samples (N = 1 is greedy); default: the bundle's "
                         "policy.vote_temperature, StAR's 1.0 where the manifest does not say")
 
@@ -151,7 +142,7 @@ def _eval(sub) -> None:
     _samples_arg(p, "samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
     p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
     p.add_argument("--convention", default="lisa", choices=sorted(CONVENTIONS), help="metric convention (PROTOCOL.md section 9)")
-    p.add_argument("--limit", type=_bounded_int(1, 10**9, "items"), default=None, help="only the first LIMIT items")
+    p.add_argument("--limit", type=bounded_int(1, 10**9, "items"), default=None, help="only the first LIMIT items")
     p.add_argument("--seed", type=int, default=0)
     _decode_args(p)
     _grammar_arg(p)
@@ -174,7 +165,7 @@ def _eval(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
-    parser.add_argument("--threads", type=_bounded_int(1, 1024, "CPU threads"), default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
+    parser.add_argument("--threads", type=bounded_int(1, 1024, "CPU threads"), default=None, help="CPU threads for numpy/BLAS/torch (default: 1 for bench, all otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     _segment(sub)
@@ -198,9 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "max_pixels", None):
-        from .images import set_max_pixels
+        from .images import MEGAPIXEL, set_max_pixels
 
-        set_max_pixels(int(args.max_pixels * 1024 * 1024))
+        set_max_pixels(int(args.max_pixels * MEGAPIXEL))
+    if args.command == "bench" and getattr(args, "json", None):
+        from .bench.report import check_json_path
+
+        try:
+            check_json_path(args.json)
+        except StarError as exc:
+            print(f"star: {exc}", file=sys.stderr)
+            return 2
     threads = args.threads or (1 if args.command == "bench" else None)
     if threads:
         # Must happen before numpy / torch load their thread pools.

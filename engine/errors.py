@@ -42,8 +42,35 @@ class ContextOverflowError(StarError):
     """The prompt plus N x max_new_tokens does not fit the policy's context window."""
 
 
+INTERNAL_ERROR = "internal error"
+
+
+def crash_log_path():
+    """Where a command writes the traceback of an unexpected error (the user sees one line naming it)."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("STAR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "star-desktop")
+    return Path(base) / "crash.log"
+
+
+def _log_crash(prog: str) -> str:
+    import time
+    import traceback
+
+    path = crash_log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- {prog} {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}\n")
+        return f"the details are in {path}"
+    except OSError:
+        return "no crash log could be written"
+
+
 def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> int:
-    """Run a CLI subcommand: our errors print one sentence (exit 2), Ctrl-C exits 130, never a traceback."""
+    """Run a CLI subcommand: our errors print one sentence (exit 2), Ctrl-C exits 130, never a traceback.
+    An error the code did not foresee is a bug: one line says so (exit 3), the traceback goes to a log."""
     import sys
 
     try:
@@ -55,6 +82,10 @@ def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> i
         print(f"{prog}: out of memory; try a smaller image (--max-pixels), fewer samples (-n) or fewer new tokens",
               file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last guard: a user never sees a traceback
+        print(f"{prog}: {INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:200]}); {_log_crash(prog)}",
+              file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"{prog}: {on_interrupt}", file=sys.stderr)
         return 130

@@ -15,10 +15,11 @@ from .errors import ImageError
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 # The one pixel limit of the engine, checked from the file's header before any pixel is decoded: 64 MP
-# (8192 x 8192) covers every benchmark image and phone photo, while a run on it (RGB, masks, overlay) stays
+# (8000 x 8000) covers every benchmark image and phone photo, while a run on it (RGB, masks, overlay) stays
 # within a few GB. Pillow's own bomb guard is replaced by this bound; `set_max_pixels` (the CLI's
 # --max-pixels, in megapixels) raises or lowers it for the whole process.
-DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+MEGAPIXEL = 1_000_000
+DEFAULT_MAX_PIXELS = 64 * MEGAPIXEL
 _limit = {"pixels": DEFAULT_MAX_PIXELS}
 
 
@@ -78,8 +79,12 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
         if isinstance(source, Image.Image):
             image = source
         else:
+            if isinstance(source, (str, Path)) and Path(source).is_dir():
+                raise ImageError(f"{name} is a folder, not an image.")
             if isinstance(source, (str, Path)) and not Path(source).is_file():
                 raise ImageError(f"Image not found: {name}. Check the path.")
+            if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".svg", ".svgz"):
+                raise ImageError(f"{name} is an SVG drawing, which has no pixels to segment; export it as PNG first.")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = _open_header(io.BytesIO(source) if isinstance(source, bytes) else source)

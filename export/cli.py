@@ -9,7 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
+from engine.argtypes import answer_frame, temperature
 from engine.errors import run_command
+from engine.protocol import PROMPT_FAMILIES
 
 from .quantize import QUANT_TYPES
 
@@ -129,15 +131,16 @@ def _policy_args(p) -> None:
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
     p.add_argument("--quant", default="Q4_K_M", choices=[*QUANT_TYPES, "F32"])
     p.add_argument("--mmproj-quant", default="f16", choices=["f16", "q8_0", "f32"])
-    p.add_argument("--frame", default=None, help="answer frame (default: detected from the checkpoint)")
-    p.add_argument("--prompt-family", default="star", help="star (StAR), visionreasoner (VisionReasoner, Seg-Zero), ...")
+    p.add_argument("--frame", type=answer_frame, default=None, help="answer frame (default: detected from the checkpoint)")
+    p.add_argument("--prompt-family", default="star", choices=PROMPT_FAMILIES,
+                   help="star (StAR), visionreasoner (VisionReasoner, Seg-Zero), ...")
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized F16 GGUF in the bundle")
     p.add_argument("--output-f32", action="store_true",
                    help="keep the LM head in f32 (the nano policy's quadratic coordinate code needs its precision)")
     p.add_argument("--answer-grammar", action="store_true",
                    help="the manifest recommends decoding under the answer grammar (star segment / eval and the app "
                         "follow it unless --no-grammar); measure it first with star eval --grammar")
-    p.add_argument("--vote-temperature", type=float, default=1.0,
+    p.add_argument("--vote-temperature", type=temperature, default=1.0,
                    help="the voting temperature (N > 1) the manifest recommends (default StAR's 1.0; star segment / "
                         "eval follow it unless --temperature); measure it first with star eval --temperature")
 

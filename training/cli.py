@@ -136,6 +136,7 @@ def _device_argument(p: argparse.ArgumentParser, devices: tuple[str, ...]) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
+    from engine.argtypes import answer_frame, bounded_int, fraction
     from engine.devices import DEVICES  # no torch import: the parser stays quick to build
 
     from .nano.dataset import TRACES  # numpy and PIL only
@@ -143,12 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
     p.add_argument("--out", required=True)
-    p.add_argument("--train", type=int, default=20000)
-    p.add_argument("--val", type=int, default=500)
-    p.add_argument("--test", type=int, default=1000)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--frame", default="pixels-224")
-    p.add_argument("--empty-rate", type=float, default=0.1)
+    rows = bounded_int(0, 10_000_000, "rows")
+    p.add_argument("--train", type=rows, default=20000)
+    p.add_argument("--val", type=rows, default=500)
+    p.add_argument("--test", type=rows, default=1000)
+    p.add_argument("--image-size", type=bounded_int(56, 4096, "scene side in pixels"), default=224)
+    p.add_argument("--frame", type=answer_frame, default="pixels-224")
+    p.add_argument("--empty-rate", type=fraction, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_data)
     p = sub.add_parser("nano-baselines", help="gIoU / cIoU of no-reasoning predictors on a nano split")
@@ -330,11 +332,14 @@ def _run_recipe(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.errors import run_command
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    interrupted = "interrupted; re-run the same command to resume from the last checkpoint"
     if any(a == "--recipe" or a.startswith("--recipe=") for a in argv):
-        return _run_recipe(argv)
+        return run_command("star-train", _run_recipe, argv, on_interrupt=interrupted)
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    return run_command("star-train", args.run, args, on_interrupt=interrupted)
 
 
 if __name__ == "__main__":

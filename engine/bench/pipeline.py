@@ -43,7 +43,7 @@ def measure(reasoner, image, query: str, counts: list[int], repeat: int, max_new
 def main(args) -> int:
     from ..pipeline import load_reasoner
 
-    counts = sorted({int(k) for k in args.counts.split(",")})
+    counts = sorted(set(args.counts))
     image, query = sample_scene()
     if args.query:
         query = args.query

@@ -87,7 +87,7 @@ def main(args) -> int:
     from ..pipeline import bundle_root
     from ..policy.llama_backend import LlamaPolicy
 
-    counts = sorted({int(k) for k in args.counts.split(",")})
+    counts = sorted(set(args.counts))
     b = load_bundle(bundle_root(args.bundle), verify=getattr(args, "verify", True))
     spec = b.manifest.policy
     device = resolve_device(args.device)

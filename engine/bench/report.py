@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import OutputError
+from ..fileio import write_text_atomically
+
 
 def time_ms(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, budget_s: float = 20.0) -> dict:
     """Median and min wall time of `fn` in milliseconds (fewer repeats when a call is slow)."""
@@ -64,9 +67,26 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> str:
     return text
 
 
-def write_json(path: str | Path, payload: dict) -> Path:
+def check_json_path(path: str | Path) -> None:
+    """Refuse a --json path that cannot be written before a benchmark spends minutes measuring."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise OutputError(f"--json {path} is a folder; name a file (e.g. {path / 'bench.json'})")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"--json {path}: {parent} is not writable; choose another place")
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """The benchmark's JSON (with the machine it ran on), written atomically; --json naming a folder or a
+    read-only place is an OutputError, not a traceback."""
+    path = Path(path)
     payload = {"machine": machine(), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(path, json.dumps(payload, indent=2, default=float))
+    except OSError as exc:
+        raise OutputError(f"could not write the benchmark JSON to {path}: {exc.strerror or exc}") from None
     return path

@@ -156,8 +156,7 @@ def run_gpu(sizes, counts, repeat: int) -> list[dict]:
 
 
 def main(args) -> int:
-    sizes = [int(s) for s in args.sizes.split(",")]
-    counts = [int(n) for n in args.counts.split(",")]
+    sizes, counts = list(args.sizes), list(args.counts)
     cpu_rows = run_cpu(sizes, counts, args.repeat)
     text = print_table(
         "Voting on CPU (ms, median): IoU matrix and whole vote",

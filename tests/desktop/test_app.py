@@ -318,3 +318,42 @@ def test_first_run_offers_the_sample_and_a_query(qtbot, home):
     w.first_run()
     assert w.image_path == SAMPLE_IMAGE and w.suggestion.isVisible()
     assert suggested_query() in w.suggestion.text() and not w.settings.first_run
+
+
+def test_the_hostile_image_corpus_through_open_drop_and_paste(qtbot, home, tmp_path, scene_png, scene_image):
+    """Every file of the corpus opened, dropped and pasted (as a file): the odd-but-valid ones show at the
+    size a viewer shows, the others give a message naming the file and the open image stays."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
+
+    from tests.hostile import image_corpus
+
+    w = window(qtbot, home)
+    for bad in image_corpus(tmp_path / "corpus", scene_image):
+        for how in ("open", "drop", "paste"):
+            assert w.open_image(scene_png)
+            w.clear_message()
+            if how == "open":
+                w.open_image(bad.path)
+            else:
+                mime = QMimeData()
+                mime.setUrls([QUrl.fromLocalFile(str(bad.path))])
+                if how == "drop":
+                    w.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
+                                           Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+                else:
+                    QGuiApplication.clipboard().setMimeData(mime)
+                    w.paste_image()
+            if bad.readable:
+                assert w.image_path == bad.path and (w.image.shape[1], w.image.shape[0]) == bad.shown_size, (bad, how)
+            elif how == "drop" and not bad.path.is_file():
+                assert w.image_path == scene_png  # a folder is opened as a folder, a missing path ignored
+            else:
+                assert w.image_path == scene_png and w.last_message is not None, (bad.name, how)
+                assert bad.name in w.last_message.text, (bad.name, how, w.last_message.text)
+
+    assert w.open_image(scene_png)
+    huge = QImage(9000, 8000, QImage.Format.Format_RGB888)  # 72 MP: above the 64 MP limit
+    huge.fill(0)
+    QGuiApplication.clipboard().setImage(huge)
+    assert not w.paste_image() and "above the limit" in w.last_message.text and w.image_path == scene_png

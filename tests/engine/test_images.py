@@ -76,7 +76,7 @@ def test_large_image_above_pillows_bomb_guard_loads_with_the_limit_raised(tmp_pa
     with pytest.raises(ImageError, match="--max-pixels"):
         load_image(path)
     try:
-        set_max_pixels(110 * 1024 * 1024)
+        set_max_pixels(110_000_000)
         out = load_image(path)
     finally:
         set_max_pixels(DEFAULT_MAX_PIXELS)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rewards import gt_targets_from_masks
-from .steps import finish_step, fresh_dir, replace_dir
+from .steps import finish_step, fresh_dir, replace_dir, trim_log
 from .world import make_scene
 
 SCENE_SIZE = 224
@@ -210,6 +210,7 @@ class SamTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
         self.log_path = self.out / "log.jsonl"
+        trim_log(self.log_path, self.step)
 
     def scene(self, stream: str, index: int):
         rng = np.random.default_rng([STREAMS[stream], self.config.seed, index])

@@ -27,6 +27,24 @@ def replace_dir(tmp: Path, final: Path) -> Path:
     return final
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Keep the log's records up to `step` (the checkpoint a run resumes from): the steps taken after it by
+    an interrupted run are taken again, and must not be logged twice. A torn last line goes too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")

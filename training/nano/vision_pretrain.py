@@ -129,6 +129,7 @@ class VisionPretrain:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         start = self.kind_accuracy()
+        self.log_path.unlink(missing_ok=True)  # the stage saves only at its end: a re-run starts it over
         append_jsonl(self.log_path, {"step": 0, **start})
         if progress:
             print(json.dumps({"step": 0, **start}), flush=True)

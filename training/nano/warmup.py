@@ -26,7 +26,7 @@ from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets, label_mentions, obj
 from .dataset import LISTING_STEPS, NanoConfig, make_scene_example
 from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
-from .steps import finish_step, fresh_dir, replace_dir
+from .steps import finish_step, fresh_dir, replace_dir, trim_log
 
 
 END_OF_TURN = "<|im_end|>"
@@ -378,6 +378,7 @@ class Warmup:
             raise ValueError("label_weight > 0 and name_heads go together (the heads that learn where a named object is)")
         self.image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.log_path = self.out / "log.jsonl"
+        trim_log(self.log_path, self.step)
 
     # ---- data (WarmupData's, made here or by prefetch workers) -----------------------------------------
     def data_config(self, phase: Phase) -> NanoConfig:
