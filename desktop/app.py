@@ -18,8 +18,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def system_problem(environ=None) -> str | None:
+    """Why Qt could not open a window here, in one line (None when it can): Qt's own messages for these
+    cases name no library and abort the process."""
+    import os
+
+    from engine.qt_libs import missing_xcb_libraries, uses_xcb, xcb_problem
+
+    environ = os.environ if environ is None else environ
+    platform = environ.get("QT_QPA_PLATFORM", "")
+    if sys.platform.startswith("linux") and not platform and not environ.get("DISPLAY") \
+            and not environ.get("WAYLAND_DISPLAY"):
+        return ("no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set); start it from a "
+                "desktop session, or with QT_QPA_PLATFORM=offscreen for a headless run")
+    return xcb_problem(missing_xcb_libraries()) if uses_xcb(environ) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = system_problem()
+    if problem:
+        print(f"star-desktop: {problem}", file=sys.stderr)
+        return 2
     from PySide6.QtCore import QTimer, Qt
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication

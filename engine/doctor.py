@@ -60,7 +60,18 @@ def collect() -> dict:
     report["onnxruntime"] = version
     report["tensorrt"] = _version("tensorrt")[1]
     report["pyside6"] = _version("PySide6")[1]
+    report["desktop_x11"] = _x11_status()
     return report
+
+
+def _x11_status() -> str:
+    """Whether the app can open a window on an X11 display (Qt's xcb plugin finds its system libraries)."""
+    from .qt_libs import missing_xcb_libraries, xcb_problem
+
+    missing = missing_xcb_libraries()
+    if missing is None:
+        return "not checked (needs Linux, PySide6 and ldd)"
+    return xcb_problem(missing) or "ok (Qt's xcb plugin finds every library it needs)"
 
 
 def bundle_report(root) -> tuple[bool, dict]:
