@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"star-desktop: {problem}", file=sys.stderr)
         return 2
-    from PySide6.QtCore import QTimer, Qt
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 

@@ -7,8 +7,14 @@ import logging
 import traceback
 from dataclasses import dataclass
 
-from engine.errors import (BackendUnavailableError, ContextOverflowError, ImageError, InvalidQueryError,
-                           ModelFileError, StarError)
+from engine.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    ImageError,
+    InvalidQueryError,
+    ModelFileError,
+    StarError,
+)
 
 log = logging.getLogger("star_desktop")
 

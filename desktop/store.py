@@ -41,7 +41,7 @@ class Settings:
     first_run: bool = True
 
     @classmethod
-    def load(cls, home: Path | None = None) -> "Settings":
+    def load(cls, home: Path | None = None) -> Settings:
         path = (home or app_home()) / "settings.json"
         try:
             raw = json.loads(path.read_text())

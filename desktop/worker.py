@@ -10,8 +10,8 @@ released on the worker's thread (`close` is called there)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot

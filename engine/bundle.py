@@ -49,7 +49,7 @@ class PolicySpec:
     # The CLI and the app follow it unless told otherwise; released StAR checkpoints decode freely.
     answer_grammar: bool = False
     # The maker's measured voting temperature for N > 1 (StAR's 1.0 unless the key says otherwise): a small
-    # model whose coordinate distributions are broad votes better cooler (README, "The nano bundle").
+    # model whose coordinate distributions are broad votes better cooler (docs/nano.md, "The shipped bundle").
     vote_temperature: float = 1.0
 
     def __post_init__(self):
@@ -94,7 +94,7 @@ class Manifest:
         return named
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = MANIFEST) -> "Manifest":
+    def from_dict(cls, data: dict, where: str = MANIFEST) -> Manifest:
         problems = manifest_problems(data, FORMAT)
         if problems:
             raise ModelFileError(f"{where} is not a valid bundle manifest:\n  " + "\n  ".join(problems))

@@ -141,7 +141,7 @@ def _eval(sub) -> None:
     _bundle_arg(p)
     _samples_arg(p, "samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
     p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
-    p.add_argument("--convention", default="lisa", choices=sorted(CONVENTIONS), help="metric convention (PROTOCOL.md section 9)")
+    p.add_argument("--convention", default="lisa", choices=sorted(CONVENTIONS), help="metric convention (docs/protocol.md §9)")
     p.add_argument("--limit", type=bounded_int(1, 10**9, "items"), default=None, help="only the first LIMIT items")
     p.add_argument("--seed", type=int, default=0)
     _decode_args(p)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 # The one pixel limit of the engine, checked from the file's header before any pixel is decoded: 64 MP
 # (8000 x 8000) covers every benchmark image and phone photo, while a run on it (RGB, masks, overlay) stays

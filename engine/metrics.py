@@ -1,14 +1,15 @@
 """Benchmark metrics: gIoU / cIoU under the published conventions, and the COD/SOD measures.
 
-LISA's conventions are the default (PROTOCOL.md section 9). The others exist so that a published
+LISA's conventions are the default (docs/protocol.md §9). The others exist so that a published
 number can be reproduced exactly; `CONVENTIONS` says which paper each one reproduces.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

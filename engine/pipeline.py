@@ -1,6 +1,6 @@
 """The reasoner: policy -> parse -> one batched segmenter call for every object of every sample -> vote.
 
-This is the only module that knows the order of the stages (ARCHITECTURE.md: the flow of one query).
+This is the only module that knows the order of the stages (docs/architecture.md, "One query").
 N=1 is StAR's direct prediction (greedy, final mask = OR of the answer's masks); N>1 samples with
 StAR's settings (temperature 1.0, top-p 0.9) and takes the mask-level majority vote.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Timings:
 class SampleResult:
     index: int
     text: str
-    status: str  # ok | empty | failed (PROTOCOL.md section 4)
+    status: str  # ok | empty | failed (docs/protocol.md §4)
     thinking: str
     answer_text: str | None
     reason: str

@@ -1,7 +1,7 @@
 """The exact StAR / VisionReasoner protocol: prompts, chat text, answer frames and answer parsing.
 
-Released checkpoints were trained on these strings character for character (shared PROTOCOL.md,
-sections 2-4); change nothing here without re-reading the reference.
+Released checkpoints were trained on these strings character for character (docs/protocol.md
+§2-§4); change nothing here without re-reading the reference.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def normalize_query(query: str, *, training: bool = False) -> str:
 
 
 def build_prompt(query: str, family: str = "star", *, training: bool = False) -> str:
-    """The exact user text for `query` in a prompt family (PROTOCOL.md section 3)."""
+    """The exact user text for `query` in a prompt family (docs/protocol.md §3)."""
     try:
         template, example = _TEMPLATES[family]
     except KeyError:
@@ -283,7 +283,7 @@ _THINK_RE = re.compile(r"<think>\s*(.*?)\s*</think>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
 _ANSWER_OPEN_RE = re.compile(r"<answer>\s*", re.DOTALL)
 
-# StAR's repairs, tried in this order and only when json.loads fails (PROTOCOL.md section 4).
+# StAR's repairs, tried in this order and only when json.loads fails (docs/protocol.md §4).
 _REPAIRS: tuple[tuple[re.Pattern, Any], ...] = (
     # "point_2d": [x, y}} -> [x, y]}   (the first } was meant to close the array)
     (re.compile(r'("point_2d"\s*:\s*\[[^\]]*?)\}\s*(\})'), r"\1]\2"),

@@ -1,4 +1,4 @@
-"""StAR's test-time scaling: mask-level majority voting over N sampled answers (PROTOCOL.md section 6).
+"""StAR's test-time scaling: mask-level majority voting over N sampled answers (docs/protocol.md §6).
 
 The vote is reproduced step for step from the reference, tie-breaking included. What is ours is
 how IoUs are computed: exact integer popcounts on bit-packed masks cropped to their bounding box
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class VoteConfig:
             raise ValueError(f"mode must be 'best' or 'consensus', got {self.mode!r}")
 
 
-# StAR's sweep grid (PROTOCOL.md section 6).
+# StAR's sweep grid (docs/protocol.md §6).
 STAR_SWEEP_GRID = {
     "no_object_threshold": (0.5, 0.6, 0.7),
     "iou_threshold": (0.75, 0.8, 0.85),

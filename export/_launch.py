@@ -12,7 +12,7 @@ from pathlib import Path
 def _declare(pre: str) -> None:
     from conversion import base
 
-    from export.converter import KNOWN_SPLITS as known
+    from engine.policy.splits import KNOWN_SPLITS as known
 
     original = base.TextModel.get_vocab_base_pre
 

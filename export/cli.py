@@ -5,95 +5,63 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
 from engine.argtypes import answer_frame, temperature
+from engine.bundle import read_manifest
 from engine.errors import run_command
 from engine.protocol import PROMPT_FAMILIES
 
+from .api import PolicyOptions, SegmenterOptions, make_bundle
 from .quantize import QUANT_TYPES
-
-
-def _tools() -> dict[str, str]:
-    tools = {}
-    for dist in ("star-desktop", "llama-cpp-python", "transformers", "torch", "sam2", "onnx", "onnxruntime", "tensorrt"):
-        try:
-            tools[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return tools
-
-
-def _manifest(bundle: Path, name: str | None) -> Manifest:
-    if (bundle / MANIFEST).is_file():
-        manifest = read_manifest(bundle).manifest
-        if name:
-            manifest.name = name
-        return manifest
-    return Manifest(name=name or bundle.name)
 
 
 def _log(msg: str) -> None:
     print(f"star-export: {msg}", file=sys.stderr, flush=True)
 
 
-def _policy(args, manifest: Manifest) -> None:
-    from .policy import export_policy
-
-    manifest.policy = export_policy(args.model, args.out, adapter=args.adapter, quant=args.quant,
-                                    mmproj_quant=args.mmproj_quant, frame=args.frame,
-                                    prompt_family=args.prompt_family, keep_f16=args.keep_f16,
-                                    output_f32=args.output_f32, answer_grammar=args.answer_grammar,
-                                    vote_temperature=args.vote_temperature,
-                                    log=_log, progress=True)
+def _policy_options(args) -> PolicyOptions:
+    return PolicyOptions(args.model, adapter=args.adapter, quant=args.quant, mmproj_quant=args.mmproj_quant,
+                         frame=args.frame, prompt_family=args.prompt_family, keep_f16=args.keep_f16,
+                         output_f32=args.output_f32, answer_grammar=args.answer_grammar,
+                         vote_temperature=args.vote_temperature)
 
 
-def _sam2(args, manifest: Manifest) -> None:
-    from .sam2 import export_sam2
-
-    manifest.segmenter = export_sam2(args.checkpoint, args.config, args.out, with_torch=args.with_torch,
-                                     tensorrt=args.tensorrt, fp16=args.fp16, log=_log)
+def _segmenter_options(args) -> SegmenterOptions:
+    return SegmenterOptions(args.checkpoint, args.config, with_torch=args.with_torch, tensorrt=args.tensorrt,
+                            fp16=args.fp16)
 
 
-def _finish(args, manifest: Manifest) -> int:
-    manifest.tools = _tools()
-    manifest.verification = {}  # the files changed: an earlier verification no longer applies
-    path = write_manifest(args.out, manifest)
-    _log(f"wrote {path}")
-    if not args.no_verify:
-        return _report(args.out, record=True)
-    return 0
+def _make(args, *, policy: bool, segmenter: bool) -> int:
+    report = make_bundle(args.out, policy=_policy_options(args) if policy else None,
+                         segmenter=_segmenter_options(args) if segmenter else None, name=args.name,
+                         verify=not args.no_verify, log=_log, progress=True)
+    return 0 if report is None else _print_report(report)
 
 
-def _report(bundle, **kw) -> int:
-    from .verify import verify_bundle
-
-    report = verify_bundle(bundle, **kw)
+def _print_report(report) -> int:
     for c in report.checks:
         print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
     print(("bundle OK: " if report.ok else "bundle FAILED: ") + str(report.bundle))
     return 0 if report.ok else 1
 
 
+def _report(bundle, **kw) -> int:
+    from .verify import verify_bundle
+
+    return _print_report(verify_bundle(bundle, **kw))
+
+
 def run_policy(args) -> int:
-    manifest = _manifest(Path(args.out), args.name)
-    _policy(args, manifest)
-    return _finish(args, manifest)
+    return _make(args, policy=True, segmenter=False)
 
 
 def run_sam2(args) -> int:
-    manifest = _manifest(Path(args.out), args.name)
-    _sam2(args, manifest)
-    return _finish(args, manifest)
+    return _make(args, policy=False, segmenter=True)
 
 
 def run_bundle(args) -> int:
-    manifest = _manifest(Path(args.out), args.name)
-    _policy(args, manifest)
-    _sam2(args, manifest)
-    return _finish(args, manifest)
+    return _make(args, policy=True, segmenter=True)
 
 
 def run_verify(args) -> int:

@@ -19,16 +19,6 @@ from engine.errors import StarError
 
 from .progress import stage_bar, tensor_count
 
-# BPE split regexes (tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex) of llama.cpp
-# pre-tokenizers. A tokenizer made for the nano world uses exactly one of them, so llama.cpp splits text
-# as transformers does; the converter itself only recognises tokenizers by a hash of known vocabularies.
-# "qwen2": Qwen's split (every digit its own piece). "gpt-2": digit runs stay together, so a world
-# tokenizer can spell each coordinate as ONE token.
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-KNOWN_SPLITS = {"qwen2": QWEN2_SPLIT, "gpt-2": GPT2_SPLIT}
-
 
 class ConverterError(StarError):
     """The converter is missing or failed; the message carries its last output lines."""

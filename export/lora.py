@@ -9,13 +9,13 @@ module paths from either transformers layout of Qwen-VL (`model.layers.*` before
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelFileError
+from engine.policy.adapters import read_lora_folder
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 
@@ -47,15 +47,8 @@ def _layout_variants(module: str) -> list[str]:
 def read_adapter(adapter_dir: str | Path) -> LoraAdapter:
     from safetensors.torch import load_file
 
-    root = Path(adapter_dir)
-    cfg_path = root / "adapter_config.json"
-    weights = root / "adapter_model.safetensors"
-    if not cfg_path.is_file() or not weights.is_file():
-        raise ModelFileError(f"{root} is not a LoRA adapter folder (needs adapter_config.json and "
-                             "adapter_model.safetensors; .bin adapters are refused: they would be unpickled)")
-    config = json.loads(cfg_path.read_text())
-    if config.get("peft_type", "LORA") != "LORA":
-        raise ModelFileError(f"{root}: only LoRA adapters can be merged, this one is {config.get('peft_type')}")
+    config, weights = read_lora_folder(adapter_dir)
+    root = weights.parent
     if config.get("use_dora"):
         raise ModelFileError(f"{root}: DoRA adapters are not supported by this merge")
     if config.get("modules_to_save"):

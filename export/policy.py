@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from engine.bundle import PolicySpec
 from engine.errors import ModelFileError
 from engine.policy.hf_inputs import checkpoint_frame
+from engine.policy.splits import KNOWN_SPLITS
 from engine.protocol import PROMPT_FAMILIES, get_frame
 
-from .converter import KNOWN_SPLITS, convert, llama_cpp_version
+from .converter import convert, llama_cpp_version
 from .quantize import QUANT_TYPES, quantize_model
-from .stages import StageLog, check_free_space, fingerprint, tree_bytes
+from .stages import StageLog, check_free_space, fingerprint, provenance, tree_bytes
 
 FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl"}
 ARCHITECTURES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration"}
@@ -148,5 +149,6 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     return PolicySpec(family=source.family, frame=source.frame, prompt_family=prompt_family, model=model_rel,
                       mmproj=mmproj_rel, quant=quant, answer_grammar=answer_grammar,
                       vote_temperature=vote_temperature,
-                      source={"model": str(source.model_dir), "adapter": str(adapter) if adapter else None,
+                      source={"model": provenance(source.model_dir, bundle),
+                              "adapter": provenance(adapter, bundle) if adapter else None,
                               "model_type": source.model_type, "output": head})

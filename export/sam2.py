@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine.bundle import SegmenterSpec
 from engine.errors import BackendUnavailableError, ModelFileError
 
-from .stages import StageLog, check_free_space, fingerprint
+from .stages import StageLog, check_free_space, fingerprint, provenance
 
 
 def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, *, with_torch: bool = False,
@@ -32,7 +32,7 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
     inputs = fingerprint(checkpoint, config_path)
     enc_rel, dec_rel = "sam2/sam2_encoder.onnx", "sam2/sam2_decoder.onnx"
     spec = SegmenterSpec(encoder_onnx=enc_rel, decoder_onnx=dec_rel,
-                         source={"checkpoint": str(checkpoint), "config": str(config)})
+                         source={"checkpoint": provenance(checkpoint, bundle), "config": provenance(config_path, bundle)})
     check_free_space(bundle, 3 * checkpoint.stat().st_size, "exporting SAM 2")
     model = None
     if stages.done("sam2-onnx", inputs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     if free < needed:
         raise DiskSpaceError(f"{what} needs about {needed / 2**30:.1f} GiB in {folder}, but only "
                              f"{free / 2**30:.1f} GiB is free")
+
+
+def provenance(path: str | Path, bundle: str | Path) -> str:
+    """How a manifest names an input it was made from, without one machine's folders: relative to the
+    bundle's parent folder (a run folder, as `star-train --recipe nano` lays out) when the input lies in
+    it, else the input's own name (a released checkpoint's folder name says which it is)."""
+    path, run = Path(path).resolve(), Path(bundle).resolve().parent
+    if run in path.parents:
+        return Path(os.path.relpath(path, Path(bundle).resolve())).as_posix()
+    return path.name
 
 
 def fingerprint(*items) -> str:

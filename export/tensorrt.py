@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engines for SAM 2 (`star-export sam2 --tensorrt`).
 
-NEVER EXECUTED in this project's environment: TensorRT cannot be installed here (FIELD-NOTES.md).
+NEVER EXECUTED: TensorRT could not be installed on any machine the project has run on (docs/export.md, "TensorRT").
 Written against the documented Python API of TensorRT 10 and 11: Builder -> network -> OnnxParser ->
 builder config (workspace, one optimization profile for the decoder's dynamic prompt/point counts) ->
 `build_serialized_network`. TensorRT 11 networks are strongly typed (no FP16 builder flag): FP16 there

@@ -20,4 +20,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 export STAR_TEST_FULL=1
 cd "$repo"
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"

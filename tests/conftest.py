@@ -1,4 +1,4 @@
-"""Shared test set-up: one torch thread where torch exists (FIELD-NOTES: 2 threads on 2 shared cores is
+"""Shared test set-up: one torch thread where torch exists (docs/engine.md, "Runtime facts": 2 threads on 2 shared cores is
 far slower), no network, and the tiny models every parity test uses, built once per session."""
 
 import os
@@ -74,7 +74,7 @@ def peft_adapter(tiny_qwen, tmp_path_factory):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen.hf_dir, dtype=torch.float32)
-    # StAR's target: every linear layer of the language model (PROTOCOL.md section 1).
+    # StAR's target: every linear layer of the language model (docs/protocol.md §1).
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     wrapped = peft.get_peft_model(model, config)
     torch.manual_seed(1)

@@ -57,7 +57,7 @@ def image_corpus(root: Path, scene: np.ndarray) -> list[BadImage]:
 
     add("png-named.jpg", True, (w, h)).write_bytes(good.getvalue())  # wrong extension: content decides
     Image.new("RGB", (1, 1), (200, 30, 30)).save(add("one-pixel.png", True, (1, 1)))
-    Image.fromarray((scene[..., 0].astype(np.uint16) * 257)).save(add("sixteen-bit.png", True, (w, h)))
+    Image.fromarray(scene[..., 0].astype(np.uint16) * 257).save(add("sixteen-bit.png", True, (w, h)))
     Image.fromarray(scene).convert("CMYK").save(add("cmyk.jpg", True, (w, h)), quality=95)
     Image.fromarray(scene).convert("P", palette=Image.Palette.ADAPTIVE).save(add("palette.png", True, (w, h)))
     rgba = Image.fromarray(scene).convert("RGBA")

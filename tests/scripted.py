@@ -1,7 +1,7 @@
 """Scripted answers for testing the reasoner without a trained policy: a random tiny VLM never writes a
 valid answer, so these tests put a policy double that returns fixed completions in front of the real
 segmenter of the tiny bundle. Coordinates are in the tiny bundle's frame (pixels-112) and converted to
-the original image by hand (PROTOCOL.md section 2)."""
+the original image by hand (docs/protocol.md §2)."""
 
 import numpy as np
 
@@ -21,7 +21,7 @@ def answer(*objects) -> str:
 
 
 def to_original(values) -> list[int]:
-    """PROTOCOL.md section 2 by hand: x * W / 112, y * H / 112, rounded half up."""
+    """docs/protocol.md §2 by hand: x * W / 112, y * H / 112, rounded half up."""
     return [int(v * (W if i % 2 == 0 else H) / FRAME + 0.5) for i, v in enumerate(values)]
 
 

@@ -275,46 +275,25 @@ def recipe_parser() -> argparse.ArgumentParser:
 
 
 def _run_nano_recipe(overrides: list[str]) -> int:
-    from dataclasses import fields
+    from engine.errors import DatasetError
 
     from .nano.recipe import NanoRecipe, nano_recipe, run_nano_recipe
-    from .recipe import _coerce, _parse_value
+    from .overrides import parse_overrides, typed_settings
 
-    values = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            print(f"star-train: override {item!r} is not key=value", file=sys.stderr)
-            return 2
-        values[key] = _parse_value(raw)
-    if "out" not in values:
-        print("star-train: the nano recipe needs out=DIR (and optionally scale=ci for a few steps of each stage)",
-              file=sys.stderr)
-        return 2
-    known = set(NanoRecipe.__dataclass_fields__) | {"scale"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        print(f"star-train: unknown nano setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-              file=sys.stderr)
-        return 2
-    kinds = {f.name: str(f.type) for f in fields(NanoRecipe)}
-    try:  # YAML 1.1 reads rl_lr=2e-4 as a string: numbers follow the setting's declared type
-        values = {k: v if k == "scale" else _coerce(k, kinds[k], v) for k, v in values.items()}
-    except ValueError as exc:
-        print(f"star-train: {exc}", file=sys.stderr)
-        return 2
-    out = str(values.pop("out"))
     try:
-        recipe = nano_recipe(out, str(values.pop("scale", "full")), **values)
+        values = typed_settings(NanoRecipe, parse_overrides(overrides), what="nano recipe", extra=("scale",))
+        if "out" not in values:
+            raise ValueError("the nano recipe needs out=DIR (and optionally scale=ci for a few steps of each stage)")
+        recipe = nano_recipe(str(values.pop("out")), str(values.pop("scale", "full")), **values)
     except ValueError as exc:
-        print(f"star-train: {exc}", file=sys.stderr)
-        return 2
-    bundle = run_nano_recipe(recipe)
-    print(f"nano bundle -> {bundle}")
+        raise DatasetError(str(exc)) from None
+    print(f"nano bundle -> {run_nano_recipe(recipe)}")
     return 0
 
 
 def _run_recipe(argv: list[str]) -> int:
+    from engine.errors import DatasetError
+
     from .grpo import train
     from .recipe import load_recipe
 
@@ -324,8 +303,7 @@ def _run_recipe(argv: list[str]) -> int:
     try:
         recipe = load_recipe(None if args.recipe == "none" else args.recipe, args.overrides)
     except (OSError, ValueError) as exc:
-        print(f"star-train: {exc}", file=sys.stderr)
-        return 2
+        raise DatasetError(str(exc)) from None
     final = train(recipe)
     print(f"adapter -> {final}")
     return 0

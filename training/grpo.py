@@ -1,4 +1,4 @@
-"""StAR's RL stages on TRL's GRPO trainer (PROTOCOL.md section 8), pinned to TRL 1.16.
+"""StAR's RL stages on TRL's GRPO trainer (docs/protocol.md §8), pinned to TRL 1.16.
 
 Stage 1 is plain GRPO with StAR's recipe (LoRA on the language model, no KL, no entropy bonus, clip
 0.2, token-mean loss, advantages (r - mean) / (std + 1e-6) over each prompt's G rollouts). Stage 2 is
@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from engine.offline import from_local, local_folder
+
 from .recipe import Recipe
 
 TRL_VERSION = "1.16"
-ADVANTAGE_EPS = 1e-6  # PROTOCOL.md section 8 (TRL's own is 1e-4)
+ADVANTAGE_EPS = 1e-6  # docs/protocol.md §8 (TRL's own is 1e-4)
 
 # LoRA on every linear layer of the language model; the vision tower (whose MLP also has gate/up/down
 # projections) stays frozen.
@@ -215,8 +216,13 @@ def load_processor(model_dir: str):
 
 
 def _processor(model_dir: str):
-    from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil,
-                              Qwen2VLVideoProcessor)
+    from transformers import (
+        AutoProcessor,
+        AutoTokenizer,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessorPil,
+        Qwen2VLVideoProcessor,
+    )
 
     try:
         processor = from_local(AutoProcessor, model_dir, "model folder")

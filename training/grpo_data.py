@@ -3,7 +3,7 @@ conversational format, with the columns the StAR rewards read.
 
 Each row: `prompt` (system + user text of the recipe's prompt family; TRL puts the image in front of
 the text, as the engine's ChatML does), `image` (resized to the policy frame, as the reference resizes
-to 840 x 840), `solution` (GT boxes and points in that frame, PROTOCOL.md section 7) and
+to 840 x 840), `solution` (GT boxes and points in that frame, docs/protocol.md §7) and
 `solution_masks` (the instance masks in that frame, COCO RLE JSON). Instances come from an `instances`
 column (RLE list, as the nano world writes); without one, the row's mask is a single instance.
 """

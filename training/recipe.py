@@ -3,9 +3,11 @@ overrides from the command line. Unknown keys are errors, so a typo never silent
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .overrides import parse_overrides, typed_settings
 
 
 @dataclass
@@ -66,26 +68,6 @@ class Recipe:
         return asdict(self)
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def _coerce(name: str, kind: str, value: Any) -> Any:
-    """YAML 1.1 reads `1e-5` as a string; numbers are converted by the field's declared type."""
-    if value is None or isinstance(value, bool):
-        return value
-    try:
-        if kind.startswith("float") and isinstance(value, (int, str)):
-            return float(value)
-        if kind.startswith("int") and isinstance(value, str):
-            return int(value)
-    except ValueError:
-        raise ValueError(f"recipe setting {name}={value!r} is not a number") from None
-    return value
-
-
 def load_recipe(path: str | Path | None, overrides: list[str] = (), **defaults) -> Recipe:
     """A recipe from YAML, then `key=value` overrides (values parsed as YAML scalars)."""
     import yaml
@@ -96,17 +78,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), **defaults) 
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a recipe is a YAML mapping of settings")
         values.update(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        values[key.strip()] = _parse_value(raw)
-    known = {f.name for f in fields(Recipe)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown recipe setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values.update(parse_overrides(overrides))
+    values = typed_settings(Recipe, values, what="recipe")
     missing = [k for k in ("model", "data", "output_dir") if k not in values]
     if missing:
         raise ValueError(f"the recipe needs {', '.join(missing)} (in the YAML or as key=value)")
-    kinds = {f.name: str(f.type) for f in fields(Recipe)}
-    return Recipe(**{k: _coerce(k, kinds[k], v) for k, v in values.items()})
+    return Recipe(**values)

@@ -1,6 +1,6 @@
 """StAR / VisionReasoner rewards in TRL's signature: f(prompts, completions, **columns) -> list[float].
 
-Conventions follow the reference reward code (PROTOCOL.md section 7): the answer JSON is parsed
+Conventions follow the reference reward code (docs/protocol.md §7): the answer JSON is parsed
 without repairs, any exception scores 0, boxes use the +1 pixel convention, matching is Hungarian.
 One place where the reference code and the shared protocol text differ, the code wins: the
 non-repeat reward drops to 0 at the SECOND repeated sentence (`repeats >= 2`).
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt

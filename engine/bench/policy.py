@@ -64,8 +64,8 @@ def measure_prefix(policy, image, queries: tuple[str, ...] = FOLLOW_UPS) -> list
 
 def measure_grammar(policy, image, query: str, n: int, tokens: int, frame: str) -> list[dict]:
     """N samples decoded freely vs under the answer grammar (stops honoured: the grammar ends the answer)."""
-    from ..protocol import parse_answer
     from ..policy.types import SamplingParams
+    from ..protocol import parse_answer
 
     rows = []
     h, w = image.shape[:2]

@@ -60,7 +60,7 @@ def measure(seg, counts: list[int], repeat: int, device: str, rng) -> dict:
     row["encoder_ms"] = time_ms(lambda: (seg._encode(pixels), _sync(device)), repeat=repeat, budget_s=60)["median_ms"]
     emb = seg.embed(img)
     for k in counts:
-        x1 = rng.uniform(0, 700, k); y1 = rng.uniform(0, 500, k)
+        x1, y1 = rng.uniform(0, 700, k), rng.uniform(0, 500, k)
         boxes = np.stack([x1, y1, x1 + rng.uniform(20, 300, k), y1 + rng.uniform(20, 260, k)], 1)
         points = boxes[:, :2] + 10
         batched = time_ms(lambda: seg.segment(emb, boxes, points, chunk=k), repeat=repeat)["median_ms"]

@@ -31,7 +31,7 @@ def make_samples(n: int, size: int, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
     objects = [(0.45 * size, 0.40 * size, 0.18 * size), (0.70 * size, 0.72 * size, 0.10 * size)]
     samples = []
-    for i in range(n):
+    for _ in range(n):
         u = rng.random()
         if u < 0.6:
             cy, cx, r = objects[0]

@@ -6,8 +6,8 @@ The ground truth of a question is the union of its answers' masks.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

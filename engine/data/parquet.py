@@ -6,8 +6,9 @@ img_height, img_width, and for ReasonSeg-X reasoning_type. Read one record batch
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -1,14 +1,14 @@
 """ReasonSeg (and ReasonSeg-X/-R in the original layout): `*.jpg` + same-stem `.json` with polygons.
 
-The ground truth is rasterised exactly as LISA does (PROTOCOL.md section 9), with OpenCV, so the
+The ground truth is rasterised exactly as LISA does (docs/protocol.md §9), with OpenCV, so the
 pixels match the published evaluation.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np

@@ -8,9 +8,9 @@ the GPU. Only the M x M intersections, M areas and the final bit-packed mask com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

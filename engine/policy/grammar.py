@@ -1,5 +1,5 @@
 """A GBNF grammar for the answer format every prompt family asks for: a reasoning trace, then a JSON list
-of {"label", "bbox_2d", "point_2d"} objects (PROTOCOL.md section 4). With it, llama.cpp can only sample
+of {"label", "bbox_2d", "point_2d"} objects (docs/protocol.md §4). With it, llama.cpp can only sample
 completions that `engine.protocol.parse_answer` reads; it is off by default because the reference
 implementations decode freely (a constrained model can still be wrong, just never unparseable)."""
 

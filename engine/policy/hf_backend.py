@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import BackendUnavailableError, ModelFileError
 from ..images import load_image
 from ..offline import from_local, local_folder
+from .adapters import read_lora_folder
 from .hf_inputs import checkpoint_frame, encode_batch
 from .types import STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
@@ -47,14 +48,8 @@ def attach_adapter(model, adapter_dir: str | Path):
         raise BackendUnavailableError("an adapter needs peft: `bash installer/setup.sh --with train`") from None
     from safetensors.torch import load_file
 
-    root = Path(adapter_dir)
-    weights, cfg = root / "adapter_model.safetensors", root / "adapter_config.json"
-    if not weights.is_file() or not cfg.is_file():
-        raise ModelFileError(f"{root} is not a LoRA adapter folder (needs adapter_config.json and "
-                             "adapter_model.safetensors)")
-    config = json.loads(cfg.read_text())
-    if config.get("peft_type", "LORA") != "LORA":
-        raise ModelFileError(f"{root}: only LoRA adapters are supported, this one is {config.get('peft_type')}")
+    config, weights = read_lora_folder(adapter_dir)
+    root = weights.parent
     known = set(LoraConfig.__dataclass_fields__)
     lora = LoraConfig(**{k: v for k, v in config.items() if k in known and k not in ("peft_type", "task_type")})
     state = {k.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): v

@@ -5,7 +5,8 @@ the three can never drift apart."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def encode_batch(tokenizer, processor, images: Sequence[Any], queries: Sequence[
         attention[i, :len(seq)] = 1
         if c:
             labels[i, len(p):len(seq)] = torch.tensor(c)
-    # transformers 5 needs mm_token_type_ids, or image tokens silently get 1-D positions (FIELD-NOTES).
+    # transformers 5 needs mm_token_type_ids, or image tokens silently get 1-D positions (docs/engine.md, "Runtime facts").
     mm = (ids == image_id).long()
     tensors = dict(input_ids=ids, attention_mask=attention, pixel_values=vision["pixel_values"],
                    image_grid_thw=grids, mm_token_type_ids=mm)
@@ -80,7 +81,7 @@ def encode_batch(tokenizer, processor, images: Sequence[Any], queries: Sequence[
 
 
 def blank_like(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Mid-grey images of the same sizes: the "is the image used at all?" control (FIELD-NOTES)."""
+    """Mid-grey images of the same sizes: the "is the image used at all?" control (docs/nano.md, "The real-vs-blank diagnostic")."""
     return [np.full_like(np.asarray(im), 128) for im in images]
 
 

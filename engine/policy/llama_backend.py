@@ -2,7 +2,7 @@
 
 One prefill of system + image + query on sequence 0, `llama_memory_seq_cp` to N sequences (metadata
 only with a unified KV cache), then one batch per step holding one token per live sequence, each with
-its own sampler chain and seed (FIELD-NOTES.md, verified recipe).
+its own sampler chain and seed (docs/engine.md, "Runtime facts").
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class LlamaPolicy:
         mp = M.mtmd_context_params_default()
         mp.use_gpu = n_gpu_layers != 0
         mp.print_timings = False
-        mp.warmup = False            # the warm-up encodes a 1288x1288 dummy image (FIELD-NOTES)
+        mp.warmup = False            # the warm-up encodes a 1288x1288 dummy image (docs/engine.md, "Runtime facts")
         if threads:
             mp.n_threads = threads
         if image_max_tokens:

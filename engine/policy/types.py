@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 # (sample index, text delta) as tokens arrive.
 TokenCallback = Callable[[int, str], None]
@@ -30,7 +31,7 @@ class SamplingParams:
     constrained: bool = False   # llama.cpp: sample only completions in the answer format (policy/grammar.py)
 
     @classmethod
-    def greedy(cls, max_new_tokens: int = 1024) -> "SamplingParams":
+    def greedy(cls, max_new_tokens: int = 1024) -> SamplingParams:
         return cls(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
 
     def __post_init__(self):

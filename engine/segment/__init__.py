@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
-from .base import Embedding, EmbeddingCache, SegmentOutput, Segmenter, image_key
+from .base import Embedding, EmbeddingCache, Segmenter, SegmentOutput, image_key
 
 __all__ = ["Embedding", "EmbeddingCache", "SegmentOutput", "Segmenter", "SegmenterFiles", "image_key",
            "load_segmenter", "BACKENDS"]

@@ -69,7 +69,7 @@ def write_random_checkpoint(config: str | Path, path: str | Path, seed: int = 0)
     model = build_model(config, None, "cpu")
     sd = model.state_dict()
     gen = torch.Generator().manual_seed(seed + 1)
-    for name, value in sd.items():
+    for value in sd.values():
         if value.is_floating_point():
             value.add_(0.02 * torch.randn(value.shape, generator=gen))
     path = Path(path)

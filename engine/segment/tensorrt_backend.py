@@ -1,6 +1,6 @@
 """SAM 2 through TensorRT engines (built by `star-export sam2 --tensorrt`), run with CUDA buffers.
 
-NEVER EXECUTED in this project's environment: TensorRT cannot be installed here (FIELD-NOTES.md).
+NEVER EXECUTED: TensorRT could not be installed on any machine the project has run on (docs/export.md, "TensorRT").
 Written against the documented Python API shared by TensorRT 10 and 11 (`deserialize_cuda_engine`,
 `set_input_shape`, `set_tensor_address`, `execute_async_v3`); buffers are torch CUDA tensors. The code
 around it (shape bookkeeping, errors when the library or a GPU is missing) is tested.

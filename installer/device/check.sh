@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The project's GPU checks, as ONE prepared call on a lent GPU machine (/work/.library/device/README.md:
+# The project's GPU checks, as ONE prepared call on a lent GPU machine (the device tool's own notes:
 # 15 minutes of device time per task, 10 per call, the start included). Prepare here first:
 #     bash installer/device/wheels.sh
 # then, through the device tool, from the repo root there:
 #     run(command="bash installer/device/check.sh", carry=[".whl"], timeout_s=600)
 # What it runs, most important first, each under its own time limit (together 9 minutes at most, inside
 # the call's 10; the dry run below took 3):
-#   1. the GPU tests: the CUDA IoU-clustering kernel against the CPU engine (issue 3), the nano trainers'
+#   1. the GPU tests: the CUDA IoU-clustering kernel against the CPU engine, the nano trainers'
 #      losses on CUDA against the CPU's (tests marked gpu; everything else in those files too);
 #   2. star-train nano-bench on cpu and cuda: the nano recipe's time on a GPU, projected from each stage's
-#      s/step with the recipe's own settings (issue 10 asks for it; never measured before);
+#      s/step with the recipe's own settings (never measured on a GPU yet);
 #   3. star bench voting (its CUDA rows) and star bench segment --device cuda.
 # Everything lands in $OUT (device.log, *.json: at most 8 files come back). Locally, a dry run on the CPU:
 #     STAR_DEVICE_PY=.venv/bin/python DEVICES=cpu BENCH_STEPS=1 bash installer/device/check.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE (not on the lent GPU machine): the wheels that installer/device/check.sh installs THERE.
 # The lent machine has Python 3.12, torch, CuPy, transformers, peft, accelerate, pyarrow, onnxruntime and
-# pytest, and no network (/work/.library/device/KINDS.md); this adds the pinned versions the project's CI
+# pytest, and no network (the device tool's notes on the lent machine); this adds the pinned versions the project's CI
 # runs (transformers, TRL) and what it lacks (datasets, SAM 2 and its config stack, pycocotools). The
 # wheels land in .whl/ (ignored by git, ~18 MB), which the device call carries: carry [".whl"].
 set -euo pipefail

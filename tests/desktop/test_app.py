@@ -12,7 +12,6 @@ from PIL import Image
 from tests.models import require
 from tests.scripted import BLUE, RED, ReplayPolicy, answer
 
-
 VOTE_TEXTS = [answer(RED), answer(RED), answer(RED, BLUE), answer(BLUE), answer(RED),
               '<answer>[{"bbox_2d": oops</answer>', "<think> none </think> <answer>[]</answer>", answer(RED)]
 

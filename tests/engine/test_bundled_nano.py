@@ -18,7 +18,7 @@ def test_bundled_nano_bundle_is_complete_and_small():
     m = b.manifest
     assert m.name == "nano" and m.policy.family == "qwen2.5-vl" and m.policy.frame == "pixels-224"
     assert m.policy.prompt_family == "star" and m.policy.source.get("output") == "f32"
-    assert m.policy.answer_grammar  # measured better for this model (README, "The nano bundle")
+    assert m.policy.answer_grammar  # measured better for this model (docs/nano.md, "The shipped bundle")
     assert m.policy.vote_temperature == 0.25  # ditto: N = 8 at 0.25 beats N = 1, at 1.0 it does not
     assert sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) < BUDGET
 

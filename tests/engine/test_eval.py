@@ -16,7 +16,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from tests.datasets import Item, write_dataset
-from tests.scripted import BLUE, FRAME, RED, H, W, ScriptedPolicy, answer, to_original
+from tests.scripted import BLUE, FRAME, RED, H, ScriptedPolicy, W, answer, to_original
 
 FAIL = '<answer>[{"bbox_2d": oops</answer>'
 EMPTY = "<think> nothing like that </think> <answer>[]</answer>"
@@ -74,7 +74,7 @@ def by_hand(preds, gts, ignore_as_object):
 
 
 def sample_masks(segmenter, image, texts):
-    """What each completion alone predicts (PROTOCOL.md section 2 by hand, then SAM, OR of its objects)."""
+    """What each completion alone predicts (docs/protocol.md §2 by hand, then SAM, OR of its objects)."""
     from engine.protocol import parse_answer
 
     emb = segmenter.embed(image)

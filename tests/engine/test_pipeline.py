@@ -3,7 +3,7 @@
 The composition is checked with a replaying policy (a test double that returns fixed completions: a
 random tiny VLM never writes a valid answer) in front of the real segmenter of the tiny bundle; the
 expected masks come from calling that segmenter directly with hand-converted coordinates, and the
-expected vote from PROTOCOL.md section 6 worked by hand. The real llama.cpp policy runs through
+expected vote from docs/protocol.md §6 worked by hand. The real llama.cpp policy runs through
 `star segment` on the same bundle."""
 
 import json
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidQueryError, ModelFileError
-from tests.scripted import BLUE, RED, H, W, ReplayPolicy, answer, to_original
+from tests.scripted import BLUE, RED, H, ReplayPolicy, W, answer, to_original
 
 
 def reasoner(segmenter, texts):
@@ -241,7 +241,7 @@ def test_voting_temperature_reaches_the_samples(tiny_bundle, scene_image, tmp_pa
     assert used[2] == {"temperature": 1.0, "top_p": 0.9, "top_k": 0, "seed": 0, "max_new_tokens": 12,
                        "constrained": False}  # StAR's voting settings, as the flags asked
     proc = star("segment", str(path), "x", "--bundle", str(tiny_bundle), "--temperature", "0")
-    assert proc.returncode == 2 and "must be > 0" in proc.stderr
+    assert proc.returncode == 2 and "must be a finite number > 0" in proc.stderr
 
 
 def test_load_reasoner_refuses_a_tampered_bundle(tiny_bundle, tmp_path):

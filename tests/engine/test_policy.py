@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from engine.errors import ContextOverflowError, ModelFileError
-from engine.policy.types import CancelToken, SamplingParams
 from engine.policy.hf_inputs import teacher_forced_logits
+from engine.policy.types import CancelToken, SamplingParams
 from engine.protocol import build_prompt, chatml_prompt, resize_for_model
 from tests.models import require
 
@@ -35,7 +35,7 @@ def hf_inputs(hf, tiny_qwen, image, query=QUERY):
     n_img = int(vis["image_grid_thw"].prod()) // 4
     text = chatml_prompt(build_prompt(query), "<|vision_start|>" + "<|image_pad|>" * n_img + "<|vision_end|>")
     ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
-    # transformers 5 needs mm_token_type_ids, or image tokens silently get 1-D positions (FIELD-NOTES).
+    # transformers 5 needs mm_token_type_ids, or image tokens silently get 1-D positions (docs/engine.md).
     mm = (ids == model.config.image_token_id).long()
     return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=vis["pixel_values"],
                 image_grid_thw=vis["image_grid_thw"], mm_token_type_ids=mm)

@@ -1,16 +1,25 @@
-"""engine.protocol against the verbatim strings of PROTOCOL.md and hand-computed conversions."""
+"""engine.protocol against the verbatim strings of docs/protocol.md and hand-computed conversions."""
 
 import json
 import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import InvalidQueryError
-from engine.protocol import build_messages, build_prompt, chatml_prompt, get_frame, original_to_frame, parse_answer, resize_for_model
+from engine.protocol import (
+    build_messages,
+    build_prompt,
+    chatml_prompt,
+    get_frame,
+    original_to_frame,
+    parse_answer,
+    resize_for_model,
+)
 
-# Typed out by hand from PROTOCOL.md section 3 (the em-dashes are U+2014).
+# Typed out by hand from the protocol (docs/protocol.md §3; the em-dashes are U+2014).
 STAR_EXPECTED = (
     'Please find "what keeps food cold" with bbox(es) and point(s). Also provide a short label for each object. '
     "First, understand and summarize what the query \u2014\"what keeps food cold\"\u2014 is likely referring to (which object or concept). "
@@ -52,13 +61,13 @@ def test_stage_variants_differ_only_where_stated():
     )
 
 
-def test_prompts_match_the_shared_protocol_document():
-    doc = Path(__file__).resolve().parents[3] / "shared" / "docs" / "PROTOCOL.md"
-    if not doc.is_file():
-        pytest.skip("shared/docs/PROTOCOL.md is not beside this checkout")
+def test_prompts_match_the_protocol_document():
+    """docs/protocol.md is the project's record of the verbatim prompts: the code and it agree."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
     text = doc.read_text(encoding="utf-8")
     blocks = re.findall(r"```\n(.*?)\n```", text, re.S)
     examples = re.findall(r"`\{Answer\}` = `(.*?)`\n", text)
+    assert len(blocks) >= 2 and len(examples) >= 2
     q = "a query"
     assert build_prompt(q, "star") == blocks[0].replace("{Question}", q).replace("{Answer}", examples[0])
     assert build_prompt(q, "visionreasoner") == blocks[1].replace("{Question}", q).replace("{Answer}", examples[1])

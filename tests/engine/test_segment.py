@@ -39,7 +39,7 @@ def oracle(tiny_sam2, torch):
 
 
 def _prompts(rng, k, h, w):
-    x1 = rng.uniform(0, w * 0.7, k); y1 = rng.uniform(0, h * 0.7, k)
+    x1, y1 = rng.uniform(0, w * 0.7, k), rng.uniform(0, h * 0.7, k)
     boxes = np.stack([x1, y1, x1 + rng.uniform(2, w * 0.3, k), y1 + rng.uniform(2, h * 0.3, k)], 1)
     points = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     return boxes, points

@@ -80,8 +80,8 @@ def test_world_tokenizer_is_reproduced_by_llama_cpp(split, request, tmp_path):
 
 def test_warmup_trains_logs_and_resumes(nano_small, tmp_path):
     torch = require("torch")
-    from training.nano.warmup import Phase, Warmup, WarmupConfig
     from training.nano.queries import REFERRING
+    from training.nano.warmup import Phase, Warmup, WarmupConfig
 
     curriculum = (Phase(2, (REFERRING,), 2), Phase(10 ** 9, (REFERRING,), None))
     cfg = WarmupConfig(str(nano_small), str(tmp_path / "run"), steps=2, batch=2, eval_every=2, save_every=2,

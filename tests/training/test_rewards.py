@@ -1,4 +1,4 @@
-"""training.rewards against hand-computed cases (PROTOCOL.md section 7 and the reference reward code)."""
+"""training.rewards against hand-computed cases (docs/protocol.md §7 and the reference reward code)."""
 
 import itertools
 import json

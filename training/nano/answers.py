@@ -2,7 +2,7 @@
 exist in the scene, is the set of names the gold set, and how well does each box fit the object it names.
 
 gIoU alone cannot tell "named the wrong object" from "named the right one, drew its box badly"; the world
-knows every object's label and mask, so this splits the two (README, "The nano bundle"). Every sample of
+knows every object's label and mask, so this splits the two (docs/nano.md, "What the answers name"). Every sample of
 every item counts (at N > 1 that is N answers per item).
 """
 

@@ -1,6 +1,6 @@
 """Training-only dense targets for the nano policy's image tokens: what each 28x28 cell of the frame
 contains and where it is. They exist because a tiny VLM trained on answers alone learns to ignore
-the image (FIELD-NOTES.md): asking every image token to say "a red circle covers me, its box is
+the image (docs/nano.md, "The real-vs-blank diagnostic"): asking every image token to say "a red circle covers me, its box is
 here" and "I am row 3, column 5" makes the vision path carry the facts the answer must copy.
 The heads that read them are dropped at export; the exported model is plain Qwen2.5-VL."""
 

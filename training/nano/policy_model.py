@@ -36,7 +36,7 @@ class NanoPolicyConfig:
     vision_heads: int = 4
     vision_intermediate: int = 256
     corpus_rows: int = 3000
-    split: str = "gpt-2"  # export.converter.KNOWN_SPLITS; "gpt-2" gives coordinate tokens
+    split: str = "gpt-2"  # engine.policy.splits.KNOWN_SPLITS; "gpt-2" gives coordinate tokens
     # "quadratic": the LM head scores coordinate v as a Gaussian around a value the state holds LINEARLY
     # (quadratic_coordinate_code), so the answer can copy the scalar box the image tokens learn to hold;
     # "bumps": coordinate tokens' input and output embeddings start as Gaussian bumps (coordinate_code),
@@ -65,11 +65,11 @@ def _corpus(config: NanoPolicyConfig) -> list[str]:
 
 def world_bpe_tokenizer(corpus: list[str], vocab_size: int, split: str = "qwen2", numbers: range | None = None):
     """A byte-level BPE trained on `corpus` with Qwen's special tokens and a llama.cpp split regex
-    (export.converter.KNOWN_SPLITS). `numbers`: integers that must each encode as one token."""
+    (engine.policy.splits.KNOWN_SPLITS). `numbers`: integers that must each encode as one token."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from export.converter import KNOWN_SPLITS
+    from engine.policy.splits import KNOWN_SPLITS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([

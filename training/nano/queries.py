@@ -7,8 +7,8 @@ when two objects are nearly the same size), so every query has one defensible an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -6,15 +6,17 @@
 Each stage writes under OUT/<stage> and is skipped when its result is already there; the long ones
 (warm-up, SAM, GRPO, REST) resume from their own checkpoints, so an interrupted run goes on where it
 stopped. `scale="ci"` runs a few steps of each (what CI exercises); `scale="full"` is the recipe the
-shipped bundle comes from: its warm-up and RL were run in sessions 8-13 as the legs and rounds below.
+shipped bundle comes from: its warm-up and RL were run as the legs and rounds below (docs/nano.md).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from ..overrides import typed_settings
 
 
 @dataclass(frozen=True)
@@ -31,39 +33,31 @@ class WarmupLeg:
     name_heads: tuple[tuple[int, int], ...] = ()
     kind_weight: float = 1.0
     # > 0: before the leg, the vision tower alone is pre-trained this many steps (`star-train nano-vision`:
-    # shape-heavy scenes; val kind accuracy 0.67 -> 0.79 in 1,200 steps, README "Tried in session 13").
+    # shape-heavy scenes; val kind accuracy 0.67 -> 0.79 in 1,200 steps, docs/experiments.md, "Vision pre-training before a warm-up").
     vision_steps: int = 0
     vision_seed: int = 13  # its training scenes: a second vision leg wants another, or it sees the same scenes
 
     @classmethod
-    def parse(cls, value) -> "WarmupLeg":
+    def parse(cls, value) -> WarmupLeg:
         """A leg from a `warmup_legs=` override's mapping (YAML 1.1 reads 1e-3 as a string)."""
         if isinstance(value, cls):
             return value
         if not isinstance(value, dict) or "until" not in value or "lr" not in value:
             raise ValueError(f"a warm-up leg is a mapping with at least 'until' and 'lr', got {value!r}")
-        known = {f.name for f in fields(cls)}
-        if set(value) - known:
-            raise ValueError(f"unknown warm-up leg setting(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-        kinds = {"until": int, "decay_from": int, "decay_until": int, "vision_steps": int, "vision_seed": int,
-                 "lr": float, "final_lr": float, "answer_weight": float, "label_weight": float, "kind_weight": float}
-        try:
-            parsed = {k: (kinds[k](v) if k in kinds and v is not None else v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise ValueError(f"a warm-up leg's numbers are not numbers: {value!r}") from None
+        parsed = typed_settings(cls, value, what="warm-up leg")
         parsed["name_heads"] = tuple(tuple(int(x) for x in pair) for pair in parsed.get("name_heads", ()))
         return cls(**parsed)
 
 
-# The shipped warm-up, as it was run (README, "The nano bundle"; the runs' own warmup.json files).
+# The shipped warm-up, as it was run (docs/nano.md; the runs' own warmup.json files).
 SHIPPED_WARMUP = (
-    # Sessions 8-9: lr 1e-3, cosine from step 1,620 to 5e-5 at 3,000; the answer read-out joined at 1,800.
+    # Legs 1-2: lr 1e-3, cosine from step 1,620 to 5e-5 at 3,000; the answer read-out joined at 1,800.
     WarmupLeg(1800, 1e-3, decay_from=1620, final_lr=5e-5, decay_until=3000),
     WarmupLeg(3000, 1e-3, decay_from=1620, final_lr=5e-5, answer_weight=1.0),
-    # Session 10: a second, lower cosine.
+    # Leg 3: a second, lower cosine.
     WarmupLeg(4700, 2e-4, decay_from=3000, final_lr=1e-5, answer_weight=1.0),
-    # Session 11: the naming loss on heads of its own and the kind loss doubled, a third cosine (the heads'
-    # mass on the named object 0.007 -> 0.6; teacher-forced naming 44 % -> 49 %; README, session 11).
+    # Leg 4: the naming loss on heads of its own and the kind loss doubled, a third cosine (the heads'
+    # mass on the named object 0.007 -> 0.6; teacher-forced naming 44 % -> 49 %; docs/experiments.md, "A naming loss").
     WarmupLeg(5600, 2e-4, decay_from=4700, final_lr=1e-5, answer_weight=1.0, label_weight=1.0,
               name_heads=((2, 1), (3, 1)), kind_weight=2.0),
 )
@@ -92,8 +86,8 @@ class NanoRecipe:
     sam_steps: int = 2400
     sam_batch: int = 8
     # Each RL round is GRPO then REST with a fresh LoRA on the previous round's policy (its LoRA merged).
-    # One round (session 12) raised the training accuracy reward 1.88 -> 2.26 of 3 over 150 GRPO steps; the
-    # second, on rows the first never saw, added +1.8 +- 0.6 gIoU greedy, level at N = 8 (README).
+    # One round raised the training accuracy reward 1.88 -> 2.26 of 3 over 150 GRPO steps; the second, on
+    # rows the first never saw, added +1.8 +- 0.6 gIoU greedy, level at N = 8 (docs/experiments.md).
     rl_rounds: int = 2
     rl_round_rows: int = 2000     # round k trains on the train rows from (k - 1) * rl_round_rows on
     prompts_per_step: int = 8
@@ -106,7 +100,7 @@ class NanoRecipe:
     rl_lr: float = 2e-4           # LoRA on a 3 M-parameter model from scratch: higher than the 7B's 1e-5
     quant: str = "Q8_0"
     # The bundle recommends decoding under the answer grammar: the nano policy sometimes breaks a box list
-    # with trace text; constrained, none fail (README, "The nano bundle").
+    # with trace text; constrained, none fail (docs/nano.md).
     answer_grammar: bool = True
     # ... and votes at temperature 0.25: StAR's 1.0 scatters the nano policy's broad coordinate distributions
     # (whole test split, the shipped bundle: N = 8 at 0.25 0.462 gIoU vs 0.439 greedy; README).
@@ -301,17 +295,19 @@ def run_nano_recipe(r: NanoRecipe, *, progress: bool = True) -> Path:
     final_adapter = _round_dir(out, r.rl_rounds) / "stage2" / "adapter"
 
     def export():
-        from export.cli import main as export_main
+        from engine.errors import ModelFileError
+        from export.api import PolicyOptions, SegmenterOptions, make_bundle
 
         ckpt = out / "sam" / "checkpoint"
-        code = export_main(["bundle", "--model", str(model), "--adapter", str(final_adapter), "--quant", r.quant,
-                            "--frame", "pixels-224", "--prompt-family", "star", "--output-f32",
-                            "--checkpoint", str(ckpt / "sam2_nano.pt"), "--config", str(ckpt / "sam2_nano.yaml"),
-                            "--out", str(out / "bundle"), "--name", "nano",
-                            *(["--answer-grammar"] if r.answer_grammar else []),
-                            "--vote-temperature", str(r.vote_temperature)])
-        if code:
-            raise RuntimeError(f"star-export bundle failed (exit {code})")
+        report = make_bundle(out / "bundle", name="nano",
+                             policy=PolicyOptions(model, adapter=final_adapter, quant=r.quant, frame="pixels-224",
+                                                  prompt_family="star", output_f32=True,
+                                                  answer_grammar=r.answer_grammar,
+                                                  vote_temperature=r.vote_temperature),
+                             segmenter=SegmenterOptions(ckpt / "sam2_nano.pt", ckpt / "sam2_nano.yaml"))
+        if report is not None and not report.ok:
+            raise ModelFileError("the exported nano bundle failed its verification: "
+                                 + "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok))
 
     stage("export", out / "bundle" / "bundle.json", export)
     return out / "bundle"

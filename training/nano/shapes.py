@@ -8,8 +8,8 @@ colours), so objects look like what they are (an apple has a stem and a leaf, a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw

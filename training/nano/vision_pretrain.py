@@ -8,7 +8,7 @@ val tokens; square 32 %, triangle 25 %, hexagon 7 %), because in the world's mix
 kinds away (apples are red) but not the shapes, which come in any colour. A vision-only step of 32 scenes
 took 1.1 s here vs 4-8 s for a warm-up step of 16 (no language model pass), so the tower sees many more
 shapes per CPU hour.
-Measured (README, "Tried in session 13"): 1,200 steps lift val kind accuracy 0.67 -> 0.79; the warm-up
+Measured (docs/experiments.md, "Vision pre-training before a warm-up"): 1,200 steps lift val kind accuracy 0.67 -> 0.79; the warm-up
 continued 400 steps from there scores +1.8 +- 0.7 test gIoU over the warm-up it started from; the control
 (the same 400 warm-up steps without vision pre-training) +0.3, so the vision step's own share is +1.4 +- 0.6.
 """

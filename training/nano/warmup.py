@@ -2,7 +2,7 @@
 forced reasoning traces + answers on scenes streamed from the world, with a curriculum (one kind of
 query and few objects first) and training-only dense losses on the image tokens (aux_targets.py).
 
-Every `eval_every` steps it logs the diagnostic FIELD-NOTES.md asks for: the loss on the answer's
+Every `eval_every` steps it logs the diagnostic of docs/nano.md ("The real-vs-blank diagnostic"): the loss on the answer's
 coordinate digits with the real image minus with a blank image. Zero means the image is ignored.
 Runs resume from the last checkpoint; the data stream is a function of the step, so a resumed run
 sees exactly the examples an uninterrupted one would have.
@@ -27,7 +27,6 @@ from .dataset import LISTING_STEPS, NanoConfig, make_scene_example
 from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
 from .steps import finish_step, fresh_dir, replace_dir, trim_log
-
 
 END_OF_TURN = "<|im_end|>"
 
@@ -244,7 +243,7 @@ def _mass_nll(attentions, heads, pointed: list[tuple[int, object, object]]):
     head), concatenated (the supervised-attention losses' common term). `pointed`: (example, query rows,
     key columns) triples, rows never repeated. One dense mask and one multiply per head: indexing the
     attention maps once per object made the backward pass write a full [B, H, T, T] gradient per object
-    (README, "Tried in session 17": steps 1.4-2.2x faster with the shipped legs' losses, 5x on a listed trace)."""
+    (steps 1.4-2.2x faster with the shipped legs' losses, 5x on a listed trace: docs/benchmarks.md)."""
     import torch
 
     batch, _, length, _ = attentions[heads[0][0]].shape

@@ -1,0 +1,90 @@
+"""The exporter as a Python API: `make_bundle` does what `star-export policy | sam2 | bundle` do, with
+typed options and the project's errors (the CLI and the nano recipe both call it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
+
+TOOLS = ("star-desktop", "llama-cpp-python", "transformers", "torch", "sam2", "onnx", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class PolicyOptions:
+    """A Hugging Face Qwen2.5-VL / Qwen3-VL folder (+ LoRA) and how to write it (see `star-export policy -h`)."""
+    model: str | Path
+    adapter: str | Path | None = None
+    quant: str = "Q4_K_M"
+    mmproj_quant: str = "f16"
+    frame: str | None = None          # None: detected from the checkpoint
+    prompt_family: str = "star"
+    keep_f16: bool = False
+    output_f32: bool = False          # keep the LM head in f32 (the nano policy's coordinate code needs it)
+    answer_grammar: bool = False      # the manifest recommends decoding under the answer grammar
+    vote_temperature: float = 1.0     # ... and this voting temperature for N > 1
+
+
+@dataclass
+class SegmenterOptions:
+    """A SAM 2 / 2.1 checkpoint + config and the forms to write (see `star-export sam2 -h`)."""
+    checkpoint: str | Path
+    config: str | Path
+    with_torch: bool = False
+    tensorrt: bool = False
+    fp16: bool = False
+
+
+def tool_versions() -> dict[str, str]:
+    """The versions of the tools that make a bundle, as the manifest records them."""
+    tools = {}
+    for dist in TOOLS:
+        try:
+            tools[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return tools
+
+
+def make_bundle(out: str | Path, *, policy: PolicyOptions | None = None, segmenter: SegmenterOptions | None = None,
+                name: str | None = None, verify: bool = True, log: Callable[[str], None] = print,
+                progress: bool = False):
+    """Write (or update) the bundle in `out` with a policy, a segmenter or both, then its manifest; with
+    `verify`, check it and return the `export.verify.Report` (None without). Stages whose inputs and
+    outputs are unchanged are skipped, so a re-run after an interruption finishes the job. Raises
+    StarError subclasses (ModelFileError, DiskSpaceError, ConverterError, ...) for what a user can fix."""
+    out = Path(out)
+    manifest = _manifest(out, name)
+    if policy is not None:
+        from .policy import export_policy
+
+        manifest.policy = export_policy(policy.model, out, adapter=policy.adapter, quant=policy.quant,
+                                        mmproj_quant=policy.mmproj_quant, frame=policy.frame,
+                                        prompt_family=policy.prompt_family, keep_f16=policy.keep_f16,
+                                        output_f32=policy.output_f32, answer_grammar=policy.answer_grammar,
+                                        vote_temperature=policy.vote_temperature, log=log, progress=progress)
+    if segmenter is not None:
+        from .sam2 import export_sam2
+
+        manifest.segmenter = export_sam2(segmenter.checkpoint, segmenter.config, out, with_torch=segmenter.with_torch,
+                                         tensorrt=segmenter.tensorrt, fp16=segmenter.fp16, log=log)
+    manifest.tools = tool_versions()
+    manifest.verification = {}  # the files may have changed: an earlier verification no longer applies
+    log(f"wrote {write_manifest(out, manifest)}")
+    if not verify:
+        return None
+    from .verify import verify_bundle
+
+    return verify_bundle(out, record=True)
+
+
+def _manifest(bundle: Path, name: str | None) -> Manifest:
+    if (bundle / MANIFEST).is_file():
+        manifest = read_manifest(bundle).manifest
+        if name:
+            manifest.name = name
+        return manifest
+    return Manifest(name=name or bundle.name)
