@@ -69,44 +69,28 @@ def _nano_init(args) -> int:
 
 
 def _nano_vision(args) -> int:
+    from .config_cli import dataclass_from_args
     from .nano.vision_pretrain import VisionPretrain, VisionPretrainConfig
 
-    config = VisionPretrainConfig(args.warmup, steps=args.steps, batch=args.batch, lr=args.lr, final_lr=args.final_lr,
-                                  shapes_share=args.shapes_share, eval_every=args.eval_every,
-                                  eval_scenes=args.eval_scenes, seed=args.seed, threads=args.threads,
-                                  device=args.device)
-    out = VisionPretrain(config).run(progress=not args.quiet)
+    out = VisionPretrain(dataclass_from_args(VisionPretrainConfig, args)).run(progress=not args.quiet)
     print(f"nano policy with the pre-trained vision tower -> {out} (continue with star-train nano-warmup)")
     return 0
 
 
 def _nano_warmup(args) -> int:
-    from .nano.warmup import Warmup, WarmupConfig, curriculum_until
+    from .config_cli import dataclass_from_args
+    from .nano.warmup import Warmup, WarmupConfig
 
-    config = WarmupConfig(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                          curriculum=curriculum_until(*args.phase_ends),
-                          eval_every=args.eval_every, save_every=args.save_every, threads=args.threads,
-                          coord_sigma=args.coord_sigma, decay_from=args.decay_from, final_lr=args.final_lr,
-                          decay_until=args.decay_until,
-                          answer_weight=args.answer_weight, attn_weight=args.attn_weight,
-                          label_weight=args.label_weight, kind_weight=args.kind_weight, trace=args.trace,
-                          device=args.device, workers=args.workers,
-                          name_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.name_heads),
-                          attn_heads=tuple(tuple(int(v) for v in pair.split(".")) for pair in args.attn_heads))
-    final = Warmup(config).run(progress=not args.quiet)
+    final = Warmup(dataclass_from_args(WarmupConfig, args)).run(progress=not args.quiet)
     print(f"warm-up checkpoint -> {final}")
     return 0
 
 
 def _nano_sam(args) -> int:
+    from .config_cli import dataclass_from_args
     from .nano.segmenter import SamTrainConfig, SamTrainer
 
-    config = SamTrainConfig(args.out, steps=args.steps, batch=args.batch, lr=args.lr, image_size=args.image_size,
-                            embed_dim=args.embed_dim, d_model=args.d_model, eval_every=args.eval_every,
-                            eval_scenes=args.eval_scenes, save_every=args.save_every, threads=args.threads,
-                            loss=args.loss, seed=args.seed, pe_init=args.pe_init, mask_outputs=args.mask_outputs,
-                            device=args.device)
-    final = SamTrainer(config).run(progress=not args.quiet)
+    final = SamTrainer(dataclass_from_args(SamTrainConfig, args)).run(progress=not args.quiet)
     print(f"nano SAM 2 checkpoint -> {final}")
     return 0
 
@@ -129,17 +113,15 @@ def _nano_bench(args) -> int:
     return 0
 
 
-def _device_argument(p: argparse.ArgumentParser, devices: tuple[str, ...]) -> None:
-    p.add_argument("--device", choices=devices, default="cpu",
-                   help="where to train: auto takes a CUDA GPU when torch sees one (checkpoints move between devices)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-train", description="StAR training: data, SFT warm-up, GRPO, REST.")
     from engine.argtypes import answer_frame, bounded_int, fraction
     from engine.devices import DEVICES  # no torch import: the parser stays quick to build
 
-    from .nano.dataset import TRACES  # numpy and PIL only
+    from .config_cli import add_dataclass_arguments
+    from .nano.segmenter import SamTrainConfig  # these import neither torch nor transformers
+    from .nano.vision_pretrain import VisionPretrainConfig
+    from .nano.warmup import WarmupConfig
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
@@ -172,80 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coordinate tokens: scored by a quadratic code of a linear value (quadratic), a shared "
                         "Gaussian-bump code (bumps) or independent random rows")
     p.set_defaults(run=_nano_init)
-    p = sub.add_parser("nano-warmup", help="supervised warm-up of the nano policy (resumes from OUT/checkpoint)")
-    p.add_argument("--model", required=True, help="the nano-init folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
-                   help="from this step the lr follows a cosine down to --final-lr at --steps (default: constant)")
-    p.add_argument("--final-lr", type=float, default=5e-5)
-    p.add_argument("--decay-until", type=int, default=None, metavar="STEP",
-                   help="the cosine reaches --final-lr here instead of at --steps (a run stopped mid-cosine)")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
-    _device_argument(p, DEVICES)
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes that make the coming steps' batches (the same batches; 0: the trainer makes them)")
-    p.add_argument("--coord-sigma", type=float, default=0.0,
-                   help="pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values")
-    p.add_argument("--phase-ends", nargs=2, type=int, default=[1500, 4000], metavar=("REFERRING", "FEW"),
-                   help="curriculum: referring queries on <= 3 objects until step REFERRING, every type on <= 4 "
-                        "objects until FEW, then the whole world")
-    p.add_argument("--attn-weight", type=float, default=1.0, help="weight of the supervised attention loss")
-    p.add_argument("--label-weight", type=float, default=0.0,
-                   help="> 0: the --name-heads look, from each token naming an object, at that object (weight)")
-    p.add_argument("--name-heads", nargs="*", default=[], metavar="LAYER.HEAD",
-                   help="attention heads trained to look from each token that names an object at its image tokens")
-    p.add_argument("--kind-weight", type=float, default=1.0, help="multiplies the vision tokens' kind loss")
-    p.add_argument("--trace", choices=TRACES, default="short",
-                   help="the completions' reasoning: 'short' (the query's steps) or 'listed' (every object with its "
-                        "box, left to right, first; sizes too for size comparisons)")
-    p.add_argument("--answer-weight", type=float, default=0.0,
-                   help="> 0: a linear read-out of the final state regresses each answer coordinate (L1)")
-    p.add_argument("--attn-heads", nargs="*", default=[], metavar="LAYER.HEAD",
-                   help="attention heads trained to look from each answer coordinate at its object's image tokens")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_nano_warmup)
-    p = sub.add_parser("nano-vision", help="pre-train the nano policy's vision tower alone inside a warm-up folder "
-                                           "(shape-heavy scenes; then continue with nano-warmup)")
-    p.add_argument("--warmup", required=True, metavar="DIR", help="the warm-up folder (its checkpoint is replaced)")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--final-lr", type=float, default=1e-5)
-    p.add_argument("--shapes-share", type=float, default=0.5, help="share of scenes holding geometric shapes only")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--eval-scenes", type=int, default=96)
-    p.add_argument("--seed", type=int, default=13,
-                   help="the training scenes (a second run wants another seed, or it sees the same scenes again)")
-    p.add_argument("--threads", type=int, default=1)
-    _device_argument(p, DEVICES)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_nano_vision)
-    p = sub.add_parser("nano-sam", help="train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--embed-dim", type=int, default=24)
-    p.add_argument("--d-model", type=int, default=96)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--eval-scenes", type=int, default=48)
-    p.add_argument("--loss", choices=["bce+dice", "sam"], default="bce+dice")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and prompt sampling (the scenes too)")
-    p.add_argument("--mask-outputs", choices=["best", "all"], default="all",
-                   help="train the best of SAM's three masks (SAM's loss) or all three (unambiguous prompts)")
-    p.add_argument("--pe-init", action=argparse.BooleanOptionalAction, default=True,
-                   help="start the decoder's cross-attentions as matchers of the positional encoding")
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
-    _device_argument(p, DEVICES)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_nano_sam)
+    # The trainers' options are generated from their settings dataclasses (one source of defaults and help).
+    for name, cls, run, help_text in (
+            ("nano-warmup", WarmupConfig, _nano_warmup, "supervised warm-up of the nano policy (resumes from OUT/checkpoint)"),
+            ("nano-vision", VisionPretrainConfig, _nano_vision, "pre-train the nano policy's vision tower alone inside a "
+                                                                "warm-up folder (shape-heavy scenes; then nano-warmup)"),
+            ("nano-sam", SamTrainConfig, _nano_sam, "train the nano bundle's shrunk SAM 2.1 on the world's masks (resumes)")):
+        p = sub.add_parser(name, help=help_text)
+        add_dataclass_arguments(p, cls)
+        p.add_argument("--quiet", action="store_true", help="no per-step printing")
+        p.set_defaults(run=run)
     p = sub.add_parser("nano-bench", help="seconds per step of every nano recipe stage per device, and the recipe's "
                                           "time projected from them (table + JSON)")
     p.add_argument("--json", default="runs/bench/nano-bench.json", help="where the table goes as JSON")

@@ -275,18 +275,22 @@ def star_stage2_accuracy(text: str, pred_masks: np.ndarray | None, gt_masks: np.
 
 
 def think_format_reward(prompts, completions, **_) -> list[float]:
+    """TRL reward: 1.0 per completion of the form <think>...</think> <answer>...</answer>, else 0.0 (§7)."""
     return [think_format_score(completion_text(c)) for c in completions]
 
 
 def star_answer_format_reward(prompts, completions, **_) -> list[float]:
+    """TRL reward: StAR's answer format, 2/3 per valid bbox_2d, point_2d and label, averaged over objects (max 2)."""
     return [answer_format_score(completion_text(c), with_label=True) for c in completions]
 
 
 def visionreasoner_answer_format_reward(prompts, completions, **_) -> list[float]:
+    """TRL reward: VisionReasoner's answer format, +1 per valid bbox_2d and point_2d, averaged over objects (max 2)."""
     return [answer_format_score(completion_text(c), with_label=False) for c in completions]
 
 
 def non_repeat_reward(prompts, completions, **_) -> list[float]:
+    """TRL reward: 1.0 unless the completion repeats a sentence (from its second repetition, as the reference)."""
     return [non_repeat_score(completion_text(c)) for c in completions]
 
 
@@ -295,6 +299,8 @@ def _grid_sides(answer_grid, n: int) -> list[int]:
 
 
 def visionreasoner_accuracy_reward(prompts, completions, solution, answer_grid=None, **_) -> list[float]:
+    """TRL reward: VisionReasoner's accuracy (box IoU + L1 + point per Hungarian-matched pair, max 3) against
+    the `solution` column; `answer_grid` > 0 reads grid answers (Qwen3-VL) in that many pixels."""
     return [visionreasoner_accuracy(completion_text(c), s, grid_side=g)
             for c, s, g in zip(completions, solution, _grid_sides(answer_grid, len(completions)))]
 
@@ -373,6 +379,8 @@ class StarAccuracyReward:
 
     def __call__(self, prompts, completions, solution=None, solution_masks=None, image=None, answer_grid=None,
                  **_) -> list[float]:
+        """TRL reward: one accuracy per completion. `solution` holds the GT boxes and points, `solution_masks`
+        the GT masks (RLE), `image` each row's image (SAM segments the predicted boxes and points on it)."""
         texts = [completion_text(c) for c in completions]
         grids = _grid_sides(answer_grid, len(texts))
         pred_masks = self._masks_for_batch(texts, image, grids)

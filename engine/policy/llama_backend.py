@@ -331,6 +331,12 @@ class LlamaPolicy:
     # -- the seam ---------------------------------------------------------------------------------
     def sample(self, image, query: str, n: int = 1, sampling: SamplingParams = SamplingParams(), *,
                on_token: TokenCallback | None = None, cancel: CancelToken | None = None) -> list[Completion]:
+        """N completions of the query about the image: one prefill, then the N sequences decoded together
+        (one batch per step). `sampling` sets temperature, top-p / top-k, seed (sample i draws from its own
+        stream), max_new_tokens and the answer grammar; `on_token(i, text)` streams; `cancel` stops within
+        one step (finish_reason "cancelled"). Raises InvalidQueryError for control text in the query,
+        ContextOverflowError when prompt + N x max_new_tokens exceed the context, ModelFileError for
+        non-finite logits (damaged weights)."""
         L = self.L
         if not 1 <= n <= self.max_samples:
             raise ValueError(f"n must be between 1 and {self.max_samples} (this policy's max_samples), got {n}")

@@ -1,5 +1,9 @@
 """SAM 2 -> ONNX graphs (used by `star-export sam2` and `star bench segment`): an image encoder and a prompt decoder with dynamic prompt and point counts.
 
+It sits in the engine rather than in export/ because `star bench segment` exports the graphs it times and
+the engine must not import the exporter; both trace the modules of `sam2_graph` that the PyTorch backend
+runs, so the two cannot drift apart. `export/sam2.py` calls it for bundles.
+
 The graphs are `sam2_graph.build_graphs` (what the PyTorch backend runs) and hold only the network; resizing, normalisation, prompt transforms and upsampling are the
 engine's shared NumPy code (engine.segment.transforms), so every backend sees identical inputs.
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..overrides import typed_settings
+from .warmup import PHASE_ENDS
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class NanoRecipe:
     test_rows: int = 1000
     warmup_legs: tuple[WarmupLeg, ...] = SHIPPED_WARMUP
     warmup_batch: int = 16
-    warmup_phase_ends: tuple[int, int] = (1000, 1800)  # curriculum: referring on <= 3 objects, then <= 4
+    warmup_phase_ends: tuple[int, int] = PHASE_ENDS  # curriculum: referring on <= 3 objects, then <= 4
     warmup_coord_sigma: float = 3.0
     warmup_attn_heads: tuple[tuple[int, int], ...] = ((2, 0), (3, 0))
     sam_steps: int = 2400

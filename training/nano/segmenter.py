@@ -20,11 +20,14 @@ import math
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.devices import DEVICES
+
+from ..config_cli import setting
 from ..rewards import gt_targets_from_masks
 from .steps import finish_step, fresh_dir, replace_dir, trim_log
 from .world import make_scene
@@ -35,39 +38,31 @@ STREAMS = {"train": zlib.crc32(b"nano-sam/train"), "val": zlib.crc32(b"nano-sam/
 
 @dataclass
 class SamTrainConfig:
-    out_dir: str
-    steps: int = 3000
-    batch: int = 8                 # scenes per step (every object of each is a prompt)
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    image_size: int = 256          # SAM's input (the world's 224 px scenes are resized to it)
-    embed_dim: int = 24            # Hiera width at stage 1
-    d_model: int = 96              # FPN / prompt encoder / mask decoder width
-    box_jitter: float = 0.1        # std of each box edge's shift, as a fraction of the box side
-    # "sam": SAM's 20 x focal + dice. "bce+dice": the from-scratch default; SAM's focal term (positives
-    # weighted 0.25) let a randomly initialised model settle on empty masks for small objects (800
-    # steps at val mIoU 0.07 in the first nano run).
-    loss: str = "bce+dice"
-    eval_every: int = 100
-    eval_scenes: int = 48
-    save_every: int = 200
-    threads: int = 1
-    seed: int = 0
-    device: str = "cpu"  # engine.devices.resolve_torch_device
-    # Start the decoder's cross-attentions as position matchers (pe_attention_init): from scratch the
-    # decoder first learns one prompt-independent "objectness" mask and may stay there (a 3,000-step
-    # run sat at val mIoU 0.28); with this, an image position attends to the prompts near it at step 0.
-    # With mask_outputs="all" too: val mIoU 0.65 at step 200 and 0.72 at 300 (best-of-three with
-    # pe_init alone: 0.27 at 500; neither alone left the plateau in these runs).
-    pe_init: bool = True
-    pe_gain: float = 3.0
-    # "best": SAM's best-of-three mask loss (the outputs may specialise); "all": every output learns the
-    # object. The world's prompts are unambiguous (a box and a click on one object), and with best-of-three
-    # a from-scratch decoder let its outputs split the objects among them regardless of the prompt
-    # (val: each output 0.19-0.24 mIoU, the best of the three 0.55, the IoU head's pick 0.26).
-    mask_outputs: str = "all"
+    """The nano segmenter's settings; `star-train nano-sam`'s options are generated from these fields."""
+    out_dir: str = setting(MISSING, "the run folder (a re-run resumes from OUT/checkpoint)", flag="--out")
+    steps: int = setting(3000, "training steps")
+    batch: int = setting(8, "scenes per step (every object of each is a prompt)")
+    lr: float = setting(1e-3, "learning rate after the ramp")
+    warmup_steps: int = setting(100, "steps of the linear learning-rate ramp")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    grad_clip: float = setting(1.0, "gradient norm clip")
+    image_size: int = setting(256, "SAM's input (the world's 224 px scenes are resized to it)")
+    embed_dim: int = setting(24, "Hiera width at stage 1")
+    d_model: int = setting(96, "FPN / prompt encoder / mask decoder width")
+    box_jitter: float = setting(0.1, "std of each box edge's shift, as a fraction of the box side")
+    loss: str = setting("bce+dice", "'bce+dice' (from scratch) or 'sam' (SAM's 20 x focal + dice, whose focal term "
+                        "let a fresh model settle on empty masks for small objects)", choices=("bce+dice", "sam"))
+    eval_every: int = setting(100, "steps between validations")
+    eval_scenes: int = setting(48, "validation scenes")
+    save_every: int = setting(200, "steps between checkpoints")
+    threads: int = setting(1, "torch threads")
+    seed: int = setting(0, "initialization and prompt sampling (the scenes too)")
+    device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one", choices=DEVICES)
+    pe_init: bool = setting(True, "start the decoder's cross-attentions as matchers of the positional encoding "
+                            "(from scratch the decoder otherwise learns one prompt-independent mask and may stay there)")
+    pe_gain: float = setting(3.0, "gain of that initialization")
+    mask_outputs: str = setting("all", "train the best of SAM's three masks ('best', SAM's loss) or all three "
+                                "('all': the world's prompts are never ambiguous)", choices=("best", "all"))
 
 
 def pe_attention_init(model, gain: float = 3.0) -> int:

@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.devices import DEVICES
+
+from ..config_cli import setting
 from .aux_targets import cell_targets
 from .shapes import KINDS
 from .world import make_scene
@@ -32,18 +35,20 @@ SHAPE_KINDS = tuple(name for name, kind in KINDS.items() if kind.is_shape)
 
 @dataclass
 class VisionPretrainConfig:
-    warmup_dir: str  # a warm-up folder (checkpoint/ with state.pt); its checkpoint is replaced in place
-    steps: int = 1200
-    batch: int = 32
-    lr: float = 1e-3
-    final_lr: float = 1e-5  # cosine from lr (after a linear ramp) to this at `steps`
-    ramp_steps: int = 50
-    shapes_share: float = 0.5  # this share of the scenes holds geometric shapes only
-    eval_every: int = 100
-    eval_scenes: int = 96
-    seed: int = 13
-    threads: int = 1
-    device: str = "cpu"  # engine.devices.resolve_torch_device
+    """The vision pre-training's settings; `star-train nano-vision`'s options are generated from these fields."""
+    warmup_dir: str = setting(MISSING, "a warm-up folder (checkpoint/ with state.pt); its checkpoint is replaced",
+                              flag="--warmup", metavar="DIR")
+    steps: int = setting(1200, "training steps")
+    batch: int = setting(32, "scenes per step")
+    lr: float = setting(1e-3, "learning rate after the ramp")
+    final_lr: float = setting(1e-5, "a cosine from lr (after a linear ramp) reaches this at the last step")
+    ramp_steps: int = setting(50, "steps of the linear ramp")
+    shapes_share: float = setting(0.5, "share of scenes holding geometric shapes only")
+    eval_every: int = setting(100, "steps between validations")
+    eval_scenes: int = setting(96, "validation scenes")
+    seed: int = setting(13, "the training scenes (a second run wants another seed, or it sees the same scenes)")
+    threads: int = setting(1, "torch threads")
+    device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one", choices=DEVICES)
 
 
 def vision_lr(config: VisionPretrainConfig, step: int) -> float:

@@ -13,17 +13,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from engine.devices import DEVICES
 from engine.offline import from_local
 from engine.policy.hf_inputs import IGNORE_INDEX, blank_like, encode_batch
 
+from ..config_cli import setting
 from .aux_targets import COLOUR_IDS, KIND_IDS, cell_targets, label_mentions, object_cells
-from .dataset import LISTING_STEPS, NanoConfig, make_scene_example
+from .dataset import LISTING_STEPS, TRACES, NanoConfig, make_scene_example
 from .policy_model import coordinate_token_ids
 from .queries import REASONING_TYPES, REFERRING
 from .steps import finish_step, fresh_dir, replace_dir, trim_log
@@ -38,68 +40,83 @@ class Phase:
     max_objects: int | None
 
 
+# Referring queries on <= 3 objects until the first step, every type on <= 4 objects until the second,
+# then the whole world: the ends the shipped warm-up was trained with (training/nano/recipe.py uses them too).
+PHASE_ENDS = (1000, 1800)
 DEFAULT_CURRICULUM = (
-    Phase(1500, (REFERRING,), 3),
-    Phase(4000, (REFERRING,) + REASONING_TYPES, 4),
+    Phase(PHASE_ENDS[0], (REFERRING,), 3),
+    Phase(PHASE_ENDS[1], (REFERRING,) + REASONING_TYPES, 4),
     Phase(10 ** 9, (REFERRING,) + REASONING_TYPES, None),
 )
 
 
+def _head(text: str) -> tuple[int, int]:
+    """An attention head as LAYER.HEAD (e.g. 2.0) -> (2, 0)."""
+    import argparse
+
+    layer, dot, head = text.partition(".")
+    if not (dot and layer.isdigit() and head.isdigit()):
+        raise argparse.ArgumentTypeError(f"an attention head is LAYER.HEAD (e.g. 2.0), got {text!r}")
+    return int(layer), int(head)
+
+
+def _heads(help_text: str):
+    return setting((), help_text, parse=_head, nargs="*", metavar="LAYER.HEAD", build=tuple)
+
+
 @dataclass
 class WarmupConfig:
-    model_dir: str
-    out_dir: str
-    steps: int = 20000
-    batch: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    # None: constant lr after the ramp. A step: from there the lr follows a cosine down to final_lr at
-    # `steps` (a run that plateaued at constant lr is noise-limited; decaying it lowers that floor).
-    decay_from: int | None = None
-    final_lr: float = 5e-5
-    # The cosine's end when it is not `steps`: a run that stops mid-cosine (and is continued with other
-    # settings, as the shipped warm-up switched its answer read-out on at step 1,800) keeps its schedule.
-    decay_until: int | None = None
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    aux_weight: float = 1.0
-    aux_layer: int = 2  # LM layer whose image-token states must know their own position and box
-    curriculum: tuple[Phase, ...] = DEFAULT_CURRICULUM
-    eval_every: int = 100
-    eval_rows: int = 32
-    save_every: int = 200
-    threads: int = 1
-    empty_rate: float = 0.1
-    # > 0: an answer coordinate's target is a Gaussian over neighbouring coordinate tokens (sigma in
-    # pixels), so "3 px off" earns credit that an exact-token target would not give; needs coordinate tokens.
-    coord_sigma: float = 0.0
-    # Supervised attention: these (layer, head) pairs are trained to look, from each answer coordinate,
-    # at the image tokens of the object it belongs to (-log of the attention mass there). The answer then
-    # has a trained path to the tokens whose states the aux losses filled with that object's box.
-    attn_heads: tuple[tuple[int, int], ...] = ()
-    attn_weight: float = 1.0
-    # > 0: these (layer, head) pairs are trained, from every token that names an object in the trace or the
-    # answer's labels ("I see a [red ball]", "First I find the [pink house]"), to look at that object's
-    # tokens, with this weight. Naming is where the policy decides which object it means; a run without it
-    # named objects absent from the scene: 63% of those it named on the test split (README). Heads of their own: put on
-    # the coordinate heads (attn_heads), it broke the copy of the trace's names into the answer.
-    label_weight: float = 0.0
-    name_heads: tuple[tuple[int, int], ...] = ()
-    # The vision tokens' kind loss is multiplied by this: kind is the fact the vision tower learns worst
-    # (about 0.8 nats over 12 kinds after 4,700 steps, colour 0.04).
-    kind_weight: float = 1.0
-    # > 0: a linear read-out of the final state at each answer coordinate regresses the gold value (L1, as
-    # a fraction of the frame). The quadratic code's cross-entropy pulls on the copied value with a force
-    # proportional to the code's precision k, which stays small while the copy is poor (a stall); this
-    # loss trains the copy path (attention, slot selection) with a gradient that does not depend on k.
-    answer_weight: float = 0.0
-    stream: str = "warmup"  # the name that seeds the training scenes
-    trace: str = "short"  # how the completions reason (dataset.TRACES): "listed" writes every object's box first
-    device: str = "cpu"  # engine.devices.resolve_torch_device: "auto" takes a CUDA GPU when torch sees one
-    seed: int = 0  # the training-only heads' initialisation when a run starts without a checkpoint
-    # > 0: this many spawned processes make the coming steps' batches (prefetch.py); the batches are the same
-    # as the training process would make (the stream is a function of the step). 0: made in the trainer.
-    workers: int = 0
+    """The warm-up's settings; `star-train nano-warmup`'s options are generated from these fields."""
+    model_dir: str = setting(MISSING, "the nano-init folder (or a warm-up checkpoint to continue)", flag="--model")
+    out_dir: str = setting(MISSING, "the run folder (a re-run resumes from OUT/checkpoint)", flag="--out")
+    steps: int = setting(20000, "training steps")
+    batch: int = setting(16, "scenes per step")
+    lr: float = setting(1e-3, "learning rate after the linear ramp")
+    warmup_steps: int = setting(200, "steps of the linear learning-rate ramp")
+    decay_from: int | None = setting(
+        None, "from this step the lr follows a cosine down to final_lr (None: constant; a run that plateaued "
+        "at a constant lr is noise-limited, and decaying it lowers that floor)", metavar="STEP")
+    final_lr: float = setting(5e-5, "where the cosine ends")
+    decay_until: int | None = setting(
+        None, "the cosine reaches final_lr here instead of at steps (a run stopped mid-cosine and continued "
+        "with other settings keeps its schedule)", metavar="STEP")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    grad_clip: float = setting(1.0, "gradient norm clip")
+    aux_weight: float = setting(1.0, "weight of the dense image-token losses")
+    aux_layer: int = setting(2, "LM layer whose image-token states must know their own position and box")
+    curriculum: tuple[Phase, ...] = setting(
+        DEFAULT_CURRICULUM, "curriculum: referring queries on <= 3 objects until step REFERRING, every type on "
+        "<= 4 objects until FEW, then the whole world", flag="--phase-ends", parse=int, nargs=2,
+        metavar=("REFERRING", "FEW"), cli_default=PHASE_ENDS, build=lambda ends: curriculum_until(*ends))
+    eval_every: int = setting(100, "steps between validations (and the real-vs-blank diagnostic)")
+    eval_rows: int = setting(32, "validation scenes")
+    save_every: int = setting(200, "steps between checkpoints")
+    threads: int = setting(1, "torch threads")
+    empty_rate: float = setting(0.1, "share of queries with no target")
+    coord_sigma: float = setting(
+        0.0, "pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values, so '3 px off' "
+        "earns credit (needs coordinate tokens)")
+    attn_heads: tuple[tuple[int, int], ...] = _heads(
+        "attention heads trained to look, from each answer coordinate, at its object's image tokens "
+        "(-log of the attention mass there)")
+    attn_weight: float = setting(1.0, "weight of the supervised attention loss")
+    label_weight: float = setting(
+        0.0, "> 0: the name heads learn to look, from every token that names an object, at that object "
+        "(naming is where the policy decides which object it means)")
+    name_heads: tuple[tuple[int, int], ...] = _heads(
+        "attention heads of the naming loss; heads of their own (on the coordinate heads it broke the copy of "
+        "the trace's names into the answer)")
+    kind_weight: float = setting(1.0, "multiplies the vision tokens' kind loss (kind is what the tower learns worst)")
+    answer_weight: float = setting(
+        0.0, "> 0: a linear read-out of the final state regresses each answer coordinate (L1), a gradient for "
+        "the copy path that does not depend on the coordinate code's precision")
+    stream: str = setting("warmup", "the name that seeds the training scenes")
+    trace: str = setting("short", "how completions reason: 'short' (the query's steps) or 'listed' (every "
+                         "object with its box first)", choices=TRACES)
+    device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one (checkpoints "
+                          "move between devices)", choices=DEVICES)
+    seed: int = setting(0, "initialization of the training-only heads when a run starts without a checkpoint")
+    workers: int = setting(0, "processes that make the coming steps' batches (the same batches; 0: the trainer)")
 
 
 def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
