@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .config_cli import add_dataclass_arguments
     from .nano.segmenter import SamTrainConfig  # these import neither torch nor transformers
     from .nano.vision_pretrain import VisionPretrainConfig
-    from .nano.warmup import WarmupConfig
+    from .nano.warmup_config import WarmupConfig
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")

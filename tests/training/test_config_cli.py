@@ -10,7 +10,7 @@ from training.cli import build_parser
 from training.nano.recipe import NanoRecipe
 from training.nano.segmenter import SamTrainConfig
 from training.nano.vision_pretrain import VisionPretrainConfig
-from training.nano.warmup import DEFAULT_CURRICULUM, PHASE_ENDS, WarmupConfig, curriculum_until
+from training.nano.warmup_config import DEFAULT_CURRICULUM, PHASE_ENDS, WarmupConfig, curriculum_until
 
 
 @pytest.mark.parametrize("command, cls, required", [

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..overrides import typed_settings
-from .warmup import PHASE_ENDS
+from .warmup_config import PHASE_ENDS
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _rl_recipe(r: NanoRecipe, out: Path, k: int, stage: int, model: Path, adapte
 
 
 def _warmup_config(r: NanoRecipe, out: Path, leg: WarmupLeg):
-    from .warmup import WarmupConfig, curriculum_until
+    from .warmup_config import WarmupConfig, curriculum_until
 
     return WarmupConfig(str(out / "init"), str(out / "warmup"), steps=leg.until, batch=r.warmup_batch,
                         threads=r.threads, eval_rows=min(32, max(2, r.warmup_batch)), lr=leg.lr,

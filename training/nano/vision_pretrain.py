@@ -60,7 +60,7 @@ def vision_lr(config: VisionPretrainConfig, step: int) -> float:
 
 def _warmup_config(folder: Path, threads: int, device: str):
     """The folder's own warm-up settings (so the saved checkpoint keeps them), from checkpoint/warmup.json."""
-    from .warmup import Phase, WarmupConfig
+    from .warmup_config import Phase, WarmupConfig
 
     saved = json.loads((folder / "checkpoint" / "warmup.json").read_text())
     saved["curriculum"] = tuple(Phase(p["steps"], tuple(p["types"]), p["max_objects"]) for p in saved["curriculum"])

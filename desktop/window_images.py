@@ -1,0 +1,150 @@
+"""Opening images into the main window: files, folders, paste and drop (a mixin of MainWindow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtWidgets import (
+    QFileDialog,
+)
+
+from engine.errors import ImageError
+from engine.images import image_size, load_image, max_pixels
+
+from .messages import UserMessage, user_message
+from .outcome import Outcome
+from .store import ImageRecord, image_key
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class ImagesMixin:
+    """Every way an image reaches the window; each refuses bad input with a message and keeps the open image."""
+
+    # ---- images ------------------------------------------------------------------------------------
+    def image_name(self) -> str:
+        return self.image_path.name if self.image_path else "pasted.png"
+
+    def open_image(self, path) -> bool:
+        path = Path(path)
+        try:
+            # names the file in its messages; refuses huge or corrupt images (a huge JPEG is read smaller)
+            rgb = load_image(path, downscale=True)
+            full = image_size(path)
+            data = path.read_bytes()
+        except OSError as exc:
+            self.show_message(user_message(ImageError(f"Could not read {path.name}: {exc.strerror or exc}")))
+            return False
+        except Exception as exc:  # noqa: BLE001 - shown as a message, the current image stays
+            self.show_message(user_message(exc))
+            return False
+        self.image_path = path
+        self.settings.last_dir = str(path.parent)
+        self._show_image(rgb, image_key(data))
+        if (rgb.shape[1], rgb.shape[0]) != full:
+            self.stage.setText(f"{path.name} is {full[0]}×{full[1]}, above the pixel limit: shown and segmented at "
+                               f"{rgb.shape[1]}×{rgb.shape[0]}.")
+        return True
+
+    def open_array(self, rgb: np.ndarray) -> None:
+        self.image_path = None
+        self._show_image(load_image(rgb), image_key(np.ascontiguousarray(rgb).tobytes()))
+
+    def _show_image(self, rgb: np.ndarray, key: str) -> None:
+        if self.running:
+            self.cancel()
+        self.clear_message()
+        self.image = rgb
+        self.record = ImageRecord(key, self.home)
+        self.canvas.set_image(rgb)
+        self.outcome = None
+        self.reasoning.reset(0)
+        self.sample_list.show_outcome(None)
+        self.votes.show_outcome(None)
+        h, w = rgb.shape[:2]
+        self.setWindowTitle(f"StAR Desktop — {self.image_name()} ({w}×{h})")
+        self.query.clear()
+        self.query.addItems(self.record.history())
+        self.query.setCurrentText("")
+        saved = self.record.latest_result()
+        if saved is not None and list(saved.get("image_size", [])) == [w, h]:
+            self.show_outcome(Outcome(saved))
+            self.query.setCurrentText(saved["query"])
+            self.stage.setText("Restored the last result for this image.")
+        else:
+            self.headline.setText(f"{self.image_name()}: {w}×{h}. Type a query and press Enter.")
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self.settings.last_dir,
+                                              "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
+        if path:
+            self.open_image(path)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder", self.settings.last_dir)
+        if folder:
+            self.open_folder(folder)
+
+    def open_folder(self, folder) -> int:
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            self.show_message(UserMessage("Empty folder", f"{folder} has no images.",
+                                          "Choose a folder with PNG, JPEG, BMP, TIFF or WebP files."))
+            return 0
+        self.folder = files
+        self.files.blockSignals(True)
+        self.files.clear()
+        self.files.addItems([p.name for p in files])
+        self.files.blockSignals(False)
+        self.files_dock.setVisible(True)
+        self.files.setCurrentRow(0)
+        self._on_file_row(0)
+        return len(files)
+
+    def _on_file_row(self, row: int) -> None:
+        if 0 <= row < len(self.folder) and self.folder[row] != self.image_path:
+            self.open_image(self.folder[row])
+
+    def step_folder(self, delta: int) -> None:
+        if self.folder:
+            row = min(max(self.files.currentRow() + delta, 0), len(self.folder) - 1)
+            self.files.setCurrentRow(row)
+
+    def paste_image(self) -> bool:
+        clip = QGuiApplication.clipboard()
+        mime = clip.mimeData()
+        if mime is not None and mime.hasUrls():
+            local = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            if local:
+                return self.open_image(local[0])
+        image = clip.image()
+        if image.isNull():
+            self.show_message(UserMessage("Nothing to paste", "the clipboard holds no image.",
+                                          "Copy an image (or an image file) first."))
+            return False
+        w, h = image.width(), image.height()
+        if w * h > max_pixels():  # checked before the copy: the clipboard's image is already in memory once
+            self.show_message(user_message(ImageError(
+                f"The pasted image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of {max_pixels() / 1e6:.0f} MP. "
+                "Downscale it first.")))
+            return False
+        image = image.convertToFormat(QImage.Format.Format_RGB888)
+        arr = np.frombuffer(image.constBits(), np.uint8, image.bytesPerLine() * h).reshape(h, image.bytesPerLine())
+        self.open_array(arr[:, :3 * w].reshape(h, w, 3).copy())
+        return True
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        for url in event.mimeData().urls():
+            path = Path(url.toLocalFile())
+            if path.is_dir():
+                self.open_folder(path)
+                return
+            if path.is_file():
+                self.open_image(path)
+                return
