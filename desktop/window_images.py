@@ -75,6 +75,7 @@ class ImagesMixin:
             self.stage.setText("Restored the last result for this image.")
         else:
             self.headline.setText(f"{self.image_name()}: {w}×{h}. Type a query and press Enter.")
+        self.canvas.setFocus()  # single-key shortcuts (A / D for the folder) work until the user types
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open image", self.settings.last_dir,
@@ -127,7 +128,7 @@ class ImagesMixin:
         w, h = image.width(), image.height()
         if w * h > max_pixels():  # checked before the copy: the clipboard's image is already in memory once
             self.show_message(user_message(ImageError(
-                f"The pasted image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of {max_pixels() / 1e6:.0f} MP. "
+                f"The pasted image is {w}x{h} ({w * h / 1e6:.3g} MP), above the limit of {max_pixels() / 1e6:.3g} MP. "
                 "Downscale it first.")))
             return False
         image = image.convertToFormat(QImage.Format.Format_RGB888)

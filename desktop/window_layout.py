@@ -42,6 +42,11 @@ def suggested_query() -> str:
         return "the thing that keeps food cold"
 
 
+def is_typing_key(keys: str) -> bool:
+    """A shortcut without a modifier that a text box would take as typing (Esc and F-keys are not)."""
+    return len(keys) == 1
+
+
 class LayoutMixin:
     """Builds the window's widgets and actions; every slot it connects is MainWindow's."""
 
@@ -51,6 +56,9 @@ class LayoutMixin:
         self.query = QComboBox()
         self.query.setEditable(True)
         self.query.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # No inline completion: it silently extended a typed query to a longer history entry that Enter then
+        # ran. The history stays one click away in the drop-down.
+        self.query.setCompleter(None)
         self.query.lineEdit().setPlaceholderText('Ask for something, e.g. "the thing that keeps food cold"; Enter runs')
         self.query.lineEdit().returnPressed.connect(self.run_query)
         self.run_button = QPushButton("Run")
@@ -197,7 +205,12 @@ class LayoutMixin:
             menu.addAction(action)
             if on_bar:
                 bar.addAction(action)
-            self.addAction(action)  # shortcuts work with the menu bar hidden too
+            if keys and is_typing_key(keys):
+                # A single key (D, A, F, M, 1, +, -) belongs to the canvas: typed in the query box it is text.
+                action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+                self.canvas.addAction(action)
+            else:
+                self.addAction(action)  # shortcuts work with the menu bar hidden too
             self.actions_by_name[name] = action
         file_menu.insertMenu(self.actions_by_name["quit"], export_menu)
         bar.addAction(export_menu.menuAction())

@@ -67,6 +67,7 @@ class SegmenterSpec:
     decoder_engine: str | None = None
     encoder_onnx_fp16: str | None = None  # star-export sam2 --fp16: the same graphs in float16 (GPU)
     decoder_onnx_fp16: str | None = None
+    engine_precision: str | None = None  # what the TensorRT engines were built to compute in: fp32 | fp16
     image_size: int = 1024
     source: dict = field(default_factory=dict)
 

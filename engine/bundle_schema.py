@@ -19,7 +19,8 @@ _POLICY_KEYS = {"family", "frame", "prompt_family", "model", "mmproj", "quant", 
 _POLICY_PATHS = ("model", "mmproj")
 SEGMENTER_PATHS = ("config", "checkpoint", "encoder_onnx", "decoder_onnx", "encoder_engine", "decoder_engine",
                    "encoder_onnx_fp16", "decoder_onnx_fp16")
-_SEGMENTER_KEYS = {*SEGMENTER_PATHS, "image_size", "source"}
+_SEGMENTER_KEYS = {*SEGMENTER_PATHS, "image_size", "source", "engine_precision"}
+ENGINE_PRECISIONS = ("fp32", "fp16")
 
 
 def _kind(value: Any) -> str:
@@ -99,6 +100,9 @@ def _check_segmenter(segmenter: Any, problems: list[str]) -> None:
         value = segmenter.get(key)
         if value is not None and (why := path_problem(value)):
             problems.append(f"segmenter.{key}: {why}")
+    if segmenter.get("engine_precision") not in (None, *ENGINE_PRECISIONS):
+        problems.append(f"segmenter.engine_precision: expected one of {', '.join(ENGINE_PRECISIONS)} or null, got "
+                        f"{segmenter['engine_precision']!r}")
     size = segmenter.get("image_size", 1024)
     if not (_is_int(size) and 16 <= size <= 8192 and size % 16 == 0):
         problems.append(f"segmenter.image_size: expected a multiple of 16 in [16, 8192], got {size!r}")

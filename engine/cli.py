@@ -187,11 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "max_pixels", None):
-        from .images import MEGAPIXEL, set_max_pixels
+    from .images import MEGAPIXEL, max_pixels, set_max_pixels
 
+    args = build_parser().parse_args(argv)
+    limit = max_pixels()
+    if getattr(args, "max_pixels", None):
         set_max_pixels(int(args.max_pixels * MEGAPIXEL))
+    try:
+        return _run(args)
+    finally:
+        set_max_pixels(limit)  # the option is this command's, not the process's (the app and tests run many)
+
+
+def _run(args) -> int:
     if args.command == "bench" and getattr(args, "json", None):
         from .bench.report import check_json_path
 

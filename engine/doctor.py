@@ -59,9 +59,35 @@ def collect() -> dict:
         version += f"; providers: {', '.join(ort.get_available_providers())}"
     report["onnxruntime"] = version
     report["tensorrt"] = _version("tensorrt")[1]
+    conflict = onnxruntime_conflict(installed_versions(("onnxruntime", "onnxruntime-gpu")))
+    if conflict:
+        report["onnxruntime_warning"] = conflict
     report["pyside6"] = _version("PySide6")[1]
     report["desktop_x11"] = _x11_status()
     return report
+
+
+def installed_versions(names) -> dict[str, str]:
+    """Installed versions of these distributions (absent ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def onnxruntime_conflict(installed: dict[str, str]) -> str | None:
+    """The warning for an environment holding both ONNX Runtime builds (they write the same `onnxruntime`
+    module, so whichever was installed last wins and the GPU may sit idle), or None."""
+    if "onnxruntime" in installed and "onnxruntime-gpu" in installed:
+        return (f"both onnxruntime {installed['onnxruntime']} and onnxruntime-gpu {installed['onnxruntime-gpu']} "
+                "are installed and share one module; fix: pip uninstall -y onnxruntime onnxruntime-gpu && "
+                "pip install onnxruntime-gpu (installer/setup.sh does this on a GPU machine)")
+    return None
 
 
 def _x11_status() -> str:

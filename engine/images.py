@@ -95,8 +95,8 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
                 width, height = image.size
         if width * height > limit:
             raise ImageError(
-                f"Image {name} is {width}x{height} ({width * height / 1e6:.0f} MP), above the limit of "
-                f"{limit / 1e6:.0f} MP. Downscale it first, or raise the limit (--max-pixels)."
+                f"Image {name} is {width}x{height} ({width * height / 1e6:.3g} MP), above the limit of "
+                f"{limit / 1e6:.3g} MP. Downscale it first, or raise the limit (--max-pixels)."
             )
         if width == 0 or height == 0:
             raise ImageError(f"Image {name} is empty ({width}x{height}).")

@@ -58,6 +58,7 @@ class Timings:
     sam_decode_ms: float = 0.0
     vote_ms: float = 0.0
     total_ms: float = 0.0
+    vote_backend: str = ""  # "cuda" (masks voted where SAM left them), "cpu", or "direct" (N = 1)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -85,7 +86,9 @@ class Result:
     mask: np.ndarray  # bool HxW
     no_object: bool
     samples: list[SampleResult]
-    object_masks: np.ndarray  # bool [M, H, W], every target of every sample (sample-major)
+    # bool [M, H, W], every target of every sample (sample-major); on a GPU run it stays on the device
+    # (a torch tensor): `host_mask(row)` copies what a caller needs.
+    object_masks: Any
     vote: VoteResult | None  # None for N=1 (direct prediction)
     timings: Timings
     bundle: dict
@@ -104,7 +107,32 @@ class Result:
         """The union of one sample's object masks (what that sample alone would answer)."""
         h, w = self.mask.shape
         rows = self.samples[index].mask_rows
-        return self.object_masks[rows].any(0) if rows else np.zeros((h, w), dtype=bool)
+        return to_host(self.object_masks[rows].any(0)) if rows else np.zeros((h, w), dtype=bool)
+
+    def host_mask(self, row: int) -> np.ndarray:
+        """One object mask as a NumPy array (copied from the GPU when the run kept its masks there)."""
+        return to_host(self.object_masks[row])
+
+
+def to_host(mask) -> np.ndarray:
+    """A mask as a NumPy array, wherever it lives (NumPy, a torch tensor, a CuPy array)."""
+    if isinstance(mask, np.ndarray):
+        return mask
+    if hasattr(mask, "detach"):
+        return mask.detach().cpu().numpy()
+    if hasattr(mask, "get"):
+        return mask.get()
+    return np.asarray(mask)
+
+
+def votes_on_device(segmenter) -> bool:
+    """Whether a run keeps its masks on the GPU and votes there: a segmenter that can hand back device masks
+    (`device_segment`) on a CUDA device, and the CUDA voting kernel available. Otherwise the CPU path."""
+    if not (getattr(segmenter, "on_gpu", False) and hasattr(segmenter, "device_segment")):
+        return False
+    from .kernels.cuda_voting import unavailable_reason
+
+    return unavailable_reason() == ""
 
 
 def check_query(query: str) -> str:
@@ -148,7 +176,7 @@ def decide(samples: list[SampleResult], object_masks: np.ndarray, scores, shape:
     failure or no-object answer is an empty mask), several are voted. Returns (mask, no_object, vote)."""
     if len(samples) == 1:
         s = samples[0]
-        final = object_masks[s.mask_rows].any(0) if s.mask_rows else np.zeros(shape, dtype=bool)
+        final = to_host(object_masks[s.mask_rows].any(0)) if s.mask_rows else np.zeros(shape, dtype=bool)
         return final, not final.any() and s.status != "ok", None
     result = majority_vote(vote_candidates(samples, object_masks, scores), vote, shape=shape)
     return result.mask, result.no_object, result
@@ -208,6 +236,8 @@ class Reasoner:
         if object_masks is None:
             # Stopped: no segmentation, no vote. The samples keep their text (those cut short say so by their
             # finish_reason), and the result says it was stopped: it is not an answer.
+            for s in samples:
+                s.mask_rows, s.scores = [], []
             timings.total_ms = (time.perf_counter() - t_start) * 1e3
             return Result(query, (w, h), np.zeros((h, w), dtype=bool), False, samples,
                           np.zeros((0, h, w), dtype=bool), None, timings, self.bundle, True, sampling)
@@ -235,15 +265,21 @@ class Reasoner:
         embedding = self.segmenter.embed(rgb)
         timings.sam_encode_ms = (time.perf_counter() - t0) * 1e3
         boxes, points = np.asarray(boxes, np.float32), np.asarray(points, np.float32)
-        masks, scores = np.zeros((len(boxes), h, w), dtype=bool), np.zeros(len(boxes), np.float32)
+        on_device = votes_on_device(self.segmenter)
+        parts, scores = [], np.zeros(len(boxes), np.float32)
         t0 = time.perf_counter()
         for start in range(0, len(boxes), SEGMENT_BATCH):
             if cancel is not None and cancel.cancelled:
                 return None, None
             end = start + SEGMENT_BATCH
-            out = self.segmenter.segment(embedding, boxes[start:end], points[start:end])
-            masks[start:end], scores[start:end] = out.masks, out.scores
+            if on_device:  # the masks stay where SAM made them; the vote runs there (engine/kernels)
+                part, scores[start:end] = self.segmenter.device_segment(embedding, boxes[start:end], points[start:end])
+            else:
+                out = self.segmenter.segment(embedding, boxes[start:end], points[start:end])
+                part, scores[start:end] = out.masks, out.scores
+            parts.append(part)
             emit(Event("progress", text="segmenting", data=(min(end, len(boxes)), len(boxes))))
+        masks = _stack(parts)
         timings.sam_decode_ms = (time.perf_counter() - t0) * 1e3
         if cancel is not None and cancel.cancelled:
             return None, None
@@ -256,12 +292,24 @@ class Reasoner:
         t0 = time.perf_counter()
         decision = decide(samples, object_masks, scores, shape, vote or self.vote_config)
         timings.vote_ms = (time.perf_counter() - t0) * 1e3
+        timings.vote_backend = "direct" if decision[2] is None else decision[2].backend
         return decision
 
     def close(self) -> None:
         close = getattr(self.policy, "close", None)
         if close:
             close()
+
+
+def _stack(parts: list):
+    """One [M, H, W] stack of the segmenter's batches: NumPy on the host, a torch tensor on a GPU."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
 
 
 def bundle_root(bundle=None) -> Path:

@@ -30,7 +30,7 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
             if j < len(s.scores):
                 target["score"] = s.scores[j]
             if sample_masks and j < len(s.mask_rows):
-                target["mask"] = encode(result.object_masks[s.mask_rows[j]])
+                target["mask"] = encode(result.host_mask(s.mask_rows[j]))
             targets.append(target)
         samples.append({"index": s.index, "status": s.status, "reason": s.reason, "finish_reason": s.finish_reason,
                         "thinking": s.thinking, "answer": s.answer_text, "text": s.text, "targets": targets})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
@@ -40,13 +39,9 @@ class SegmenterOptions:
 
 def tool_versions() -> dict[str, str]:
     """The versions of the tools that make a bundle, as the manifest records them."""
-    tools = {}
-    for dist in TOOLS:
-        try:
-            tools[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return tools
+    from engine.doctor import installed_versions
+
+    return installed_versions(TOOLS)
 
 
 def make_bundle(out: str | Path, *, policy: PolicyOptions | None = None, segmenter: SegmenterOptions | None = None,

@@ -67,16 +67,22 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
                 shutil.copyfile(src, tmp)
                 tmp.replace(dst)
     if tensorrt:
-        from .tensorrt import build_engine, decoder_profiles
+        import tensorrt as trt
 
+        from .tensorrt import build_engine, decoder_profiles, fp16_flag_supported, plan_engine
+
+        plan = plan_engine(fp16, fp16_flag_supported(trt))
+        sources = (spec.encoder_onnx_fp16, spec.decoder_onnx_fp16) if plan.onnx == "fp16" else (enc_rel, dec_rel)
         spec.encoder_engine, spec.decoder_engine = "sam2/sam2_encoder.engine", "sam2/sam2_decoder.engine"
-        if stages.done("sam2-tensorrt", inputs + str(fp16)):
+        spec.engine_precision = plan.precision
+        if stages.done("sam2-tensorrt", inputs + str(plan)):
             log("TensorRT engines: up to date, skipped")
         else:
-            log("building TensorRT engines (minutes)")
-            build_engine(bundle / enc_rel, bundle / spec.encoder_engine, fp16=fp16)
-            build_engine(bundle / dec_rel, bundle / spec.decoder_engine, profiles=decoder_profiles(), fp16=fp16)
-            stages.record("sam2-tensorrt", inputs + str(fp16), [spec.encoder_engine, spec.decoder_engine])
+            log(f"building {plan.precision} TensorRT engines from the {plan.onnx} graphs (minutes)")
+            build_engine(bundle / sources[0], bundle / spec.encoder_engine, fp16_flag=plan.fp16_flag)
+            build_engine(bundle / sources[1], bundle / spec.decoder_engine, profiles=decoder_profiles(),
+                         fp16_flag=plan.fp16_flag)
+            stages.record("sam2-tensorrt", inputs + str(plan), [spec.encoder_engine, spec.decoder_engine])
     return spec
 
 

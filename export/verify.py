@@ -184,6 +184,26 @@ def sam_parity(bundle: Bundle, checkpoint: Path, config: str | Path) -> Check:
                  f"{iou:.4f} (need {SAM_MIN_IOU})", {"max_logit_error": err, "min_iou": iou})
 
 
+def check_engine_precision(bundle: Bundle, precision_of=None) -> Check | None:
+    """The TensorRT engines compute in the precision the manifest records (None: no engines, or TensorRT is
+    not importable here). `precision_of(path)` reads an engine's precision (export.tensorrt.engine_precision)."""
+    spec = bundle.manifest.segmenter
+    if spec is None or not spec.encoder_engine:
+        return None
+    if precision_of is None:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return None
+        from .tensorrt import engine_precision as precision_of
+    recorded = spec.engine_precision or "fp32"
+    built = {rel: precision_of(bundle.path(rel)) for rel in (spec.encoder_engine, spec.decoder_engine)}
+    wrong = {rel: p for rel, p in built.items() if p != recorded}
+    return Check("engine precision", not wrong,
+                 f"both engines {recorded}" if not wrong else
+                 "; ".join(f"{rel} computes in {p}, the manifest says {recorded}" for rel, p in wrong.items()))
+
+
 def recorded_config(bundle: Bundle) -> str:
     """The SAM 2 config the manifest says the segmenter came from: a path relative to the bundle (run
     folder layout) where that file exists, else its name (a config of the sam2 package)."""
@@ -200,6 +220,9 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
     bundle = read_manifest(root)
     checks = [check_checksums(bundle)]
     if checks[0].ok:
+        precision = check_engine_precision(bundle)
+        if precision is not None:
+            checks.append(precision)
         loads, policy = check_loads(bundle)
         checks += loads
         try:

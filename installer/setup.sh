@@ -7,10 +7,13 @@
 #
 # A GPU (nvidia-smi) adds the `gpu` extra and builds llama.cpp with CUDA when `llama` is asked for.
 # A second run with the same request and an unchanged pyproject.toml does nothing (stamp file).
+# STAR_SETUP_DRY_RUN=1 prints the install commands instead of running them (the tests read the plan).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 python="${STAR_PYTHON:-python3}"
+dry_run="${STAR_SETUP_DRY_RUN:-}"
+run() { if [ -n "$dry_run" ]; then echo "+ $*"; else "$@"; fi; }
 
 extras=()
 while [ $# -gt 0 ]; do
@@ -43,13 +46,13 @@ echo "star setup: python=$($python --version 2>&1 | cut -d' ' -f2) gpu=${gpu} cu
 # --- idempotence ----------------------------------------------------------------------------
 stamp="$venv/.star-setup"
 want="$(cat "$repo/pyproject.toml" "$repo/installer/setup.sh" | sha256sum | cut -c1-16) extras=[${extras_csv}] gpu=${gpu}"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
+if [ -z "$dry_run" ] && [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
   echo "star setup: .venv is up to date (nothing to do)"
   exit 0
 fi
 
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+[ -x "$venv/bin/python" ] || run "$python" -m venv "$venv"
+pip=(run "$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip setuptools wheel >/dev/null
 
 # torch: on CPU take the CPU build (pip finds it on local disk where the machine keeps one); a bare
@@ -113,10 +116,20 @@ target="$repo"
 [ -n "$extras_csv" ] && target="$repo[$extras_csv]"
 "${pip[@]}" install -e "$target"
 
+# onnxruntime (the `onnx` extra) and onnxruntime-gpu (the `gpu` extra) install the same `onnxruntime`
+# module: with both, whichever came last wins and the GPU may sit idle (only CPUExecutionProvider). On a
+# GPU machine keep the GPU build alone, reinstalled whole after both are removed.
+if [ "$gpu" != "none" ] && [[ ",${extras_csv}," == *",onnx,"* ]]; then
+  echo "star setup: keeping onnxruntime-gpu only (onnxruntime and onnxruntime-gpu share one module)"
+  "${pip[@]}" uninstall -y onnxruntime onnxruntime-gpu
+  "${pip[@]}" install "$(sed -n 's/.*"\(onnxruntime-gpu[^"]*\)".*/\1/p' "$repo/pyproject.toml")"
+fi
+
 # sam2 from PyPI declares an isolated torch build; install it beside ours without its deps.
 if [[ ",${extras_csv}," == *",torch,"* || ",${extras_csv}," == *",train,"* || ",${extras_csv}," == *",export,"* ]]; then
   SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-deps --no-build-isolation "sam2==1.1.0"
 fi
 
+[ -n "$dry_run" ] && exit 0
 echo "$want" >"$stamp"
 echo "star setup: ready ($venv)"

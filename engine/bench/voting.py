@@ -98,14 +98,49 @@ def run_cpu(sizes, counts, repeat: int) -> list[dict]:
     return rows
 
 
+def theoretical_bandwidth(props: dict) -> float | None:
+    """Bytes/s from the device properties (DDR: 2 x clock x bus width), or None where the runtime no longer
+    reports the memory clock (CUDA 13 dropped `memoryClockRate` from cudaDeviceProp)."""
+    clock_khz, bus_bits = props.get("memoryClockRate"), props.get("memoryBusWidth")
+    if not clock_khz or not bus_bits:
+        return None
+    return 2.0 * clock_khz * 1e3 * bus_bits / 8
+
+
+def measured_bandwidth(cp, megabytes: int = 256, repeat: int = 5) -> float:
+    """Bytes/s of a device-to-device copy (each byte read once and written once): the bound a kernel that
+    reads masks can actually reach, and a source that exists on every CUDA version."""
+    src = cp.ones(megabytes << 20, dtype=cp.uint8)
+    dst = cp.empty_like(src)
+    dst[...] = src  # warm-up
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(repeat):
+        start.record()
+        dst[...] = src
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+    return 2.0 * src.nbytes / float(np.median(times))
+
+
+def memory_bandwidth(cp) -> tuple[float, str]:
+    """The bandwidth bound of the GPU bench and where it came from: a measured copy (always), reported next
+    to the datasheet figure where the runtime still gives one."""
+    measured = measured_bandwidth(cp)
+    theoretical = theoretical_bandwidth(cp.cuda.runtime.getDeviceProperties(0))
+    note = f"measured device-to-device copy; properties: {theoretical / 1e9:.0f} GB/s" if theoretical else \
+        "measured device-to-device copy (the runtime reports no memory clock)"
+    return measured, note
+
+
 def run_gpu(sizes, counts, repeat: int) -> list[dict]:
     """Our kernel vs torch fp16 M @ M.T vs the bandwidth bound (masks read once)."""
     import cupy as cp
 
     from ..kernels.cuda_voting import CudaVoteEngine
 
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    peak_bytes_s = 2.0 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8
+    peak_bytes_s, bandwidth_source = memory_bandwidth(cp)
     try:
         import torch
 
@@ -137,7 +172,8 @@ def run_gpu(sizes, counts, repeat: int) -> list[dict]:
             dev_samples = [[(dev[i], s[0][1], s[0][2])] for i, s in enumerate(samples)]
             vote_ms = gpu_time(lambda: majority_vote(dev_samples, VoteConfig(), backend="cuda"))
             row = {"size": size, "n": n, "kernel_iou_ms": kernel_ms, "vote_best_ms": vote_ms,
-                   "bound_ms": host.nbytes / peak_bytes_s * 1e3, "peak_gb_s": peak_bytes_s / 1e9}
+                   "bound_ms": host.nbytes / peak_bytes_s * 1e3, "peak_gb_s": peak_bytes_s / 1e9,
+                   "bandwidth_source": bandwidth_source}
             if has_torch:
                 t = torch.as_tensor(dev, device="cuda")
 

@@ -58,7 +58,7 @@ def _summary(result) -> str:
                  f"final mask: {area} pixels ({100 * area / (h * w):.1f}% of {w}x{h})")
     lines.append(f"time: policy {t.vision_ms:.0f} ms vision + {t.prefill_ms:.0f} ms prefill + {t.decode_ms:.0f} ms decode ({t.decode_tokens} tokens, "
                  f"{t.decode_tokens_per_s:.0f}/s), SAM {t.sam_encode_ms:.0f} + {t.sam_decode_ms:.0f} ms, "
-                 f"vote {t.vote_ms:.1f} ms, total {t.total_ms:.0f} ms")
+                 f"vote {t.vote_ms:.1f} ms ({t.vote_backend or 'none'}), total {t.total_ms:.0f} ms")
     return "\n".join(lines)
 
 

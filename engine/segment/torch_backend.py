@@ -150,6 +150,11 @@ class TorchSegmenter(Segmenter):
     def device_masks(self, embedding, boxes=None, points=None):
         """bool masks [K, H, W] left on this backend's device (CUDA: for the voting kernel, no host
         copy), with the same selection and upsampling as `segment`."""
+        return self.device_segment(embedding, boxes, points)[0]
+
+    def device_segment(self, embedding, boxes=None, points=None):
+        """(bool masks [K, H, W] on this backend's device, SAM's scores of the chosen masks as NumPy): what
+        the pipeline votes on where the masks are; only the K scores come to the host."""
         from .base import _check_prompts
         from .transforms import prompts_to_model
         torch = self.torch
@@ -158,10 +163,11 @@ class TorchSegmenter(Segmenter):
         low, iou = self._decode_torch(embedding.features, coords, labels)
         m = iou.shape[1]
         idx = (m - 1) - torch.argmax(iou.flip(1), dim=1)
-        best = low[torch.arange(len(idx), device=low.device), idx][:, None]
+        rows = torch.arange(len(idx), device=low.device)
+        best = low[rows, idx][:, None]
         with torch.inference_mode():
             up = torch.nn.functional.interpolate(best, embedding.orig_hw, mode="bilinear", align_corners=False)
-        return up[:, 0] > self.mask_threshold
+        return up[:, 0] > self.mask_threshold, iou[rows, idx].cpu().numpy().astype(np.float32)
 
     def describe(self) -> dict:
         return {**super().describe(), "device": str(self.device), "bf16": self.bf16}

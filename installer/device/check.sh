@@ -8,9 +8,11 @@
 # the call's 10; the dry run below took 3):
 #   1. the GPU tests: the CUDA IoU-clustering kernel against the CPU engine, the nano trainers'
 #      losses on CUDA against the CPU's (tests marked gpu; everything else in those files too);
-#   2. star-train nano-bench on cpu and cuda: the nano recipe's time on a GPU, projected from each stage's
+#   2. the product path's vote on the GPU against the CPU's (installer/device/product_path.py: the masks stay
+#      on the device, the CUDA kernel votes; best must match the CPU bit for bit, consensus within 1e-4);
+#   3. star-train nano-bench on cpu and cuda: the nano recipe's time on a GPU, projected from each stage's
 #      s/step with the recipe's own settings (never measured on a GPU yet);
-#   3. star bench voting (its CUDA rows) and star bench segment --device cuda.
+#   4. star bench voting (its CUDA rows) and star bench segment --device cuda.
 # Everything lands in $OUT (device.log, *.json: at most 8 files come back). Locally, a dry run on the CPU:
 #     STAR_DEVICE_PY=.venv/bin/python DEVICES=cpu BENCH_STEPS=1 bash installer/device/check.sh
 # (no install; the GPU tests skip, the benches run their CPU rows).
@@ -71,8 +73,9 @@ print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.
 EOF
 
 step gpu-tests 120 "$py" -m pytest -q -p no:cacheprovider -o addopts= --timeout 100 -m gpu -rs \
-  tests/engine/test_voting.py tests/training/test_nano_policy.py
-step nano-bench 300 "$py" -m training.cli nano-bench --device $devices --steps "$steps" \
+  tests/engine/test_voting.py tests/training/test_nano_warmup.py
+step product-path 60 "$py" installer/device/product_path.py --json "$out/product-path.json" --size 1024 --counts 8,32
+step nano-bench 255 "$py" -m training.cli nano-bench --device $devices --steps "$steps" \
   --warm 2 --workers 8 --threads "$threads" --json "$out/nano-bench.json"
 step voting-bench 60 "$py" -m engine.cli bench voting --repeat 3 --json "$out/voting.json"
 # PyTorch only: the lent machine's onnxruntime is the CPU build (its rows would be the CPU's, slowly).

@@ -356,3 +356,34 @@ def test_the_hostile_image_corpus_through_open_drop_and_paste(qtbot, home, tmp_p
     huge.fill(0)
     QGuiApplication.clipboard().setImage(huge)
     assert not w.paste_image() and "above the limit" in w.last_message.text and w.image_path == scene_png
+
+
+def test_single_key_shortcuts_belong_to_the_canvas_and_enter_runs_what_was_typed(qtbot, home, tmp_path,
+                                                                                 scene_image, tiny_segmenter):
+    from PySide6.QtCore import Qt
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(scene_image, 15 * i, axis=1)).save(folder / f"img{i}.png")
+    w = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS[:1]))
+    assert w.open_folder(folder) == 2 and w.image_path.name == "img0.png"
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)  # shortcuts go to the active window
+    assert w.focusWidget() is w.canvas  # opening an image gives the canvas the keyboard
+    qtbot.keyClick(w.canvas, Qt.Key.Key_D)
+    assert w.image_path.name == "img1.png"  # on the canvas, D is "next image"
+    w.query.lineEdit().setFocus()
+    qtbot.keyClicks(w.query.lineEdit(), "dad")
+    assert w.query.currentText() == "dad" and w.image_path.name == "img1.png"  # in the query box it is text
+
+    w.record.add_query("the red square and the blue circle")
+    w.query.clear()
+    w.query.addItems(w.record.history())
+    w.query.setCurrentText("")
+    w.query.lineEdit().setFocus()
+    w.set_samples(1)
+    qtbot.keyClicks(w.query.lineEdit(), "the red square")
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        qtbot.keyClick(w.query.lineEdit(), Qt.Key.Key_Return)
+    assert w.outcome.query == "the red square"  # what was typed, not the longer history entry

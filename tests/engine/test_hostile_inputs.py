@@ -185,3 +185,11 @@ def test_star_eval_with_a_broken_item(tmp_path, scene_image, on_error):
         report = json.loads((out / "report.json").read_text())
         assert [e["id"] for e in report["errors"]] == ["i1"] and report["scored"] == 3
         assert "i1" in (out / "report.md").read_text()
+
+
+def test_max_pixels_holds_for_its_own_command_only():
+    from engine.images import DEFAULT_MAX_PIXELS, max_pixels
+
+    rc, _, stderr = star("segment", str(SCENE), "the red cup", "--max-pixels", "0.01", "--out", "")
+    assert rc == 2 and "above the limit" in stderr
+    assert max_pixels() == DEFAULT_MAX_PIXELS  # the next command in this process is not held to it

@@ -101,7 +101,32 @@ def test_stop_during_segmentation_stops_and_says_so(tiny_segmenter, scene_image,
     result = reasoner(tiny_segmenter, texts).run(scene_image, "the red square", 4, cancel=cancel, on_event=on_event)
     assert result.cancelled and result.vote is None and not result.mask.any() and not result.no_object
     assert [s.text for s in result.samples] == texts
+    from engine.results import result_to_dict
+
+    data = result_to_dict(result)  # what the app and --json make of it
+    assert data["cancelled"] and all("mask" not in t for s in data["samples"] for t in s["targets"])
     assert len(calls) == (0 if stage == "segmenting" else 1)
+
+
+def test_a_cpu_run_votes_on_the_cpu_and_says_so(tiny_segmenter, scene_image):
+    """The vote runs where the masks are: on a CPU segmenter that is the CPU, recorded in the timings; a
+    segmenter on a GPU votes there only when the CUDA kernel can run (here it cannot: no CuPy GPU)."""
+    from engine.kernels.cuda_voting import unavailable_reason
+    from engine.pipeline import votes_on_device
+
+    voted = reasoner(tiny_segmenter, [answer(RED), answer(RED), answer(BLUE)]).run(scene_image, "the red square", 3)
+    assert voted.timings.vote_backend == "cpu" and isinstance(voted.object_masks, np.ndarray)
+    direct = reasoner(tiny_segmenter, [answer(RED)]).run(scene_image, "the red square", 1)
+    assert direct.timings.vote_backend == "direct"
+    assert not votes_on_device(tiny_segmenter)
+
+    class GpuLooking:  # what a CUDA TorchSegmenter offers
+        on_gpu = True
+
+        def device_segment(self, *a):
+            raise AssertionError("not called")
+
+    assert votes_on_device(GpuLooking()) == (unavailable_reason() == "")
 
 
 def test_bad_queries_are_refused(tiny_segmenter, scene_image):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine.bundle import load_bundle, read_manifest, write_manifest
 from engine.errors import ModelFileError
+from tests.hostile import png_header_only
 from tests.models import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,23 +290,8 @@ def test_verify_fails_on_an_empty_or_degenerate_answer():
 
 # ---- images and resources --------------------------------------------------------------------------
 
-def _png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG that says it is width x height (a one-colour picture of that size compresses to almost
-    nothing); only its header is real, which is all the engine may read before refusing it."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
-
-
 def test_a_bomb_is_refused_from_its_header_within_a_memory_budget(tmp_path):
-    bomb = _png_header_only(tmp_path / "bomb.png", 13000, 13000)
+    bomb = png_header_only(tmp_path / "bomb.png", 13000, 13000)
     code = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
