@@ -22,11 +22,21 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
 
 
 def mask_to_qimage(mask: np.ndarray, colour: QColor, alpha: float) -> QImage:
-    """A premultiplied-free ARGB image: the colour where the mask is set, transparent elsewhere."""
+    """A premultiplied-free ARGB image: the colour where the mask is set, transparent elsewhere, and the
+    mask's outline at full strength (so a mask stays visible at low opacity or on a similar colour)."""
     h, w = mask.shape
     argb = np.zeros((h, w, 4), np.uint8)
-    argb[mask] = (colour.blue(), colour.green(), colour.red(), int(round(255 * alpha)))  # BGRA in memory
+    bgr = (colour.blue(), colour.green(), colour.red())
+    argb[mask] = (*bgr, int(round(255 * alpha)))  # BGRA in memory
+    argb[mask_outline(mask)] = (*bgr, 255)
     return QImage(argb.data, w, h, 4 * w, QImage.Format.Format_ARGB32).copy()
+
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's pixels that touch a pixel outside it (4-neighbourhood; the image border counts as outside)."""
+    padded = np.pad(mask, 1)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
 
 
 def display_factor(width: int, height: int, limit: int = DISPLAY_MAX) -> int:

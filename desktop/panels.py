@@ -126,8 +126,13 @@ class VotePanel(QWidget):
                     child.setData(0, Qt.ItemDataRole.UserRole, ("member", m["sample"], m["object"]))
                     top.addChild(child)
                 self.tree.addTopLevelItem(top)
+            self.tree.expandAll()  # widths from the member rows too, or "sample 12 · object 1" is cut off
             for i in range(len(self.COLUMNS)):
                 self.tree.resizeColumnToContents(i)
+            self.tree.collapseAll()
+            for i in range(self.tree.topLevelItemCount()):  # the selected clusters' members stay in view
+                item = self.tree.topLevelItem(i)
+                item.setExpanded(item.text(5) == "★")
         self.tree.blockSignals(False)
 
     def select_cluster(self, cluster_id: int) -> None:

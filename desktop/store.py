@@ -36,8 +36,9 @@ class Settings:
     samples: int = 1
     temperature: float = 0.0  # voting temperature; 0 = the bundle's recommendation (BUNDLE_TEMPERATURE)
     opacity: float = 0.5
-    colour: str = "#ff285a"
+    colour: str = "#00d0ff"  # cyan: far from the reds, browns and greens of everyday objects (and the sample cup)
     last_dir: str = ""
+    keep_query: bool = True  # a new image keeps the query box's text (one query over a folder)
     first_run: bool = True
 
     @classmethod

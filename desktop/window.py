@@ -151,6 +151,7 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
         self.clear_message()
         n = int(self.samples.currentData())
         self.settings.samples, self.settings.temperature = n, float(self.temperature.value())
+        self.save_settings()
         history = self.record.add_query(query)
         self.query.blockSignals(True)
         self.query.clear()
@@ -235,6 +236,14 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
     def _on_style(self) -> None:
         self.settings.opacity = self.opacity.value() / 100
         self.canvas.set_style(opacity=self.settings.opacity)
+        self.save_settings()
+
+    def save_settings(self) -> None:
+        """Settings are written when they change (a crash or a kill keeps them), not only on a clean exit."""
+        try:
+            self.settings.save(self.home)
+        except OSError as exc:
+            self.stage.setText(f"Could not save the settings: {exc.strerror or exc}")
 
     def choose_colour(self) -> None:
         colour = QColorDialog.getColor(QColor(self.settings.colour), self, "Mask colour")
@@ -244,6 +253,11 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
     def set_colour(self, name: str) -> None:
         self.settings.colour = name
         self.canvas.set_style(colour=QColor(name))
+        self.save_settings()
+
+    def set_keep_query(self, keep: bool) -> None:
+        self.settings.keep_query = bool(keep)
+        self.save_settings()
 
     # ---- bundle ------------------------------------------------------------------------------------
     def choose_bundle(self) -> None:
@@ -254,7 +268,7 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
 
     def set_bundle(self, folder: str) -> None:
         self.settings.bundle = folder
-        self.settings.save(self.home)
+        self.save_settings()
         self.device.setText("model: loading…")
         self.preload()
 

@@ -65,9 +65,12 @@ class ImagesMixin:
         self.votes.show_outcome(None)
         h, w = rgb.shape[:2]
         self.setWindowTitle(f"StAR Desktop — {self.image_name()} ({w}×{h})")
+        self.stage.setText("")  # the last image's status does not describe this one
+        self._follow_in_folder()
+        typed = self.query.currentText() if self.settings.keep_query else ""
         self.query.clear()
         self.query.addItems(self.record.history())
-        self.query.setCurrentText("")
+        self.query.setCurrentText(typed)
         saved = self.record.latest_result()
         if saved is not None and list(saved.get("image_size", [])) == [w, h]:
             self.show_outcome(Outcome(saved))
@@ -76,6 +79,15 @@ class ImagesMixin:
         else:
             self.headline.setText(f"{self.image_name()}: {w}×{h}. Type a query and press Enter.")
         self.canvas.setFocus()  # single-key shortcuts (A / D for the folder) work until the user types
+
+    def _follow_in_folder(self) -> None:
+        """The folder list highlights the image on screen, or nothing when it is not one of the folder's."""
+        row = self.folder.index(self.image_path) if self.image_path in self.folder else -1
+        self.files.blockSignals(True)
+        self.files.setCurrentRow(row)
+        if row < 0:
+            self.files.clearSelection()
+        self.files.blockSignals(False)
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open image", self.settings.last_dir,

@@ -195,6 +195,7 @@ class LayoutMixin:
             ("zoom_out", "Zoom out", "-", lambda: self.canvas.zoom(0.8), view_menu, False),
             ("toggle_mask", "Show / hide mask", "M", self.show_mask.toggle, view_menu, False),
             ("focus_query", "Go to the query box", "Ctrl+K", self.query.setFocus, view_menu, False),
+            ("keep_query", "Keep the query for the next image", None, self.set_keep_query, view_menu, False),
             ("shortcuts", "Keyboard shortcuts", "F1", self.show_shortcuts, help_menu, True),
         ]
         for name, text, keys, slot, menu, on_bar in spec:
@@ -212,6 +213,9 @@ class LayoutMixin:
             else:
                 self.addAction(action)  # shortcuts work with the menu bar hidden too
             self.actions_by_name[name] = action
+        keep = self.actions_by_name["keep_query"]
+        keep.setCheckable(True)
+        keep.setChecked(self.settings.keep_query)
         file_menu.insertMenu(self.actions_by_name["quit"], export_menu)
         bar.addAction(export_menu.menuAction())
 

@@ -387,3 +387,45 @@ def test_single_key_shortcuts_belong_to_the_canvas_and_enter_runs_what_was_typed
     with qtbot.waitSignal(w.run_finished, timeout=60_000):
         qtbot.keyClick(w.query.lineEdit(), Qt.Key.Key_Return)
     assert w.outcome.query == "the red square"  # what was typed, not the longer history entry
+
+
+def test_small_things_annotators_notice(qtbot, home, tmp_path, scene_image, tiny_segmenter):
+    """The mask's outline, member rows that show which sample they are, a folder highlight and a status line
+    that follow the image, the query kept across images (an option), settings saved when they change."""
+    from PySide6.QtGui import QColor
+
+    from desktop.canvas import mask_to_qimage
+    from desktop.store import Settings
+
+    mask = np.zeros((5, 5), bool)
+    mask[1:4, 1:4] = True
+    image = mask_to_qimage(mask, QColor("#00d0ff"), 0.25)
+    alpha = np.array([[image.pixelColor(x, y).alpha() for x in range(5)] for y in range(5)])
+    assert alpha[2, 2] == 64 and alpha[1, 1] == alpha[1, 3] == alpha[3, 2] == 255 and alpha[0, 0] == 0
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(scene_image, 15 * i, axis=1)).save(folder / f"img{i}.png")
+    w = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS))
+    assert w.open_folder(folder) == 2
+    ask(qtbot, w, "the red square", 8)
+    assert w.stage.text().startswith("Done")
+    tree = w.votes.tree
+    member = tree.topLevelItem(0).child(0)
+    assert tree.columnWidth(0) >= tree.fontMetrics().horizontalAdvance(member.text(0))
+
+    w.query.setCurrentText("the blue circle")
+    w.step_folder(1)
+    assert w.image_path.name == "img1.png" and w.files.currentRow() == 1
+    assert w.stage.text() == "" and w.query.currentText() == "the blue circle"  # kept (the default)
+    w.open_array(scene_image)  # a pasted image is not one of the folder's
+    assert w.files.currentRow() == -1 and not w.files.selectedItems()
+    w.set_keep_query(False)
+    w.open_image(folder / "img1.png")
+    assert w.files.currentRow() == 1 and w.query.currentText() == ""
+
+    w.set_colour("#123456")
+    w.opacity.setValue(30)
+    saved = Settings.load(home)  # on disk already, before any clean exit
+    assert saved.colour == "#123456" and saved.opacity == pytest.approx(0.3) and saved.keep_query is False
