@@ -13,6 +13,12 @@ import argparse
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
 
+from engine.argtypes import bounded_int
+
+# A count of steps, scenes or threads on the command line: a whole number >= 1 (0 steps would train nothing,
+# a 0-step ramp would divide by zero).
+COUNT = bounded_int(1, 10**9, "a count")
+
 
 def _flag(f: Field) -> str:
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.argtypes import positive_float
 from engine.devices import DEVICES
 
-from ..config_cli import setting
+from ..config_cli import COUNT, setting
 from ..rewards import gt_targets_from_masks
 from .steps import finish_step, fresh_dir, replace_dir, trim_log
 from .world import make_scene
@@ -40,10 +41,10 @@ STREAMS = {"train": zlib.crc32(b"nano-sam/train"), "val": zlib.crc32(b"nano-sam/
 class SamTrainConfig:
     """The nano segmenter's settings; `star-train nano-sam`'s options are generated from these fields."""
     out_dir: str = setting(MISSING, "the run folder (a re-run resumes from OUT/checkpoint)", flag="--out")
-    steps: int = setting(3000, "training steps")
-    batch: int = setting(8, "scenes per step (every object of each is a prompt)")
-    lr: float = setting(1e-3, "learning rate after the ramp")
-    warmup_steps: int = setting(100, "steps of the linear learning-rate ramp")
+    steps: int = setting(3000, "training steps", parse=COUNT)
+    batch: int = setting(8, "scenes per step (every object of each is a prompt)", parse=COUNT)
+    lr: float = setting(1e-3, "learning rate after the ramp", parse=positive_float)
+    warmup_steps: int = setting(100, "steps of the linear learning-rate ramp", parse=COUNT)
     weight_decay: float = setting(0.01, "AdamW weight decay")
     grad_clip: float = setting(1.0, "gradient norm clip")
     image_size: int = setting(256, "SAM's input (the world's 224 px scenes are resized to it)")
@@ -52,10 +53,10 @@ class SamTrainConfig:
     box_jitter: float = setting(0.1, "std of each box edge's shift, as a fraction of the box side")
     loss: str = setting("bce+dice", "'bce+dice' (from scratch) or 'sam' (SAM's 20 x focal + dice, whose focal term "
                         "let a fresh model settle on empty masks for small objects)", choices=("bce+dice", "sam"))
-    eval_every: int = setting(100, "steps between validations")
+    eval_every: int = setting(100, "steps between validations", parse=COUNT)
     eval_scenes: int = setting(48, "validation scenes")
-    save_every: int = setting(200, "steps between checkpoints")
-    threads: int = setting(1, "torch threads")
+    save_every: int = setting(200, "steps between checkpoints", parse=COUNT)
+    threads: int = setting(1, "torch threads", parse=COUNT)
     seed: int = setting(0, "initialization and prompt sampling (the scenes too)")
     device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one", choices=DEVICES)
     pe_init: bool = setting(True, "start the decoder's cross-attentions as matchers of the positional encoding "

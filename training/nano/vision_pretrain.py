@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.argtypes import positive_float
 from engine.devices import DEVICES
 
-from ..config_cli import setting
+from ..config_cli import COUNT, setting
 from .aux_targets import cell_targets
 from .shapes import KINDS
 from .world import make_scene
@@ -38,16 +39,16 @@ class VisionPretrainConfig:
     """The vision pre-training's settings; `star-train nano-vision`'s options are generated from these fields."""
     warmup_dir: str = setting(MISSING, "a warm-up folder (checkpoint/ with state.pt); its checkpoint is replaced",
                               flag="--warmup", metavar="DIR")
-    steps: int = setting(1200, "training steps")
-    batch: int = setting(32, "scenes per step")
-    lr: float = setting(1e-3, "learning rate after the ramp")
-    final_lr: float = setting(1e-5, "a cosine from lr (after a linear ramp) reaches this at the last step")
-    ramp_steps: int = setting(50, "steps of the linear ramp")
+    steps: int = setting(1200, "training steps", parse=COUNT)
+    batch: int = setting(32, "scenes per step", parse=COUNT)
+    lr: float = setting(1e-3, "learning rate after the ramp", parse=positive_float)
+    final_lr: float = setting(1e-5, "a cosine from lr (after a linear ramp) reaches this at the last step", parse=positive_float)
+    ramp_steps: int = setting(50, "steps of the linear ramp", parse=COUNT)
     shapes_share: float = setting(0.5, "share of scenes holding geometric shapes only")
-    eval_every: int = setting(100, "steps between validations")
+    eval_every: int = setting(100, "steps between validations", parse=COUNT)
     eval_scenes: int = setting(96, "validation scenes")
     seed: int = setting(13, "the training scenes (a second run wants another seed, or it sees the same scenes)")
-    threads: int = setting(1, "torch threads")
+    threads: int = setting(1, "torch threads", parse=COUNT)
     device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one", choices=DEVICES)
 
 

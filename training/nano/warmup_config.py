@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, dataclass
 
+from engine.argtypes import bounded_int, positive_float
 from engine.devices import DEVICES
 
-from ..config_cli import setting
+from ..config_cli import COUNT, setting
 from .dataset import TRACES
 from .queries import REASONING_TYPES, REFERRING
 
@@ -49,14 +50,14 @@ class WarmupConfig:
     """The warm-up's settings; `star-train nano-warmup`'s options are generated from these fields."""
     model_dir: str = setting(MISSING, "the nano-init folder (or a warm-up checkpoint to continue)", flag="--model")
     out_dir: str = setting(MISSING, "the run folder (a re-run resumes from OUT/checkpoint)", flag="--out")
-    steps: int = setting(20000, "training steps")
-    batch: int = setting(16, "scenes per step")
-    lr: float = setting(1e-3, "learning rate after the linear ramp")
-    warmup_steps: int = setting(200, "steps of the linear learning-rate ramp")
+    steps: int = setting(20000, "training steps", parse=COUNT)
+    batch: int = setting(16, "scenes per step", parse=COUNT)
+    lr: float = setting(1e-3, "learning rate after the linear ramp", parse=positive_float)
+    warmup_steps: int = setting(200, "steps of the linear learning-rate ramp", parse=COUNT)
     decay_from: int | None = setting(
         None, "from this step the lr follows a cosine down to final_lr (None: constant; a run that plateaued "
         "at a constant lr is noise-limited, and decaying it lowers that floor)", metavar="STEP")
-    final_lr: float = setting(5e-5, "where the cosine ends")
+    final_lr: float = setting(5e-5, "where the cosine ends", parse=positive_float)
     decay_until: int | None = setting(
         None, "the cosine reaches final_lr here instead of at steps (a run stopped mid-cosine and continued "
         "with other settings keeps its schedule)", metavar="STEP")
@@ -68,10 +69,10 @@ class WarmupConfig:
         DEFAULT_CURRICULUM, "curriculum: referring queries on <= 3 objects until step REFERRING, every type on "
         "<= 4 objects until FEW, then the whole world", flag="--phase-ends", parse=int, nargs=2,
         metavar=("REFERRING", "FEW"), cli_default=PHASE_ENDS, build=lambda ends: curriculum_until(*ends))
-    eval_every: int = setting(100, "steps between validations (and the real-vs-blank diagnostic)")
+    eval_every: int = setting(100, "steps between validations (and the real-vs-blank diagnostic)", parse=COUNT)
     eval_rows: int = setting(32, "validation scenes")
-    save_every: int = setting(200, "steps between checkpoints")
-    threads: int = setting(1, "torch threads")
+    save_every: int = setting(200, "steps between checkpoints", parse=COUNT)
+    threads: int = setting(1, "torch threads", parse=COUNT)
     empty_rate: float = setting(0.1, "share of queries with no target")
     coord_sigma: float = setting(
         0.0, "pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values, so '3 px off' "
@@ -96,7 +97,8 @@ class WarmupConfig:
     device: str = setting("auto", "where to train: auto takes a CUDA GPU when torch sees one (checkpoints "
                           "move between devices)", choices=DEVICES)
     seed: int = setting(0, "initialization of the training-only heads when a run starts without a checkpoint")
-    workers: int = setting(0, "processes that make the coming steps' batches (the same batches; 0: the trainer)")
+    workers: int = setting(0, "processes that make the coming steps' batches (the same batches; 0: the trainer)",
+                           parse=bounded_int(0, 256, "processes"))
 
 
 def curriculum_until(first: int, second: int) -> tuple[Phase, ...]:
