@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from .bundle_schema import manifest_problems
 from .errors import ModelFileError
-from .fileio import write_text_atomically
+from .fileio import cache_dir, write_text_atomically
 
 MANIFEST = "bundle.json"
 FORMAT = "star-bundle/1"
@@ -164,8 +163,7 @@ def file_entry(path: Path) -> FileEntry:
 
 
 def _stamp_path() -> Path:
-    base = os.environ.get("STAR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "star-desktop")
-    return Path(base) / "verified-files.json"
+    return cache_dir() / "verified-files.json"
 
 
 def _stamp_key(path: Path) -> str:

@@ -8,7 +8,8 @@ import sys
 
 from . import __version__
 from .argtypes import bounded_int, int_list, positive_float, temperature
-from .errors import StarError, run_command
+from .errors import run_command
+from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
 
 
 def _runs(p, module: str) -> None:
@@ -28,15 +29,11 @@ def _repeat_arg(p, default: int) -> None:
 
 
 def _samples_arg(p, help: str) -> None:
-    from .policy.types import MAX_SAMPLES
-
     p.add_argument("-n", "--samples", dest="n", type=bounded_int(1, MAX_SAMPLES, "llama.cpp's parallel sequences"),
                    default=1, help=help)
 
 
 def _decode_args(p) -> None:
-    from .policy.types import MAX_NEW_TOKENS
-
     p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
                    default=1024)
     p.add_argument("--max-pixels", type=positive_float, default=None, metavar="MP",
@@ -73,9 +70,9 @@ def _bench_segment(sub) -> None:
 def _bench_policy(sub) -> None:
     p = sub.add_parser("policy", help="llama.cpp policy: prefill, N samples decoded together vs N one-sample runs")
     _bundle_arg(p)
-    p.add_argument("--counts", type=int_list(1, 256, "llama.cpp's parallel sequences"), default="1,2,4,8,16,32",
+    p.add_argument("--counts", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,2,4,8,16,32",
                    help="numbers of samples N (default 1,2,4,8,16,32)")
-    p.add_argument("--tokens", type=bounded_int(1, 8192, "tokens per sample"), default=128,
+    p.add_argument("--tokens", type=bounded_int(1, MAX_NEW_TOKENS, "tokens per sample"), default=128,
                    help="tokens decoded per sample (stops ignored; default 128)")
     _device_arg(p)
     _repeat_arg(p, 3)
@@ -86,10 +83,10 @@ def _bench_policy(sub) -> None:
 def _bench_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="one query end to end, per stage, for N = 1, 8, 32 on the sample scene")
     _bundle_arg(p)
-    p.add_argument("--counts", type=int_list(1, 256, "llama.cpp's parallel sequences"), default="1,8,32",
+    p.add_argument("--counts", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,8,32",
                    help="numbers of samples N (default 1,8,32)")
     p.add_argument("--query", default=None, help="query (default: the sample scene's)")
-    p.add_argument("--max-new-tokens", type=bounded_int(1, 8192, "answers take a few hundred"), default=1024)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"), default=1024)
     _device_arg(p)
     _repeat_arg(p, 3)
     p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
@@ -199,21 +196,22 @@ def main(argv: list[str] | None = None) -> int:
         set_max_pixels(limit)  # the option is this command's, not the process's (the app and tests run many)
 
 
-def _run(args) -> int:
+def _checked_run(args) -> int:
+    """The subcommand, after what can be checked before it spends minutes (a bench's --json path)."""
     if args.command == "bench" and getattr(args, "json", None):
         from .bench.report import check_json_path
 
-        try:
-            check_json_path(args.json)
-        except StarError as exc:
-            print(f"star: {exc}", file=sys.stderr)
-            return 2
+        check_json_path(args.json)
+    return args.run(args)
+
+
+def _run(args) -> int:
     threads = args.threads or (1 if args.command == "bench" else None)
     if threads:
         # Must happen before numpy / torch load their thread pools.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
-    return run_command("star", args.run, args)
+    return run_command("star", _checked_run, args)
 
 
 if __name__ == "__main__":

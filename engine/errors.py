@@ -47,11 +47,9 @@ INTERNAL_ERROR = "internal error"
 
 def crash_log_path():
     """Where a command writes the traceback of an unexpected error (the user sees one line naming it)."""
-    import os
-    from pathlib import Path
+    from .fileio import cache_dir
 
-    base = os.environ.get("STAR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "star-desktop")
-    return Path(base) / "crash.log"
+    return cache_dir() / "crash.log"
 
 
 def _log_crash(prog: str) -> str:

@@ -7,6 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """The per-user cache of the project ($STAR_CACHE_DIR, else ~/.cache/star-desktop): hash stamps,
+    compiled kernels, crash logs."""
+    return Path(os.environ.get("STAR_CACHE_DIR") or Path.home() / ".cache" / "star-desktop")
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on a temporary name next to `path`, then rename it over `path`."""
     path = Path(path)

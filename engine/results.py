@@ -88,10 +88,12 @@ def prepare_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: str = "result") -> dict[str, Path]:
+def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: str = "result", *,
+                 payload: dict | None = None) -> dict[str, Path]:
     """Write the mask PNG, the overlay PNG and the result JSON of one run as a set: all three are written
     into a temporary folder inside `out_dir` and moved into place only when every one is complete (a full
-    disk leaves the previous set untouched). The JSON, moved last, names the other two with their SHA-256."""
+    disk leaves the previous set untouched). The JSON, moved last, names the other two with their SHA-256.
+    `payload`: the run's `result_to_dict`, when the caller already made it (its masks are encoded once)."""
     out = prepare_output_dir(out_dir)
     names = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png", "json": f"{stem}.json"}
     staging = out / f".{stem}.{os.getpid()}.partial"
@@ -99,10 +101,10 @@ def save_outputs(result: Result, image: np.ndarray, out_dir: str | Path, stem: s
         staging.mkdir(exist_ok=True)
         Image.fromarray(result.mask.astype(np.uint8) * 255).save(staging / names["mask"], format="PNG")
         Image.fromarray(overlay(image, result.mask)).save(staging / names["overlay"], format="PNG")
-        payload = result_to_dict(result)
-        payload["files"] = {kind: {"name": names[kind], "sha256": _sha256(staging / names[kind])}
-                            for kind in ("mask", "overlay")}
-        (staging / names["json"]).write_text(json.dumps(payload, indent=1))
+        record = dict(payload if payload is not None else result_to_dict(result))
+        record["files"] = {kind: {"name": names[kind], "sha256": _sha256(staging / names[kind])}
+                           for kind in ("mask", "overlay")}
+        (staging / names["json"]).write_text(json.dumps(record, indent=1))
         for kind in ("mask", "overlay", "json"):  # renames inside one folder: no space needed, nothing half-written
             (staging / names[kind]).replace(out / names[kind])
     except OSError as exc:

@@ -87,9 +87,9 @@ def main(args) -> int:
                               on_event=_printer(args.n, args.json))
     finally:
         reasoner.close()
-    paths = save_outputs(result, image, args.out, Path(args.image).stem) if args.out else {}
+    payload = result_to_dict(result) if args.json or args.out else None
+    paths = save_outputs(result, image, args.out, Path(args.image).stem, payload=payload) if args.out else {}
     if args.json:
-        payload = result_to_dict(result)
         payload["files"] = {k: str(v) for k, v in paths.items()}  # where the set was written (paths, not hashes)
         print(json.dumps(payload))
         return 0

@@ -145,8 +145,8 @@ def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, can
                 acc.add_failure(failure_union(record, settings.convention))
             else:
                 acc.add_counts(*pick_counts(record["counts"], settings.convention))
-            if acc.result()["n"]:
-                scores = acc.result()
+            scores = acc.result()
+            if scores["n"]:
                 bar.set_postfix(gIoU=f"{100 * scores['giou']:.1f}", cIoU=f"{100 * scores['ciou']:.1f}")
             bar.update(1)
     except KeyboardInterrupt:

@@ -39,8 +39,9 @@ def _compiler() -> str | None:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("STAR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "star-desktop")
-    return Path(base) / "kernels"
+    from ..fileio import cache_dir
+
+    return cache_dir() / "kernels"
 
 
 def _library_path(compiler: str) -> Path:

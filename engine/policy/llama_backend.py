@@ -158,9 +158,9 @@ class LlamaPolicy:
         text = normalize_query(query)  # what the prompt holds (lower-cased: <|IM_END|> would become a control)
         if self.marker in text:
             raise InvalidQueryError(f"the query contains {self.marker}, the image placeholder; remove it")
-        with_control = self.tokenize(text)
-        if with_control != self.tokenize(text, special=False):
-            plain = set(self.tokenize(text, special=False))
+        with_control, plain_ids = self.tokenize(text), self.tokenize(text, special=False)
+        if with_control != plain_ids:
+            plain = set(plain_ids)
             names = sorted({self._piece(t, special=True).decode(errors="replace") for t in with_control
                             if t not in plain})
             raise InvalidQueryError(f"the query contains the model's control text {', '.join(names)}; remove it "

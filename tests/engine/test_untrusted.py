@@ -309,7 +309,7 @@ def test_a_bomb_is_refused_from_its_header_within_a_memory_budget(tmp_path):
     assert "13000x13000" in proc.stdout and "--max-pixels" in proc.stdout
 
 
-def test_the_pixel_limit_is_one_setting_and_the_cli_raises_it(tmp_path):
+def test_the_pixel_limit_is_one_setting_for_every_read(tmp_path):
     from engine.errors import ImageError
     from engine.images import DEFAULT_MAX_PIXELS, load_image, set_max_pixels
 
