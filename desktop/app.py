@@ -1,4 +1,4 @@
-"""`star-desktop [IMAGE | FOLDER] [--bundle DIR]`: start the app."""
+"""`star-desktop [IMAGE | FOLDER] [--bundle DIR | --server URL]`: start the app."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="star-desktop", description="StAR Desktop: reasoning segmentation, offline.")
     p.add_argument("path", nargs="?", help="an image or a folder of images to open")
     p.add_argument("--bundle", default=None, help="a model bundle folder (default: the remembered one, else nano)")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="use a `star serve` server (e.g. a workstation's GPU) instead of a local bundle")
+    p.add_argument("--model", default=None, help="with --server: the model ID (default: the server's only model)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE", help="with --server: the file holding its API key")
     p.add_argument("--query", default=None, help="a query to run at start-up")
     p.add_argument("--samples", type=int, choices=[1, 8, 16, 32], default=None, help="samples for --query")
     p.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)  # for docs: save a PNG when done, quit
@@ -54,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("StAR Desktop")
-    window = MainWindow(bundle=args.bundle, log_path=str(log_path))
+    extra = {}
+    if args.server:
+        from engine.commands.serve import read_api_key
+
+        from .worker import server_loader
+
+        try:
+            extra["loader"] = server_loader(args.server, read_api_key(args.api_key_file), args.model)
+        except Exception as exc:  # noqa: BLE001 - a bad key file is one line, not a traceback
+            print(f"star-desktop: {exc}", file=sys.stderr)
+            return 2
+    window = MainWindow(bundle=args.bundle, log_path=str(log_path), **extra)
     window.show()
     if args.path:
         target = Path(args.path)

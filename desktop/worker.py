@@ -59,12 +59,25 @@ def default_loader(bundle: str | None, max_samples: int) -> Reasoner:
     return load_reasoner(bundle, max_samples=max_samples)
 
 
+def server_loader(url: str, api_key: str | None = None, model: str | None = None) -> ReasonerLoader:
+    """A loader that uses a `star serve` server instead of a local bundle (the bundle argument is ignored:
+    the server's model answers)."""
+    def load(_bundle: str | None, _max_samples: int):
+        from engine.serve.remote import RemoteReasoner
+
+        return RemoteReasoner(url, api_key=api_key, model=model)
+
+    return load
+
+
 def describe(reasoner: Reasoner) -> str:
     b = reasoner.bundle or {}
     policy = b.get("policy") or {}
     on_gpu = getattr(reasoner.policy, "n_gpu_layers", 0) not in (0, None)
     seg = getattr(reasoner.segmenter, "name", "?")
     grammar = " · answer grammar" if reasoner.answer_grammar else ""
+    if b.get("server"):
+        return f"{b.get('name', 'bundle')} · model {b.get('model')} on the server {b['server']}"
     return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
             f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · bundle's T {reasoner.vote_temperature:g}")
 
@@ -119,7 +132,8 @@ class InferenceWorker(QObject):
                                   sampling=request.sampling(reasoner),
                                   on_event=self._on_event, cancel=self.cancel_token)
             self._flush(force=True)
-            self.finished.emit(request.tag, result_to_dict(result))
+            # A server's reasoner (engine.serve.remote) returns the result already as this dict.
+            self.finished.emit(request.tag, result if isinstance(result, dict) else result_to_dict(result))
         except Exception as exc:  # noqa: BLE001
             self._flush(force=True)
             self.failed.emit(request.tag, user_message(exc, self.log_path))

@@ -72,3 +72,25 @@ def answer_frame(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse type: WIDTHxHEIGHT in pixels, each side 16..16384."""
+    side = bounded_int(16, 16384, "pixels per side")
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x960, got {text!r}")
+    return side(parts[0]), side(parts[1])
+
+
+def memory_size(text: str) -> int:
+    """An argparse type: a memory size such as 24G, 24GiB or 16000M, in bytes (K/M/G/T are powers of 1024)."""
+    from .fit import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero, got {text!r}")
+    return value

@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .argtypes import bounded_int, int_list, positive_float, temperature
+from .argtypes import bounded_int, int_list, memory_size, positive_float, temperature
 from .errors import run_command
 from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
 
@@ -93,6 +93,18 @@ def _bench_pipeline(sub) -> None:
     _runs(p, "engine.bench.pipeline")
 
 
+def _bench_serve(sub) -> None:
+    p = sub.add_parser("serve", help="star serve under 1, 4, 16 concurrent clients vs the same requests in-process")
+    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
+    p.add_argument("--concurrency", type=int_list(1, 256, "concurrent clients"), default="1,4,16",
+                   help="numbers of concurrent clients (default 1,4,16)")
+    p.add_argument("--requests", type=bounded_int(1, 100000, "requests per row"), default=32)
+    _samples_arg(p, "samples per request (default 1)")
+    _device_arg(p)
+    p.add_argument("--json", default="runs/bench/serve.json", help="where to write the results")
+    _runs(p, "engine.bench.serve")
+
+
 def _bench_all(sub) -> None:
     p = sub.add_parser("all", help="every benchmark with its defaults (policy and pipeline need a bundle)")
     _bundle_arg(p)
@@ -159,6 +171,50 @@ def _eval(sub) -> None:
     _runs(p, "engine.commands.eval")
 
 
+def _serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve bundles over HTTP in X-AnyLabeling-Server's protocol (docs/serve.md)")
+    p.add_argument("--bundle", action="append", default=[], metavar="[ID=]DIR",
+                   help="a bundle to serve, as model ID (default: its manifest name); repeat for several "
+                        "(default: the bundled nano model)")
+    p.add_argument("--verify", default="quick", choices=["quick", "full"], help="bundle check before loading")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; another address "
+                                                      "needs --api-key-file)")
+    p.add_argument("--port", type=bounded_int(1, 65535, "a TCP port"), default=8000)
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="a file holding the API key clients must send in the Token header (/health stays open)")
+    p.add_argument("--queue", type=bounded_int(1, 1024, "requests waiting per model"), default=8,
+                   help="requests that may wait per model; more get 503 QUEUE_FULL (default 8)")
+    p.add_argument("--timeout", type=positive_float, default=300.0, metavar="SECONDS",
+                   help="per-request time limit once it runs; also the shutdown grace (default 300)")
+    p.add_argument("--max-samples", type=bounded_int(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default=32,
+                   help="the largest n a request may ask for (sizes the KV cache; default 32)")
+    p.add_argument("--max-body-mb", type=positive_float, default=64.0, help="largest request body in MB (default 64)")
+    _decode_args(p)
+    _device_arg(p)
+    _runs(p, "engine.commands.serve")
+
+
+def _label(sub) -> None:
+    p = sub.add_parser("label", help="label a folder of images with one query: labelme JSON beside each image, "
+                                     "or one COCO file (resumable)")
+    p.add_argument("folder", help="folder of images (searched recursively)")
+    p.add_argument("query", help="what to segment, e.g. \"the thing that keeps food cold\"")
+    p.add_argument("--format", default="labelme", choices=["labelme", "coco"])
+    p.add_argument("--coco-file", default=None, help="with --format coco: the output file (default FOLDER/star-coco.json)")
+    _samples_arg(p, "samples per image voted together (default 1)")
+    p.add_argument("--seed", type=bounded_int(0, 2**31 - 1, "a 31-bit seed"), default=0)
+    p.add_argument("--server", default=None, metavar="URL", help="use a `star serve` server instead of a local bundle")
+    p.add_argument("--model", default=None, help="with --server: the model ID (default: the server's only model)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE", help="with --server: the API key")
+    _bundle_arg(p)
+    p.add_argument("--overwrite", action="store_true", help="label images that already have an annotation")
+    p.add_argument("--boxes", action="store_true", help="also write the answer's boxes as rectangles")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _decode_args(p)
+    _device_arg(p)
+    _runs(p, "engine.commands.label")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star", description="StAR Desktop: local reasoning segmentation.")
     parser.add_argument("--version", action="version", version=f"star {__version__}")
@@ -167,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _segment(sub)
     _eval(sub)
+    _serve(sub)
+    _label(sub)
 
     bench = sub.add_parser("bench", help="benchmarks: print a table, write JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -174,11 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_segment(bench_sub)
     _bench_policy(bench_sub)
     _bench_pipeline(bench_sub)
+    _bench_serve(bench_sub)
     _bench_all(bench_sub)
 
     doctor = sub.add_parser("doctor", help="what this machine offers (GPU, CUDA, runtimes), and whether a bundle is intact")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
-    doctor.add_argument("--bundle", default=None, help="also check that this bundle is complete and intact")
+    doctor.add_argument("--bundle", default=None, help="also check that this bundle is complete and intact, and "
+                                                      "whether it fits this machine's memory at N samples")
+    doctor.add_argument("--gpu-mem", type=memory_size, default=None, metavar="SIZE",
+                        help="with --bundle: also answer for a GPU of this memory (e.g. 24G)")
+    doctor.add_argument("--samples", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,8,32",
+                        help="with --bundle: the numbers of samples N to show (default 1,8,32)")
+    doctor.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
+                        default=1024, help="with --bundle: tokens per sample the context is sized for (default 1024)")
     _runs(doctor, "engine.doctor")
     return parser
 

@@ -121,10 +121,16 @@ def bundle_report(root) -> tuple[bool, dict]:
 def main(args) -> int:
     report = collect()
     ok = True
+    fit = None
     if getattr(args, "bundle", None):
         ok, report["bundle"] = bundle_report(args.bundle)
+        if ok and _has_policy(args.bundle):
+            from .fit import fit_report
+
+            fit = fit_report(args.bundle, samples=args.samples, max_new_tokens=args.max_new_tokens,
+                             gpu_mem=args.gpu_mem)
     if getattr(args, "json", False):
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, **({"fit": fit} if fit else {})}, indent=2))
         return 0 if ok else 1
     width = max(len(k) for k in report)
     for key, value in report.items():
@@ -133,4 +139,14 @@ def main(args) -> int:
         if isinstance(value, dict):
             value = "; ".join(f"{k}: {v}" for k, v in value.items())
         print(f"{key.ljust(width)}  {value}")
+    if fit:
+        from .fit import format_fit
+
+        print(format_fit(fit))
     return 0 if ok else 1
+
+
+def _has_policy(root) -> bool:
+    from .bundle import read_manifest
+
+    return read_manifest(root).manifest.policy is not None

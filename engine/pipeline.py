@@ -333,6 +333,7 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
     from .bundle import load_bundle
     from .devices import resolve_device
     from .errors import ModelFileError
+    from .fit import context_positions
     from .policy.llama_backend import LlamaPolicy
     from .segment import load_segmenter
 
@@ -343,7 +344,7 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
     dev = resolve_device(device)
     policy = LlamaPolicy(b.path(spec.model), b.path(spec.mmproj), family=spec.family, frame=spec.frame,
                          prompt_family=spec.prompt_family, max_samples=max_samples,
-                         n_ctx=n_ctx or 4096 + max_samples * max_new_tokens,
+                         n_ctx=n_ctx or context_positions(max_samples, max_new_tokens),
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
     return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,

@@ -7,13 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from engine.argtypes import answer_frame, temperature
+from engine.argtypes import answer_frame, bounded_int, image_size, int_list, temperature
 from engine.bundle import read_manifest
 from engine.errors import run_command
+from engine.policy.types import MAX_NEW_TOKENS, MAX_SAMPLES
 from engine.protocol import PROMPT_FAMILIES
 
 from .api import PolicyOptions, SegmenterOptions, make_bundle
 from .quantize import QUANT_TYPES
+from .shapes import SAM2_SHAPES, SHAPES
 
 
 def _log(msg: str) -> None:
@@ -127,6 +129,41 @@ def _common(p) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the load / checksum check at the end")
 
 
+def _scale_args(sub) -> None:
+    p = sub.add_parser("scale", help="a real model shape with random weights: export cost, inference cost, "
+                                     "the transformers reference, parity (long: minutes to hours)")
+    p.add_argument("--shape", required=True, choices=list(SHAPES), help="the policy's published shape")
+    p.add_argument("--sam", default="sam2.1-hiera-large", choices=list(SAM2_SHAPES), help="the SAM 2.1 shape")
+    p.add_argument("--work", default=None, help="folder for the checkpoint, intermediates and bundle "
+                                               "(default: the cache folder's scale/<shape>)")
+    p.add_argument("--counts", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,8,32",
+                   help="numbers of samples N (default 1,8,32)")
+    p.add_argument("--tokens", type=bounded_int(1, MAX_NEW_TOKENS, "tokens per sample"), default=32,
+                   help="tokens decoded per sample (stops ignored; default 32)")
+    p.add_argument("--image", type=image_size, default=(1280, 960), help="the photo's size WxH (default 1280x960)")
+    p.add_argument("--reference", nargs="*", default=["bf16"], choices=["bf16", "fp32"],
+                   help="transformers reference dtypes to time (default bf16; none: --reference with no value)")
+    p.add_argument("--parity", action="store_true", help="teacher-forced logits of the F16 and Q8_0 GGUF vs "
+                                                          "transformers fp32 (needs the fp32 model in memory)")
+    p.add_argument("--parity-steps", type=bounded_int(1, 256, "greedy tokens compared"), default=16)
+    p.add_argument("--shrunk", action="store_true", help="the shape's CI form instead (tiny widths, the real vision "
+                                                          "layout, a shrunk SAM 2): a smoke run in about a minute")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the engine and the reference run (cuda: llama.cpp's CUDA build, ONNX Runtime's "
+                        "CUDA provider, SAM 2 in bf16; default cpu)")
+    p.add_argument("--clean", action="store_true", help="remove the work folder at the end (keeps the JSON)")
+    p.add_argument("--json", default="runs/bench/scale.json", help="where to write the results")
+    p.add_argument("--threads", type=bounded_int(1, 1024, "CPU threads"), default=None,
+                   help="CPU threads (default: all cores, as a user's machine would run it)")
+    p.set_defaults(run=run_scale)
+
+
+def run_scale(args) -> int:
+    from .scale import main as scale
+
+    return scale(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "copied from it (its weights are not used)")
     p.add_argument("--out", required=True, help="the Hugging Face folder to write (float32 safetensors)")
     p.set_defaults(run=run_import)
+    _scale_args(sub)
     return parser
 
 

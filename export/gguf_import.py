@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelFileError
+from engine.gguf_reader import GgufFile, read_gguf
 from engine.offline import from_local
 
 from .converter import convert
-from .gguf_reader import GgufFile, read_gguf
 from .policy import detect
 
 # Copied from the --like folder next to the imported weights (everything but weights and training state).

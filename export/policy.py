@@ -119,6 +119,8 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
             log(f"merging the LoRA adapter {adapter} into {source.model_dir.name}")
             from .progress import stage_bar
 
+            check_free_space(work, weights, "merging the LoRA adapter (a merged copy of the checkpoint)")
+
             with stage_bar("merging LoRA", len(list(source.model_dir.glob("*.safetensors"))), "shard",
                            enabled=progress) as bar:
                 hf_dir = merge_adapter(source.model_dir, adapter, work / "merged", progress=lambda _: bar.update(1))
@@ -127,6 +129,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
         else:
             base_type = "f32" if quant == "F32" or output_f32 else "f16"
             log(f"converting to GGUF ({base_type})")
+            check_free_space(work, int(params * BYTES_PER_PARAM[base_type.upper()]), f"the {base_type} GGUF")
             base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare,
                            progress=progress).path
             target = bundle / model_rel
@@ -136,6 +139,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
                 target.with_name(target.name + ".partial").replace(target)
             else:
                 log(f"quantizing to {quant}")
+                check_free_space(target.parent, int(params * BYTES_PER_PARAM[quant]), f"the {quant} GGUF")
                 quantize_model(base, target, quant, keep_output=output_f32, progress=progress)
             if keep_f16 and quant not in ("F32", "F16"):
                 shutil.move(str(base), bundle / "policy" / base.name)

@@ -3,7 +3,7 @@
 #
 #   bash installer/setup.sh                 core engine (CPU)
 #   bash installer/setup.sh --dev           + test tools
-#   bash installer/setup.sh --with a,b      + extras from pyproject.toml (torch, llama, onnx, export, train, desktop)
+#   bash installer/setup.sh --with a,b      + extras from pyproject.toml (torch, llama, onnx, export, train, desktop, serve)
 #
 # A GPU (nvidia-smi) adds the `gpu` extra and builds llama.cpp with CUDA when `llama` is asked for.
 # A second run with the same request and an unchanged pyproject.toml does nothing (stamp file).
@@ -128,6 +128,11 @@ fi
 # sam2 from PyPI declares an isolated torch build; install it beside ours without its deps.
 if [[ ",${extras_csv}," == *",torch,"* || ",${extras_csv}," == *",train,"* || ",${extras_csv}," == *",export,"* ]]; then
   SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-deps --no-build-isolation "sam2==1.1.0"
+fi
+
+# labelme, only as the tests' reference reader of labelme files (its own dependencies would pull a model zoo).
+if [[ ",${extras_csv}," == *",dev,"* ]]; then
+  "${pip[@]}" install --no-deps "labelme==6.3.1"
 fi
 
 [ -n "$dry_run" ] && exit 0

@@ -4,7 +4,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The runtimes the parity tests exercise; STAR_TEST_EXTRAS adds more. Under this command a test whose
 # runtime is missing fails instead of skipping (tests/models.py: require).
-extras="torch,onnx,llama,export,train,desktop${STAR_TEST_EXTRAS:+,$STAR_TEST_EXTRAS}"
+extras="torch,onnx,llama,export,train,desktop,serve${STAR_TEST_EXTRAS:+,$STAR_TEST_EXTRAS}"
 bash "$repo/installer/setup.sh" --dev --with "$extras"
 # The app's test on a real X server needs Xvfb and the X11 libraries Qt's xcb plugin links against
 # (engine/qt_libs.py names the missing ones). Installed where this machine allows apt-get; elsewhere that

@@ -245,7 +245,7 @@ def test_the_converter_only_sees_the_supported_architectures(tiny_qwen, tmp_path
 
 def _nan_bundle(tiny_bundle: Path, tmp_path: Path) -> Path:
     """The tiny bundle with its output norm set to NaN, the manifest re-hashed (a tampered but consistent bundle)."""
-    from export.gguf_reader import read_gguf
+    from engine.gguf_reader import read_gguf
 
     bundle = tmp_path / "nan-bundle"
     shutil.copytree(tiny_bundle, bundle)

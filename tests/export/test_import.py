@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ModelFileError
-from export.gguf_reader import GgufError, read_gguf
+from engine.gguf_reader import GgufError, read_gguf
 from tests.models import require
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,8 @@
 
 Only the tensor types `star-export` writes are read: F32, F16, BF16 and Q8_0 (a GGUF at another type
 gets a clear error naming it). Used to bring a bundle's policy back into Hugging Face form
-(`export.gguf_import`); the format is llama.cpp's `docs/gguf.md`, version 2 and 3.
+(`export.gguf_import`) and, header only, for the memory arithmetic of `star doctor --bundle`
+(`engine.fit`); the format is llama.cpp's `docs/gguf.md`, version 2 and 3.
 """
 
 from __future__ import annotations

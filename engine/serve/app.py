@@ -1,0 +1,229 @@
+"""The HTTP face of `star serve`: X-AnyLabeling-Server's REST protocol (health, models, predict) and a
+server-sent-events stream of the reasoning trace, on FastAPI.
+
+FastAPI + uvicorn because X-AnyLabeling-Server itself is built on them (the same request handling and
+error shapes its clients already meet), they stream server-sent events without extra parts, and uvicorn
+shuts down gracefully on SIGINT / SIGTERM. Errors follow the protocol: HTTP 200 with
+{"success": false, "error": {"code", "message"}}, except a full queue (503, QUEUE_FULL), a body over the
+limit (413) and a missing or wrong API key (401, UNAUTHORIZED). The server never opens a path a client
+names: images arrive as base64 bytes and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .requests import PredictParams, RequestError, build_job
+from .worker import ModelWorker, QueueFull, ShuttingDown, TimedOut
+
+log = logging.getLogger("star.serve")
+
+
+@dataclass
+class ServeSettings:
+    api_key: str | None = None
+    api_key_header: str = "Token"           # X-AnyLabeling-Server's default header name
+    max_body_bytes: int = 64 * 2**20        # a 64 MB request body (a large PNG, base64-encoded)
+    max_pixels: int | None = None           # None: the engine's image limit (star serve --max-pixels sets it)
+    timeout_s: float = 300.0                # per request, from the moment it starts running
+    disconnect_poll_s: float = 0.1
+
+
+def error(code: str, message: str) -> dict:
+    return {"success": False, "error": {"code": code, "message": message}}
+
+
+def decode_image(text) -> bytes:
+    """Raw base64 or a data: URL -> the image's bytes (a path or URL is refused: nothing is opened)."""
+    if not isinstance(text, str) or not text:
+        raise RequestError("INVALID_IMAGE", "image must be a base64 string or a data:image/...;base64, URL")
+    if text.startswith("data:"):
+        head, _, text = text.partition(",")
+        if not head.endswith(";base64"):
+            raise RequestError("INVALID_IMAGE", "a data URL image must be base64-encoded")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError("INVALID_IMAGE", "image is not valid base64 (the server reads no paths or URLs)") from None
+
+
+def create_app(workers: dict[str, ModelWorker], settings: ServeSettings = ServeSettings()):
+    """The ASGI application serving `workers` (model id -> worker)."""
+    app = FastAPI(title="StAR Desktop server", description="Reasoning segmentation in X-AnyLabeling-Server's protocol")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "healthy", "models_loaded": len(workers),
+                "timestamp": datetime.now(timezone.utc).isoformat()}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"success": True, "data": {name: w.info for name, w in workers.items()}}
+
+    @app.get("/v1/models/{model_id}/info")
+    async def model_info(model_id: str):
+        if model_id not in workers:
+            return error("MODEL_NOT_FOUND", f"no model {model_id!r}; loaded: {', '.join(workers)}")
+        return {"success": True, "data": {"model_id": model_id, **workers[model_id].info}}
+
+    async def read_request(request: Request):
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it arrives: a missing Content-Length cannot get past
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                raise RequestError("INVALID_IMAGE", f"the request body is over {settings.max_body_bytes} bytes", 413)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise RequestError("INVALID_REQUEST", "the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise RequestError("INVALID_REQUEST", "the body must be a JSON object")
+        name = data.get("model")
+        if name not in workers:
+            raise RequestError("MODEL_NOT_FOUND", f"no model {name!r}; loaded: {', '.join(workers)}")
+        params = PredictParams.parse(data.get("params") or {}, workers[name].info.get("params", {}))
+        return workers[name], decode_image(data.get("image")), params
+
+    def failure(exc: BaseException) -> JSONResponse:
+        if isinstance(exc, RequestError):
+            return JSONResponse(error(exc.code, exc.message), status_code=exc.status)
+        if isinstance(exc, QueueFull):
+            return JSONResponse(error("QUEUE_FULL", str(exc)), status_code=503)
+        if isinstance(exc, ShuttingDown):
+            return JSONResponse(error("QUEUE_FULL", str(exc)), status_code=503)
+        if isinstance(exc, TimedOut):
+            return JSONResponse(error("INFERENCE_ERROR", str(exc)))
+        log.exception("inference failed")
+        return JSONResponse(error("INFERENCE_ERROR", f"{exc.__class__.__name__}: {exc}"))
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        try:
+            worker, image, params = await read_request(request)
+            job = worker.submit(build_job(image, params, settings))
+        except Exception as exc:
+            return failure(exc)
+        waiting = asyncio.wrap_future(job.future)
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=settings.disconnect_poll_s)
+            if not waiting.done() and await request.is_disconnected():
+                worker.cancel(job)  # a waiting job leaves the queue at once; a running one stops between steps
+                log.info("client went away; request cancelled")
+                return JSONResponse(error("INFERENCE_ERROR", "cancelled: the client disconnected"))
+        if waiting.cancelled():
+            return JSONResponse(error("INFERENCE_ERROR", "cancelled"))
+        if waiting.exception() is not None:
+            return failure(waiting.exception())
+        return {"success": True, "data": waiting.result()}
+
+    @app.post("/v1/predict/stream")
+    async def predict_stream(request: Request):
+        """Server-sent events: `stage`, `token` (sample, text) as the policy decodes, `sample` as each one
+        ends, `progress` while SAM segments, then one `result`
+        (the /v1/predict data) or `error` event; a client that closes the stream cancels the work."""
+        try:
+            worker, image, params = await read_request(request)
+        except Exception as exc:
+            return failure(exc)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        job = build_job(image, params, settings)
+        job.listeners.append(lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        try:
+            worker.submit(job)
+        except Exception as exc:
+            return failure(exc)
+
+        async def stream():
+            waiting = asyncio.wrap_future(job.future)
+            try:
+                while True:
+                    getter = asyncio.ensure_future(events.get())
+                    await asyncio.wait({getter, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        event = getter.result()
+                        if event.kind in ("token", "stage", "progress", "sample"):
+                            data = {"sample": event.sample, "text": event.text}
+                            if event.kind == "progress":
+                                data["done"], data["total"] = event.data
+                            elif event.kind == "sample":  # a sample finished decoding
+                                data.update(status=event.data.status, finish_reason=event.data.finish_reason)
+                            yield f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
+                        continue
+                    getter.cancel()
+                    if waiting.cancelled():
+                        yield f"event: error\ndata: {json.dumps(error('INFERENCE_ERROR', 'cancelled'))}\n\n"
+                    elif waiting.exception() is not None:
+                        body = json.loads(failure(waiting.exception()).body)
+                        yield f"event: error\ndata: {json.dumps(body)}\n\n"
+                    else:
+                        yield f"event: result\ndata: {json.dumps({'success': True, 'data': waiting.result()})}\n\n"
+                    return
+            finally:  # the client closed the stream (or it ended): stop work nobody will read
+                worker.cancel(job)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request, exc: RequestError):
+        return JSONResponse(error(exc.code, exc.message), status_code=exc.status)
+
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+class Guard:
+    """The API key, the body-size limit and one log line per request, as plain ASGI middleware (FastAPI's
+    `@app.middleware("http")` would wrap `receive` and hide a client's disconnect from the handlers)."""
+
+    def __init__(self, app, settings: ServeSettings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status, note = time.perf_counter(), [500], ""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        s = self.settings
+        refusal = None
+        if scope["path"] != "/health" and s.api_key is not None and headers.get(s.api_key_header.lower()) != s.api_key:
+            refusal, note = JSONResponse(error("UNAUTHORIZED", f"missing or wrong API key (header {s.api_key_header})"),
+                                         status_code=401), "bad or missing API key"
+        length = headers.get("content-length")
+        if refusal is None and length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
+            refusal, note = JSONResponse(error("INVALID_IMAGE", f"the request body is over {s.max_body_bytes} bytes"),
+                                         status_code=413), "body too large"
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if refusal is not None:
+                await refusal(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            log.info("%s %s %s %.0f ms %s", scope.get("method", ""), scope["path"], status[0],
+                     (time.perf_counter() - start) * 1e3, note)
+
+
+def model_info(name: str, reasoner, params: dict) -> dict:
+    """What /v1/models says about one model: its name, the X-AnyLabeling widgets a text-prompted model
+    shows, and its default parameters."""
+    widgets = [{"name": "edit_text", "value": None}, {"name": "button_send", "value": None},
+               {"name": "toggle_preserve_existing_annotations", "value": False}]
+    return {"display_name": f"StAR reasoning segmentation ({name})", "widgets": widgets, "params": params,
+            "bundle": reasoner.bundle, "vote_temperature": reasoner.vote_temperature,
+            "answer_grammar": reasoner.answer_grammar}

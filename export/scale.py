@@ -1,0 +1,356 @@
+"""`star-export scale`: a real model shape end to end on this machine, with random weights.
+
+For a named shape (`export.shapes`: qwen2.5-vl-3b, qwen2.5-vl-7b, qwen3-vl-8b; SAM 2.1 from the sam2
+package's configs) it builds the architecture-exact random checkpoint once (cached, bf16 safetensors,
+with StAR's LoRA on top where the shape has one), runs the real exporter on it (merge, F16 GGUF,
+Q4_K_M, Q8_0, f16 mmproj, SAM 2 ONNX) measuring wall time, peak RSS and disk per stage, then the
+engine on a photo-sized image at the protocol's frame: vision encoder, prefill, N samples decoded
+together vs one by one, SAM 2.1 (ONNX Runtime and PyTorch), the vote, KV-cache bytes per N. The
+obvious alternative runs in the same command: the transformers pipeline (bf16 / fp32 generate +
+SAM 2 in PyTorch) on the same checkpoint and image. `--parity` adds teacher-forced logits of the F16
+and Q8_0 GGUF against transformers fp32 at the real frame.
+
+With random weights the policy writes no usable boxes, so the end-to-end cost per query is composed
+from the measured parts: policy(N) + SAM encoder + SAM decoder over N prompts + vote(N).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.bench.report import check_json_path, print_table, time_ms, write_json
+from engine.bench.resources import ResourceMonitor
+
+QUERY = "the thing that keeps food cold"
+GiB = 2**30
+
+
+def photo_like(width: int = 1280, height: int = 960, seed: int = 0) -> np.ndarray:
+    """A photograph-sized RGB image with smooth regions, edges and sensor-like noise."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    base = Image.fromarray(low).resize((width, height), Image.BICUBIC)
+    draw = ImageDraw.Draw(base)
+    for _ in range(12):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        r = int(rng.integers(30, 200))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x - r, y - r // 2, x + r, y + r // 2], fill=fill)
+    arr = np.asarray(base).astype(np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _stage_for(line: str) -> str | None:
+    """The exporter's log line that starts each stage -> the stage's name in the table."""
+    for prefix, name in (("merging the LoRA", "merge LoRA"), ("converting to GGUF", "convert to GGUF"),
+                         ("quantizing to", "quantize"), ("writing the vision projector", "mmproj"),
+                         ("exporting SAM 2 to ONNX", "SAM 2 ONNX")):
+        if line.startswith(prefix):
+            return name + (" " + line.split()[-1] if prefix == "quantizing to" else "")
+    return None
+
+
+def build_inputs(shape, sam_config: str, work: Path, monitor: ResourceMonitor, log) -> tuple[Path, Path | None, Path]:
+    from engine.segment.shrunk import write_random_checkpoint as write_random_sam
+
+    from .random_checkpoint import write_random_checkpoint, write_random_lora
+
+    with monitor.stage("random checkpoint"):
+        log(f"random {shape.name} checkpoint (bf16) in {work / 'hf'}")
+        hf = write_random_checkpoint(shape, work / "hf")
+        adapter = write_random_lora(shape, hf, work / "lora") if shape.lora else None
+    sam = work / "sam2" / (Path(sam_config).stem + "-random.pt")
+    if not sam.is_file():
+        with monitor.stage("random SAM 2.1"):
+            write_random_sam(sam_config, sam)
+    return hf, adapter, sam
+
+
+def export(hf: Path, adapter: Path | None, sam: Path, sam_config: str, bundle: Path, monitor: ResourceMonitor,
+           log) -> None:
+    from .api import PolicyOptions, SegmenterOptions, make_bundle
+    from .quantize import quantize_model
+
+    def stage_log(line: str) -> None:
+        name = _stage_for(line)
+        if name:
+            monitor.begin(name)
+        log(line)
+
+    make_bundle(bundle, policy=PolicyOptions(hf, adapter=adapter, quant="Q4_K_M", keep_f16=True),
+                segmenter=SegmenterOptions(sam, sam_config), name=f"scale-{hf.parent.name}", verify=False,
+                log=stage_log)
+    monitor.end()
+    q8 = bundle / "policy" / "model-q8_0.gguf"
+    if not q8.is_file():
+        with monitor.stage("quantize Q8_0"):
+            quantize_model(bundle / "policy" / "model-f16.gguf", q8, "Q8_0")
+
+
+def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: int, device: str = "cpu"):
+    from engine.policy.llama_backend import LlamaPolicy
+
+    spec = bundle.manifest.policy
+    return LlamaPolicy(bundle.path(model_rel), bundle.path(spec.mmproj), family=spec.family, frame=spec.frame,
+                       prompt_family=spec.prompt_family, max_samples=max_samples, n_ctx=n_ctx, threads=threads,
+                       n_gpu_layers=-1 if device == "cuda" else 0, reuse_prefix=False)
+
+
+def measure_policy(bundle, image, counts: list[int], tokens: int, threads: int, monitor: ResourceMonitor,
+                   device: str = "cpu") -> list[dict]:
+    """Each N once (a 7B prefill takes minutes): every run pays vision + prefill, so N together vs
+    N x (one sample) compares equal work."""
+    from engine.fit import context_positions
+    from engine.policy.types import SamplingParams
+
+    sampling = SamplingParams(temperature=1.0, top_p=0.9, seed=0, max_new_tokens=tokens, ignore_stop=True)
+    policy = _open_policy(bundle, bundle.manifest.policy.model, context_positions(max(counts), tokens), max(counts),
+                          threads, device)
+    rows = []
+    try:
+        for n in sorted(set(counts)):
+            with monitor.stage(f"policy N={n}") as usage:
+                t0 = time.perf_counter()
+                policy.sample(image, QUERY, n, sampling)
+                wall = (time.perf_counter() - t0) * 1e3
+            t = policy.timings
+            rows.append({"n": n, "wall_ms": wall, "vision_ms": t.vision_ms, "prefill_ms": t.prefill_ms,
+                         "prefill_tokens": t.prefill_tokens, "decode_ms": t.decode_ms, "decode_tokens": t.decode_tokens,
+                         "tokens_per_s": t.decode_tokens / (t.decode_ms / 1e3),
+                         "kv_bytes": policy.kv_cache_bytes(t.prefill_tokens + n * tokens),
+                         "context_kv_bytes": policy.kv_cache_bytes(policy.n_ctx), "peak_rss_bytes": usage["peak_rss_bytes"]})
+    finally:
+        policy.close()
+    one = rows[0]["wall_ms"]
+    for r in rows:
+        r["one_by_one_ms"] = one * r["n"]
+        r["speedup"] = r["one_by_one_ms"] / r["wall_ms"]
+    return rows
+
+
+def measure_segment(bundle, checkpoint: Path, config: str, image, counts: list[int], threads: int,
+                    device: str = "cpu") -> dict:
+    from engine.segment import transforms
+    from engine.segment.onnx_backend import OnnxSegmenter
+
+    from .scale_reference import reference_segment_ms
+
+    spec = bundle.manifest.segmenter
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    seg = OnnxSegmenter(bundle.path(spec.encoder_onnx), bundle.path(spec.decoder_onnx), threads=threads,
+                        providers=providers)
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(0)
+    # Preprocessing + the encoder itself: `embed` would answer repeats from its cache.
+    encode = lambda: seg._encode(transforms.preprocess(image, seg.image_size))
+    out = {"onnx_encoder_ms": time_ms(encode, repeat=2, warmup=1, budget_s=120)["median_ms"]}
+    emb = seg.embed(image)
+    for k in counts:
+        x1, y1 = rng.uniform(0, w * 0.6, k), rng.uniform(0, h * 0.6, k)
+        boxes = np.stack([x1, y1, x1 + rng.uniform(40, w * 0.3, k), y1 + rng.uniform(40, h * 0.3, k)], 1)
+        out[f"onnx_decoder_{k}_ms"] = time_ms(lambda b=boxes: seg.segment(emb, b, b[:, :2] + 10),
+                                              repeat=3)["median_ms"]
+    seg_providers = seg.providers
+    torch_ms = reference_segment_ms(checkpoint, config, image, threads, device)
+    out.update({"onnx_providers": seg_providers, "torch_encoder_ms": torch_ms["encoder_ms"],
+                "torch_decoder_1_ms": torch_ms["decoder_1_ms"], "torch_dtype": torch_ms["dtype"]})
+    return out
+
+
+def measure_vote(counts: list[int], height: int, width: int, device: str = "cpu") -> dict:
+    """The vote over N masks at the image's size; on cuda the masks live on the GPU (as the product
+    path keeps them) and the CUDA kernel votes."""
+    from engine.bench.voting import make_samples
+    from engine.voting import majority_vote
+
+    out = {}
+    for n in counts:
+        samples = [[(m[:height, :width], s, label) for m, s, label in sample]
+                   for sample in make_samples(n, max(height, width))]
+        if device == "cuda":
+            import cupy
+
+            samples = [[(cupy.asarray(m), s, label) for m, s, label in sample] for sample in samples]
+        out[n] = time_ms(lambda s=samples: majority_vote(s, shape=(height, width)), repeat=3)["median_ms"]
+    return out
+
+
+def measure_reference(hf: Path, dtype: str, image, frame: str, tokens: int, monitor: ResourceMonitor,
+                      device: str = "cpu") -> dict:
+    from .scale_reference import load_reference, reference_generate
+
+    with monitor.stage(f"transformers {dtype}") as usage:
+        t0 = time.perf_counter()
+        model, tokenizer, processor = load_reference(hf, dtype, device)
+        load_s = time.perf_counter() - t0
+        run = reference_generate(model, tokenizer, processor, image, QUERY, frame=frame, tokens=tokens)
+        del model
+        gc.collect()
+    run.pop("encoded")
+    run.pop("tokens")
+    return {"dtype": dtype, "load_s": load_s, **run, "peak_rss_bytes": usage["peak_rss_bytes"]}
+
+
+def measure_parity(hf: Path, adapter: Path | None, bundle, image, frame: str, steps: int, threads: int,
+                   monitor: ResourceMonitor) -> dict:
+    from .scale_reference import logit_errors, reference_parity_logits
+    from .verify import LOGIT_TOLERANCE
+
+    with monitor.stage("parity: transformers fp32"):
+        ref = reference_parity_logits(hf, image, QUERY, frame=frame, steps=steps, adapter=adapter)
+    out = {"steps": steps, "transformers": {k: ref[k] for k in ("prompt_tokens", "image_tokens", "image_grid_thw",
+                                                                 "generate_ms", "forced_ms")}}
+    for quant, rel in (("F16", "policy/model-f16.gguf"), ("Q8_0", "policy/model-q8_0.gguf")):
+        with monitor.stage(f"parity: GGUF {quant}"):
+            policy = _open_policy(bundle, rel, 4096, 1, threads)
+            try:
+                ours = policy.forced_logits(image, QUERY, ref["tokens"])
+                prompt_tokens = policy.timings.prefill_tokens
+            finally:
+                policy.close()
+        out[quant] = {**logit_errors(ours, ref["logits"], LOGIT_TOLERANCE[quant]), "prompt_tokens": prompt_tokens,
+                      "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"]}
+    return out
+
+
+def end_to_end(policy_rows: list[dict], seg: dict, vote: dict, reference: list[dict]) -> list[dict]:
+    """Per query: ours = policy(N) + SAM encoder + decoder(N prompts) + vote(N); the reference = N runs of
+    transformers generate + SAM 2 in PyTorch (encoder once, one prompt per run)."""
+    rows = []
+    for r in policy_rows:
+        n = r["n"]
+        ours = r["wall_ms"] + seg["onnx_encoder_ms"] + seg[f"onnx_decoder_{n}_ms"] + (vote.get(n, 0.0) if n > 1 else 0.0)
+        row = {"n": n, "ours_ms": ours}
+        for ref in reference:
+            theirs = n * (ref["inputs_ms"] + ref["generate_ms"] + seg["torch_decoder_1_ms"]) + seg["torch_encoder_ms"]
+            row[f"reference_{ref['dtype']}_ms"] = theirs
+            row[f"speedup_vs_{ref['dtype']}"] = theirs / ours
+        rows.append(row)
+    return rows
+
+
+def _gib(v) -> float:
+    return v / GiB
+
+
+def report(result: dict) -> str:
+    ex = result["export"]
+    text = print_table(
+        f"{result['shape']} + {result['sam']} on {result['device']}: export with {result['threads']} thread(s) "
+        "(peak RSS: this process and its children; disk: growth since the start, intermediates included)",
+        ["stage", "wall s", "peak RSS GiB", "peak disk GiB", "disk after GiB"],
+        [[name, s["wall_s"], _gib(s["peak_rss_bytes"]), _gib(s["peak_disk_bytes"]), _gib(s.get("disk_after_bytes", 0))]
+         for name, s in ex.items()])
+    text += "\n" + print_table("bundle files", ["file", "GiB"],
+                               [[k, _gib(v)] for k, v in result["files"].items()])
+    text += "\n" + print_table(
+        f"policy Q4_K_M, image {result['image']} at frame {result['frame']}, {result['tokens']} tokens per sample "
+        "(stops ignored); 'x' = N one-by-one / N together",
+        ["N", "vision ms", "prefill ms", "prompt tok", "decode ms", "tok/s (all N)", "N together ms", "one-by-one ms",
+         "x", "KV GiB", "peak RSS GiB"],
+        [[r["n"], r["vision_ms"], r["prefill_ms"], r["prefill_tokens"], r["decode_ms"], r["tokens_per_s"], r["wall_ms"],
+          r["one_by_one_ms"], r["speedup"], _gib(r["kv_bytes"]), _gib(r["peak_rss_bytes"])] for r in result["policy"]])
+    seg = result["segment"]
+    counts = [r["n"] for r in result["policy"]]
+    text += "\n" + print_table(
+        f"{result['sam']} on the image (ms)", ["backend", "encoder", *[f"decoder {k} prompts" for k in counts]],
+        [["onnxruntime", seg["onnx_encoder_ms"], *[seg[f"onnx_decoder_{k}_ms"] for k in counts]],
+         [f"torch {seg['torch_dtype']}", seg["torch_encoder_ms"], seg["torch_decoder_1_ms"], *[None] * (len(counts) - 1)]])
+    text += "\n" + print_table("vote (ms)", ["N", "vote ms"], [[n, v] for n, v in result["vote"].items()])
+    if result["reference"]:
+        text += "\n" + print_table(
+            "transformers reference (generate of one sample, same image and token count)",
+            ["dtype", "load s", "inputs ms", "generate ms", "prompt tok", "peak RSS GiB"],
+            [[r["dtype"], r["load_s"], r["inputs_ms"], r["generate_ms"], r["prompt_tokens"], _gib(r["peak_rss_bytes"])]
+             for r in result["reference"]])
+        refs = [r["dtype"] for r in result["reference"]]
+        text += "\n" + print_table(
+            "end to end per query (ms): ours = policy(N) + SAM 2 ONNX + vote; reference = N x (generate + "
+            "SAM 2 torch decoder) + one encoder; 'x' = reference / ours",
+            ["N", "ours", *[f"ref {d}" for d in refs], *[f"x vs {d}" for d in refs]],
+            [[r["n"], r["ours_ms"], *[r[f"reference_{d}_ms"] for d in refs], *[r[f"speedup_vs_{d}"] for d in refs]]
+             for r in result["end_to_end"]])
+    if result.get("parity"):
+        p = result["parity"]
+        text += "\n" + print_table(
+            f"parity at the real frame: teacher-forced logits vs transformers fp32 over {p['steps']} greedy tokens "
+            f"(image grid {p['transformers']['image_grid_thw']}, {p['transformers']['image_tokens']} image tokens)",
+            ["GGUF", "max rel err", "mean rel err", "tolerance", "agreement", "prompt tokens (ours / ref)", "ok"],
+            [[q, p[q]["max_rel_error"], p[q]["mean_rel_error"], p[q]["tolerance"], p[q]["agreement"],
+              f"{p[q]['prompt_tokens']} / {p['transformers']['prompt_tokens']}", p[q]["ok"]] for q in ("F16", "Q8_0")])
+    return text
+
+
+def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list[int], tokens: int,
+              image_wh: tuple[int, int] = (1280, 960), reference: list[str] = ("bf16",), parity: bool = False,
+              parity_steps: int = 16, threads: int = 1, device: str = "cpu", log=print) -> dict:
+    """Every measurement of one shape; `shape` an `export.shapes.RealShape` (a published one, or its
+    `shrunk()` CI form), `sam_config` a sam2 package config or a YAML file."""
+    from engine.bundle import load_bundle
+
+    counts = sorted(set(counts))
+    width, height = image_wh
+    image = photo_like(width, height)
+    monitor = ResourceMonitor(work)
+    try:
+        hf, adapter, sam = build_inputs(shape, sam_config, work, monitor, log)
+        bundle_dir = work / "bundle"
+        export(hf, adapter, sam, sam_config, bundle_dir, monitor, log)
+        export_stages = dict(monitor.stages)
+        bundle = load_bundle(bundle_dir, verify=False)
+        files = {p.relative_to(bundle_dir).as_posix(): p.stat().st_size
+                 for p in sorted(bundle_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        log("policy: N samples together")
+        policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device)
+        log("SAM 2.1: ONNX Runtime and PyTorch")
+        seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device)
+        vote = measure_vote([n for n in counts if n > 1], height, width, device)
+        refs = [measure_reference(hf, d, image, shape.frame, tokens, monitor, device) for d in reference]
+        parity_result = measure_parity(hf, adapter, bundle, image, shape.frame, parity_steps, threads,
+                                       monitor) if parity else None
+    finally:
+        monitor.close()
+    return {"shape": shape.name, "sam": sam_name, "frame": shape.frame, "image": f"{width}x{height}",
+            "device": device, "threads": threads, "tokens": tokens, "parameters": shape.parameter_count(),
+            "export": export_stages, "files": files, "policy": policy, "segment": seg, "vote": vote,
+            "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs), "parity": parity_result,
+            "stages": monitor.stages}
+
+
+def main(args) -> int:
+    import torch
+
+    from engine.fileio import cache_dir
+
+    from .shapes import SAM2_SHAPES, get_shape
+
+    check_json_path(args.json)  # before hours of work, not after
+    shape = get_shape(args.shape)
+    shape = shape.shrunk() if args.shrunk else shape
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    work = Path(args.work) if args.work else cache_dir() / "scale" / shape.name
+    sam_name, sam_config = args.sam, SAM2_SHAPES[args.sam]
+    if args.shrunk:
+        from engine.segment.shrunk import write_shrunk_config
+
+        sam_name, sam_config = "sam2.1-hiera-shrunk", str(write_shrunk_config(work / "sam2.1_hiera_shrunk.yaml"))
+    result = run_scale(shape, sam_name, sam_config, work, counts=args.counts, tokens=args.tokens,
+                       image_wh=args.image, reference=args.reference, parity=args.parity,
+                       parity_steps=args.parity_steps, threads=threads, device=args.device,
+                       log=lambda line: print(line, flush=True))
+    text = report(result)
+    path = write_json(args.json, {"benchmark": "scale", **result, "table": text})
+    print(f"\nwrote {path}")
+    if args.clean:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"removed {work}")
+    return 0
