@@ -133,7 +133,7 @@ def fit_report(root, *, samples: list[int], max_new_tokens: int, gpu_mem: int | 
     """For this machine's memory (MemAvailable now, and MemTotal) and, with gpu_mem, a GPU of that size:
     the terms at each N in `samples`, whether they fit, and the largest N that fits."""
     from .bundle import load_bundle
-    from .policy.llama_backend import available_memory
+    from .policy.llama_backend import available_memory, meminfo_bytes
     from .policy.types import MAX_SAMPLES
 
     bundle = load_bundle(root, verify="quick")
@@ -141,7 +141,7 @@ def fit_report(root, *, samples: list[int], max_new_tokens: int, gpu_mem: int | 
     shape = model_shape(bundle.path(spec.model), bundle.path(spec.mmproj))
     patches = image_patches(spec.family, spec.frame, image_wh)
     targets = [("this machine (available now)", available_memory(), False),
-               ("this machine (total)", _mem_total(), False)]
+               ("this machine (total)", meminfo_bytes("MemTotal"), False)]
     if gpu_mem:
         targets.append((f"GPU with {gpu_mem / GiB:.0f} GiB", gpu_mem, True))
     out = {"bundle": str(bundle.root), "family": spec.family, "frame": spec.frame, "quant": spec.quant,
@@ -160,17 +160,6 @@ def fit_report(root, *, samples: list[int], max_new_tokens: int, gpu_mem: int | 
                                "largest_n": largest_fitting(shape, files, patches, max_new_tokens, memory, gpu,
                                                             MAX_SAMPLES)})
     return out
-
-
-def _mem_total() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _human(n: int) -> str:

@@ -321,8 +321,7 @@ def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list
     return {"shape": shape.name, "sam": sam_name, "frame": shape.frame, "image": f"{width}x{height}",
             "device": device, "threads": threads, "tokens": tokens, "parameters": shape.parameter_count(),
             "export": export_stages, "files": files, "policy": policy, "segment": seg, "vote": vote,
-            "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs), "parity": parity_result,
-            "stages": monitor.stages}
+            "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs), "parity": parity_result}
 
 
 def main(args) -> int:

@@ -423,16 +423,21 @@ class LlamaPolicy:
             pass
 
 
-def available_memory() -> int | None:
-    """Bytes of memory the kernel says a new allocation can have (MemAvailable), or None where unknown."""
+def meminfo_bytes(field: str) -> int | None:
+    """One /proc/meminfo field in bytes (e.g. MemAvailable, MemTotal), or None where unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says a new allocation can have (MemAvailable), or None where unknown."""
+    return meminfo_bytes("MemAvailable")
 
 
 def _silent(level, text, user_data):

@@ -97,9 +97,7 @@ def create_app(workers: dict[str, ModelWorker], settings: ServeSettings = ServeS
     def failure(exc: BaseException) -> JSONResponse:
         if isinstance(exc, RequestError):
             return JSONResponse(error(exc.code, exc.message), status_code=exc.status)
-        if isinstance(exc, QueueFull):
-            return JSONResponse(error("QUEUE_FULL", str(exc)), status_code=503)
-        if isinstance(exc, ShuttingDown):
+        if isinstance(exc, (QueueFull, ShuttingDown)):
             return JSONResponse(error("QUEUE_FULL", str(exc)), status_code=503)
         if isinstance(exc, TimedOut):
             return JSONResponse(error("INFERENCE_ERROR", str(exc)))
