@@ -4,11 +4,11 @@ PNG report (overall and per group, test-time scaling and StAR's threshold sweep 
 from __future__ import annotations
 
 import re
-import signal
 import sys
 from pathlib import Path
 
 from ..errors import DatasetError, StarError
+from .interrupt import StopOnCtrlC
 
 
 def default_out_dir(data: str, bundle_name: str, n: int) -> Path:
@@ -41,28 +41,6 @@ def open_reader(data: str, options: dict, on_error: str):
         raise DatasetError(str(exc)) from None
 
 
-class _StopOnCtrlC:
-    """First Ctrl-C: finish cleanly (the item in flight stops within a decode step and runs again on
-    resume). Second: stop at once."""
-
-    def __init__(self, cancel):
-        self.cancel = cancel
-        self.previous = None
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.cancel.cancelled:
-                raise KeyboardInterrupt
-            self.cancel.cancel()
-            print("\nstar eval: stopping; finished items are saved (Ctrl-C again to stop at once)", file=sys.stderr)
-        self.previous = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-        return False
-
-
 def main(args) -> int:
     from ..evaluation.report import summarize, write_report
     from ..evaluation.runlog import RunLog
@@ -92,7 +70,7 @@ def main(args) -> int:
     out = Path(args.out) if args.out else default_out_dir(args.data, reasoner.bundle.get("name", "bundle"), args.n)
     cancel = CancelToken()
     try:
-        with _StopOnCtrlC(cancel):
+        with StopOnCtrlC(cancel, "star eval: stopping; finished items are saved"):
             outcome = run_eval(reasoner, reader, out, settings, cancel=cancel, progress=not args.quiet)
     except StarError:
         # e.g. --on-error raise on a malformed item: the items done so far still get their report

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ImageError, StarError
+from .interrupt import StopOnCtrlC
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -57,7 +58,8 @@ class LocalLabeller:
         self.reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                                       max_new_tokens=args.max_new_tokens, verify=args.verify)
 
-    def __call__(self, image: Path) -> Labelled:
+    def __call__(self, image: Path, cancel=None) -> Labelled | None:
+        """The image's shapes, or None when `cancel` stopped the run part-way (nothing is written)."""
         from ..annotations import result_shapes
         from ..images import load_image
         from ..pipeline import sampling_for
@@ -66,7 +68,9 @@ class LocalLabeller:
         r = self.reasoner
         sampling = sampling_for(self.args.n, seed=self.args.seed, max_new_tokens=self.args.max_new_tokens,
                                 constrained=r.grammar(None), temperature=r.temperature(None))
-        result = r.run(rgb, self.args.query, self.args.n, sampling=sampling)
+        result = r.run(rgb, self.args.query, self.args.n, sampling=sampling, cancel=cancel)
+        if result.cancelled:
+            return None
         trace = result.samples[0].thinking if result.samples else ""
         return Labelled(rgb.shape[1], rgb.shape[0], result_shapes(result, show_boxes=self.args.boxes), result.no_object,
                         trace or "")
@@ -86,7 +90,9 @@ class RemoteLabeller:
         self.client = ServeClient(args.server, api_key=read_api_key(args.api_key_file), model=args.model)
         self.client.model_id()  # fail now (unreachable, wrong key, ambiguous model), not on image 1
 
-    def __call__(self, image: Path) -> Labelled:
+    def __call__(self, image: Path, cancel=None) -> Labelled:
+        """The server's shapes for the image; a request in flight finishes (`cancel` is checked between
+        images)."""
         from ..images import image_size
         from ..serve.client import ServerError
 
@@ -190,25 +196,33 @@ def main(args) -> int:
     labeller = (RemoteLabeller if args.server else LocalLabeller)(args) if todo else None
     from tqdm import tqdm
 
-    interrupted = False
+    from ..policy.types import CancelToken
+
+    cancel = CancelToken()
     try:
-        for image, rel in tqdm(todo, desc="labelling", unit="image", disable=args.quiet or not todo):
-            try:
-                out = labeller(image)
-            except (ImageError, _ImageFailed, OSError) as exc:  # this image only; other errors stop the run
-                summary.failed.append((rel, str(exc)))
-                tqdm.write(f"star: {rel}: {exc} (skipped)", file=sys.stderr)
-                continue
-            if coco:
-                journal.add({"image": rel, "width": out.width, "height": out.height, "shapes": out.shapes})
-            else:
-                write_labelme(image, labelme_document(image.name, out.width, out.height, out.shapes,
-                                                      description=out.description))
-            summary.no_object += out.no_object
-            summary.labelled += not out.no_object
+        with StopOnCtrlC(cancel, "star label: stopping; finished images are saved"):
+            for image, rel in tqdm(todo, desc="labelling", unit="image", disable=args.quiet or not todo):
+                if cancel.cancelled:
+                    break
+                try:
+                    out = labeller(image, cancel)
+                except (ImageError, _ImageFailed, OSError) as exc:  # this image only; other errors stop the run
+                    summary.failed.append((rel, str(exc)))
+                    tqdm.write(f"star: {rel}: {exc} (skipped)", file=sys.stderr)
+                    continue
+                if out is None:  # cancelled part-way: this image runs again on the re-run
+                    break
+                if coco:
+                    journal.add({"image": rel, "width": out.width, "height": out.height, "shapes": out.shapes})
+                else:
+                    write_labelme(image, labelme_document(image.name, out.width, out.height, out.shapes,
+                                                          description=out.description))
+                summary.no_object += out.no_object
+                summary.labelled += not out.no_object
     except KeyboardInterrupt:
-        interrupted = True
+        pass
     finally:
+        interrupted = cancel.cancelled
         if labeller is not None:
             labeller.close()
     if coco and journal.entries:
