@@ -103,6 +103,8 @@ class Outcome:
             return (f"Could not parse the model's answer ({reason}). The model did not follow the answer format; "
                     "try rephrasing the query or more samples.")
         if self.data["no_object"] or not self.data["area"]:
+            if self.data.get("notes"):  # the engine's guard took a full-frame mask as nothing found
+                return f"No object: {self.data['notes'][-1]}."
             if self.vote is not None:
                 v = self.vote
                 why = v["reason"] or f"{v['no_object_votes']} of {v['valid_runs']} valid samples said there is none"

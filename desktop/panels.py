@@ -55,7 +55,10 @@ class ReasoningPanel(QTabWidget):
         """The full texts of a finished or restored result (streaming may have been throttled or absent)."""
         self.reset(len(outcome.samples))
         for i, s in enumerate(outcome.samples):
-            self.views[i].setPlainText(s["text"])
+            problem = s.get("reasoning_problem")
+            # the model's text as written, but not passed off as reasoning when it is not readable
+            self.views[i].setPlainText((f"[This is not readable reasoning: {problem}.]\n\n" if problem else "")
+                                       + s["text"])
             self.mark(i, outcome.sample_status(i))
 
     def text(self, sample: int) -> str:

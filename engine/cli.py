@@ -7,8 +7,9 @@ import os
 import sys
 
 from . import __version__
-from .argtypes import bounded_int, int_list, memory_size, positive_float, temperature
+from .argtypes import bounded_int, fraction, int_list, memory_size, positive_float, temperature
 from .errors import run_command
+from .honesty import DEFAULT_MAX_MASK_SHARE
 from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
 
 
@@ -38,6 +39,9 @@ def _decode_args(p) -> None:
                    default=1024)
     p.add_argument("--max-pixels", type=positive_float, default=None, metavar="MP",
                    help="largest image to read, in megapixels (default 64), checked before decoding")
+    p.add_argument("--max-mask-share", type=fraction, default=DEFAULT_MAX_MASK_SHARE, metavar="F",
+                   help="a mask covering this share of the image or more is taken as nothing found, not as the "
+                        f"object (default {DEFAULT_MAX_MASK_SHARE}; 1 keeps every mask)")
 
 
 def _device_arg(p) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidQueryError
+from .honesty import DEFAULT_MAX_MASK_SHARE, full_frame_rows, reasoning_problem
 from .images import ImageSource, load_image
 from .policy.types import CancelToken, Completion, SamplingParams
 from .protocol import Answer, Target, parse_answer
@@ -77,6 +78,16 @@ class SampleResult:
     targets: list[Target]
     mask_rows: list[int] = field(default_factory=list)  # rows of Result.object_masks, one per target
     scores: list[float] = field(default_factory=list)  # SAM's predicted IoU per target
+    # why `thinking` is not readable prose ("" when it is; engine/honesty.py): shown as a note, not as reasoning
+    reasoning_problem: str = ""
+    full_frame: list[Target] = field(default_factory=list)  # targets dropped: their mask filled the image
+
+    @property
+    def shown_reasoning(self) -> str:
+        """The reasoning to show a person: the text, or why it is not shown."""
+        from .honesty import shown_reasoning
+
+        return shown_reasoning(self.thinking)
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Result:
     bundle: dict
     cancelled: bool = False
     sampling: SamplingParams | None = None  # how the samples were decoded (temperature 0 = greedy)
+    notes: list[str] = field(default_factory=list)  # what the engine's guards changed, one sentence each
 
     def object_scores(self) -> list[float]:
         """SAM's score of each row of object_masks (a SampleResult keeps them per sample)."""
@@ -158,6 +170,26 @@ def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrain
                           constrained=constrained)
 
 
+def drop_full_frame(samples: list[SampleResult], object_masks, max_share: float) -> list[str]:
+    """Take every target whose mask covers >= max_share of the image out of its sample (kept in
+    `full_frame`); a sample left with none says "no object". Returns the note for the result, if any."""
+    rows = set(full_frame_rows(object_masks, max_share))
+    if not rows:
+        return []
+    for s in samples:
+        keep = [j for j, r in enumerate(s.mask_rows) if r not in rows]
+        if len(keep) == len(s.mask_rows):
+            continue
+        s.full_frame = [t for j, t in enumerate(s.targets) if j not in keep]
+        s.targets = [s.targets[j] for j in keep]
+        s.scores = [s.scores[j] for j in keep]
+        s.mask_rows = [s.mask_rows[j] for j in keep]
+        if not s.targets:
+            s.status, s.reason = "empty", "every object it named gave a mask filling the image (taken as no object)"
+    return [f"{len(rows)} mask{'s' if len(rows) > 1 else ''} covering {max_share:.0%} or more of the image "
+            "not used (taken as nothing found)"]
+
+
 def vote_candidates(samples: list[SampleResult], object_masks: np.ndarray, scores) -> list:
     """The voting input (engine.voting.majority_vote) of some samples: a failure abstains (None), an
     empty answer is [], otherwise one (mask, SAM score, label) per target."""
@@ -186,7 +218,8 @@ class Reasoner:
     """A loaded policy + segmenter with the bundle's frame and prompt family."""
 
     def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig(),
-                 answer_grammar: bool = False, vote_temperature: float = 1.0):
+                 answer_grammar: bool = False, vote_temperature: float = 1.0,
+                 max_mask_share: float = DEFAULT_MAX_MASK_SHARE):
         self.policy = policy
         self.segmenter = segmenter
         self.frame = frame
@@ -194,6 +227,7 @@ class Reasoner:
         self.vote_config = vote
         self.answer_grammar = answer_grammar  # the bundle's recommended decoding (PolicySpec.answer_grammar)
         self.vote_temperature = vote_temperature  # ... and voting temperature (PolicySpec.vote_temperature)
+        self.max_mask_share = max_mask_share  # a mask this much of the image is "nothing found" (engine/honesty.py)
 
     def grammar(self, requested: bool | None) -> bool:
         """Decode under the answer grammar? What the caller asked for, else what the bundle recommends."""
@@ -227,7 +261,7 @@ class Reasoner:
         for c in completions:
             answer: Answer = parse_answer(c.text, (w, h), self.frame)
             s = SampleResult(c.index, c.text, answer.status, answer.thinking, answer.answer_text, answer.reason,
-                             c.finish_reason, list(answer.targets))
+                             c.finish_reason, list(answer.targets), reasoning_problem=reasoning_problem(answer.thinking))
             samples.append(s)
             emit(Event("sample", c.index, data=s))
         timings.parse_ms = (time.perf_counter() - t0) * 1e3
@@ -241,12 +275,18 @@ class Reasoner:
             timings.total_ms = (time.perf_counter() - t_start) * 1e3
             return Result(query, (w, h), np.zeros((h, w), dtype=bool), False, samples,
                           np.zeros((0, h, w), dtype=bool), None, timings, self.bundle, True, sampling)
+        notes = drop_full_frame(samples, object_masks, self.max_mask_share)
         final, no_object, vote_result = self._decide(samples, object_masks, scores, (h, w), vote, timings)
+        if final.any() and full_frame_rows(final[None], self.max_mask_share):
+            # e.g. several boxes whose masks together fill the frame
+            notes.append(f"the answer's mask covered {final.mean():.0%} of the image and was not used "
+                         f"(limit {self.max_mask_share:.0%}): no object found")
+            final, no_object = np.zeros_like(final), True
         if vote_result is not None:
             emit(Event("vote", data=vote_result))
         timings.total_ms = (time.perf_counter() - t_start) * 1e3
         return Result(query, (w, h), final, no_object, samples, object_masks, vote_result, timings, self.bundle,
-                      cancelled, sampling)
+                      cancelled, sampling, notes)
 
     def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit, cancel: CancelToken | None = None):
         """Every target of every sample in batches of SEGMENT_BATCH prompts over one embedding; (masks,
@@ -328,6 +368,7 @@ def bundle_root(bundle=None) -> Path:
 
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
                   max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
+                  max_mask_share: float = DEFAULT_MAX_MASK_SHARE,
                   verify: bool | str = True) -> Reasoner:
     """A reasoner from a bundle folder (default: the nano bundle shipped with the package)."""
     from .bundle import load_bundle
@@ -348,4 +389,4 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
     return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,
-                    vote_temperature=spec.vote_temperature)
+                    vote_temperature=spec.vote_temperature, max_mask_share=max_mask_share)

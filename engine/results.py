@@ -33,7 +33,10 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
                 target["mask"] = encode(result.host_mask(s.mask_rows[j]))
             targets.append(target)
         samples.append({"index": s.index, "status": s.status, "reason": s.reason, "finish_reason": s.finish_reason,
-                        "thinking": s.thinking, "answer": s.answer_text, "text": s.text, "targets": targets})
+                        "thinking": s.thinking, "reasoning_problem": s.reasoning_problem, "answer": s.answer_text,
+                        "text": s.text, "targets": targets,
+                        "full_frame": [{"box": list(t.box), "point": list(t.point), "label": t.label}
+                                       for t in s.full_frame]})
     clusters, vote = [], None
     if result.vote is not None:
         v = result.vote
@@ -52,7 +55,8 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
             "mask": encode(result.mask), "no_object": bool(result.no_object), "area": int(result.mask.sum()),
             "samples": samples, "clusters": clusters, "vote": vote,
             "timings": {**asdict(t), "decode_tokens_per_s": t.decode_tokens_per_s},
-            "bundle": result.bundle, "cancelled": result.cancelled, "sampling": _sampling_dict(result.sampling)}
+            "bundle": result.bundle, "cancelled": result.cancelled, "sampling": _sampling_dict(result.sampling),
+            "notes": list(result.notes)}
 
 
 def _sampling_dict(sampling) -> dict | None:

@@ -1,7 +1,7 @@
 """`star-train`: training commands.
 
   star-train --recipe FILE [key=value ...]   a GRPO / REST recipe (training/recipes/*.yaml) on TRL
-  star-train nano-data | nano-baselines | nano-answers | nano-init | nano-warmup | nano-vision | nano-sam   the nano world's pieces
+  star-train nano-data | nano-baselines | nano-probes | nano-answers | nano-init | nano-warmup | nano-vision | nano-sam   the nano world's pieces
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import sys
 
 
 def _nano_data(args) -> int:
+    import dataclasses
+
     from .nano.dataset import NanoConfig, write_split
 
-    config = NanoConfig(image_size=args.image_size, frame=args.frame, empty_rate=args.empty_rate)
-    for split, count in (("train", args.train), ("val", args.val), ("test", args.test)):
+    config = NanoConfig(image_size=args.image_size, frame=args.frame, empty_rate=args.empty_rate, world=args.world)
+    shift = dataclasses.replace(config, world="shift")
+    for split, count in (("train", args.train), ("val", args.val), ("test", args.test), ("shift", args.shift)):
         if count:
-            paths = write_split(args.out, split, count, config, progress=not args.quiet)
+            paths = write_split(args.out, split, count, shift if split == "shift" else config, progress=not args.quiet)
             print(f"{split}: {count} rows -> {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -56,6 +59,29 @@ def _nano_answers(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
+    return 0
+
+
+def _nano_probes(args) -> int:
+    import json
+    from pathlib import Path
+
+    from engine.pipeline import load_reasoner
+
+    from .nano.probes import run_probes
+
+    reasoner = load_reasoner(args.bundle, threads=args.threads, max_samples=args.n, verify="quick")
+    try:
+        results = run_probes(reasoner, args.count, args.n)
+    finally:
+        reasoner.close()
+    print("family | right | unreadable traces | full-frame masks (model) | full-frame masks (shown)")
+    for family, r in results.items():
+        print(f"{family} | {r['right']}/{r['probes']} | {r['unreadable_traces']}/{r['samples']} | "
+              f"{r['full_frame_unguarded']} | {r['full_frame_shown']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
@@ -122,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .nano.segmenter import SamTrainConfig  # these import neither torch nor transformers
     from .nano.vision_pretrain import VisionPretrainConfig
     from .nano.warmup_config import WarmupConfig
+    from .nano.wide import WORLDS
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
@@ -133,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=bounded_int(56, 4096, "scene side in pixels"), default=224)
     p.add_argument("--frame", type=answer_frame, default="pixels-224")
     p.add_argument("--empty-rate", type=fraction, default=0.1)
+    p.add_argument("--world", choices=WORLDS, default="classic",
+                   help="classic: the shipped bundle's world (square --image-size scenes); wide: any background, "
+                        "size, aspect and phrasing, plain referring queries too (docs/nano.md)")
+    p.add_argument("--shift", type=rows, default=0,
+                   help="rows of the shift split: the wide world drawn further out, never seen in training")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_data)
     p = sub.add_parser("nano-baselines", help="gIoU / cIoU of no-reasoning predictors on a nano split")
@@ -141,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="also score the rows' own (gold) answers through this bundle's segmenter: its ceiling")
     p.set_defaults(run=_nano_baselines)
+    p = sub.add_parser("nano-probes", help="out-of-world probes (plain canvases, absent objects, blank images, "
+                       "photograph-like clutter) through a bundle: right answers, unreadable traces, full-frame masks")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="default: the bundled nano model")
+    p.add_argument("--count", type=bounded_int(1, 10_000, "probes per family"), default=20)
+    p.add_argument("-n", "--samples", dest="n", type=bounded_int(1, 64, "samples"), default=1)
+    p.add_argument("--threads", type=bounded_int(1, 256, "threads"), default=None)
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    p.set_defaults(run=_nano_probes)
     p = sub.add_parser("nano-answers", help="what a `star eval` run's answers name on a nano split (right object? its box?)")
     p.add_argument("--results", required=True, help="the star eval output folder (results.jsonl, run.json)")
     p.add_argument("--data", required=True, help="the nano split's parquet file or folder it evaluated")

@@ -61,7 +61,8 @@ def main(args) -> int:
     options = data_options(args.data_option, args.trust_pickle)
     reader = open_reader(args.data, options, args.on_error)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
-                             max_new_tokens=args.max_new_tokens, verify=args.verify)
+                             max_new_tokens=args.max_new_tokens, verify=args.verify,
+                             max_mask_share=args.max_mask_share)
     settings = EvalSettings(data=args.data, data_options=options, on_error=args.on_error, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                             constrained=reasoner.grammar(args.grammar),
                             temperature=reasoner.temperature(args.temperature),

@@ -56,7 +56,8 @@ class LocalLabeller:
 
         self.args = args
         self.reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
-                                      max_new_tokens=args.max_new_tokens, verify=args.verify)
+                                      max_new_tokens=args.max_new_tokens, verify=args.verify,
+                                      max_mask_share=args.max_mask_share)
 
     def __call__(self, image: Path, cancel=None) -> Labelled | None:
         """The image's shapes, or None when `cancel` stopped the run part-way (nothing is written)."""
@@ -71,7 +72,7 @@ class LocalLabeller:
         result = r.run(rgb, self.args.query, self.args.n, sampling=sampling, cancel=cancel)
         if result.cancelled:
             return None
-        trace = result.samples[0].thinking if result.samples else ""
+        trace = result.samples[0].shown_reasoning if result.samples else ""
         return Labelled(rgb.shape[1], rgb.shape[0], result_shapes(result, show_boxes=self.args.boxes), result.no_object,
                         trace or "")
 

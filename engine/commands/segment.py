@@ -32,7 +32,7 @@ def _summary(result) -> str:
     t = result.timings
     if len(result.samples) > 1:
         first = result.samples[0]
-        lines.append(f"sample 0 thinks: {first.thinking or '(no thinking)'}")
+        lines.append(f"sample 0 thinks: {first.shown_reasoning}")
         statuses = {}
         for s in result.samples:
             statuses[s.status] = statuses.get(s.status, 0) + 1
@@ -47,11 +47,14 @@ def _summary(result) -> str:
     else:
         s = result.samples[0]
         lines.append("")
+        if s.reasoning_problem:  # the raw text streamed above is not an explanation of the answer
+            lines.append(f"note: the text above is not readable reasoning ({s.reasoning_problem})")
         for j, tg in enumerate(s.targets):
             score = f", SAM score {s.scores[j]:.3f}" if j < len(s.scores) else ""
             lines.append(f"  {tg.label or 'object'}: box {list(tg.box)}, point {list(tg.point)}{score}")
         if s.status != "ok":
             lines.append(f"  answer: {s.status}" + (f" ({s.reason})" if s.reason else ""))
+    lines.extend(f"note: {note}" for note in result.notes)
     area = int(result.mask.sum())
     h, w = result.mask.shape
     lines.append("final: no object" if result.no_object or not area else
@@ -78,7 +81,8 @@ def main(args) -> int:
               f"{image.shape[1]}x{image.shape[0]} (the mask is at that size; --max-pixels reads it whole)",
               file=sys.stderr)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
-                             max_new_tokens=args.max_new_tokens, verify=args.verify)
+                             max_new_tokens=args.max_new_tokens, verify=args.verify,
+                             max_mask_share=args.max_mask_share)
     try:
         result = reasoner.run(image, args.query, args.n,
                               sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,

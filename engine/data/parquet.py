@@ -18,7 +18,8 @@ from .sample import OnError, Reader, Sample
 META_COLUMNS = ("image_id", "ann_id", "img_height", "img_width", "reasoning_type", "is_sentence", "file_name")
 
 
-def _mask_from_cell(cell: Any) -> np.ndarray:
+def mask_from_cell(cell: Any) -> np.ndarray:
+    """A mask cell as Python gives it: an HF Image ({bytes, path}; non-zero = inside) or a 2-D bool list."""
     if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):  # mask stored as an image
         return load_image(cell["bytes"] if cell.get("bytes") else cell["path"], exif=False)[:, :, 0] > 0
     return np.asarray(cell, dtype=bool)
@@ -101,7 +102,7 @@ class ParquetReader(Reader):
         meta = {c: v[i] for c, v in metas.items() if v[i] is not None}
         if "is_sentence" in meta:
             meta["query_type"] = "long" if meta["is_sentence"] else "short"
-        mask = _bool_grid(mask_col[i]) if mask_is_grid else _mask_from_cell(mask_col[i].as_py())
+        mask = _bool_grid(mask_col[i]) if mask_is_grid else mask_from_cell(mask_col[i].as_py())
         h, w = meta.get("img_height"), meta.get("img_width")
         if h is not None and w is not None and mask.shape != (h, w):
             raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but img_width x img_height is {w}x{h}")

@@ -93,7 +93,7 @@ def result_payload(result, params: PredictParams) -> dict:
                            show_points=params.show_points, epsilon=params.epsilon,
                            epsilon_factor=params.epsilon_factor)
     first = result.samples[0] if result.samples else None
-    trace = (first.thinking or first.text) if first else ""  # the raw text when it wrote no <think> part
+    trace = first.shown_reasoning if first else ""  # or one sentence saying why the reasoning is not shown
     t = result.timings
     extra = {}
     if params.return_result:
@@ -102,6 +102,7 @@ def result_payload(result, params: PredictParams) -> dict:
         extra["result"] = result_to_dict(result)
     return {"shapes": shapes, "description": trace or "",
             "star": {"query": result.query, "n": len(result.samples), "no_object": result.no_object,
+                     "notes": list(result.notes),
                      "image_size": list(result.image_size), "mask_pixels": int(result.mask.sum()),
                      "samples": [{"status": s.status, "text": s.text} for s in result.samples],
                      "timings_ms": {"policy": t.vision_ms + t.prefill_ms + t.decode_ms,

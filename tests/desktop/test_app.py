@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.models import require
-from tests.scripted import BLUE, RED, ReplayPolicy, answer
+from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
 
 VOTE_TEXTS = [answer(RED), answer(RED), answer(RED, BLUE), answer(BLUE), answer(RED),
               '<answer>[{"bbox_2d": oops</answer>', "<think> none </think> <answer>[]</answer>", answer(RED)]
@@ -37,7 +37,7 @@ def window(qtbot, home, **kwargs):
 def replay_loader(segmenter, texts, vote_temperature=1.0):
     from engine.pipeline import Reasoner
 
-    return lambda bundle, max_samples: Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112",
+    return lambda bundle, max_samples: Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", **RANDOM_SAM,
                                                 bundle={"name": "tiny-replay"}, vote_temperature=vote_temperature)
 
 
@@ -55,7 +55,7 @@ def test_query_vote_inspector_exports_and_autosave(qtbot, home, tiny_segmenter, 
 
     from engine.pipeline import Reasoner
 
-    expected = Reasoner(ReplayPolicy(VOTE_TEXTS), tiny_segmenter, frame="pixels-112").run(
+    expected = Reasoner(ReplayPolicy(VOTE_TEXTS), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
         scene_image, "the red square", 8)
     w = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS))
     assert w.open_image(scene_png)
@@ -175,7 +175,7 @@ def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, h
     from engine.pipeline import Reasoner
 
     policy = GatedPolicy(VOTE_TEXTS[:1])
-    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112"))
+    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w.open_image(scene_png)
     policy.gate.set()
     ask(qtbot, w, "the red square", 1)
@@ -203,7 +203,7 @@ def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scen
     other = tmp_path / "images" / "other.png"
     Image.fromarray(np.ascontiguousarray(scene_image[:, ::-1])).save(other)
     policy = GatedPolicy(VOTE_TEXTS[:1])
-    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112"))
+    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w.open_image(scene_png)
     first_key = w.record.key
     w.query.setCurrentText("the red square")
@@ -220,7 +220,7 @@ def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scen
     from desktop.worker import RunTag
     from engine.results import result_to_dict
 
-    data = result_to_dict(Reasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112").run(
+    data = result_to_dict(Reasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
         scene_image, "the red square", 1))
     w.worker.finished.emit(RunTag(w.runs, first_key, "scene.png", "the red square"), data)
     qtbot.waitUntil(lambda: ImageRecord(first_key, home).latest_result() is not None, timeout=10_000)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.scripted import BLUE, RED, ReplayPolicy, answer
+from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
 
 
 def run(segmenter, image, texts, query="the red square"):
     from engine.pipeline import Reasoner
     from engine.results import result_to_dict
 
-    result = Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}).run(
+    result = Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM).run(
         image, query, len(texts))
     return result, result_to_dict(result)
 

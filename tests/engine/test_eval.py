@@ -16,7 +16,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from tests.datasets import Item, write_dataset
-from tests.scripted import BLUE, FRAME, RED, H, ScriptedPolicy, W, answer, to_original
+from tests.scripted import BLUE, FRAME, RANDOM_SAM, RED, H, ScriptedPolicy, W, answer, to_original
 
 FAIL = '<answer>[{"bbox_2d": oops</answer>'
 EMPTY = "<think> nothing like that </think> <answer>[]</answer>"
@@ -47,7 +47,8 @@ def make_reasoner(segmenter, **kw):
     from engine.pipeline import Reasoner
 
     policy = ScriptedPolicy(SCRIPT, **kw)
-    return Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}}), policy
+    return Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
+                        **RANDOM_SAM), policy
 
 
 def run(segmenter, data, out, n=4, **kw):

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidQueryError, ModelFileError
-from tests.scripted import BLUE, RED, H, ReplayPolicy, W, answer, to_original
+from tests.scripted import BLUE, RANDOM_SAM, RED, H, ReplayPolicy, W, answer, to_original
 
 
 def reasoner(segmenter, texts):
     from engine.pipeline import Reasoner
 
-    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"})
+    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM)
 
 
 def direct_masks(segmenter, image, *objects):

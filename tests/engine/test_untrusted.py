@@ -18,6 +18,7 @@ from engine.bundle import load_bundle, read_manifest, write_manifest
 from engine.errors import ModelFileError
 from tests.hostile import png_header_only
 from tests.models import require
+from tests.scripted import RANDOM_SAM
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -451,7 +452,8 @@ def _eval(segmenter, spec: str, out: Path, query: str, on_error: str = "raise"):
     from tests.scripted import BLUE, FRAME, RED, ScriptedPolicy, answer
 
     policy = ScriptedPolicy({"the red square": [answer(RED)], "the blue circle": [answer(BLUE)]})
-    reasoner = Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}})
+    reasoner = Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
+                        **RANDOM_SAM)
     kind, path = parse_data_spec(spec)
     settings = EvalSettings(data=spec, data_options={"query": query}, on_error=on_error, n=1)
     return run_eval(reasoner, open_dataset(kind, path, query=query, on_error=on_error), out, settings, progress=False)

@@ -78,3 +78,23 @@ def test_mask_outputs_best_vs_all_by_hand():
     assert float(best["mask"]) < 1e-3
     assert float(every["mask"]) == __import__("pytest").approx(2 * empty / 3, rel=1e-3)
     assert float(best["train_iou"]) == float(every["train_iou"]) == 1.0
+
+
+def test_sam_trainer_on_the_wider_world(tmp_path):
+    """wide_share = 1: every scene at its own size and aspect; the box jitter stays inside each image's
+    own width and height; validation reports the wide scenes beside the classic ones."""
+    require("torch")
+    require("sam2")
+    from training.nano.segmenter import SamTrainer, jittered_box
+
+    trainer = SamTrainer(_small(tmp_path, wide_share=1.0))
+    shapes = {trainer.scene("train", i)[0].image.shape[:2] for i in range(6)}
+    assert any(h != w for h, w in shapes)
+    assert trainer.scene("val", 0, wide=False)[0].image.shape[:2] == (224, 224)
+    trainer.run(progress=False)
+    records = [json.loads(x) for x in (tmp_path / "sam" / "log.jsonl").read_text().splitlines()]
+    assert {"val_miou_box_point", "val_wide_miou_box_point"} <= set(records[-1])
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # a 300 x 100 image: x up to 299, y up to 99
+        box = jittered_box([250, 60, 299, 99], rng, 0.5, (300, 100))
+        assert 0 <= box[0] <= box[2] <= 299 and 0 <= box[1] <= box[3] <= 99

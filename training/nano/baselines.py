@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.parquet import mask_from_cell
 from engine.metrics import IoUAccumulator
 from engine.rle import decode
 
@@ -60,7 +61,7 @@ def score_baselines(data: str | Path, limit: int | None = None, seed: int = 0, s
     seen = 0
     for file in files:
         for row in pq.read_table(file, columns=columns).to_pylist():
-            gt = np.asarray(row["mask"], dtype=np.uint8)
+            gt = mask_from_cell(row["mask"]).astype(np.uint8)
             masks = [decode(o["rle"]) for o in json.loads(row["scene_objects"])]
             meta = {"reasoning_type": row["reasoning_type"]}
             for name in BASELINES:

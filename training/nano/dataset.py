@@ -18,9 +18,10 @@ from engine.rle import encode
 
 from ..rewards import gt_targets_from_masks
 from .queries import REASONING_TYPES, Query, make_query, with_article
+from .wide import SALT, SPECS, WORLDS, image_size, wide_query
 from .world import Scene, SceneObject, make_scene
 
-SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "shift": 3}
 # How the warm-up's completion reasons. "short": the query's steps alone (the shipped bundle's warm-up), so
 # a comparison is named in one step with nothing written out. "listed": first every object with its box,
 # left to right (and, for size comparisons, every object's size), then the same steps: the answer is then
@@ -39,10 +40,15 @@ class NanoConfig:
     types: tuple[str, ...] = REASONING_TYPES
     max_objects: int | None = None  # None: the world's default (1-6); a curriculum starts lower
     trace: str = "short"  # one of TRACES
+    # training/nano/wide.py: "classic" (the shipped bundle's world; image_size square scenes), "wide" or
+    # "shift" (any size and aspect; image_size is not used)
+    world: str = "classic"
 
     def __post_init__(self):
         if self.trace not in TRACES:
             raise ValueError(f"trace must be one of {TRACES}, got {self.trace!r}")
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
 
 
 def _to_frame(values: list[int], factor_x: float, factor_y: float) -> list[int]:
@@ -79,15 +85,19 @@ def _listing_steps(scene: Scene, query: Query, fx: float, fy: float) -> tuple[li
 def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> NanoExample:
     """The scene, query and answer of row `index`, fully determined by (split, index, config)."""
     # crc32, not hash(): str hashes change from one process to the next.
-    rng = np.random.default_rng([SPLIT_SEEDS.get(split, zlib.crc32(split.encode())), index])
-    for _ in range(20):
-        n_objects = None if config.max_objects is None else int(rng.integers(1, config.max_objects + 1))
-        scene = make_scene(rng, config.image_size, n_objects=n_objects)
-        query = make_query(scene, rng, config.types, config.empty_rate)
-        if query is not None:
-            break
-    else:  # pragma: no cover - every scene has at least one object, so some family always fits
-        raise RuntimeError("could not make a query")
+    seed = [SPLIT_SEEDS.get(split, zlib.crc32(split.encode())), index]
+    if config.world == "classic":
+        rng = np.random.default_rng(seed)
+        for _ in range(20):
+            n_objects = None if config.max_objects is None else int(rng.integers(1, config.max_objects + 1))
+            scene = make_scene(rng, config.image_size, n_objects=n_objects)
+            query = make_query(scene, rng, config.types, config.empty_rate)
+            if query is not None:
+                break
+        else:  # pragma: no cover - every scene has at least one object, so some family always fits
+            raise RuntimeError("could not make a query")
+    else:
+        scene, query = _wide_scene_and_query(np.random.default_rng(seed + [SALT[config.world]]), config)
     h, w = scene.image.shape[:2]
     by_id = {o.id: o for o in scene.objects}
     targets = [by_id[i] for i in query.targets]
@@ -101,6 +111,26 @@ def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()
     return NanoExample(scene, query, targets, solution, completion, listed)
 
 
+def _wide_scene_and_query(rng: np.random.Generator, config: NanoConfig) -> tuple[Scene, Query]:
+    spec = SPECS[config.world]
+    for _ in range(50):
+        width, height = image_size(rng, spec)
+        most = spec.scene.objects[1] if config.max_objects is None else min(config.max_objects, spec.scene.objects[1])
+        scene = make_scene(rng, width=width, height=height, spec=spec.scene, n_objects=int(rng.integers(1, most + 1)))
+        if not scene.objects:  # every placement failed (a tiny image) or no colour stood out
+            continue
+        query = wide_query(scene, rng, spec, config.types, config.empty_rate)
+        if query is not None:
+            return scene, query
+    raise RuntimeError("could not make a scene and query")  # pragma: no cover - 50 tries never all fail
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8) * 255 if pixels.dtype == bool else pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> dict:
     """One parquet row, fully determined by (split, index, config)."""
     ex = make_scene_example(split, index, config)
@@ -110,12 +140,12 @@ def make_example(split: str, index: int, config: NanoConfig = NanoConfig()) -> d
     for o in targets:
         union |= o.mask
     labels = [o.label for o in targets]
-    buf = io.BytesIO()
-    Image.fromarray(scene.image).save(buf, "PNG")
     return {
-        "image": {"bytes": buf.getvalue(), "path": None},
+        "image": {"bytes": _png(scene.image), "path": None},
         "text": query.text,
-        "mask": union.tolist(),
+        # the classic splits keep the grid form they were published with; the wider world's images reach
+        # thousands of pixels a side, so their masks are stored as PNG (the HF Image form star eval reads too)
+        "mask": union.tolist() if config.world == "classic" else {"bytes": _png(union), "path": None},
         "image_id": f"nano-{split}-{index:06d}",
         "ann_id": "0",
         "img_height": h,

@@ -151,7 +151,7 @@ def comparative(scene, rng, want_empty):
     elif choice == 3:
         obj, text, why = _extreme(scene, lambda o: o.centroid[0], 0.08 * size), "the rightmost object", "is furthest to the right"
     elif choice == 4:
-        obj, text, why = _extreme(scene, lambda o: -o.centroid[1], 0.08 * size), "the object nearest the top", "is highest in the image"
+        obj, text, why = _extreme(scene, lambda o: -o.centroid[1], 0.08 * scene.size[1]), "the object nearest the top", "is highest in the image"
     else:
         return relational(scene, rng, want_empty)
     if obj is None:
@@ -173,7 +173,7 @@ def relational(scene, rng, want_empty):
     if ref is None:
         return None
     rel = list(RELATIONS)[rng.integers(len(RELATIONS))]
-    margin = 0.06 * scene.size[0]
+    margin = 0.06 * scene.size[0 if "of" in rel else 1]
     # Objects within the margin would make the answer debatable: skip such scenes.
     if any(abs(o.centroid[0 if "of" in rel else 1] - ref.centroid[0 if "of" in rel else 1]) <= margin for o in scene.objects if o is not ref):
         return None

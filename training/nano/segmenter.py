@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.argtypes import positive_float
+from engine.argtypes import fraction, positive_float
 from engine.devices import DEVICES
 
 from ..config_cli import COUNT, setting
@@ -62,6 +62,9 @@ class SamTrainConfig:
     pe_init: bool = setting(True, "start the decoder's cross-attentions as matchers of the positional encoding "
                             "(from scratch the decoder otherwise learns one prompt-independent mask and may stay there)")
     pe_gain: float = setting(3.0, "gain of that initialization")
+    wide_share: float = setting(0.0, "share of the training scenes from the wider world (any background, size and "
+                                "aspect; training/nano/wide.py); validation then also reports wide scenes",
+                                parse=fraction)
     mask_outputs: str = setting("all", "train the best of SAM's three masks ('best', SAM's loss) or all three "
                                 "('all': the world's prompts are never ambiguous)", choices=("best", "all"))
 
@@ -102,12 +105,13 @@ class Prompt:
     point: np.ndarray | None  # [2] x, y
 
 
-def jittered_box(box, rng: np.random.Generator, jitter: float, size: int) -> np.ndarray:
+def jittered_box(box, rng: np.random.Generator, jitter: float, size: tuple[int, int]) -> np.ndarray:
+    """`box` with each edge shifted by N(0, jitter x the box side), kept inside an image of size (width, height)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1 + 1, y2 - y1 + 1
     shift = rng.normal(0, jitter, 4) * np.array([w, h, w, h])
     out = np.array([x1, y1, x2, y2]) + shift
-    out = np.clip(out, 0, size - 1)
+    out = np.clip(out, 0, np.array(size * 2, np.float64) - 1)
     return np.array([min(out[0], out[2]), min(out[1], out[3]), max(out[0], out[2]), max(out[1], out[3])], np.float32)
 
 
@@ -115,7 +119,7 @@ def sample_prompt(mask: np.ndarray, target: dict, rng: np.random.Generator, jitt
     """Box + click (70 %), box only (15 %) or click only (15 %); the click is the object's most inner
     pixel (what the reward's GT uses) or, half the time, any pixel of it."""
     u = rng.random()
-    box = jittered_box(target["bbox_2d"], rng, jitter, mask.shape[0]) if u < 0.85 else None
+    box = jittered_box(target["bbox_2d"], rng, jitter, mask.shape[::-1]) if u < 0.85 else None
     point = None
     if u < 0.7 or u >= 0.85:
         if rng.random() < 0.5:
@@ -208,9 +212,22 @@ class SamTrainer:
         self.log_path = self.out / "log.jsonl"
         trim_log(self.log_path, self.step)
 
-    def scene(self, stream: str, index: int):
+    def scene(self, stream: str, index: int, *, wide: bool | None = None):
+        """Scene `index` of a stream: classic (224 px square), or with probability wide_share (or when `wide`)
+        one of the wider world at its own size and aspect."""
         rng = np.random.default_rng([STREAMS[stream], self.config.seed, index])
-        return make_scene(rng, SCENE_SIZE), rng
+        if wide is None:
+            wide = self.config.wide_share > 0 and rng.random() < self.config.wide_share
+        if not wide:
+            return make_scene(rng, SCENE_SIZE), rng
+        from .wide import SPECS, image_size
+
+        spec = SPECS["wide"]
+        while True:
+            width, height = image_size(rng, spec)
+            scene = make_scene(rng, width=width, height=height, spec=spec.scene)
+            if scene.objects:
+                return scene, rng
 
     def scene_loss(self, scene, rng) -> dict:
         import torch
@@ -233,28 +250,33 @@ class SamTrainer:
 
     def evaluate(self) -> dict:
         """Mask IoU through the engine's own inference path (numpy pre/post-processing, best-of-3 by
-        the IoU head) on fixed val scenes: exact box + click, and a jittered box alone."""
+        the IoU head) on fixed val scenes: exact box + click, and a jittered box alone; classic scenes, and
+        wide ones too when the run trains on them."""
         from engine.segment.torch_backend import TorchSegmenter
 
         self.model.eval()
         seg = TorchSegmenter(self.model, self.device, bf16=False)  # fp32 everywhere: val numbers comparable across devices
-        exact, jittered = [], []
-        for i in range(self.config.eval_scenes):
-            scene, rng = self.scene("val", i)
-            masks = np.stack([o.mask for o in scene.objects])
-            targets = gt_targets_from_masks(list(masks))
-            emb = seg.embed(scene.image)
-            boxes = np.array([t["bbox_2d"] for t in targets], np.float32)
-            points = np.array([t["point_2d"] for t in targets], np.float32)
-            for store, kwargs in ((exact, {"boxes": boxes, "points": points}),
-                                  (jittered, {"boxes": np.stack([jittered_box(b, rng, self.config.box_jitter, SCENE_SIZE)
-                                                                 for b in boxes])})):
-                pred = seg.segment(emb, **kwargs).masks
-                inter = (pred & masks).sum((1, 2))
-                union = (pred | masks).sum((1, 2))
-                store.extend((inter / np.maximum(union, 1)).tolist())
+        out = {}
+        for prefix, wide in (("val", False),) + ((("val_wide", True),) if self.config.wide_share > 0 else ()):
+            exact, jittered = [], []
+            for i in range(self.config.eval_scenes):
+                scene, rng = self.scene("val", i, wide=wide)
+                masks = np.stack([o.mask for o in scene.objects])
+                targets = gt_targets_from_masks(list(masks))
+                emb = seg.embed(scene.image)
+                boxes = np.array([t["bbox_2d"] for t in targets], np.float32)
+                points = np.array([t["point_2d"] for t in targets], np.float32)
+                size = scene.image.shape[1::-1]  # (width, height)
+                for store, kwargs in ((exact, {"boxes": boxes, "points": points}),
+                                      (jittered, {"boxes": np.stack([jittered_box(b, rng, self.config.box_jitter, size)
+                                                                     for b in boxes])})):
+                    pred = seg.segment(emb, **kwargs).masks
+                    inter = (pred & masks).sum((1, 2))
+                    union = (pred | masks).sum((1, 2))
+                    store.extend((inter / np.maximum(union, 1)).tolist())
+            out |= {f"{prefix}_miou_box_point": float(np.mean(exact)), f"{prefix}_miou_jittered_box": float(np.mean(jittered))}
         self.model.train()
-        return {"val_miou_box_point": float(np.mean(exact)), "val_miou_jittered_box": float(np.mean(jittered))}
+        return out
 
     def save(self) -> Path:
         import torch

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, dataclass
 
-from engine.argtypes import bounded_int, positive_float
+from engine.argtypes import bounded_int, fraction, positive_float
 from engine.devices import DEVICES
 
 from ..config_cli import COUNT, setting
@@ -74,6 +74,9 @@ class WarmupConfig:
     save_every: int = setting(200, "steps between checkpoints", parse=COUNT)
     threads: int = setting(1, "torch threads", parse=COUNT)
     empty_rate: float = setting(0.1, "share of queries with no target")
+    wide_share: float = setting(
+        0.0, "share of the training rows drawn from the wider world (any background, size, aspect and phrasing, "
+        "plain referring queries; training/nano/wide.py); 0: the classic world only", parse=fraction)
     coord_sigma: float = setting(
         0.0, "pixels; > 0 trains answer coordinates against a Gaussian over neighbouring values, so '3 px off' "
         "earns credit (needs coordinate tokens)")

@@ -3,6 +3,7 @@ their completions and the targets of the training-only losses (in the trainer or
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from .dataset import LISTING_STEPS, NanoConfig, make_scene_example
 from .warmup_config import Phase, WarmupConfig, phase_at
 
 END_OF_TURN = "<|im_end|>"
+
+
+def _coin(index: int) -> float:
+    """A fixed number in [0, 1) per row index."""
+    return float(np.random.default_rng([index, 0x57A7]).random())
 
 
 class WarmupData:
@@ -35,15 +41,20 @@ class WarmupData:
     def __call__(self, step: int):
         """The training batch of `step` as NumPy arrays (what prefetch workers send back)."""
         cfg = self.config
-        examples = self.examples(cfg.stream, step * cfg.batch, cfg.batch, self.data_config(phase_at(cfg.curriculum, step)))
+        examples = self.examples(cfg.stream, step * cfg.batch, cfg.batch, self.data_config(phase_at(cfg.curriculum, step)),
+                                 wide_share=cfg.wide_share)
         return tuple({k: v.numpy() if hasattr(v, "numpy") else v for k, v in part.items()} for part in self.batch(examples))
 
     def data_config(self, phase: Phase) -> NanoConfig:
         return NanoConfig(image_size=self.frame_size, frame=self.frame, types=phase.types, max_objects=phase.max_objects,
                           empty_rate=self.config.empty_rate, trace=self.config.trace)
 
-    def examples(self, split: str, start: int, count: int, config: NanoConfig):
-        return [make_scene_example(split, start + i, config) for i in range(count)]
+    def examples(self, split: str, start: int, count: int, config: NanoConfig, *, wide_share: float = 0.0):
+        """Rows start.. of `split`; each is drawn from the wider world with probability `wide_share` (decided
+        by its index alone, so a resumed run and a prefetch worker draw the same rows)."""
+        wide = dataclasses.replace(config, world="wide")
+        return [make_scene_example(split, i, wide if wide_share and _coin(i) < wide_share else config)
+                for i in range(start, start + count)]
 
     def batch(self, examples, *, blank: bool = False):
         import torch
