@@ -109,3 +109,23 @@ def test_settings_and_image_records(tmp_path):
     assert rec.latest_result() == {"query": "second"}
     newest.write_text("{truncated")  # a crash mid-write cannot happen (atomic), but a damaged file is skipped
     assert rec.latest_result() == {"query": "first"}
+
+
+def test_a_full_frame_answer_and_unreadable_reasoning_are_explained(tiny_segmenter, scene_image, qtbot):
+    """The engine's guards reach the app: the headline says the mask was not used, and the reasoning tab
+    puts the warning above a trace that is not readable."""
+    from desktop.outcome import Outcome
+    from desktop.panels import ReasoningPanel
+    from engine.pipeline import Reasoner
+    from engine.results import result_to_dict
+
+    garbled = answer(RED).replace("looking", "The query names square>")
+    result = Reasoner(ReplayPolicy([garbled]), tiny_segmenter, frame="pixels-112", max_mask_share=0.0).run(
+        scene_image, "the red square", 1)
+    outcome = Outcome(result_to_dict(result))
+    assert outcome.headline().startswith("No object:") and "not used" in outcome.headline()
+    panel = ReasoningPanel()
+    qtbot.addWidget(panel)
+    panel.show_outcome(outcome)
+    assert panel.text(0).startswith("[This is not readable reasoning: tags or answer JSON")
+    assert panel.text(0).endswith(garbled)
