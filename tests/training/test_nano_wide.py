@@ -194,3 +194,31 @@ def test_warmup_mixes_worlds_by_row_index():
     coins = [_coin(i) for i in range(2000)]
     assert coins == [_coin(i) for i in range(2000)]
     assert 0.45 < np.mean(np.asarray(coins) < 0.5) < 0.55
+
+
+def test_probes_are_what_they_say():
+    from training.nano.probes import FAMILIES, make_probe
+
+    for i in range(5):
+        for family in FAMILIES:
+            p = make_probe(family, i)
+            assert p.image.shape[:2] == p.truth.shape and p.image.shape[:2] != (0, 0)
+            assert p.truth.any() == (family in ("plain-colour-kind", "plain-position"))
+        blank = make_probe("blank", i).image.astype(float)
+        assert blank.std(axis=(0, 1)).max() < 5  # one flat colour (plus a little noise)
+        colour_kind = make_probe("plain-colour-kind", i)
+        assert colour_kind.query.startswith(("the ", "all the "))
+
+
+def test_star_train_nano_probes_on_the_shipped_bundle(tmp_path):
+    """Two probes per family through the shipped bundle: the counts add up, and with the guard on no
+    full-frame mask is shown."""
+    from training.cli import main
+
+    out = tmp_path / "probes.json"
+    assert main(["nano-probes", "--count", "2", "--threads", "1", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"plain-colour-kind", "plain-position", "absent", "blank", "photo"}
+    for r in results.values():
+        assert 0 <= r["right"] <= r["probes"] == 2 and 0 <= r["unreadable_traces"] <= r["samples"]
+        assert r["full_frame_shown"] == 0 and r["full_frame_unguarded"] <= 2
