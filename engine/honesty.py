@@ -35,9 +35,10 @@ def reasoning_problem(thinking: str) -> str:
     return ""
 
 
-def shown_reasoning(thinking: str) -> str:
-    """The reasoning as a person should see it: the text itself, or one sentence saying why it is not shown."""
-    problem = reasoning_problem(thinking)
+def shown_reasoning(thinking: str, problem: str | None = None) -> str:
+    """The reasoning as a person should see it: the text itself, or one sentence saying why it is not shown.
+    `problem`: its reasoning_problem when already known."""
+    problem = reasoning_problem(thinking) if problem is None else problem
     return thinking.strip() if not problem else f"(the model's reasoning is not readable: {problem})"
 
 

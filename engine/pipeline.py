@@ -87,7 +87,7 @@ class SampleResult:
         """The reasoning to show a person: the text, or why it is not shown."""
         from .honesty import shown_reasoning
 
-        return shown_reasoning(self.thinking)
+        return shown_reasoning(self.thinking, self.reasoning_problem)
 
 
 @dataclass

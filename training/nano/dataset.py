@@ -18,7 +18,7 @@ from engine.rle import encode
 
 from ..rewards import gt_targets_from_masks
 from .queries import REASONING_TYPES, Query, make_query, with_article
-from .wide import SALT, SPECS, WORLDS, image_size, wide_query
+from .wide import SALT, SPECS, WORLDS, wide_query, wide_scene
 from .world import Scene, SceneObject, make_scene
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "shift": 3}
@@ -113,12 +113,9 @@ def make_scene_example(split: str, index: int, config: NanoConfig = NanoConfig()
 
 def _wide_scene_and_query(rng: np.random.Generator, config: NanoConfig) -> tuple[Scene, Query]:
     spec = SPECS[config.world]
+    most = spec.scene.objects[1] if config.max_objects is None else min(config.max_objects, spec.scene.objects[1])
     for _ in range(50):
-        width, height = image_size(rng, spec)
-        most = spec.scene.objects[1] if config.max_objects is None else min(config.max_objects, spec.scene.objects[1])
-        scene = make_scene(rng, width=width, height=height, spec=spec.scene, n_objects=int(rng.integers(1, most + 1)))
-        if not scene.objects:  # every placement failed (a tiny image) or no colour stood out
-            continue
+        scene = wide_scene(rng, spec, most)
         query = wide_query(scene, rng, spec, config.types, config.empty_rate)
         if query is not None:
             return scene, query

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .queries import REFERRING, Query, _describe, _plural, referring
-from .shapes import KINDS
+from .shapes import COLOURS, KINDS
 from .world import Scene, SceneObject
 
 EXTREME_MARGIN = 0.08  # of the image side: the winner must beat the runner-up by this much
@@ -58,7 +58,7 @@ def kind_only(scene, rng, want_empty):
 
 def colour_group(scene, rng, want_empty):
     """'all the red shapes' (plain geometric shapes only) or 'all the red things' (any object)."""
-    colours = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "brown"]
+    colours = list(COLOURS)
     colour = colours[rng.integers(len(colours))]
     shapes_only = bool(rng.random() < 0.5)
     targets = [o for o in scene.objects if o.colour == colour and (KINDS[o.kind].is_shape or not shapes_only)]

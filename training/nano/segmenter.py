@@ -220,14 +220,9 @@ class SamTrainer:
             wide = self.config.wide_share > 0 and rng.random() < self.config.wide_share
         if not wide:
             return make_scene(rng, SCENE_SIZE), rng
-        from .wide import SPECS, image_size
+        from .wide import SPECS, wide_scene
 
-        spec = SPECS["wide"]
-        while True:
-            width, height = image_size(rng, spec)
-            scene = make_scene(rng, width=width, height=height, spec=spec.scene)
-            if scene.objects:
-                return scene, rng
+        return wide_scene(rng, SPECS["wide"]), rng
 
     def scene_loss(self, scene, rng) -> dict:
         import torch

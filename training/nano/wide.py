@@ -23,7 +23,7 @@ import numpy as np
 from . import referring
 from .phrasing import SHIFT, TRAIN, Wording, rephrased
 from .queries import REASONING_TYPES, Query, make_query
-from .world import BACKGROUNDS, SceneSpec
+from .world import BACKGROUNDS, Scene, SceneSpec, make_scene
 
 WORLDS = ("classic", "wide", "shift")
 # Plain backgrounds weigh double: they are what a person draws on and what the classic world lacked.
@@ -57,6 +57,17 @@ def image_size(rng: np.random.Generator, spec: WorldSpec) -> tuple[int, int]:
     shorter = max(MIN_SIDE, longer / aspect)
     a, b = int(round(longer)), int(round(shorter))
     return (a, b) if rng.random() < 0.5 else (b, a)
+
+
+def wide_scene(rng: np.random.Generator, spec: WorldSpec, most: int | None = None) -> Scene:
+    """A scene of this world with 1..`most` objects (default: the world's range) and at least one placed
+    (a tiny image, or no colour standing out from the background, can leave none: then it draws again)."""
+    while True:
+        width, height = image_size(rng, spec)
+        n_objects = None if most is None else int(rng.integers(1, most + 1))  # None: make_scene draws it
+        scene = make_scene(rng, width=width, height=height, spec=spec.scene, n_objects=n_objects)
+        if scene.objects:
+            return scene
 
 
 def referring_query(scene, rng: np.random.Generator, empty_rate: float, attempts: int = 40) -> Query | None:
