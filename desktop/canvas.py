@@ -7,12 +7,14 @@ while every mask the app keeps and exports stays at full resolution."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 
 DISPLAY_MAX = 4096
 ZOOM_STEP = 1.25
+TOOLS = ("pan", "click", "box")  # drag to pan; click to refine (left adds, right removes); drag a box
+MIN_BOX = 2.0  # a drag shorter than this (image pixels) is a click, not a box
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -45,6 +47,9 @@ def display_factor(width: int, height: int, limit: int = DISPLAY_MAX) -> int:
 
 
 class Canvas(QGraphicsView):
+    clicked = Signal(float, float, bool)  # image x, y; True adds the spot (left button), False removes it (right)
+    box_drawn = Signal(float, float, float, float)  # x1, y1, x2, y2 in image pixels
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
@@ -55,19 +60,24 @@ class Canvas(QGraphicsView):
         self.image_item: QGraphicsPixmapItem | None = None
         self.mask_item: QGraphicsPixmapItem | None = None
         self.highlight_item: QGraphicsPixmapItem | None = None
+        self.selection_item: QGraphicsPixmapItem | None = None
         self.marks: list[QGraphicsItem] = []
         self.factor = 1
         self.colour = QColor("#ff285a")
         self.opacity = 0.5
         self._mask: np.ndarray | None = None
         self.auto_fit = True  # keep the image fitted to the view until the person zooms
+        self.tool = "pan"
+        self.prompt_marks: list[QGraphicsItem] = []
+        self._drag_start: QPointF | None = None
+        self._drag_item: QGraphicsItem | None = None
         self.setMinimumSize(320, 240)
 
     # ---- content -----------------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
         self.scene().clear()
-        self.mask_item = self.highlight_item = None
-        self.marks = []
+        self.mask_item = self.highlight_item = self.selection_item = self._drag_item = None
+        self.marks, self.prompt_marks = [], []
         self._mask = None
         h, w = rgb.shape[:2]
         self.factor = display_factor(w, h)
@@ -114,6 +124,14 @@ class Canvas(QGraphicsView):
         if mask is not None and mask.any():
             self.highlight_item = self._mask_pixmap_item(mask, QColor(40, 160, 255), 0.55, 2)
 
+    def set_selection(self, mask: np.ndarray | None) -> None:
+        """The selected object's outline (white, above the mask; None clears it)."""
+        if self.selection_item is not None:
+            self.scene().removeItem(self.selection_item)
+            self.selection_item = None
+        if mask is not None and mask.any():
+            self.selection_item = self._mask_pixmap_item(mask, QColor(255, 255, 255), 0.0, 1.5)
+
     def set_targets(self, targets: list[dict]) -> None:
         """Boxes and points of the answer(s) shown: [{"box": [x1,y1,x2,y2], "point": [x,y], "label": ...}]."""
         for item in self.marks:
@@ -138,6 +156,82 @@ class Canvas(QGraphicsView):
                 text.setPos(x1, y1)
                 text.setZValue(3)
                 self.marks.append(text)
+
+    def set_prompt(self, clicks, box) -> None:
+        """The selected object's SAM prompt: clicks (x, y, 1 adds / 0 removes) as green / red dots, the box dashed."""
+        for item in self.prompt_marks:
+            self.scene().removeItem(item)
+        self.prompt_marks = []
+        r = max(3.0, 0.008 * max(self.sceneRect().width(), self.sceneRect().height()))
+        for x, y, positive in clicks:
+            colour = QColor(40, 220, 90) if positive else QColor(255, 60, 60)
+            pen = QPen(QColor(255, 255, 255), 0)
+            pen.setCosmetic(True)
+            dot = self.scene().addEllipse(QRectF(x - r, y - r, 2 * r, 2 * r), pen, QBrush(colour))
+            dot.setZValue(5)
+            self.prompt_marks.append(dot)
+        if box is not None:
+            pen = QPen(QColor(40, 220, 90), 0, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            pen.setWidthF(2.0)
+            rect = self.scene().addRect(QRectF(QPointF(box[0], box[1]), QPointF(box[2], box[3])), pen)
+            rect.setZValue(5)
+            self.prompt_marks.append(rect)
+
+    # ---- tools -------------------------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        self.tool = tool
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag if tool == "pan" else QGraphicsView.DragMode.NoDrag)
+        self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if tool == "pan" else Qt.CursorShape.CrossCursor)
+
+    def _scene_pos(self, event) -> QPointF:
+        return self.mapToScene(event.position().toPoint())
+
+    def _inside(self, pos: QPointF) -> bool:
+        return self.image_item is not None and self.sceneRect().contains(pos)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        pos = self._scene_pos(event)
+        if self.tool == "click" and self._inside(pos) and event.button() in (Qt.MouseButton.LeftButton,
+                                                                             Qt.MouseButton.RightButton):
+            self.clicked.emit(pos.x(), pos.y(), event.button() == Qt.MouseButton.LeftButton)
+            event.accept()
+            return
+        if self.tool == "box" and self._inside(pos) and event.button() == Qt.MouseButton.LeftButton:
+            self._drag_start = pos
+            pen = QPen(QColor(40, 220, 90), 0, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            self._drag_item = self.scene().addRect(QRectF(pos, pos), pen)
+            self._drag_item.setZValue(6)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._drag_start is not None and self._drag_item is not None:
+            self._drag_item.setRect(QRectF(self._drag_start, self._clamped(self._scene_pos(event))).normalized())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag_start is not None:
+            start, end = self._drag_start, self._clamped(self._scene_pos(event))
+            self._drag_start = None
+            if self._drag_item is not None:
+                self.scene().removeItem(self._drag_item)
+                self._drag_item = None
+            if abs(end.x() - start.x()) >= MIN_BOX and abs(end.y() - start.y()) >= MIN_BOX:
+                self.box_drawn.emit(start.x(), start.y(), end.x(), end.y())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def _clamped(self, pos: QPointF) -> QPointF:
+        r = self.sceneRect()
+        return QPointF(min(max(pos.x(), r.left()), r.right()), min(max(pos.y(), r.top()), r.bottom()))
 
     # ---- zoom and pan ------------------------------------------------------------------------------
     def zoom_level(self) -> float:

@@ -16,7 +16,7 @@ from engine.fileio import write_atomically, write_text_atomically
 from engine.results import overlay
 from engine.rle import encode
 
-from .outcome import Outcome
+Objects = list[tuple[str, np.ndarray]]  # (label, bool mask [H, W]): Annotation.final_objects / Outcome.final_objects
 
 LABELME_VERSION = "5.5.0"
 
@@ -37,18 +37,18 @@ def _bbox(mask: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
-def coco_json(outcome: Outcome, image_name: str) -> dict:
-    """A COCO file with one image and one annotation per final object (RLE segmentations)."""
-    w, h = outcome.size
+def coco_json(objects: Objects, size: tuple[int, int], image_name: str, description: str) -> dict:
+    """A COCO file with one image of `size` (width, height) and one annotation per object (RLE segmentations)."""
+    w, h = size
     labels = []
     annotations = []
-    for i, (label, mask) in enumerate(outcome.final_objects(), start=1):
+    for i, (label, mask) in enumerate(objects, start=1):
         if label not in labels:
             labels.append(label)
         annotations.append({"id": i, "image_id": 1, "category_id": labels.index(label) + 1, "iscrowd": 0,
                             "segmentation": encode(mask), "area": int(mask.sum()), "bbox": _bbox(mask),
-                            "attributes": {"query": outcome.query}})
-    return {"info": {"description": f"StAR Desktop: {outcome.query}"},
+                            "attributes": {"query": description}})
+    return {"info": {"description": f"StAR Desktop: {description}"},
             "images": [{"id": 1, "file_name": image_name, "width": w, "height": h}],
             "annotations": annotations,
             "categories": [{"id": i, "name": name} for i, name in enumerate(labels, start=1)]}
@@ -60,13 +60,14 @@ def _png_b64(mask: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def labelme_json(outcome: Outcome, image_name: str) -> dict:
-    w, h = outcome.size
+def labelme_json(objects: Objects, size: tuple[int, int], image_name: str, description: str) -> dict:
+    """labelme JSON with one pixel-exact "mask" shape per object (labelme 5.x's own mask form)."""
+    w, h = size
     shapes = []
-    for label, mask in outcome.final_objects():
+    for label, mask in objects:
         x, y, bw, bh = _bbox(mask)
         shapes.append({"label": label, "points": [[x, y], [x + bw - 1, y + bh - 1]], "group_id": None,
-                       "description": outcome.query, "shape_type": "mask", "flags": {},
+                       "description": description, "shape_type": "mask", "flags": {},
                        "mask": _png_b64(mask[y:y + bh, x:x + bw])})
     return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": image_name, "imageData": None,
             "imageHeight": h, "imageWidth": w}

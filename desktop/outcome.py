@@ -64,21 +64,34 @@ class Outcome:
         cluster = next(c for c in self.clusters if c["id"] == cluster_id)
         return np.logical_or.reduce([self.target_mask(m["sample"], m["object"]) for m in cluster["members"]])
 
-    def final_objects(self) -> list[tuple[str, np.ndarray]]:
-        """The final mask split into its objects (label, mask); the masks are disjoint-or-not but their
-        union is exactly the final mask (pixels no object claims form one last "(rest)" part)."""
+    def answer_objects(self) -> list[tuple[str, np.ndarray, dict | None]]:
+        """The final mask split into its objects: (label, mask, the answer target behind it: box, point).
+        The union of the masks is exactly the final mask (pixels no object claims form one last "(rest)"
+        part, with no target)."""
         final = self.mask
         if self.vote is None:
-            parts = [(t.get("label") or "object", self.target_mask(0, j) & final)
+            parts = [(t.get("label") or "object", self.target_mask(0, j) & final, t)
                      for j, t in enumerate(self.samples[0]["targets"])] if self.samples else []
         else:
-            parts = [(c["label"] or "object", self.cluster_mask(c["id"]) & final)
-                     for c in self.clusters if c["selected"]]
-        parts = [(label, m) for label, m in parts if m.any()]
-        covered = np.logical_or.reduce([m for _, m in parts]) if parts else np.zeros_like(final)
+            chosen = {(m["sample"], m["object"]) for m in self.vote.get("chosen") or []}
+            parts = []
+            for c in self.clusters:
+                if not c["selected"]:
+                    continue
+                # "best" mode: the member the vote kept; "consensus": the cluster's best-scoring member
+                member = next((m for m in c["members"] if (m["sample"], m["object"]) in chosen), None) \
+                    or max(c["members"], key=lambda m: m["score"])
+                target = self.samples[member["sample"]]["targets"][member["object"]]
+                parts.append((c["label"] or "object", self.cluster_mask(c["id"]) & final, target))
+        parts = [p for p in parts if p[1].any()]
+        covered = np.logical_or.reduce([p[1] for p in parts]) if parts else np.zeros_like(final)
         if (final & ~covered).any():
-            parts.append(("(rest)", final & ~covered))
+            parts.append(("(rest)", final & ~covered, None))
         return parts
+
+    def final_objects(self) -> list[tuple[str, np.ndarray]]:
+        """(label, mask) of each object of the final mask (see answer_objects)."""
+        return [(label, mask) for label, mask, _ in self.answer_objects()]
 
     @property
     def stopped(self) -> bool:

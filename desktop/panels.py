@@ -1,16 +1,19 @@
-"""The side panels: the reasoning of every sample as it streams, the samples' answers, and the vote
-inspector (clusters with votes, mean SAM score, label and members). Selecting a sample or a cluster
-asks the window to highlight its mask (signals carry indices; the window owns the Outcome)."""
+"""The side panels: the reasoning of every sample as it streams, the samples' answers, the vote
+inspector (clusters with votes, mean SAM score, label and members) and the image's objects as the
+annotator edits them (with the label list). Selecting a row asks the window to show it (signals carry
+indices; the window owns the Outcome and the Annotation)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
+    QPushButton,
     QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
@@ -18,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .annotation import Annotation
 from .outcome import Outcome
 
 STATUS_MARK = {"ok": "✓", "empty": "∅", "failed": "✗", "stopped": "■"}
@@ -152,3 +156,49 @@ class VotePanel(QWidget):
             self.cluster_selected.emit(data[1])
         else:
             self.member_selected.emit(data[1], data[2])
+
+
+class ObjectsPanel(QWidget):
+    """The image's objects (label, area, the query that made it or "edited") and the label list (each label
+    with its count). Double-click or F2 renames; the buttons mirror the Edit menu."""
+
+    object_selected = Signal(int)  # -1: none
+    rename_requested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.currentRowChanged.connect(self.object_selected.emit)
+        self.list.itemDoubleClicked.connect(lambda item: self.rename_requested.emit(self.list.row(item)))
+        self.labels = QListWidget()
+        self.labels.setMaximumHeight(120)
+        self.buttons: dict[str, QPushButton] = {}
+        row = QHBoxLayout()
+        for name, text in (("new", "New"), ("rename", "Rename"), ("delete", "Delete"), ("undo", "Undo"),
+                           ("redo", "Redo"), ("save", "Save")):
+            self.buttons[name] = QPushButton(text)
+            row.addWidget(self.buttons[name])
+        self.hint = QLabel("Q: click to refine (left adds, right removes) · B: draw a box · H: pan")
+        self.hint.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(row)
+        layout.addWidget(QLabel("Labels"))
+        layout.addWidget(self.labels)
+        layout.addWidget(self.hint)
+
+    def show_annotation(self, annotation: Annotation | None) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        self.labels.clear()
+        if annotation is not None:
+            w, h = annotation.size
+            for o in annotation.objects:
+                origin = f"“{o.query}”" if o.query else "by hand or from a file"
+                self.list.addItem(f"{o.label} · {100 * o.area / (w * h):.1f}% · {origin}")
+            self.labels.addItems([f"{label} ({count})" for label, count in annotation.labels()])
+            self.list.setCurrentRow(-1 if annotation.selected is None else annotation.selected)
+            self.buttons["undo"].setEnabled(annotation.can_undo())
+            self.buttons["redo"].setEnabled(annotation.can_redo())
+        self.list.blockSignals(False)

@@ -3,7 +3,8 @@
 - settings.json: the bundle, samples N, temperature, overlay opacity and colour, the last folder;
 - per image (keyed by the SHA-256 of its bytes, so a moved or renamed file still finds its work):
   history.json (the queries asked, newest first) and results/<time>.json (every result, in the engine's
-  JSON form with every sample's masks), so closing the app or a crash loses nothing.
+  JSON form with every sample's masks) and annotation.json (the objects as edited, after every edit), so
+  closing the app or a crash loses nothing.
 
 The home folder is $STAR_DESKTOP_HOME, else $XDG_DATA_HOME/star-desktop, else ~/.local/share/star-desktop.
 """
@@ -100,3 +101,16 @@ class ImageRecord:
             except (OSError, ValueError):
                 continue
         return None
+
+    def save_annotation(self, data: dict) -> Path:
+        """The image's edited objects (desktop.annotation's autosave form), replaced whole on every edit."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return write_text_atomically(self.root / "annotation.json", json.dumps(data))
+
+    def annotation(self) -> dict | None:
+        """The autosaved objects, or None (never saved, or unreadable: a damaged file is not fatal)."""
+        try:
+            data = json.loads((self.root / "annotation.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("objects"), list) else None

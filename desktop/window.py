@@ -1,7 +1,8 @@
 """The main window: it owns the current image, its Outcome and its autosave record, and wires the canvas,
 the panels and the inference worker together, and records each run's results against the image it was
 computed for. Its widgets and actions are built by window_layout.py, images reach it through
-window_images.py. Problems show in the banner under the query box as a message and a remedy, never as a
+window_images.py, the annotator's tools (objects, SAM refinement, undo, labelme files, the folder run) are
+in window_editing.py. Problems show in the banner under the query box as a message and a remedy, never as a
 traceback."""
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from PySide6.QtWidgets import QColorDialog, QFileDialog, QMainWindow
 from engine.pipeline import check_query
 
 from . import exports
+from .annotation import Annotation
 from .canvas import mask_to_qimage
 from .messages import UserMessage, user_message
 from .outcome import Outcome
 from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings
+from .window_editing import EditingMixin
 from .window_images import ImagesMixin
 from .window_layout import SAMPLE_IMAGE, LayoutMixin, suggested_query
 from .worker import InferenceWorker, Request, RunTag, default_loader
 
 
-class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
+class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
     run_requested = Signal(object)
     load_requested = Signal(object)
+    refine_requested = Signal(object)
+    folder_requested = Signal(object)
     close_requested = Signal()
     run_finished = Signal()  # after a result (or a failure) is shown, on the UI thread
 
@@ -42,8 +47,12 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
         self.image_path: Path | None = None
         self.record: ImageRecord | None = None
         self.outcome: Outcome | None = None
+        self.annotation: Annotation | None = None  # the image's objects as edited (window_editing.py)
         self.folder: list[Path] = []
         self.running = False
+        self.folder_running = False
+        self.folder_failures: list[tuple[str, str]] = []
+        self.refine_pending = None
         self.runs = 0  # the number of the latest run (RunTag.run)
         self.last_message: UserMessage | None = None
         self.setWindowTitle("StAR Desktop")
@@ -60,6 +69,14 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
         self.worker.moveToThread(self.thread_)
         self.run_requested.connect(self.worker.run)
         self.load_requested.connect(self.worker.load)
+        self.refine_requested.connect(self.worker.refine)
+        self.folder_requested.connect(self.worker.run_folder)
+        self.worker.refined.connect(self._on_refined)
+        self.worker.refine_failed.connect(self._on_refine_failed)
+        self.worker.folder_progress.connect(self._on_folder_progress)
+        self.worker.folder_image.connect(self._on_folder_image)
+        self.worker.folder_image_failed.connect(self._on_folder_image_failed)
+        self.worker.folder_finished.connect(self._on_folder_finished)
         self.worker.loaded.connect(self._on_loaded)
         self.worker.stage.connect(self._on_stage)
         self.worker.tokens.connect(self.reasoning.append)
@@ -111,6 +128,7 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
         if not outcome.stopped:  # a stopped run never replaces the last complete result
             self.record.save_result(data, tag.image_name)
         self.show_outcome(outcome)
+        self.add_result_to_annotation(outcome)  # its objects join the image's annotation (one undo step)
         t = data["timings"]
         self.stage.setText("Stopped." if outcome.stopped else
                            f"Done in {t['total_ms'] / 1000:.1f} s (policy {t['decode_tokens']} tokens, "
@@ -188,8 +206,8 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
 
     # ---- results -----------------------------------------------------------------------------------
     def show_outcome(self, outcome: Outcome) -> None:
+        """A result in the panels and its boxes on the canvas (the mask drawn is the annotation's)."""
         self.outcome = outcome
-        self.canvas.set_mask(outcome.mask)
         self.canvas.highlight(None)
         self.canvas.set_targets(self._final_targets(outcome))
         self.reasoning.show_outcome(outcome)
@@ -285,9 +303,11 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
             self.export_to(kind, path)
 
     def export_to(self, kind: str, path) -> Path | None:
+        """The annotation as edited (the last result's objects unless the user changed them)."""
         if not self._has_result():
             return None
-        mask, name = self.outcome.mask, self.image_name()
+        mask, name = self.annotation.union(), self.image_name()
+        objects, size, description = self.annotation.final_objects(), self.annotation.size, self._queries()
         try:
             if kind == "mask":
                 out = exports.write_mask_png(mask, path)
@@ -296,9 +316,9 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
                 out = exports.write_overlay_png(self.image, mask, path, (c.red(), c.green(), c.blue()),
                                                 max(self.settings.opacity, 0.05))
             elif kind == "coco":
-                out = exports.write_json(exports.coco_json(self.outcome, name), path)
+                out = exports.write_json(exports.coco_json(objects, size, name, description), path)
             elif kind == "labelme":
-                out = exports.write_json(exports.labelme_json(self.outcome, name), path)
+                out = exports.write_json(exports.labelme_json(objects, size, name, description), path)
             else:
                 raise ValueError(f"unknown export {kind!r}")
         except OSError as exc:
@@ -310,13 +330,14 @@ class MainWindow(LayoutMixin, ImagesMixin, QMainWindow):
 
     def copy_mask(self) -> None:
         if self._has_result():
-            mask = self.outcome.mask
+            mask = self.annotation.union()
             QGuiApplication.clipboard().setImage(mask_to_qimage(mask, QColor(255, 255, 255), 1.0))
             self.stage.setText("Mask copied to the clipboard")
 
     def _has_result(self) -> bool:
-        if self.outcome is None or self.image is None:
-            self.show_message(UserMessage("Nothing to export", "there is no result yet.", "Run a query first."))
+        if self.image is None or self.annotation is None or not self.annotation.objects:
+            self.show_message(UserMessage("Nothing to export", "this image has no objects yet.",
+                                          "Run a query, or click on an object with the click tool (Q)."))
             return False
         return True
 

@@ -53,7 +53,7 @@ class ImagesMixin:
         self._show_image(load_image(rgb), image_key(np.ascontiguousarray(rgb).tobytes()))
 
     def _show_image(self, rgb: np.ndarray, key: str) -> None:
-        if self.running:
+        if self.running and not self.folder_running:  # a folder run goes on while the user looks around
             self.cancel()
         self.clear_message()
         self.image = rgb
@@ -78,6 +78,7 @@ class ImagesMixin:
             self.stage.setText("Restored the last result for this image.")
         else:
             self.headline.setText(f"{self.image_name()}: {w}×{h}. Type a query and press Enter.")
+        self.load_annotation()
         self.canvas.setFocus()  # single-key shortcuts (A / D for the folder) work until the user types
 
     def _follow_in_folder(self) -> None:
@@ -109,7 +110,7 @@ class ImagesMixin:
         self.folder = files
         self.files.blockSignals(True)
         self.files.clear()
-        self.files.addItems([p.name for p in files])
+        self.files.addItems(self.folder_names())  # ✓: a labelme file beside it (done)
         self.files.blockSignals(False)
         self.files_dock.setVisible(True)
         self.files.setCurrentRow(0)

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from .canvas import Canvas
-from .panels import ReasoningPanel, SamplesPanel, VotePanel
+from .panels import ObjectsPanel, ReasoningPanel, SamplesPanel, VotePanel
 from .store import BUNDLE_TEMPERATURE
 
 SAMPLE_CHOICES = (1, 8, 16, 32)
@@ -43,8 +43,8 @@ def suggested_query() -> str:
 
 
 def is_typing_key(keys: str) -> bool:
-    """A shortcut without a modifier that a text box would take as typing (Esc and F-keys are not)."""
-    return len(keys) == 1
+    """A shortcut without a modifier that a text box would take as typing or editing (Esc and F-keys are not)."""
+    return len(keys) == 1 or keys in ("Delete", "Backspace")
 
 
 class LayoutMixin:
@@ -119,7 +119,17 @@ class LayoutMixin:
         self.votes = VotePanel()
         self.votes.cluster_selected.connect(self.show_cluster)
         self.votes.member_selected.connect(self.show_member)
+        self.objects = ObjectsPanel()
+        self.objects.object_selected.connect(self.select_object)
+        self.objects.rename_requested.connect(self.rename_object)
+        for name, slot in (("new", self.new_object), ("rename", lambda: self.rename_object()),
+                           ("delete", self.delete_object), ("undo", self.undo), ("redo", self.redo),
+                           ("save", self.save_annotation)):
+            self.objects.buttons[name].clicked.connect(slot)
+        self.canvas.clicked.connect(self.on_canvas_click)
+        self.canvas.box_drawn.connect(self.on_canvas_box)
         self.side = QTabWidget()
+        self.side.addTab(self.objects, "Objects")
         self.side.addTab(self.reasoning, "Reasoning")
         self.side.addTab(self.sample_list, "Samples")
         self.side.addTab(self.votes, "Votes")
@@ -166,6 +176,7 @@ class LayoutMixin:
         self.addToolBar(bar)
         file_menu = self.menuBar().addMenu("&File")
         export_menu = QMenu("&Export", self)
+        edit_menu = self.menuBar().addMenu("&Edit")
         view_menu = self.menuBar().addMenu("&View")
         run_menu = self.menuBar().addMenu("&Run")
         help_menu = self.menuBar().addMenu("&Help")
@@ -177,18 +188,28 @@ class LayoutMixin:
             ("next", "Next image", "D", lambda: self.step_folder(1), file_menu, True),
             ("bundle", "Choose model bundle…", "Ctrl+B", self.choose_bundle, file_menu, False),
             ("default_bundle", "Use the bundled nano model", None, lambda: self.set_bundle(""), file_menu, False),
-            ("export_mask", "Mask PNG…", "Ctrl+S", lambda: self.export_dialog("mask"), export_menu, False),
+            ("save", "Save annotation beside the image (labelme JSON)", "Ctrl+S", self.save_annotation, file_menu, True),
+            ("export_mask", "Mask PNG…", "Ctrl+Alt+S", lambda: self.export_dialog("mask"), export_menu, False),
             ("export_overlay", "Overlay PNG…", "Ctrl+Shift+S", lambda: self.export_dialog("overlay"), export_menu, False),
             ("export_coco", "COCO RLE JSON…", "Ctrl+E", lambda: self.export_dialog("coco"), export_menu, False),
             ("export_labelme", "labelme JSON…", "Ctrl+L", lambda: self.export_dialog("labelme"), export_menu, False),
             ("copy_mask", "Copy mask", "Ctrl+Shift+C", self.copy_mask, export_menu, True),
             ("quit", "Quit", "Ctrl+Q", self.close, file_menu, False),
             ("run", "Run query", "Ctrl+Return", self.run_query, run_menu, True),
+            ("run_folder", "Run the query on the folder", "Ctrl+Shift+Return", self.run_folder, run_menu, False),
             ("cancel", "Stop", "Esc", self.cancel, run_menu, True),
             ("n1", "1 sample (direct answer)", "Ctrl+1", lambda: self.set_samples(1), run_menu, False),
             ("n8", "8 samples (vote)", "Ctrl+2", lambda: self.set_samples(8), run_menu, False),
             ("n16", "16 samples (vote)", "Ctrl+3", lambda: self.set_samples(16), run_menu, False),
             ("n32", "32 samples (vote)", "Ctrl+4", lambda: self.set_samples(32), run_menu, False),
+            ("tool_pan", "Pan tool (drag moves the image)", "H", lambda: self.set_tool("pan"), edit_menu, True),
+            ("tool_click", "Click tool (left adds, right removes)", "Q", lambda: self.set_tool("click"), edit_menu, True),
+            ("tool_box", "Box tool (drag a box around an object)", "B", lambda: self.set_tool("box"), edit_menu, True),
+            ("new_object", "New object", "N", self.new_object, edit_menu, False),
+            ("rename", "Rename object…", "F2", lambda: self.rename_object(), edit_menu, False),
+            ("delete", "Delete object", "Delete", self.delete_object, edit_menu, False),
+            ("undo", "Undo", "Ctrl+Z", self.undo, edit_menu, False),
+            ("redo", "Redo", "Ctrl+Shift+Z", self.redo, edit_menu, False),
             ("fit", "Fit to window", "F", self.canvas.fit, view_menu, True),
             ("actual", "Actual pixels", "1", self.canvas.actual_size, view_menu, False),
             ("zoom_in", "Zoom in", "+", lambda: self.canvas.zoom(1.25), view_menu, False),
@@ -213,6 +234,10 @@ class LayoutMixin:
             else:
                 self.addAction(action)  # shortcuts work with the menu bar hidden too
             self.actions_by_name[name] = action
+        for name in ("tool_pan", "tool_click", "tool_box"):
+            self.actions_by_name[name].setCheckable(True)
+        self.actions_by_name["tool_pan"].setChecked(True)
+        self.actions_by_name["redo"].setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         keep = self.actions_by_name["keep_query"]
         keep.setCheckable(True)
         keep.setChecked(self.settings.keep_query)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
@@ -52,6 +53,34 @@ class Request:
                             constrained=reasoner.answer_grammar, temperature=reasoner.temperature(self.temperature))
 
 
+@dataclass
+class RefineRequest:
+    """An annotator's SAM prompt for one object of the image on screen (see desktop.annotation.Prompt)."""
+    image: np.ndarray
+    clicks: np.ndarray | None
+    labels: np.ndarray | None
+    box: np.ndarray | None
+    bundle: str | None
+    tag: object = None  # the window's identity of the edit (image, object), returned with the answer
+
+
+@dataclass
+class FolderRequest:
+    """One query over a list of images (the window's folder, those not saved yet), each run as a single query
+    is; Stop ends it between images or within the image in flight (that image is not recorded)."""
+    images: list[Path]
+    query: str
+    samples: int
+    temperature: float | None
+    bundle: str | None
+    seed: int = 0
+    max_new_tokens: int = 1024
+    skipped: list[Path] = field(default_factory=list)  # already labelled: reported, not run
+
+    def request(self, rgb: np.ndarray) -> Request:
+        return Request(rgb, self.query, self.samples, self.temperature, self.bundle, self.seed, self.max_new_tokens)
+
+
 ReasonerLoader = Callable[[str | None, int], Reasoner]
 
 
@@ -90,6 +119,12 @@ class InferenceWorker(QObject):
     progress = Signal(str, int, int)  # stage, done, total (prompts segmented)
     finished = Signal(object, object)  # RunTag, the result as engine.results.result_to_dict
     failed = Signal(object, object)  # RunTag (None outside a run), messages.UserMessage
+    refined = Signal(object, object)  # RefineRequest.tag, engine.segment.Refinement
+    refine_failed = Signal(object, object)  # RefineRequest.tag, messages.UserMessage
+    folder_progress = Signal(int, int, str)  # images done, images to run, the name of the one in flight
+    folder_image = Signal(str, str, object)  # image path, its content key (store.image_key), result dict
+    folder_image_failed = Signal(str, object)  # image path, messages.UserMessage
+    folder_finished = Signal(object)  # {"done": n, "failed": n, "skipped": n, "stopped": bool}
 
     def __init__(self, loader: ReasonerLoader = default_loader, log_path: str | None = None):
         super().__init__()
@@ -137,6 +172,61 @@ class InferenceWorker(QObject):
         except Exception as exc:  # noqa: BLE001
             self._flush(force=True)
             self.failed.emit(request.tag, user_message(exc, self.log_path))
+
+    @Slot(object)
+    def refine(self, request: RefineRequest) -> None:
+        """SAM on the embedding the last run made of this image (the segmenter's cache), one decoder call."""
+        try:
+            reasoner = self._reasoner_for(request.bundle, 1)
+            segmenter = reasoner.segmenter
+            if not hasattr(segmenter, "refine"):
+                from engine.errors import StarError
+
+                raise StarError("Refining with clicks needs a local model bundle: the server answers whole queries only")
+            out = segmenter.refine(segmenter.embed(request.image), request.clicks, request.labels, request.box)
+            self.refined.emit(request.tag, out)
+        except Exception as exc:  # noqa: BLE001
+            self.refine_failed.emit(request.tag, user_message(exc, self.log_path))
+
+    @Slot(object)
+    def run_folder(self, request: FolderRequest) -> None:
+        """Each image in turn, as a single run; each finished image is reported (the window records and
+        saves it), a broken one is reported and skipped, Stop ends the loop."""
+        from engine.images import load_image
+
+        from .store import image_key
+
+        self.cancel_token = CancelToken()
+        done = failed = 0
+        total = len(request.images)
+        try:
+            reasoner = self._reasoner_for(request.bundle, request.samples)
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(None, user_message(exc, self.log_path))
+            self.folder_finished.emit({"done": 0, "failed": 0, "skipped": len(request.skipped), "stopped": True})
+            return
+        for i, path in enumerate(request.images):
+            if self.cancel_token.cancelled:
+                break
+            self.folder_progress.emit(i, total, path.name)
+            try:
+                data = path.read_bytes()
+                rgb = load_image(path, downscale=True)
+                one = request.request(rgb)
+                result = reasoner.run(rgb, one.query, one.samples, sampling=one.sampling(reasoner),
+                                      cancel=self.cancel_token)
+            except Exception as exc:  # noqa: BLE001 - this image only; the run goes on
+                failed += 1
+                self.folder_image_failed.emit(str(path), user_message(exc, self.log_path))
+                continue
+            data_dict = result if isinstance(result, dict) else result_to_dict(result)
+            if data_dict.get("cancelled"):  # stopped within this image: it is not recorded
+                break
+            done += 1
+            self.folder_image.emit(str(path), image_key(data), data_dict)
+        self.folder_progress.emit(done + failed, total, "")
+        self.folder_finished.emit({"done": done, "failed": failed, "skipped": len(request.skipped),
+                                   "stopped": self.cancel_token.cancelled})
 
     def _on_event(self, event: Event) -> None:
         if event.kind == "token":

@@ -43,6 +43,21 @@ def build_tiny_sam2(root: Path, image_size: int = 256, seed: int = 0) -> TinySam
     return TinySam2(config, checkpoint, ["++" + o for o in shrunk_overrides(image_size=image_size)], image_size)
 
 
+def sam2_predictor(tiny: TinySam2):
+    """The upstream reference for a tiny SAM 2: sam2's own build path (hydra compose of the packaged config +
+    overrides) and SAM2ImagePredictor, on the CPU."""
+    require("torch")
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(tiny.checkpoint), device="cpu",
+                       hydra_overrides_extra=tiny.overrides)
+    pred = SAM2ImagePredictor(model)
+    s = tiny.image_size
+    pred._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]  # hard-coded for 1024 upstream
+    return pred
+
+
 @dataclass
 class TinySam2Onnx:
     encoder: Path

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
-from .base import Embedding, EmbeddingCache, Segmenter, SegmentOutput, image_key
+from .base import Embedding, EmbeddingCache, Refinement, Segmenter, SegmentOutput, image_key
 
-__all__ = ["Embedding", "EmbeddingCache", "SegmentOutput", "Segmenter", "SegmenterFiles", "image_key",
+__all__ = ["Embedding", "EmbeddingCache", "Refinement", "SegmentOutput", "Segmenter", "SegmenterFiles", "image_key",
            "load_segmenter", "BACKENDS"]
 
 BACKENDS = ("tensorrt", "onnx", "torch")

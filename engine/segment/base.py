@@ -71,6 +71,15 @@ class SegmentOutput:
         return transforms.logits_to_masks(self.logits[i:i + 1], self.orig_hw, self.mask_threshold)[0]
 
 
+@dataclass
+class Refinement:
+    """One interactive prompt's answer: the mask at the original size, SAM's predicted IoU, the low-res logits."""
+    mask: np.ndarray
+    score: float
+    logits: np.ndarray
+    decode_ms: float = 0.0
+
+
 class EmbeddingCache:
     """Least-recently-used image embeddings, bounded in bytes (a second query on an image costs only the
     decoder). Thread-safe: the desktop app embeds on a worker thread."""
@@ -137,6 +146,7 @@ class Segmenter:
     name = "abstract"
     image_size: int = 1024
     mask_threshold: float = 0.0
+    max_points: int | None = None  # prompt points one decoder call takes (a TensorRT profile's limit); None: any
 
     def __init__(self, cache: EmbeddingCache | None = None):
         self.cache = cache if cache is not None else EmbeddingCache()
@@ -200,6 +210,25 @@ class Segmenter:
         return SegmentOutput(logits=np.ascontiguousarray(best, dtype=np.float32), scores=scores.astype(np.float32),
                              chosen=chosen, orig_hw=embedding.orig_hw, all_scores=all_scores.astype(np.float32),
                              decode_ms=(time.perf_counter() - t0) * 1e3, mask_threshold=self.mask_threshold)
+
+    def refine(self, embedding: Embedding, points=None, labels=None, box=None) -> Refinement:
+        """An annotator's prompt on an embedded image: clicks [P, 2] (original pixels) with labels [P]
+        (1 adds the spot, 0 removes it) and/or one box. Same embedding, one decoder call, SAM's
+        top-scoring mask of three (what SAM2ImagePredictor.predict(..., multimask_output=True) gives)."""
+        try:
+            coords, kinds = transforms.interactive_prompt_to_model(points, labels, box, embedding.orig_hw,
+                                                                   self.image_size)
+        except ValueError as exc:
+            raise InvalidPromptError(str(exc)) from None
+        if self.max_points is not None and kinds.shape[1] > self.max_points:
+            raise InvalidPromptError(f"this segmenter takes at most {self.max_points} prompt points (a box counts "
+                                     f"as two); remove a click or start a new object")
+        t0 = time.perf_counter()
+        logits, scores = self._decode(embedding.features, coords, kinds)
+        best, score, chosen = transforms.select_best(logits, scores)
+        mask = transforms.logits_to_masks(best[:1], embedding.orig_hw, self.mask_threshold)[0]
+        return Refinement(mask=mask, score=float(score[0]), logits=np.ascontiguousarray(best[0], np.float32),
+                          decode_ms=(time.perf_counter() - t0) * 1e3)
 
     def describe(self) -> dict:
         return {"backend": self.name, "image_size": self.image_size}

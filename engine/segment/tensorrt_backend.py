@@ -86,6 +86,8 @@ class TensorRTSegmenter(Segmenter):
         self.decoder = _Engine(trt, runtime, Path(decoder))
         self.stream = torch.cuda.Stream()
         self.image_size = int(self.encoder.engine.get_tensor_shape("pixels")[2])
+        # the decoder's optimization profile bounds the points per prompt (export.tensorrt.decoder_profiles)
+        self.max_points = int(self.decoder.engine.get_tensor_profile_shape("point_coords", 0)[2][1])
 
     @property
     def on_gpu(self) -> bool:

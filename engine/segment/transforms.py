@@ -120,6 +120,34 @@ def prompts_to_model(boxes: np.ndarray | None, points: np.ndarray | None, orig_h
     return coords, np.concatenate(labels, axis=1)
 
 
+def interactive_prompt_to_model(points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
+                                orig_hw: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One interactive prompt: clicks [P, 2] with labels [P] (1 adds, 0 removes) and an optional box
+    (x1, y1, x2, y2), original pixels -> coords float32 [1, P', 2] and labels int32 [1, P'] in the model's
+    frame. The box's corners come first, as SAM2ImagePredictor.predict concatenates them."""
+    parts, kinds = [], []
+    if box is not None:
+        parts.append(np.asarray(box, dtype=np.float32).reshape(2, 2))
+        kinds.append(np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int32))
+    if points is not None and len(points):
+        pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+        lab = np.asarray(labels, dtype=np.int32).reshape(-1)
+        if len(lab) != len(pts) or not np.isin(lab, (0, POINT_LABEL)).all():
+            raise ValueError("give one label per click: 1 adds, 0 removes")
+        parts.append(pts)
+        kinds.append(lab)
+    if not parts:
+        raise ValueError("a prompt needs a box, a click, or both")
+    coords = np.concatenate(parts)[None].copy()
+    if not np.isfinite(coords).all():
+        raise ValueError("prompt coordinates must be finite numbers")
+    h, w = orig_hw
+    coords[..., 0] = coords[..., 0] / np.float32(w)
+    coords[..., 1] = coords[..., 1] / np.float32(h)
+    coords *= np.float32(size)
+    return coords, np.concatenate(kinds)[None]
+
+
 def select_best(logits: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multimask output [K, 3, h, w] + scores [K, 3] -> the top-scoring mask of each prompt.
 

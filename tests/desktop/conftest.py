@@ -13,3 +13,14 @@ def home(tmp_path, monkeypatch):
     root = tmp_path / "home"
     monkeypatch.setenv("STAR_DESKTOP_HOME", str(root))
     return root
+
+
+@pytest.fixture
+def scene_png(tmp_path, scene_image):
+    """The scripted scene as a PNG file in its own folder."""
+    from PIL import Image
+
+    path = tmp_path / "images" / "scene.png"
+    path.parent.mkdir()
+    Image.fromarray(scene_image).save(path)
+    return path

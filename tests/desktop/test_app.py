@@ -16,14 +16,6 @@ VOTE_TEXTS = [answer(RED), answer(RED), answer(RED, BLUE), answer(BLUE), answer(
               '<answer>[{"bbox_2d": oops</answer>', "<think> none </think> <answer>[]</answer>", answer(RED)]
 
 
-@pytest.fixture
-def scene_png(tmp_path, scene_image):
-    path = tmp_path / "images" / "scene.png"
-    path.parent.mkdir()
-    Image.fromarray(scene_image).save(path)
-    return path
-
-
 def window(qtbot, home, **kwargs):
     require("PySide6")
     from desktop.window import MainWindow

@@ -47,7 +47,7 @@ def test_exports_equal_the_engine_result(tiny_segmenter, scene_image, tmp_path, 
     exports.write_mask_png(outcome.mask, tmp_path / "m.png")
     assert (np.asarray(Image.open(tmp_path / "m.png")) == result.mask * 255).all()
 
-    coco = json.loads(exports.write_json(exports.coco_json(outcome, "scene.png"), tmp_path / "c.json").read_text())
+    coco = json.loads(exports.write_json(exports.coco_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query), tmp_path / "c.json").read_text())
     union = np.zeros_like(result.mask)
     for ann in coco["annotations"]:
         seg = ann["segmentation"]
@@ -62,7 +62,7 @@ def test_exports_equal_the_engine_result(tiny_segmenter, scene_image, tmp_path, 
                                  "height": result.mask.shape[0]}
     assert {c["name"] for c in coco["categories"]} <= {"red square", "blue circle", "(rest)"}
 
-    labelme = exports.labelme_json(outcome, "scene.png")
+    labelme = exports.labelme_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query)
     assert (labelme_by_hand(labelme) == result.mask).all()
     assert labelme["imagePath"] == "scene.png" and labelme["imageData"] is None
 

@@ -9,7 +9,7 @@ from PIL import Image
 from engine.errors import BackendUnavailableError, InvalidPromptError, ModelFileError
 from engine.segment import EmbeddingCache, SegmenterFiles, load_segmenter
 from engine.segment import transforms as T
-from tests.models import require
+from tests.models import require, sam2_predictor
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,7 @@ def seg(tiny_sam2, torch):
 @pytest.fixture(scope="module")
 def oracle(tiny_sam2, torch):
     """Upstream build path (hydra compose of the packaged config + overrides) and predictor."""
-    from sam2.build_sam import build_sam2
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
-    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(tiny_sam2.checkpoint), device="cpu",
-                       hydra_overrides_extra=tiny_sam2.overrides)
-    pred = SAM2ImagePredictor(model)
-    s = tiny_sam2.image_size
-    pred._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]  # hard-coded for 1024 upstream
-    return pred
+    return sam2_predictor(tiny_sam2)
 
 
 def _prompts(rng, k, h, w):
@@ -320,3 +313,54 @@ def test_tensorrt_profiles_cover_every_query_shape():
         class BuilderFlag:
             pass
     assert fp16_flag_supported(V10) and not fp16_flag_supported(V11)
+
+
+# ---- interactive refinement (the app's click and box tools) ---------------------------------------
+
+REFINE_PROMPTS = [  # (clicks, labels, box): what an annotator does, in the original pixels of a 220 x 300 image
+    ([[150, 110]], [1], None),
+    ([[150, 110], [60, 40]], [1, 0], None),
+    ([[150, 110], [60, 40], [240, 180], [30, 200]], [1, 0, 1, 0], None),
+    (None, None, [40, 30, 200, 170]),
+    ([[100, 90], [180, 150]], [1, 0], [40, 30, 200, 170]),
+]
+
+
+@pytest.mark.parametrize("clicks,labels,box", REFINE_PROMPTS)
+def test_refine_matches_predictor_with_clicks_and_box(seg, oracle, tiny_sam2_onnx, clicks, labels, box):
+    """Positive and negative clicks with or without a box: SAM2ImagePredictor.predict's top-scoring mask,
+    on the PyTorch and ONNX Runtime backends, from one embedding (the cache is hit, nothing re-encoded)."""
+    from engine.segment.onnx_backend import OnnxSegmenter
+
+    img = np.random.default_rng(21).integers(0, 256, (220, 300, 3), dtype=np.uint8)
+    oracle.set_image(img)
+    masks, scores, low = oracle.predict(point_coords=None if clicks is None else np.array(clicks, float),
+                                        point_labels=None if labels is None else np.array(labels),
+                                        box=None if box is None else np.array(box, float))
+    j = np.argsort(scores)[::-1][0]
+    onnx = OnnxSegmenter(tiny_sam2_onnx.encoder, tiny_sam2_onnx.decoder, threads=1)
+    for backend, atol in ((seg, 1e-4), (onnx, 1e-3)):
+        emb = backend.embed(img)
+        misses = backend.cache.misses
+        got = backend.refine(backend.embed(img), clicks, labels, box)
+        assert backend.cache.misses == misses  # the same embedding: no second encode
+        assert abs(got.score - float(scores[j])) < 1e-4 and got.mask.shape == (220, 300)
+        np.testing.assert_allclose(np.clip(got.logits, -32, 32), low[j], atol=atol)
+        assert (got.mask == masks[j].astype(bool)).mean() > 0.9999
+        assert emb.key == backend.embed(img).key
+
+
+def test_refine_refuses_what_sam_cannot_take(seg):
+    img = np.zeros((64, 64, 3), np.uint8)
+    emb = seg.embed(img)
+    for clicks, labels, box in [(None, None, None), ([[1, 2]], [2], None), ([[1, 2]], [1, 0], None),
+                                ([[np.nan, 2]], [1], None)]:
+        with pytest.raises(InvalidPromptError):
+            seg.refine(emb, clicks, labels, box)
+    seg.max_points = 3
+    try:
+        with pytest.raises(InvalidPromptError, match="at most 3"):
+            seg.refine(emb, [[1, 2], [3, 4]], [1, 1], [0, 0, 10, 10])
+        assert seg.refine(emb, [[1, 2]], [1], [0, 0, 10, 10]).mask.shape == (64, 64)
+    finally:
+        seg.max_points = None

@@ -1,0 +1,250 @@
+"""An image's annotation as an annotator edits it: a list of labelled objects, each a full-resolution mask
+with the SAM prompt that made it (when one did), an undo / redo history, and its two file forms: the app's
+autosave (RLE masks and prompts, exact) and labelme JSON beside the image (polygons, what labelme and
+X-AnyLabeling open; the same shapes `star label` writes). No Qt here: the window drives it.
+
+Objects are immutable and the history keeps whole object lists, so an undo step costs a list of references,
+not copies of masks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.annotations import DEFAULT_LABEL, labelme_document, make_shape, mask_polygons, rasterize
+from engine.rle import decode, encode
+
+HISTORY_LIMIT = 100  # undo steps kept per image
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What SAM was asked for an object: clicks (x, y, 1 adds / 0 removes) and an optional box, original pixels."""
+    clicks: tuple[tuple[float, float, int], ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.clicks and self.box is None
+
+    def with_click(self, x: float, y: float, positive: bool) -> Prompt:
+        return replace(self, clicks=self.clicks + ((float(x), float(y), int(positive)),))
+
+    def with_box(self, box) -> Prompt:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        return replace(self, box=(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+
+    def as_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(clicks [P, 2], labels [P], box [4]) as Segmenter.refine takes them."""
+        pts = np.array([c[:2] for c in self.clicks], np.float64) if self.clicks else None
+        labels = np.array([c[2] for c in self.clicks], np.int32) if self.clicks else None
+        box = None if self.box is None else np.array(self.box, np.float64)
+        return pts, labels, box
+
+    def to_json(self) -> dict:
+        return {"clicks": [list(c) for c in self.clicks], "box": None if self.box is None else list(self.box)}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Prompt:
+        if not data:
+            return cls()
+        clicks = tuple((float(x), float(y), int(k)) for x, y, k in data.get("clicks") or ())
+        box = data.get("box")
+        return cls(clicks, None if box is None else tuple(float(v) for v in box))
+
+
+@dataclass(frozen=True)
+class AnnotatedObject:
+    label: str
+    mask: np.ndarray = field(compare=False)  # bool [H, W]
+    prompt: Prompt = Prompt()
+    query: str | None = None  # the query whose result made it (None: drawn by hand or loaded from a file)
+    score: float | None = None
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+class Annotation:
+    """The objects of one image of `size` (width, height), with undo / redo."""
+
+    def __init__(self, size: tuple[int, int], objects: list[AnnotatedObject] | None = None):
+        self.size = (int(size[0]), int(size[1]))
+        self.objects: list[AnnotatedObject] = list(objects or [])
+        self.selected: int | None = 0 if self.objects else None
+        self._undo: list[tuple[list[AnnotatedObject], int | None]] = []
+        self._redo: list[tuple[list[AnnotatedObject], int | None]] = []
+        self.changed = False  # edited since it was last saved beside the image
+
+    # ---- history ------------------------------------------------------------------------------------
+    def _apply(self, objects: list[AnnotatedObject], selected: int | None) -> None:
+        self._undo.append((self.objects, self.selected))
+        del self._undo[:-HISTORY_LIMIT]
+        self._redo.clear()
+        self.objects, self.selected = objects, selected
+        self.changed = True
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> bool:
+        if not self._undo:
+            return False
+        self._redo.append((self.objects, self.selected))
+        self.objects, self.selected = self._undo.pop()
+        self.changed = True
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        self._undo.append((self.objects, self.selected))
+        self.objects, self.selected = self._redo.pop()
+        self.changed = True
+        return True
+
+    # ---- edits (each one undo step) -------------------------------------------------------------------
+    def add_result(self, objects: list[AnnotatedObject], query: str) -> None:
+        """A finished query's objects, replacing those an earlier run of the same query made (asking again
+        does not pile up copies); objects from other queries and hand edits stay."""
+        kept = [o for o in self.objects if o.query != query or o.query is None]
+        self._apply(kept + list(objects), len(kept) if objects else (self.selected if kept else None))
+
+    def new_object(self, label: str = DEFAULT_LABEL) -> int:
+        w, h = self.size
+        self._apply(self.objects + [AnnotatedObject(label, np.zeros((h, w), bool))], len(self.objects))
+        return self.selected
+
+    def set_object(self, index: int, obj: AnnotatedObject) -> None:
+        objects = list(self.objects)
+        objects[index] = obj
+        self._apply(objects, index)
+
+    def rename(self, index: int, label: str) -> None:
+        label = " ".join(label.split()) or DEFAULT_LABEL
+        if self.objects[index].label != label:
+            self.set_object(index, replace(self.objects[index], label=label))
+
+    def remove(self, index: int) -> None:
+        objects = self.objects[:index] + self.objects[index + 1:]
+        self._apply(objects, min(index, len(objects) - 1) if objects else None)
+
+    def select(self, index: int | None) -> None:
+        """Selection is not an edit: no undo step."""
+        self.selected = index if index is not None and 0 <= index < len(self.objects) else None
+
+    # ---- views ----------------------------------------------------------------------------------------
+    @property
+    def current(self) -> AnnotatedObject | None:
+        return None if self.selected is None else self.objects[self.selected]
+
+    def union(self) -> np.ndarray:
+        w, h = self.size
+        out = np.zeros((h, w), bool)
+        for o in self.objects:
+            out |= o.mask
+        return out
+
+    def labels(self) -> list[tuple[str, int]]:
+        """The label list: each label used, with how many objects carry it, in first-use order."""
+        counts: dict[str, int] = {}
+        for o in self.objects:
+            counts[o.label] = counts.get(o.label, 0) + 1
+        return list(counts.items())
+
+    def final_objects(self) -> list[tuple[str, np.ndarray]]:
+        """(label, mask) of every object with pixels: what the exports write."""
+        return [(o.label, o.mask) for o in self.objects if o.mask.any()]
+
+    # ---- files ----------------------------------------------------------------------------------------
+    def to_autosave(self) -> dict:
+        return {"size": list(self.size),
+                "objects": [{"label": o.label, "mask": encode(o.mask), "prompt": o.prompt.to_json(), "query": o.query,
+                             "score": o.score} for o in self.objects]}
+
+    @classmethod
+    def from_autosave(cls, data: dict) -> Annotation:
+        objects = [AnnotatedObject(str(o["label"]), decode(o["mask"]), Prompt.from_json(o.get("prompt")), o.get("query"),
+                                   o.get("score")) for o in data["objects"]]
+        return cls(tuple(data["size"]), objects)
+
+    def to_labelme(self, image_name: str, description: str = "") -> dict:
+        """labelme JSON: one polygon per connected part of each object (holes kept by zero-width cuts, as
+        `star label` writes them); an object's parts share a group_id when it has several."""
+        shapes = []
+        w, h = self.size
+        for i, o in enumerate(self.objects):
+            polygons = mask_polygons(o.mask)
+            group = i + 1 if len(polygons) > 1 else None
+            shapes += [make_shape(o.label, "polygon", poly, o.score, group_id=group, description=o.query or "")
+                       for poly in polygons]
+        return labelme_document(image_name, w, h, shapes, description=description)
+
+    @classmethod
+    def from_labelme(cls, data: dict, size: tuple[int, int]) -> Annotation:
+        """A labelme / X-AnyLabeling file's polygons, rectangles, circles and masks as objects (shapes that
+        share a label and a group_id form one object; points and lines carry no area and are skipped)."""
+        w, h = size
+        groups: dict[tuple, np.ndarray] = {}
+        order: list[tuple] = []
+        for n, shape in enumerate(data.get("shapes") or []):
+            pixels = shape_pixels(shape, h, w)
+            if pixels is None:
+                continue
+            gid = shape.get("group_id")
+            key = (str(shape.get("label") or DEFAULT_LABEL), gid if gid is not None else f"#{n}")
+            if key not in groups:
+                groups[key] = np.zeros((h, w), bool)
+                order.append(key)
+            groups[key] |= pixels
+        return cls(size, [AnnotatedObject(key[0], groups[key]) for key in order])
+
+
+def shape_pixels(shape: dict, height: int, width: int) -> np.ndarray | None:
+    """The pixels a labelme shape covers, as labelme fills them; None for shapes without an area."""
+    kind = shape.get("shape_type") or "polygon"
+    pts = [(float(x), float(y)) for x, y in shape.get("points") or []]
+    if kind == "polygon" and len(pts) >= 3:
+        return rasterize([pts], height, width)
+    if kind == "rectangle" and len(pts) >= 2:
+        (x1, y1), (x2, y2) = pts[0], pts[2] if len(pts) == 4 else pts[1]
+        return rasterize([[(x1, y1), (x2, y1), (x2, y2), (x1, y2)]], height, width)
+    if kind == "circle" and len(pts) == 2:
+        (cx, cy), (px, py) = pts
+        r = float(np.hypot(px - cx, py - cy))
+        yy, xx = np.mgrid[:height, :width]
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    if kind == "mask" and shape.get("mask") and len(pts) >= 1:
+        import base64
+        import io
+
+        from PIL import Image
+
+        crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape["mask"])))).astype(bool)
+        if crop.ndim == 3:
+            crop = crop[..., 0]
+        x0, y0 = (int(round(v)) for v in pts[0])
+        out = np.zeros((height, width), bool)
+        ch, cw = crop[: max(0, height - y0), : max(0, width - x0)].shape
+        out[y0:y0 + ch, x0:x0 + cw] = crop[:ch, :cw]
+        return out
+    return None
+
+
+def read_labelme(path: Path, size: tuple[int, int]) -> Annotation | None:
+    """The annotation in a labelme file beside an image, or None when there is none or it cannot be read
+    (a damaged file is never fatal: the app starts from the last result instead)."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            return None
+        return Annotation.from_labelme(data, size)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None

@@ -1,0 +1,301 @@
+"""The annotator's tools in the main window (a mixin of MainWindow): the image's objects, refining one with
+SAM clicks and a box on the embedding the run already made, undo / redo, labels, saving labelme JSON
+beside the image (with done marks in the folder list), and one query over the whole folder.
+
+Every edit is autosaved with the image's record at once; the labelme file beside the image is written on
+Save (Ctrl+S) and by the folder run, whose skip rule is `star label`'s: an image with that file is done."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtWidgets import QInputDialog
+
+from engine.annotations import labelme_path, write_labelme
+from engine.pipeline import check_query
+
+from .annotation import AnnotatedObject, Annotation, Prompt, read_labelme
+from .messages import UserMessage, user_message
+from .outcome import Outcome
+from .store import BUNDLE_TEMPERATURE, ImageRecord
+from .worker import FolderRequest, RefineRequest
+
+DONE_MARK = "✓ "
+
+
+def objects_from_outcome(outcome: Outcome) -> list[AnnotatedObject]:
+    """A result's final objects, each with the answer's box and point as its starting SAM prompt (so a click
+    refines what the model asked SAM for, rather than starting from nothing)."""
+    objects = []
+    for label, mask, target in outcome.answer_objects():
+        prompt = Prompt()
+        if target is not None:
+            prompt = Prompt(((float(target["point"][0]), float(target["point"][1]), 1),),
+                            tuple(float(v) for v in target["box"]))
+        objects.append(AnnotatedObject(label, mask, prompt, outcome.query))
+    return objects
+
+
+def stored_annotation(record: ImageRecord, path: Path | None, size: tuple[int, int]) -> Annotation:
+    """An image's annotation as last left: the app's autosave, else a labelme file beside the image, else
+    the last complete result's objects, else nothing."""
+    saved = record.annotation()
+    if saved is not None and tuple(saved.get("size") or ()) == tuple(size):
+        try:
+            return Annotation.from_autosave(saved)
+        except (KeyError, TypeError, ValueError):
+            pass  # damaged: fall through to the other sources
+    if path is not None and labelme_path(path).is_file():
+        found = read_labelme(labelme_path(path), size)
+        if found is not None:
+            return found
+    result = record.latest_result()
+    if result is not None and tuple(result.get("image_size", ())) == tuple(size) and not result.get("cancelled"):
+        return Annotation(size, objects_from_outcome(Outcome(result)))
+    return Annotation(size)
+
+
+class EditingMixin:
+    """The objects of the image on screen (self.annotation) and the tools that edit them."""
+
+    # ---- showing ------------------------------------------------------------------------------------
+    def load_annotation(self) -> None:
+        h, w = self.image.shape[:2]
+        self.annotation = stored_annotation(self.record, self.image_path, (w, h))
+        self.show_annotation()
+
+    def show_annotation(self) -> None:
+        ann = self.annotation
+        self.canvas.set_mask(ann.union() if ann is not None else None)
+        current = ann.current if ann is not None else None
+        self.canvas.set_selection(current.mask if current is not None else None)
+        self.canvas.set_prompt(current.prompt.clicks if current else (), current.prompt.box if current else None)
+        self.objects.show_annotation(ann)
+        for name in ("undo", "redo"):
+            enabled = ann is not None and (ann.can_undo() if name == "undo" else ann.can_redo())
+            self.actions_by_name[name].setEnabled(enabled)
+
+    def _edited(self) -> None:
+        """After every edit: shown, and autosaved with the image's record (a crash loses no edit)."""
+        self.show_annotation()
+        try:
+            self.record.save_annotation(self.annotation.to_autosave())
+        except OSError as exc:
+            self.stage.setText(f"Could not autosave the edit: {exc.strerror or exc}")
+
+    def add_result_to_annotation(self, outcome: Outcome) -> None:
+        if self.annotation is not None and not outcome.stopped:
+            self.annotation.add_result(objects_from_outcome(outcome), outcome.query)
+            self._edited()
+
+    # ---- objects ------------------------------------------------------------------------------------
+    def select_object(self, index: int) -> None:
+        if self.annotation is not None:
+            self.annotation.select(index if index >= 0 else None)
+            self.show_annotation()
+
+    def new_object(self) -> None:
+        if self._can_edit():
+            label = self.annotation.current.label if self.annotation.current is not None else "object"
+            self.annotation.new_object(label)
+            self._edited()
+            self.set_tool("click")
+            self.stage.setText("New object: click on it (left adds, right removes) or draw a box around it.")
+
+    def delete_object(self) -> None:
+        if self._can_edit() and self.annotation.selected is not None:
+            self.annotation.remove(self.annotation.selected)
+            self._edited()
+
+    def rename_object(self, index: int | None = None, label: str | None = None) -> None:
+        ann = self.annotation
+        index = ann.selected if index is None and ann is not None else index
+        if ann is None or index is None or not 0 <= index < len(ann.objects):
+            return
+        if label is None:
+            known = [name for name, _ in ann.labels()]
+            label, ok = QInputDialog.getItem(self, "Label", "Label of this object:", known,
+                                             known.index(ann.objects[index].label), True)
+            if not ok:
+                return
+        ann.rename(index, label)
+        self._edited()
+
+    def undo(self) -> None:
+        if self.annotation is not None and self.annotation.undo():
+            self._edited()
+
+    def redo(self) -> None:
+        if self.annotation is not None and self.annotation.redo():
+            self._edited()
+
+    # ---- SAM refinement -----------------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        self.canvas.set_tool(tool)
+        for name in ("pan", "click", "box"):
+            self.actions_by_name[f"tool_{name}"].setChecked(name == tool)
+
+    def _can_edit(self) -> bool:
+        if self.image is None or self.annotation is None:
+            self.show_message(UserMessage("No image", "there is nothing to edit.", "Open an image first."))
+            return False
+        if self.running:
+            self.show_message(UserMessage("A run is in progress", "the model is busy with a query.",
+                                          "Wait for it to finish, or press Esc to stop it, then edit."))
+            return False
+        return True
+
+    def _target_object(self) -> int:
+        """The object a click or a box refines: the selected one, or a new one."""
+        if self.annotation.selected is None:
+            self.annotation.new_object()
+        return self.annotation.selected
+
+    def on_canvas_click(self, x: float, y: float, positive: bool) -> None:
+        if self._can_edit():
+            index = self._target_object()
+            self._refine(index, self.annotation.objects[index].prompt.with_click(x, y, positive))
+
+    def on_canvas_box(self, x1: float, y1: float, x2: float, y2: float) -> None:
+        if self._can_edit():
+            index = self._target_object()
+            self._refine(index, self.annotation.objects[index].prompt.with_box((x1, y1, x2, y2)))
+
+    def _refine(self, index: int, prompt: Prompt) -> None:
+        clicks, labels, box = prompt.as_arrays()
+        if labels is not None and box is None and not labels.any():
+            self.stage.setText("Add a spot first (left click): a removal alone does not say what the object is.")
+            return
+        obj = self.annotation.objects[index]
+        self.refine_pending = (self.record.key, index, obj, prompt)
+        self.stage.setText("Refining…")
+        self.refine_requested.emit(RefineRequest(self.image, clicks, labels, box, self.settings.bundle or None,
+                                                 tag=self.refine_pending))
+
+    def _on_refined(self, tag, refinement) -> None:
+        key, index, obj, prompt = tag
+        # Only the latest request, for this image, onto the object it was asked for (an undo or another
+        # image since then makes the answer stale: it is dropped).
+        if tag is not getattr(self, "refine_pending", None) or self.record is None or key != self.record.key \
+                or index >= len(self.annotation.objects) or self.annotation.objects[index] is not obj:
+            return
+        self.refine_pending = None
+        self.annotation.set_object(index, replace(obj, mask=refinement.mask, prompt=prompt, score=refinement.score))
+        self._edited()
+        self.stage.setText(f"Refined: SAM's score {refinement.score:.2f} ({refinement.decode_ms:.0f} ms, no re-encode "
+                           "after the first).")
+
+    def _on_refine_failed(self, tag, message: UserMessage) -> None:
+        if tag is getattr(self, "refine_pending", None):
+            self.refine_pending = None
+            self.stage.setText("")
+            self.show_message(message)
+
+    # ---- saving beside the image --------------------------------------------------------------------
+    def save_annotation(self) -> Path | None:
+        """labelme JSON beside the image (Ctrl+S, as in labelme); the image is marked done in the folder list."""
+        if self.image is None or self.annotation is None:
+            self.show_message(UserMessage("Nothing to save", "there is no image.", "Open one first."))
+            return None
+        if self.image_path is None:
+            self.show_message(UserMessage("No file to save beside", "a pasted image has no file of its own.",
+                                          "Use Export → labelme JSON… to choose where to write it."))
+            return None
+        try:
+            out = write_labelme(self.image_path, self.annotation.to_labelme(self.image_path.name,
+                                                                              description=self._queries()))
+        except OSError as exc:
+            self.show_message(UserMessage("Save failed", f"could not write {labelme_path(self.image_path)}: "
+                                                         f"{exc.strerror or exc}", "Choose a folder you can write to."))
+            return None
+        self.annotation.changed = False
+        self.mark_done(self.image_path)
+        self.stage.setText(f"Saved {out.name} ({len(self.annotation.objects)} objects, labelme)")
+        return out
+
+    def _queries(self) -> str:
+        return "; ".join(dict.fromkeys(o.query for o in self.annotation.objects if o.query))
+
+    def mark_done(self, path: Path) -> None:
+        if path in self.folder:
+            item = self.files.item(self.folder.index(path))
+            item.setText(DONE_MARK + path.name)
+
+    def folder_names(self) -> list[str]:
+        """The folder list's rows: ✓ before each image with a labelme file beside it."""
+        return [(DONE_MARK if labelme_path(p).is_file() else "") + p.name for p in self.folder]
+
+    # ---- one query over the folder ------------------------------------------------------------------
+    def run_folder(self) -> bool:
+        """The query in the box over every image of the folder without a labelme file yet (as `star label`
+        skips them); each finished image is recorded, its objects added, and its labelme file written."""
+        if self.running:
+            return False
+        if not self.folder:
+            self.show_message(UserMessage("No folder", "a folder run needs a folder of images.",
+                                          "Open one with Ctrl+Shift+O."))
+            return False
+        try:
+            query = check_query(self.query.currentText())
+        except Exception as exc:  # noqa: BLE001
+            self.show_message(user_message(exc))
+            return False
+        todo = [p for p in self.folder if not labelme_path(p).is_file()]
+        skipped = [p for p in self.folder if p not in todo]
+        if not todo:
+            self.stage.setText(f"Every image of the folder is saved already ({len(skipped)}); nothing to run.")
+            return False
+        self.clear_message()
+        n = int(self.samples.currentData())
+        temperature = None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
+        self.folder_running = True
+        self._set_running(True)
+        self.folder_query = query
+        self.progress.setRange(0, len(todo))
+        self.stage.setText(f"Folder: “{query}” on {len(todo)} images ({len(skipped)} saved already, skipped)…")
+        self.folder_requested.emit(FolderRequest(todo, query, n, temperature, self.settings.bundle or None,
+                                                 skipped=skipped))
+        return True
+
+    def _on_folder_progress(self, done: int, total: int, name: str) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        if name:
+            self.stage.setText(f"Folder: {done}/{total} images · {name}")
+
+    def _on_folder_image(self, path: str, key: str, data: dict) -> None:
+        path = Path(path)
+        outcome = Outcome(data)
+        record = ImageRecord(key, self.home)
+        record.save_result(data, path.name)
+        record.add_query(outcome.query)
+        current = self.record is not None and self.record.key == key and self.image_path == path
+        annotation = self.annotation if current else stored_annotation(record, path, outcome.size)
+        annotation.add_result(objects_from_outcome(outcome), outcome.query)
+        record.save_annotation(annotation.to_autosave())
+        try:
+            write_labelme(path, annotation.to_labelme(path.name, description=outcome.query))
+        except OSError as exc:
+            self.stage.setText(f"Could not write {labelme_path(path).name}: {exc.strerror or exc}")
+            return
+        annotation.changed = False
+        self.mark_done(path)
+        if current:
+            self.show_outcome(outcome)
+            self.show_annotation()
+
+    def _on_folder_image_failed(self, path: str, message: UserMessage) -> None:
+        self.folder_failures.append((Path(path).name, message.text))
+
+    def _on_folder_finished(self, summary: dict) -> None:
+        self.folder_running = False
+        self._set_running(False)
+        failures = self.folder_failures
+        self.folder_failures = []
+        text = (f"Folder: {summary['done']} labelled, {summary['failed']} failed, {summary['skipped']} saved "
+                "already (skipped)" + (". Stopped: run it again to continue." if summary["stopped"] else "."))
+        if failures:
+            text += " Failed: " + "; ".join(f"{name} ({why})" for name, why in failures[:3])
+        self.stage.setText(text)
+        self.run_finished.emit()
