@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QThread, Signal
 from PySide6.QtGui import QColor, QGuiApplication
-from PySide6.QtWidgets import QColorDialog, QFileDialog, QMainWindow
+from PySide6.QtWidgets import QColorDialog, QMainWindow
 
 from engine.pipeline import check_query
 
-from . import exports
+from . import dialogs, exports
 from .annotation import Annotation
 from .canvas import mask_to_qimage
 from .messages import UserMessage, user_message
@@ -279,8 +279,8 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
 
     # ---- bundle ------------------------------------------------------------------------------------
     def choose_bundle(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model bundle (a folder with bundle.json)",
-                                                  self.settings.bundle or "")
+        folder = dialogs.choose(self, "Choose a model bundle (a folder with bundle.json)", self.settings.bundle or "",
+                                folders=True)
         if folder:
             self.set_bundle(folder)
 
@@ -298,7 +298,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
             return
         stem = self.image_path.with_suffix("") if self.image_path else Path(self.settings.last_dir or ".") / "pasted"
         default = str(stem) + self.EXPORT_SUFFIX[kind]
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default)
+        path = dialogs.choose(self, f"Export {kind}", default, save=True)
         if path:
             self.export_to(kind, path)
 
@@ -359,8 +359,9 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.settings.first_run = False
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        self.worker.cancel()  # a run in flight ends within a decode step or a batch of prompts
-        self.settings.save(self.home)
+        self.hide()  # gone at once, whatever the worker is finishing
+        self.worker.begin_close()  # a run in flight ends within a decode step or one mask
+        self.save_settings()
         if self.thread_.isRunning():
             self.close_requested.emit()  # blocks until the worker's thread has freed the model
         self.thread_.quit()

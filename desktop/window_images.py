@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtGui import QGuiApplication, QImage
-from PySide6.QtWidgets import (
-    QFileDialog,
-)
 
 from engine.errors import ImageError
 from engine.images import image_size, load_image, max_pixels
 
+from . import dialogs
 from .messages import UserMessage, user_message
 from .outcome import Outcome
 from .store import ImageRecord, image_key
@@ -91,13 +89,13 @@ class ImagesMixin:
         self.files.blockSignals(False)
 
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", self.settings.last_dir,
-                                              "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
+        path = dialogs.choose(self, "Open image", self.settings.last_dir,
+                              "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
         if path:
             self.open_image(path)
 
     def open_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open folder", self.settings.last_dir)
+        folder = dialogs.choose(self, "Open folder", self.settings.last_dir, folders=True)
         if folder:
             self.open_folder(folder)
 

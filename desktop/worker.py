@@ -133,11 +133,19 @@ class InferenceWorker(QObject):
         self.reasoner: Reasoner | None = None
         self._key: tuple | None = None
         self.cancel_token = CancelToken()
+        self.closing = False  # the app is quitting: nothing more is reported or converted
         self._pending: dict[int, str] = {}
         self._last_flush = 0.0
 
     def cancel(self) -> None:
-        """Called from the UI thread; the engine polls the token between decode steps."""
+        """Called from the UI thread; the engine polls the token between decode steps, prompt batches and
+        masks."""
+        self.cancel_token.cancel()
+
+    def begin_close(self) -> None:
+        """Called from the UI thread when the app quits: the run in flight stops at its next check and its
+        (stopped) result is not even converted, so the worker's thread is free to release the model at once."""
+        self.closing = True
         self.cancel_token.cancel()
 
     def _reasoner_for(self, bundle: str | None, samples: int) -> Reasoner:
@@ -166,9 +174,13 @@ class InferenceWorker(QObject):
             result = reasoner.run(request.image, request.query, request.samples,
                                   sampling=request.sampling(reasoner),
                                   on_event=self._on_event, cancel=self.cancel_token)
+            if self.closing:
+                return
             self._flush(force=True)
             # A server's reasoner (engine.serve.remote) returns the result already as this dict.
-            self.finished.emit(request.tag, result if isinstance(result, dict) else result_to_dict(result))
+            data = result if isinstance(result, dict) else result_to_dict(result, should_stop=lambda: self.closing)
+            if data is not None:
+                self.finished.emit(request.tag, data)
         except Exception as exc:  # noqa: BLE001
             self._flush(force=True)
             self.failed.emit(request.tag, user_message(exc, self.log_path))

@@ -21,7 +21,10 @@ OVERLAY_RGB = (255, 40, 90)
 SAMPLE_RGB = (40, 160, 255)
 
 
-def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
+def result_to_dict(result: Result, *, sample_masks: bool = True, should_stop=None) -> dict | None:
+    """The result as JSON-ready data (every sample's masks as RLE unless `sample_masks` is False). Encoding
+    32 masks of a 24 MP image takes about two seconds on a CPU: `should_stop` (a callable) is asked between
+    masks, and when it says so the conversion is abandoned and None returned (the app quitting)."""
     samples = []
     for s in result.samples:
         targets = []
@@ -29,6 +32,8 @@ def result_to_dict(result: Result, *, sample_masks: bool = True) -> dict:
             target = {"box": list(t.box), "point": list(t.point), "label": t.label}
             if j < len(s.scores):
                 target["score"] = s.scores[j]
+            if should_stop is not None and should_stop():
+                return None
             if sample_masks and j < len(s.mask_rows):
                 target["mask"] = encode(result.host_mask(s.mask_rows[j]))
             targets.append(target)

@@ -11,7 +11,9 @@ def encode(mask: np.ndarray) -> dict:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"encode expects a 2-D mask, got shape {mask.shape}")
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    # a bool array is read as uint8 without a copy; the one copy left is the column-major order COCO counts in
+    as_bytes = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    rle = coco_mask.encode(np.asfortranarray(as_bytes))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 

@@ -81,3 +81,16 @@ def test_missing_x11_libraries_are_named_with_their_packages(monkeypatch, capsys
     assert app.main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sudo apt-get install libxcb-icccm4 libxcb-keysyms1" in err[0]
+
+
+def test_the_file_dialog_stays_responsive_under_proc(x_display):
+    """Typing /proc/ into the save dialog froze the app on X11 (the default icon provider read files there to
+    find their MIME type, and some never answer). The app's dialogs now never open a file they list."""
+    require("PySide6")
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env.update(DISPLAY=x_display)
+    proc = subprocess.run([sys.executable, "-m", "tests.desktop.dialog_probe"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ticks"] > 50 and report["max_gap_s"] < 1.0, report
