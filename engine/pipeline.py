@@ -138,9 +138,11 @@ def to_host(mask) -> np.ndarray:
 
 
 def votes_on_device(segmenter) -> bool:
-    """Whether a run keeps its masks on the GPU and votes there: a segmenter that can hand back device masks
-    (`device_segment`) on a CUDA device, and the CUDA voting kernel available. Otherwise the CPU path."""
-    if not (getattr(segmenter, "on_gpu", False) and hasattr(segmenter, "device_segment")):
+    """Whether a run keeps its masks on the GPU and votes there: a segmenter on a CUDA device that can hand
+    back device masks (`device_outputs`: PyTorch on CUDA, TensorRT, ONNX Runtime's CUDA provider with torch at
+    hand), and the CUDA voting kernel available. Otherwise the CPU path."""
+    if not (getattr(segmenter, "on_gpu", False) and getattr(segmenter, "device_outputs", False)
+            and hasattr(segmenter, "device_segment")):
         return False
     from .kernels.cuda_voting import unavailable_reason
 

@@ -82,5 +82,47 @@ class OnnxSegmenter(Segmenter):
                                            "point_labels": labels.astype(np.int32)})
         return low, iou
 
+    @property
+    def device_outputs(self) -> bool:
+        """On the CUDA or TensorRT provider, with torch's CUDA at hand: the decoder writes its outputs into
+        CUDA tensors (IO binding) and the masks stay on the GPU for the vote (device_segment)."""
+        if not self.on_gpu:
+            return False
+        try:
+            import torch
+        except ImportError:
+            return False
+        return torch.cuda.is_available()
+
+    def device_segment(self, embedding, boxes=None, points=None, *, device: str = "cuda"):
+        """(bool masks [K, H, W] as torch tensors on `device`, the chosen masks' scores as NumPy). The decoder's
+        outputs are bound to tensors allocated there (ONNX Runtime's IO binding with a device pointer), so on
+        the GPU neither the logits nor the masks visit the host. (`device="cpu"` runs the same binding on
+        the host: how it is tested without a GPU.)"""
+        import torch
+
+        from .base import _check_prompts
+        from .device_masks import best_masks
+        from .transforms import prompts_to_model
+        boxes, points = _check_prompts(boxes, points)
+        coords, labels = prompts_to_model(boxes, points, embedding.orig_hw, self.image_size)
+        target = torch.device(device)
+        index = (target.index if target.index is not None else torch.cuda.current_device()) if target.type == "cuda" else 0
+        k, s = len(coords), self.image_size // 4
+        shapes = {"low_res_logits": (k, 3, s, s), "iou_scores": (k, 3)}
+        # an FP16 graph may keep FP16 outputs: the buffers take the graph's declared output types
+        dtypes = {o.name: np.float16 if o.type == "tensor(float16)" else np.float32 for o in self.decoder.get_outputs()}
+        out = {name: torch.empty(shape, dtype=torch.float16 if dtypes[name] == np.float16 else torch.float32,
+                                 device=target) for name, shape in shapes.items()}
+        binding = self.decoder.io_binding()
+        for name, value in {**embedding.features, "point_coords": coords.astype(np.float32),
+                            "point_labels": labels.astype(np.int32)}.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, tensor in out.items():
+            binding.bind_output(name, target.type, index, dtypes[name], list(tensor.shape), tensor.data_ptr())
+        self.decoder.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return best_masks(torch, out["low_res_logits"], out["iou_scores"], embedding.orig_hw, self.mask_threshold)
+
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.providers}

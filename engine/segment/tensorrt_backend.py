@@ -97,7 +97,23 @@ class TensorRTSegmenter(Segmenter):
         out = self.encoder.run(self.torch, {"pixels": self.torch.from_numpy(pixels)}, self.stream)
         return out, sum(t.numel() * t.element_size() for t in out.values())
 
-    def _decode(self, features, coords, labels):
+    device_outputs = True  # the engine's outputs are CUDA tensors already: the vote can stay on the GPU
+
+    def _decode_device(self, features, coords, labels):
         feeds = {**features, "point_coords": self.torch.from_numpy(coords), "point_labels": self.torch.from_numpy(labels)}
         out = self.decoder.run(self.torch, feeds, self.stream)
-        return out["low_res_logits"].float().cpu().numpy(), out["iou_scores"].float().cpu().numpy()
+        return out["low_res_logits"], out["iou_scores"]
+
+    def _decode(self, features, coords, labels):
+        low, iou = self._decode_device(features, coords, labels)
+        return low.float().cpu().numpy(), iou.float().cpu().numpy()
+
+    def device_segment(self, embedding, boxes=None, points=None):
+        """(bool masks [K, H, W] on the GPU, the chosen masks' scores as NumPy), as the PyTorch backend's."""
+        from .base import _check_prompts
+        from .device_masks import best_masks
+        from .transforms import prompts_to_model
+        boxes, points = _check_prompts(boxes, points)
+        coords, labels = prompts_to_model(boxes, points, embedding.orig_hw, self.image_size)
+        low, iou = self._decode_device(embedding.features, coords, labels)
+        return best_masks(self.torch, low, iou, embedding.orig_hw, self.mask_threshold)

@@ -122,6 +122,11 @@ class TorchSegmenter(Segmenter):
     def on_gpu(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def device_outputs(self) -> bool:
+        """Masks can stay on the GPU (device_segment) for the vote there."""
+        return self.on_gpu
+
     def _context(self):
         torch = self.torch
         stack = contextlib.ExitStack()
@@ -156,18 +161,12 @@ class TorchSegmenter(Segmenter):
         """(bool masks [K, H, W] on this backend's device, SAM's scores of the chosen masks as NumPy): what
         the pipeline votes on where the masks are; only the K scores come to the host."""
         from .base import _check_prompts
+        from .device_masks import best_masks
         from .transforms import prompts_to_model
-        torch = self.torch
         boxes, points = _check_prompts(boxes, points)
         coords, labels = prompts_to_model(boxes, points, embedding.orig_hw, self.image_size)
         low, iou = self._decode_torch(embedding.features, coords, labels)
-        m = iou.shape[1]
-        idx = (m - 1) - torch.argmax(iou.flip(1), dim=1)
-        rows = torch.arange(len(idx), device=low.device)
-        best = low[rows, idx][:, None]
-        with torch.inference_mode():
-            up = torch.nn.functional.interpolate(best, embedding.orig_hw, mode="bilinear", align_corners=False)
-        return up[:, 0] > self.mask_threshold, iou[rows, idx].cpu().numpy().astype(np.float32)
+        return best_masks(self.torch, low, iou, embedding.orig_hw, self.mask_threshold)
 
     def describe(self) -> dict:
         return {**super().describe(), "device": str(self.device), "bf16": self.bf16}

@@ -120,13 +120,18 @@ def test_a_cpu_run_votes_on_the_cpu_and_says_so(tiny_segmenter, scene_image):
     assert direct.timings.vote_backend == "direct"
     assert not votes_on_device(tiny_segmenter)
 
-    class GpuLooking:  # what a CUDA TorchSegmenter offers
+    class GpuLooking:  # what a CUDA TorchSegmenter, a TensorRT one or ONNX Runtime's CUDA provider offers
         on_gpu = True
+        device_outputs = True
 
         def device_segment(self, *a):
             raise AssertionError("not called")
 
+    class HostOutputs(GpuLooking):  # on a GPU, but its outputs come back to the host (e.g. no torch CUDA)
+        device_outputs = False
+
     assert votes_on_device(GpuLooking()) == (unavailable_reason() == "")
+    assert not votes_on_device(HostOutputs())
 
 
 def test_bad_queries_are_refused(tiny_segmenter, scene_image):

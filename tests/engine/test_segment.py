@@ -364,3 +364,43 @@ def test_refine_refuses_what_sam_cannot_take(seg):
         assert seg.refine(emb, [[1, 2]], [1], [0, 0, 10, 10]).mask.shape == (64, 64)
     finally:
         seg.max_points = None
+
+
+# ---- masks that stay on the device (the vote on the GPU) -------------------------------------------
+
+def test_device_selection_equals_the_host_selection(torch):
+    """engine.segment.device_masks (torch, where the logits are) against transforms.select_best +
+    logits_to_masks (NumPy): ties go to the later mask on both sides, the same pixels above the threshold."""
+    from engine.segment.device_masks import best_masks
+
+    rng = np.random.default_rng(11)
+    low = rng.normal(0, 3, (6, 3, 16, 16)).astype(np.float32)
+    iou = rng.uniform(0, 1, (6, 3)).astype(np.float32)
+    iou[0] = [0.5, 0.5, 0.2]  # a tie: the later one wins, as StAR's argsort picks
+    iou[1] = [0.7, 0.7, 0.7]
+    masks, scores = best_masks(torch, torch.from_numpy(low), torch.from_numpy(iou), (50, 70))
+    best, ref_scores, chosen = T.select_best(low, iou)
+    assert chosen[0] == 1 and chosen[1] == 2
+    np.testing.assert_array_equal(scores, ref_scores)
+    ref = T.logits_to_masks(best, (50, 70))
+    exact = np.abs(T.upsample_logits(best, (50, 70))) > 1e-4  # a logit this close to 0 may round either way
+    assert (masks.numpy() == ref)[exact].all()
+
+
+def test_onnx_io_binding_path_equals_the_host_path(tiny_sam2_onnx, torch):
+    """ONNX Runtime's device path (outputs bound to tensors by pointer, selection and upsampling in torch) run
+    on the CPU: the same masks and scores as the host path. On a GPU the same code binds CUDA tensors; here
+    the segmenter on the CPU provider says its masks do not stay on a device, so a run votes on the CPU."""
+    from engine.pipeline import votes_on_device
+    from engine.segment.onnx_backend import OnnxSegmenter
+
+    onnx = OnnxSegmenter(tiny_sam2_onnx.encoder, tiny_sam2_onnx.decoder, threads=1)
+    rng = np.random.default_rng(12)
+    img = rng.integers(0, 256, (150, 210, 3), dtype=np.uint8)
+    boxes, points = _prompts(rng, 5, 150, 210)
+    emb = onnx.embed(img)
+    host = onnx.segment(emb, boxes, points)
+    masks, scores = onnx.device_segment(emb, boxes, points, device="cpu")
+    np.testing.assert_allclose(scores, host.scores, atol=1e-6)
+    assert masks.shape == host.masks.shape and (masks.numpy() == host.masks).mean() > 0.9999
+    assert not onnx.device_outputs and not votes_on_device(onnx)
