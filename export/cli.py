@@ -146,6 +146,11 @@ def _scale_args(sub) -> None:
     p.add_argument("--parity", action="store_true", help="teacher-forced logits of the F16 and Q8_0 GGUF vs "
                                                           "transformers fp32 (needs the fp32 model in memory)")
     p.add_argument("--parity-steps", type=bounded_int(1, 256, "greedy tokens compared"), default=16)
+    p.add_argument("--parity-quants", nargs="+", default=["F16", "Q8_0"], choices=["F32", "F16", "Q8_0"],
+                   help="the GGUF forms --parity compares (F32: an F32 GGUF with an f32 mmproj, which separates "
+                        "llama.cpp's f16 rounding from any real difference; default F16 Q8_0)")
+    p.add_argument("--parity-only", action="store_true",
+                   help="only the export stages the parity needs and the parity (no cost measurements)")
     p.add_argument("--shrunk", action="store_true", help="the shape's CI form instead (tiny widths, the real vision "
                                                           "layout, a shrunk SAM 2): a smoke run in about a minute")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],

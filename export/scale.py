@@ -8,7 +8,8 @@ engine on a photo-sized image at the protocol's frame: vision encoder, prefill, 
 together vs one by one, SAM 2.1 (ONNX Runtime and PyTorch), the vote, KV-cache bytes per N. The
 obvious alternative runs in the same command: the transformers pipeline (bf16 / fp32 generate +
 SAM 2 in PyTorch) on the same checkpoint and image. `--parity` adds teacher-forced logits of the F16
-and Q8_0 GGUF against transformers fp32 at the real frame.
+and Q8_0 GGUF (`--parity-quants`, F32 with an f32 mmproj too) against transformers fp32 at the real
+frame; `--parity-only` skips the cost measurements.
 
 With random weights the policy writes no usable boxes, so the end-to-end cost per query is composed
 from the measured parts: policy(N) + SAM encoder + SAM decoder over N prompts + vote(N).
@@ -28,6 +29,7 @@ from engine.bench.report import check_json_path, print_table, time_ms, write_jso
 from engine.bench.resources import ResourceMonitor
 
 QUERY = "the thing that keeps food cold"
+PARITY_QUANTS = ("F32", "F16", "Q8_0")  # the GGUF forms `--parity` can compare (F32 with an f32 mmproj)
 GiB = 2**30
 
 
@@ -58,7 +60,8 @@ def _stage_for(line: str) -> str | None:
     return None
 
 
-def build_inputs(shape, sam_config: str, work: Path, monitor: ResourceMonitor, log) -> tuple[Path, Path | None, Path]:
+def build_inputs(shape, sam_config: str, work: Path, monitor: ResourceMonitor, log,
+                 with_sam: bool = True) -> tuple[Path, Path | None, Path | None]:
     from engine.segment.shrunk import write_random_checkpoint as write_random_sam
 
     from .random_checkpoint import write_random_checkpoint, write_random_lora
@@ -67,6 +70,8 @@ def build_inputs(shape, sam_config: str, work: Path, monitor: ResourceMonitor, l
         log(f"random {shape.name} checkpoint (bf16) in {work / 'hf'}")
         hf = write_random_checkpoint(shape, work / "hf")
         adapter = write_random_lora(shape, hf, work / "lora") if shape.lora else None
+    if not with_sam:
+        return hf, adapter, None
     sam = work / "sam2" / (Path(sam_config).stem + "-random.pt")
     if not sam.is_file():
         with monitor.stage("random SAM 2.1"):
@@ -93,6 +98,16 @@ def export(hf: Path, adapter: Path | None, sam: Path, sam_config: str, bundle: P
     if not q8.is_file():
         with monitor.stage("quantize Q8_0"):
             quantize_model(bundle / "policy" / "model-f16.gguf", q8, "Q8_0")
+
+
+def export_f32(hf: Path, adapter: Path | None, bundle: Path, monitor: ResourceMonitor, log) -> None:
+    """A policy-only bundle at F32 with an f32 mmproj: the parity run that separates llama.cpp's f16 rounding
+    from any real difference."""
+    from .api import PolicyOptions, make_bundle
+
+    with monitor.stage("F32 GGUF + f32 mmproj"):
+        make_bundle(bundle, policy=PolicyOptions(hf, adapter=adapter, quant="F32", mmproj_quant="f32"),
+                    name=f"scale-{hf.parent.name}-f32", verify=False, log=log)
 
 
 def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: int, device: str = "cpu"):
@@ -199,8 +214,9 @@ def measure_reference(hf: Path, dtype: str, image, frame: str, tokens: int, moni
     return {"dtype": dtype, "load_s": load_s, **run, "peak_rss_bytes": usage["peak_rss_bytes"]}
 
 
-def measure_parity(hf: Path, adapter: Path | None, bundle, image, frame: str, steps: int, threads: int,
+def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: str, steps: int, threads: int,
                    monitor: ResourceMonitor) -> dict:
+    """Teacher-forced logits of each GGUF in `sources` ({quant: (bundle, model file)}) against transformers fp32."""
     from .scale_reference import logit_errors, reference_parity_logits
     from .verify import LOGIT_TOLERANCE
 
@@ -208,7 +224,7 @@ def measure_parity(hf: Path, adapter: Path | None, bundle, image, frame: str, st
         ref = reference_parity_logits(hf, image, QUERY, frame=frame, steps=steps, adapter=adapter)
     out = {"steps": steps, "transformers": {k: ref[k] for k in ("prompt_tokens", "image_tokens", "image_grid_thw",
                                                                  "generate_ms", "forced_ms")}}
-    for quant, rel in (("F16", "policy/model-f16.gguf"), ("Q8_0", "policy/model-q8_0.gguf")):
+    for quant, (bundle, rel) in sources.items():
         with monitor.stage(f"parity: GGUF {quant}"):
             policy = _open_policy(bundle, rel, 4096, 1, threads)
             try:
@@ -217,7 +233,8 @@ def measure_parity(hf: Path, adapter: Path | None, bundle, image, frame: str, st
             finally:
                 policy.close()
         out[quant] = {**logit_errors(ours, ref["logits"], LOGIT_TOLERANCE[quant]), "prompt_tokens": prompt_tokens,
-                      "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"]}
+                      "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"],
+                      "mmproj": bundle.manifest.policy.mmproj}
     return out
 
 
@@ -251,7 +268,24 @@ def report(result: dict) -> str:
          for name, s in ex.items()])
     text += "\n" + print_table("bundle files", ["file", "GiB"],
                                [[k, _gib(v)] for k, v in result["files"].items()])
-    text += "\n" + print_table(
+    if result.get("policy"):
+        text += _cost_tables(result)
+    if result.get("parity"):
+        p = result["parity"]
+        quants = [q for q in PARITY_QUANTS if q in p]
+        text += "\n" + print_table(
+            f"parity at the real frame: teacher-forced logits vs transformers fp32 over {p['steps']} greedy tokens "
+            f"(image grid {p['transformers']['image_grid_thw']}, {p['transformers']['image_tokens']} image tokens)",
+            ["GGUF", "mmproj", "max rel err", "mean rel err", "tolerance", "agreement", "prompt tokens (ours / ref)",
+             "ok"],
+            [[q, Path(p[q].get("mmproj", "")).name, p[q]["max_rel_error"], p[q]["mean_rel_error"], p[q]["tolerance"],
+              p[q]["agreement"], f"{p[q]['prompt_tokens']} / {p['transformers']['prompt_tokens']}", p[q]["ok"]]
+             for q in quants])
+    return text
+
+
+def _cost_tables(result: dict) -> str:
+    text = "\n" + print_table(
         f"policy Q4_K_M, image {result['image']} at frame {result['frame']}, {result['tokens']} tokens per sample "
         "(stops ignored); 'x' = N one-by-one / N together",
         ["N", "vision ms", "prefill ms", "prompt tok", "decode ms", "tok/s (all N)", "N together ms", "one-by-one ms",
@@ -278,50 +312,59 @@ def report(result: dict) -> str:
             ["N", "ours", *[f"ref {d}" for d in refs], *[f"x vs {d}" for d in refs]],
             [[r["n"], r["ours_ms"], *[r[f"reference_{d}_ms"] for d in refs], *[r[f"speedup_vs_{d}"] for d in refs]]
              for r in result["end_to_end"]])
-    if result.get("parity"):
-        p = result["parity"]
-        text += "\n" + print_table(
-            f"parity at the real frame: teacher-forced logits vs transformers fp32 over {p['steps']} greedy tokens "
-            f"(image grid {p['transformers']['image_grid_thw']}, {p['transformers']['image_tokens']} image tokens)",
-            ["GGUF", "max rel err", "mean rel err", "tolerance", "agreement", "prompt tokens (ours / ref)", "ok"],
-            [[q, p[q]["max_rel_error"], p[q]["mean_rel_error"], p[q]["tolerance"], p[q]["agreement"],
-              f"{p[q]['prompt_tokens']} / {p['transformers']['prompt_tokens']}", p[q]["ok"]] for q in ("F16", "Q8_0")])
     return text
 
 
 def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list[int], tokens: int,
               image_wh: tuple[int, int] = (1280, 960), reference: list[str] = ("bf16",), parity: bool = False,
-              parity_steps: int = 16, threads: int = 1, device: str = "cpu", log=print) -> dict:
+              parity_steps: int = 16, parity_quants: tuple[str, ...] = ("F16", "Q8_0"), parity_only: bool = False,
+              threads: int = 1, device: str = "cpu", log=print) -> dict:
     """Every measurement of one shape; `shape` an `export.shapes.RealShape` (a published one, or its
-    `shrunk()` CI form), `sam_config` a sam2 package config or a YAML file."""
+    `shrunk()` CI form), `sam_config` a sam2 package config or a YAML file. `parity_only`: the export stages
+    the parity needs and the parity, no cost measurements."""
     from engine.bundle import load_bundle
 
     counts = sorted(set(counts))
     width, height = image_wh
     image = photo_like(width, height)
     monitor = ResourceMonitor(work)
+    parity = parity or parity_only
+    policy = seg = vote = None
+    refs, sources, files = [], {}, {}
     try:
-        hf, adapter, sam = build_inputs(shape, sam_config, work, monitor, log)
+        main_bundle = not parity_only or bool({"F16", "Q8_0"} & set(parity_quants))
+        hf, adapter, sam = build_inputs(shape, sam_config, work, monitor, log, with_sam=main_bundle)
         bundle_dir = work / "bundle"
-        export(hf, adapter, sam, sam_config, bundle_dir, monitor, log)
+        if main_bundle:
+            export(hf, adapter, sam, sam_config, bundle_dir, monitor, log)
+            bundle = load_bundle(bundle_dir, verify=False)
+            files = {p.relative_to(bundle_dir).as_posix(): p.stat().st_size
+                     for p in sorted(bundle_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+            sources = {q: (bundle, rel) for q, rel in (("F16", "policy/model-f16.gguf"), ("Q8_0", "policy/model-q8_0.gguf"))
+                       if q in parity_quants}
+        if parity and "F32" in parity_quants:
+            export_f32(hf, adapter, work / "bundle-f32", monitor, log)
+            f32 = load_bundle(work / "bundle-f32", verify=False)
+            sources = {"F32": (f32, f32.manifest.policy.model), **sources}
+            files.update({f"bundle-f32/{p.relative_to(f32.root).as_posix()}": p.stat().st_size
+                          for p in sorted(f32.root.rglob("*.gguf"))})
         export_stages = dict(monitor.stages)
-        bundle = load_bundle(bundle_dir, verify=False)
-        files = {p.relative_to(bundle_dir).as_posix(): p.stat().st_size
-                 for p in sorted(bundle_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
-        log("policy: N samples together")
-        policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device)
-        log("SAM 2.1: ONNX Runtime and PyTorch")
-        seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device)
-        vote = measure_vote([n for n in counts if n > 1], height, width, device)
-        refs = [measure_reference(hf, d, image, shape.frame, tokens, monitor, device) for d in reference]
-        parity_result = measure_parity(hf, adapter, bundle, image, shape.frame, parity_steps, threads,
+        if not parity_only:
+            log("policy: N samples together")
+            policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device)
+            log("SAM 2.1: ONNX Runtime and PyTorch")
+            seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device)
+            vote = measure_vote([n for n in counts if n > 1], height, width, device)
+            refs = [measure_reference(hf, d, image, shape.frame, tokens, monitor, device) for d in reference]
+        parity_result = measure_parity(hf, adapter, sources, image, shape.frame, parity_steps, threads,
                                        monitor) if parity else None
     finally:
         monitor.close()
     return {"shape": shape.name, "sam": sam_name, "frame": shape.frame, "image": f"{width}x{height}",
             "device": device, "threads": threads, "tokens": tokens, "parameters": shape.parameter_count(),
             "export": export_stages, "files": files, "policy": policy, "segment": seg, "vote": vote,
-            "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs), "parity": parity_result}
+            "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs) if policy else None,
+            "parity": parity_result}
 
 
 def main(args) -> int:
@@ -344,7 +387,8 @@ def main(args) -> int:
         sam_name, sam_config = "sam2.1-hiera-shrunk", str(write_shrunk_config(work / "sam2.1_hiera_shrunk.yaml"))
     result = run_scale(shape, sam_name, sam_config, work, counts=args.counts, tokens=args.tokens,
                        image_wh=args.image, reference=args.reference, parity=args.parity,
-                       parity_steps=args.parity_steps, threads=threads, device=args.device,
+                       parity_steps=args.parity_steps, parity_quants=tuple(args.parity_quants),
+                       parity_only=args.parity_only, threads=threads, device=args.device,
                        log=lambda line: print(line, flush=True))
     text = report(result)
     path = write_json(args.json, {"benchmark": "scale", **result, "table": text})

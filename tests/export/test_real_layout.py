@@ -135,3 +135,22 @@ def test_scale_benchmark_runs_end_to_end_on_the_shrunk_shape(tmp_path):
     assert one["prefill_tokens"] == result["reference"][0]["prompt_tokens"]
     assert result["parity"]["F16"]["ok"] and result["parity"]["Q8_0"]["ok"]
     assert "end to end per query" in report(result)
+
+
+def test_parity_only_at_f32_with_an_f32_mmproj(tmp_path):
+    """`star-export scale --parity-only --parity-quants F32`: only the F32 GGUF and f32 mmproj are written (no
+    Q4 / Q8 bundle, no SAM 2, no cost runs), and their logits match transformers fp32 within F32's tolerance
+    at the real frame."""
+    require("llama_cpp")
+    from export.scale import report, run_scale
+
+    result = run_scale(get_shape("qwen2.5-vl-3b").shrunk(), "none", "unused.yaml", tmp_path / "work", counts=[1],
+                       tokens=1, image_wh=(320, 240), parity_quants=("F32",), parity_only=True, parity_steps=3,
+                       threads=2, log=lambda _line: None)
+    assert "F32 GGUF + f32 mmproj" in result["export"] and "SAM 2 ONNX" not in result["export"]
+    assert result["policy"] is None and result["end_to_end"] is None
+    assert set(result["parity"]) == {"steps", "transformers", "F32"}
+    f32 = result["parity"]["F32"]
+    assert f32["ok"] and f32["prompt_tokens_agree"] and f32["mmproj"].endswith("mmproj-f32.gguf"), f32
+    assert {"bundle-f32/policy/model-f32.gguf", "bundle-f32/policy/mmproj-f32.gguf"} <= set(result["files"])
+    assert "mmproj-f32.gguf" in report(result)
