@@ -78,7 +78,6 @@ class Annotation:
         self.selected: int | None = 0 if self.objects else None
         self._undo: list[tuple[list[AnnotatedObject], int | None]] = []
         self._redo: list[tuple[list[AnnotatedObject], int | None]] = []
-        self.changed = False  # edited since it was last saved beside the image
 
     # ---- history ------------------------------------------------------------------------------------
     def _apply(self, objects: list[AnnotatedObject], selected: int | None) -> None:
@@ -86,7 +85,6 @@ class Annotation:
         del self._undo[:-HISTORY_LIMIT]
         self._redo.clear()
         self.objects, self.selected = objects, selected
-        self.changed = True
 
     def can_undo(self) -> bool:
         return bool(self._undo)
@@ -95,19 +93,17 @@ class Annotation:
         return bool(self._redo)
 
     def undo(self) -> bool:
-        if not self._undo:
-            return False
-        self._redo.append((self.objects, self.selected))
-        self.objects, self.selected = self._undo.pop()
-        self.changed = True
-        return True
+        return self._step(self._undo, self._redo)
 
     def redo(self) -> bool:
-        if not self._redo:
+        return self._step(self._redo, self._undo)
+
+    def _step(self, source: list, target: list) -> bool:
+        """Move one state from `source` to the present, the present onto `target` (False: nothing to move)."""
+        if not source:
             return False
-        self._undo.append((self.objects, self.selected))
-        self.objects, self.selected = self._redo.pop()
-        self.changed = True
+        target.append((self.objects, self.selected))
+        self.objects, self.selected = source.pop()
         return True
 
     # ---- edits (each one undo step) -------------------------------------------------------------------

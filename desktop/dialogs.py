@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 class NameOnlyIcons(QAbstractFileIconProvider):
     """Folder / drive / file icons and a type from the suffix; never reads a file."""
 
-    def icon(self, what):  # noqa: D401 - Qt's overloaded name: icon(IconType) and icon(QFileInfo)
+    def icon(self, what):  # Qt's overloaded name: icon(IconType) and icon(QFileInfo)
         if isinstance(what, QFileInfo):
             if what.isRoot():
                 kind = QAbstractFileIconProvider.IconType.Drive

@@ -161,15 +161,11 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
             self.show_message(UserMessage("No image", "there is no image to look at.",
                                           "Open one with Ctrl+O, drop it on the window, or paste it."))
             return False
-        try:
-            query = check_query(self.query.currentText())
-        except Exception as exc:  # noqa: BLE001
-            self.show_message(user_message(exc))
+        query = self.typed_query()
+        if query is None:
             return False
         self.clear_message()
-        n = int(self.samples.currentData())
-        self.settings.samples, self.settings.temperature = n, float(self.temperature.value())
-        self.save_settings()
+        n, temperature = self.sampling_choice()
         history = self.record.add_query(query)
         self.query.blockSignals(True)
         self.query.clear()
@@ -185,11 +181,25 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self._n, self._done = n, 0
         self._set_running(True)
         self.headline.setText(f"Thinking about “{query}” with {n} sample{'s' if n > 1 else ''}…")
-        temperature = None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
         self.runs += 1
         tag = RunTag(self.runs, self.record.key, self.image_name(), query)
         self.run_requested.emit(Request(self.image, query, n, temperature, self.settings.bundle or None, tag=tag))
         return True
+
+    def typed_query(self) -> str | None:
+        """The query box's text, checked (None, with the reason shown, when it cannot be run)."""
+        try:
+            return check_query(self.query.currentText())
+        except Exception as exc:  # noqa: BLE001 - a message, never a traceback
+            self.show_message(user_message(exc))
+            return None
+
+    def sampling_choice(self) -> tuple[int, float | None]:
+        """N and the voting temperature from the toolbar (None: the bundle's), remembered in the settings."""
+        n = int(self.samples.currentData())
+        self.settings.samples, self.settings.temperature = n, float(self.temperature.value())
+        self.save_settings()
+        return n, None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
 
     def cancel(self) -> None:
         if self.running:

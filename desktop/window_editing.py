@@ -13,12 +13,11 @@ from pathlib import Path
 from PySide6.QtWidgets import QInputDialog
 
 from engine.annotations import labelme_path, write_labelme
-from engine.pipeline import check_query
 
 from .annotation import AnnotatedObject, Annotation, Prompt, read_labelme
-from .messages import UserMessage, user_message
+from .messages import UserMessage
 from .outcome import Outcome
-from .store import BUNDLE_TEMPERATURE, ImageRecord
+from .store import ImageRecord
 from .worker import FolderRequest, RefineRequest
 
 DONE_MARK = "✓ "
@@ -209,7 +208,6 @@ class EditingMixin:
             self.show_message(UserMessage("Save failed", f"could not write {labelme_path(self.image_path)}: "
                                                          f"{exc.strerror or exc}", "Choose a folder you can write to."))
             return None
-        self.annotation.changed = False
         self.mark_done(self.image_path)
         self.stage.setText(f"Saved {out.name} ({len(self.annotation.objects)} objects, labelme)")
         return out
@@ -236,10 +234,8 @@ class EditingMixin:
             self.show_message(UserMessage("No folder", "a folder run needs a folder of images.",
                                           "Open one with Ctrl+Shift+O."))
             return False
-        try:
-            query = check_query(self.query.currentText())
-        except Exception as exc:  # noqa: BLE001
-            self.show_message(user_message(exc))
+        query = self.typed_query()
+        if query is None:
             return False
         todo = [p for p in self.folder if not labelme_path(p).is_file()]
         skipped = [p for p in self.folder if p not in todo]
@@ -247,8 +243,7 @@ class EditingMixin:
             self.stage.setText(f"Every image of the folder is saved already ({len(skipped)}); nothing to run.")
             return False
         self.clear_message()
-        n = int(self.samples.currentData())
-        temperature = None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
+        n, temperature = self.sampling_choice()
         self.folder_running = True
         self._set_running(True)
         self.folder_query = query
@@ -279,7 +274,6 @@ class EditingMixin:
         except OSError as exc:
             self.stage.setText(f"Could not write {labelme_path(path).name}: {exc.strerror or exc}")
             return
-        annotation.changed = False
         self.mark_done(path)
         if current:
             self.show_outcome(outcome)
