@@ -96,6 +96,29 @@ def run_import(args) -> int:
     return 0
 
 
+def run_import_sam(args) -> int:
+    from engine.bundle import load_bundle
+    from engine.errors import ModelFileError
+
+    from .sam_import import import_segmenter
+
+    if args.bundle:
+        bundle = load_bundle(args.bundle)  # checksums verified: a tampered file is refused, not imported
+        spec = bundle.manifest.segmenter
+        if spec is None or not (spec.encoder_onnx and spec.decoder_onnx):
+            raise ModelFileError(f"{args.bundle} holds no SAM 2 ONNX graphs")
+        encoder, decoder = bundle.path(spec.encoder_onnx), bundle.path(spec.decoder_onnx)
+    elif args.encoder and args.decoder:
+        encoder, decoder = Path(args.encoder), Path(args.decoder)
+    else:
+        raise ModelFileError("star-export import-sam: give --bundle, or --encoder and --decoder")
+    r = import_segmenter(encoder, decoder, args.out, config=args.config)
+    _log(f"wrote {r.checkpoint} and {r.config.name}: {r.moved} tensors moved from the graphs, {r.solved} solved back, "
+         f"{r.kept_initial} unused by the image graphs kept at initialization; outputs match the graphs to "
+         f"{r.max_difference:.1g} (relative)")
+    return 0
+
+
 def _policy_args(p) -> None:
     p.add_argument("--model", required=True, help="Hugging Face folder (Qwen2.5-VL or Qwen3-VL)")
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
@@ -203,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "copied from it (its weights are not used)")
     p.add_argument("--out", required=True, help="the Hugging Face folder to write (float32 safetensors)")
     p.set_defaults(run=run_import)
+    p = sub.add_parser("import-sam", help="a bundle's SAM 2 ONNX graphs back to a PyTorch checkpoint, to train on")
+    p.add_argument("--bundle", help="bundle folder (its segmenter files, checksums verified)")
+    p.add_argument("--encoder", help="or: the encoder ONNX")
+    p.add_argument("--decoder", help="and the decoder ONNX")
+    p.add_argument("--config", help="the SAM 2 config YAML (default: the shrunk SAM 2.1 config read from the graphs' shapes)")
+    p.add_argument("--out", required=True, help="the folder to write (sam2.pt in Meta's format, sam2.yaml)")
+    p.set_defaults(run=run_import_sam)
     _scale_args(sub)
     return parser
 

@@ -98,3 +98,26 @@ def test_sam_trainer_on_the_wider_world(tmp_path):
     for _ in range(200):  # a 300 x 100 image: x up to 299, y up to 99
         box = jittered_box([250, 60, 299, 99], rng, 0.5, (300, 100))
         assert 0 <= box[0] <= box[2] <= 299 and 0 <= box[1] <= box[3] <= 99
+
+
+def test_sam_trainer_starts_from_a_checkpoint(tiny_sam2, tmp_path):
+    """--init: the run starts from the given weights (not a fresh or PE init) at the checkpoint's own input
+    size, with the config beside it; a checkpoint without its config is refused."""
+    torch = require("torch")
+    import pytest
+
+    from engine.errors import ModelFileError
+    from training.nano.segmenter import SamTrainer
+
+    start = torch.load(tiny_sam2.checkpoint, weights_only=True)["model"]
+    trainer = SamTrainer(_small(tmp_path, init=str(tiny_sam2.checkpoint)))  # _small asks for 128 px; the checkpoint is 256
+    assert trainer.image_size == tiny_sam2.image_size == 256
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, start[name]), name
+    trainer.run(progress=False)
+    moved = torch.load(tmp_path / "sam" / "checkpoint" / "sam2_nano.pt", weights_only=True)["model"]
+    assert any(not torch.equal(moved[n], start[n]) for n in start)
+    lonely = tmp_path / "lonely.pt"
+    lonely.write_bytes(tiny_sam2.checkpoint.read_bytes())
+    with pytest.raises(ModelFileError, match="config lonely.yaml is not beside it"):
+        SamTrainer(_small(tmp_path / "b", init=str(lonely)))

@@ -65,6 +65,9 @@ class SamTrainConfig:
     wide_share: float = setting(0.0, "share of the training scenes from the wider world (any background, size and "
                                 "aspect; training/nano/wide.py); validation then also reports wide scenes",
                                 parse=fraction)
+    init: str = setting("", "start from this SAM 2 checkpoint (Meta's format, with its config beside it as the same "
+                        "name .yaml, e.g. `star-export import-sam`'s sam2.pt) instead of a random one; the size "
+                        "settings then come from that config")
     mask_outputs: str = setting("all", "train the best of SAM's three masks ('best', SAM's loss) or all three "
                                 "('all': the world's prompts are never ambiguous)", choices=("best", "all"))
 
@@ -177,6 +180,18 @@ def sam_losses(low_logits, iou_pred, gt, kind: str = "bce+dice", outputs: str = 
             "train_iou": true_iou[rows, best].mean()}
 
 
+def _init_config(checkpoint: Path) -> Path:
+    """The config beside an --init checkpoint (same name, .yaml)."""
+    from engine.errors import ModelFileError
+
+    if not checkpoint.is_file():
+        raise ModelFileError(f"--init {checkpoint}: no such checkpoint")
+    config = checkpoint.with_suffix(".yaml")
+    if not config.is_file():
+        raise ModelFileError(f"--init {checkpoint}: its config {config.name} is not beside it")
+    return config
+
+
 class SamTrainer:
     def __init__(self, config: SamTrainConfig):
         import torch
@@ -195,11 +210,16 @@ class SamTrainer:
         latest = self.out / "checkpoint"
         resume = (latest / "state.pt").is_file()
         self.config_path = self.out / "sam2_nano.yaml"
-        if not resume:
+        start = latest / "sam2_nano.pt" if resume else None
+        if not resume and config.init:
+            start = Path(config.init)
+            shutil.copy(_init_config(start), self.config_path)
+        elif not resume:
             write_shrunk_config(self.config_path, image_size=config.image_size, embed_dim=config.embed_dim,
                                 d_model=config.d_model)
-        self.model = build_model(self.config_path, latest / "sam2_nano.pt" if resume else None, "cpu").train()
-        if config.pe_init and not resume:
+        self.model = build_model(self.config_path, start, "cpu").train()
+        self.image_size = int(self.model.image_size)  # with --init, the checkpoint's input size
+        if config.pe_init and start is None:
             pe_attention_init(self.model, config.pe_gain)
         self.model.to(self.device)
         self.encoder, self.decoder = build_graphs(self.model)
@@ -231,11 +251,11 @@ class SamTrainer:
 
         masks = [o.mask for o in scene.objects]
         prompts = [sample_prompt(m, t, rng, self.config.box_jitter) for m, t in zip(masks, gt_targets_from_masks(masks))]
-        coords, labels = prompt_tensors(prompts, scene.image.shape[:2], self.config.image_size)
+        coords, labels = prompt_tensors(prompts, scene.image.shape[:2], self.image_size)
         def on(array):
             return torch.from_numpy(array).to(self.device)
 
-        feats = self.encoder(on(preprocess(scene.image, self.config.image_size)))
+        feats = self.encoder(on(preprocess(scene.image, self.image_size)))
         low, iou = self.decoder(*feats, on(coords), on(labels))
         return sam_losses(low, iou, on(np.stack(masks)), self.config.loss, self.config.mask_outputs)
 
