@@ -287,6 +287,10 @@ class EditingMixin:
         self._set_running(False)
         failures = self.folder_failures
         self.folder_failures = []
+        if summary.get("not_run"):  # the model did not load; the message says why
+            self.stage.setText("Folder: not run.")
+            self.run_finished.emit()
+            return
         text = (f"Folder: {summary['done']} labelled, {summary['failed']} failed, {summary['skipped']} saved "
                 "already (skipped)" + (". Stopped: run it again to continue." if summary["stopped"] else "."))
         if failures:

@@ -110,13 +110,14 @@ def export_f32(hf: Path, adapter: Path | None, bundle: Path, monitor: ResourceMo
                     name=f"scale-{hf.parent.name}-f32", verify=False, log=log)
 
 
-def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: int, device: str = "cpu"):
+def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: int, device: str = "cpu",
+                 flash_attn: bool | None = None):
     from engine.policy.llama_backend import LlamaPolicy
 
     spec = bundle.manifest.policy
     return LlamaPolicy(bundle.path(model_rel), bundle.path(spec.mmproj), family=spec.family, frame=spec.frame,
                        prompt_family=spec.prompt_family, max_samples=max_samples, n_ctx=n_ctx, threads=threads,
-                       n_gpu_layers=-1 if device == "cuda" else 0, reuse_prefix=False)
+                       n_gpu_layers=-1 if device == "cuda" else 0, reuse_prefix=False, flash_attn=flash_attn)
 
 
 def measure_policy(bundle, image, counts: list[int], tokens: int, threads: int, monitor: ResourceMonitor,
@@ -216,7 +217,10 @@ def measure_reference(hf: Path, dtype: str, image, frame: str, tokens: int, moni
 
 def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: str, steps: int, threads: int,
                    monitor: ResourceMonitor) -> dict:
-    """Teacher-forced logits of each GGUF in `sources` ({quant: (bundle, model file)}) against transformers fp32."""
+    """Teacher-forced logits of each GGUF in `sources` ({quant: (bundle, model file)}) against transformers fp32,
+    twice: with llama.cpp's flash attention off (the export's own error, judged against the tolerance) and
+    as llama.cpp chooses by default (on the CPU its flash-attention kernel works at f16 inside, which at a
+    real depth and length moves the logits more than the weights' rounding does)."""
     from .scale_reference import logit_errors, reference_parity_logits
     from .verify import LOGIT_TOLERANCE
 
@@ -225,16 +229,23 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
     out = {"steps": steps, "transformers": {k: ref[k] for k in ("prompt_tokens", "image_tokens", "image_grid_thw",
                                                                  "generate_ms", "forced_ms")}}
     for quant, (bundle, rel) in sources.items():
-        with monitor.stage(f"parity: GGUF {quant}"):
-            policy = _open_policy(bundle, rel, 4096, 1, threads)
-            try:
-                ours = policy.forced_logits(image, QUERY, ref["tokens"])
-                prompt_tokens = policy.timings.prefill_tokens
-            finally:
-                policy.close()
-        out[quant] = {**logit_errors(ours, ref["logits"], LOGIT_TOLERANCE[quant]), "prompt_tokens": prompt_tokens,
-                      "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"],
-                      "mmproj": bundle.manifest.policy.mmproj}
+        runs = {}
+        for flash in (False, None):
+            with monitor.stage(f"parity: GGUF {quant}, flash attention {'off' if flash is False else 'auto'}"):
+                policy = _open_policy(bundle, rel, 4096, 1, threads, flash_attn=flash)
+                try:
+                    t0 = time.perf_counter()
+                    ours = policy.forced_logits(image, QUERY, ref["tokens"])
+                    runs[flash] = (ours, (time.perf_counter() - t0) * 1e3, policy.timings.prefill_tokens)
+                finally:
+                    policy.close()
+        (off, off_ms, prompt_tokens), (auto, auto_ms, _) = runs[False], runs[None]
+        auto_errors = logit_errors(auto, ref["logits"], LOGIT_TOLERANCE[quant])
+        out[quant] = {**logit_errors(off, ref["logits"], LOGIT_TOLERANCE[quant]), "forced_ms": off_ms,
+                      "prompt_tokens": prompt_tokens, "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"],
+                      "mmproj": bundle.manifest.policy.mmproj,
+                      "flash_attention_auto": {k: auto_errors[k] for k in ("max_rel_error", "mean_rel_error", "agreement")}
+                      | {"forced_ms": auto_ms}}
     return out
 
 
@@ -275,11 +286,14 @@ def report(result: dict) -> str:
         quants = [q for q in PARITY_QUANTS if q in p]
         text += "\n" + print_table(
             f"parity at the real frame: teacher-forced logits vs transformers fp32 over {p['steps']} greedy tokens "
-            f"(image grid {p['transformers']['image_grid_thw']}, {p['transformers']['image_tokens']} image tokens)",
+            f"(image grid {p['transformers']['image_grid_thw']}, {p['transformers']['image_tokens']} image tokens); "
+            "llama.cpp with flash attention off, and as it chooses ('auto': on for these models on the CPU)",
             ["GGUF", "mmproj", "max rel err", "mean rel err", "tolerance", "agreement", "prompt tokens (ours / ref)",
-             "ok"],
+             "ok", "max rel err auto", "mean rel err auto", "forced ms off", "forced ms auto"],
             [[q, Path(p[q].get("mmproj", "")).name, p[q]["max_rel_error"], p[q]["mean_rel_error"], p[q]["tolerance"],
-              p[q]["agreement"], f"{p[q]['prompt_tokens']} / {p['transformers']['prompt_tokens']}", p[q]["ok"]]
+              p[q]["agreement"], f"{p[q]['prompt_tokens']} / {p['transformers']['prompt_tokens']}", p[q]["ok"],
+              p[q]["flash_attention_auto"]["max_rel_error"], p[q]["flash_attention_auto"]["mean_rel_error"],
+              p[q]["forced_ms"], p[q]["flash_attention_auto"]["forced_ms"]]
              for q in quants])
     return text
 

@@ -76,6 +76,7 @@ def test_clicks_and_box_refine_as_sam_does_with_undo_and_redo(qtbot, home, tiny_
     before = list(ann.objects)
     qtbot.mouseClick(w.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(w, 150, 120))
     wait_refined(qtbot, w, before)
+    hits = tiny_segmenter.cache.hits
     added = w.annotation.objects[0]
     assert len(added.prompt.clicks) == 2 and added.prompt.clicks[1][2] == 1
     assert abs(added.prompt.clicks[1][0] - 150) < 2 and abs(added.prompt.clicks[1][1] - 120) < 2
@@ -88,6 +89,7 @@ def test_clicks_and_box_refine_as_sam_does_with_undo_and_redo(qtbot, home, tiny_
     assert [c[2] for c in removed.prompt.clicks] == [1, 1, 0]
     assert same(removed.mask, expected_mask(predictor, scene_image, removed.prompt))
     assert tiny_segmenter.cache.misses == misses  # every refinement on the run's embedding
+    assert tiny_segmenter.cache.hits == hits  # found once, not re-hashed on every click
 
     # undo twice: back to the result's object; redo once: the positive click again
     qtbot.keyClick(w.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
@@ -292,6 +294,25 @@ def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tin
         policy.gate.set()
     assert "Stopped: run it again to continue" in w2.stage.text()
     assert labelme_path(paths[0]).exists() and not labelme_path(paths[2]).exists()
+
+
+def test_folder_run_whose_model_does_not_load_says_so(qtbot, home, tmp_path, scene_image):
+    """The bundle fails to load: the message says why, and the status line does not claim a Stop."""
+    from engine.errors import ModelFileError
+
+    def broken(bundle, n):
+        raise ModelFileError("the bundle's policy file is damaged")
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.fromarray(scene_image).save(folder / "a.png")
+    w = window(qtbot, home, loader=broken)
+    assert w.open_folder(folder) == 1
+    w.query.setCurrentText("the red square")
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        assert w.run_folder()
+    assert not w.running and w.stage.text() == "Folder: not run."
+    assert "damaged" in w.last_message.text
 
 
 def test_pasted_image_has_nothing_to_save_beside(qtbot, home, tiny_segmenter):

@@ -152,5 +152,8 @@ def test_parity_only_at_f32_with_an_f32_mmproj(tmp_path):
     assert set(result["parity"]) == {"steps", "transformers", "F32"}
     f32 = result["parity"]["F32"]
     assert f32["ok"] and f32["prompt_tokens_agree"] and f32["mmproj"].endswith("mmproj-f32.gguf"), f32
+    # The same files again as llama.cpp chooses (flash attention): a second, separately timed forward pass
+    auto = f32["flash_attention_auto"]
+    assert auto["agreement"] > 0 and 0 <= auto["max_rel_error"] < 0.05 and auto["forced_ms"] > 0 < f32["forced_ms"]
     assert {"bundle-f32/policy/model-f32.gguf", "bundle-f32/policy/mmproj-f32.gguf"} <= set(result["files"])
     assert "mmproj-f32.gguf" in report(result)
