@@ -116,7 +116,7 @@ class Outcome:
             return (f"Could not parse the model's answer ({reason}). The model did not follow the answer format; "
                     "try rephrasing the query or more samples.")
         if self.data["no_object"] or not self.data["area"]:
-            if self.data.get("notes"):  # the engine's guard took a full-frame mask as nothing found
+            if self.data.get("notes"):  # the engine's guards took a full-frame or featureless mask as nothing found
                 return f"No object: {self.data['notes'][-1]}."
             if self.vote is not None:
                 v = self.vote

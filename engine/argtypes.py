@@ -47,6 +47,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def grey_levels(text: str) -> float:
+    """An argparse type: a number of grey levels in [0, 255]."""
+    value = _float(text)
+    if not (math.isfinite(value) and 0 <= value <= 255):
+        raise argparse.ArgumentTypeError(f"must be a number of grey levels in [0, 255], got {text}")
+    return value
+
+
 def temperature(text: str) -> float:
     """An argparse type: a sampling temperature in (0, 10]."""
     value = positive_float(text)

@@ -7,9 +7,9 @@ import os
 import sys
 
 from . import __version__
-from .argtypes import bounded_int, fraction, int_list, memory_size, positive_float, temperature
+from .argtypes import bounded_int, fraction, grey_levels, int_list, memory_size, positive_float, temperature
 from .errors import run_command
-from .honesty import DEFAULT_MAX_MASK_SHARE
+from .honesty import DEFAULT_MAX_MASK_SHARE, DEFAULT_MIN_MASK_CONTRAST
 from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
 
 
@@ -42,6 +42,9 @@ def _decode_args(p) -> None:
     p.add_argument("--max-mask-share", type=fraction, default=DEFAULT_MAX_MASK_SHARE, metavar="F",
                    help="a mask covering this share of the image or more is taken as nothing found, not as the "
                         f"object (default {DEFAULT_MAX_MASK_SHARE}; 1 keeps every mask)")
+    p.add_argument("--min-mask-contrast", type=grey_levels, default=DEFAULT_MIN_MASK_CONTRAST, metavar="L",
+                   help="a mask whose surroundings span fewer grey levels than this (a blank canvas, an empty "
+                        f"wall) is taken as nothing found (default {DEFAULT_MIN_MASK_CONTRAST:g}; 0 keeps every mask)")
 
 
 def _device_arg(p) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidQueryError
-from .honesty import DEFAULT_MAX_MASK_SHARE, full_frame_rows, reasoning_problem
+from .honesty import MaskGuard, featureless_rows, full_frame_rows, reasoning_problem
+from .host import to_host
 from .images import ImageSource, load_image
 from .policy.types import CancelToken, Completion, SamplingParams
 from .protocol import Answer, Target, parse_answer
@@ -81,6 +82,7 @@ class SampleResult:
     # why `thinking` is not readable prose ("" when it is; engine/honesty.py): shown as a note, not as reasoning
     reasoning_problem: str = ""
     full_frame: list[Target] = field(default_factory=list)  # targets dropped: their mask filled the image
+    featureless: list[Target] = field(default_factory=list)  # targets dropped: mask empty or on a featureless region
 
     @property
     def shown_reasoning(self) -> str:
@@ -126,17 +128,6 @@ class Result:
         return to_host(self.object_masks[row])
 
 
-def to_host(mask) -> np.ndarray:
-    """A mask as a NumPy array, wherever it lives (NumPy, a torch tensor, a CuPy array)."""
-    if isinstance(mask, np.ndarray):
-        return mask
-    if hasattr(mask, "detach"):
-        return mask.detach().cpu().numpy()
-    if hasattr(mask, "get"):
-        return mask.get()
-    return np.asarray(mask)
-
-
 def votes_on_device(segmenter) -> bool:
     """Whether a run keeps its masks on the GPU and votes there: a segmenter on a CUDA device that can hand
     back device masks (`device_outputs`: PyTorch on CUDA, TensorRT, ONNX Runtime's CUDA provider with torch at
@@ -172,24 +163,33 @@ def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrain
                           constrained=constrained)
 
 
-def drop_full_frame(samples: list[SampleResult], object_masks, max_share: float) -> list[str]:
-    """Take every target whose mask covers >= max_share of the image out of its sample (kept in
-    `full_frame`); a sample left with none says "no object". Returns the note for the result, if any."""
-    rows = set(full_frame_rows(object_masks, max_share))
-    if not rows:
+def drop_unusable(samples: list[SampleResult], rgb: np.ndarray, object_masks, guard: MaskGuard) -> list[str]:
+    """Take every target whose mask the guard rejects out of its sample: one covering >= guard.max_share of
+    the image (kept in `full_frame`), one empty or on a featureless region of `rgb` (kept in `featureless`).
+    A sample left with none says "no object". Returns the notes for the result."""
+    full = set(full_frame_rows(object_masks, guard.max_share))
+    flat = set(featureless_rows(rgb, object_masks, guard.min_contrast)) - full
+    if not full and not flat:
         return []
     for s in samples:
-        keep = [j for j, r in enumerate(s.mask_rows) if r not in rows]
+        keep = [j for j, r in enumerate(s.mask_rows) if r not in full and r not in flat]
         if len(keep) == len(s.mask_rows):
             continue
-        s.full_frame = [t for j, t in enumerate(s.targets) if j not in keep]
+        s.full_frame = [t for t, r in zip(s.targets, s.mask_rows) if r in full]
+        s.featureless = [t for t, r in zip(s.targets, s.mask_rows) if r in flat]
         s.targets = [s.targets[j] for j in keep]
         s.scores = [s.scores[j] for j in keep]
         s.mask_rows = [s.mask_rows[j] for j in keep]
         if not s.targets:
-            s.status, s.reason = "empty", "every object it named gave a mask filling the image (taken as no object)"
-    return [f"{len(rows)} mask{'s' if len(rows) > 1 else ''} covering {max_share:.0%} or more of the image "
-            "not used (taken as nothing found)"]
+            s.status, s.reason = "empty", "every object it named gave a mask that outlines nothing (taken as no object)"
+    notes = []
+    if full:
+        notes.append(f"{len(full)} mask{'s' if len(full) > 1 else ''} covering {guard.max_share:.0%} or more of "
+                     "the image not used (taken as nothing found)")
+    if flat:
+        notes.append(f"{len(flat)} mask{'s' if len(flat) > 1 else ''} empty or on a featureless region (under "
+                     f"{guard.min_contrast:g} grey levels around it) not used (taken as nothing found)")
+    return notes
 
 
 def vote_candidates(samples: list[SampleResult], object_masks: np.ndarray, scores) -> list:
@@ -221,7 +221,7 @@ class Reasoner:
 
     def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig(),
                  answer_grammar: bool = False, vote_temperature: float = 1.0,
-                 max_mask_share: float = DEFAULT_MAX_MASK_SHARE):
+                 mask_guard: MaskGuard = MaskGuard()):
         self.policy = policy
         self.segmenter = segmenter
         self.frame = frame
@@ -229,7 +229,7 @@ class Reasoner:
         self.vote_config = vote
         self.answer_grammar = answer_grammar  # the bundle's recommended decoding (PolicySpec.answer_grammar)
         self.vote_temperature = vote_temperature  # ... and voting temperature (PolicySpec.vote_temperature)
-        self.max_mask_share = max_mask_share  # a mask this much of the image is "nothing found" (engine/honesty.py)
+        self.mask_guard = mask_guard  # which masks are "nothing found" (engine/honesty.py)
 
     def grammar(self, requested: bool | None) -> bool:
         """Decode under the answer grammar? What the caller asked for, else what the bundle recommends."""
@@ -277,12 +277,12 @@ class Reasoner:
             timings.total_ms = (time.perf_counter() - t_start) * 1e3
             return Result(query, (w, h), np.zeros((h, w), dtype=bool), False, samples,
                           np.zeros((0, h, w), dtype=bool), None, timings, self.bundle, True, sampling)
-        notes = drop_full_frame(samples, object_masks, self.max_mask_share)
+        notes = drop_unusable(samples, rgb, object_masks, self.mask_guard)
         final, no_object, vote_result = self._decide(samples, object_masks, scores, (h, w), vote, timings)
-        if final.any() and full_frame_rows(final[None], self.max_mask_share):
+        if final.any() and full_frame_rows(final[None], self.mask_guard.max_share):
             # e.g. several boxes whose masks together fill the frame
             notes.append(f"the answer's mask covered {final.mean():.0%} of the image and was not used "
-                         f"(limit {self.max_mask_share:.0%}): no object found")
+                         f"(limit {self.mask_guard.max_share:.0%}): no object found")
             final, no_object = np.zeros_like(final), True
         if vote_result is not None:
             emit(Event("vote", data=vote_result))
@@ -379,9 +379,9 @@ def bundle_root(bundle=None) -> Path:
 
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
                   max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
-                  max_mask_share: float = DEFAULT_MAX_MASK_SHARE,
-                  verify: bool | str = True) -> Reasoner:
-    """A reasoner from a bundle folder (default: the nano bundle shipped with the package)."""
+                  mask_guard: MaskGuard = MaskGuard(), verify: bool | str = True) -> Reasoner:
+    """A reasoner from a bundle folder (default: the nano bundle shipped with the package).
+    mask_guard: which masks are taken as "nothing found" (engine/honesty.py)."""
     from .bundle import load_bundle
     from .devices import resolve_device
     from .errors import ModelFileError
@@ -400,4 +400,4 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
     return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,
-                    vote_temperature=spec.vote_temperature, max_mask_share=max_mask_share)
+                    vote_temperature=spec.vote_temperature, mask_guard=mask_guard)

@@ -21,6 +21,11 @@ OVERLAY_RGB = (255, 40, 90)
 SAMPLE_RGB = (40, 160, 255)
 
 
+def _target(t) -> dict:
+    """A target the guard dropped (engine/honesty.py), as the JSON names it."""
+    return {"box": list(t.box), "point": list(t.point), "label": t.label}
+
+
 def result_to_dict(result: Result, *, sample_masks: bool = True, should_stop=None) -> dict | None:
     """The result as JSON-ready data (every sample's masks as RLE unless `sample_masks` is False). Encoding
     32 masks of a 24 MP image takes about two seconds on a CPU: `should_stop` (a callable) is asked between
@@ -40,8 +45,8 @@ def result_to_dict(result: Result, *, sample_masks: bool = True, should_stop=Non
         samples.append({"index": s.index, "status": s.status, "reason": s.reason, "finish_reason": s.finish_reason,
                         "thinking": s.thinking, "reasoning_problem": s.reasoning_problem, "answer": s.answer_text,
                         "text": s.text, "targets": targets,
-                        "full_frame": [{"box": list(t.box), "point": list(t.point), "label": t.label}
-                                       for t in s.full_frame]})
+                        "full_frame": [_target(t) for t in s.full_frame],
+                        "featureless": [_target(t) for t in s.featureless]})
     clusters, vote = [], None
     if result.vote is not None:
         v = result.vote

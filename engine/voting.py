@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from .errors import ShapeMismatchError
+from .host import to_host
 from .kernels import cpu_iou
 
 # --------------------------------------------------------------------------------------------
@@ -411,16 +412,6 @@ def _decide(cands: Candidates, engine: IoUEngine | None, config: VoteConfig, sha
                       reason=f"{len(selected)} of {len(clusters)} clusters selected (K = {k})", **base)
 
 
-def _to_host(mask):
-    """A device mask (CuPy array or torch CUDA tensor) copied to a numpy array; host masks unchanged."""
-    if hasattr(mask, "__cuda_array_interface__"):
-        if hasattr(mask, "get"):  # CuPy
-            return mask.get()
-        if hasattr(mask, "detach"):  # torch
-            return mask.detach().cpu().numpy()
-    return mask
-
-
 def _build_engine(masks: list, backend: str) -> IoUEngine:
     if backend in ("auto", "cuda"):
         from .kernels import cuda_voting
@@ -430,7 +421,7 @@ def _build_engine(masks: list, backend: str) -> IoUEngine:
         if backend == "cuda":
             raise RuntimeError("backend='cuda' needs CuPy, a CUDA GPU and masks on it; " + cuda_voting.unavailable_reason())
     # Masks on a GPU without a usable kernel: vote on host copies rather than fail.
-    return CpuBitEngine([_to_host(m) for m in masks])
+    return CpuBitEngine([to_host(m) for m in masks])
 
 
 def majority_vote(samples: Sequence, config: VoteConfig = VoteConfig(), *, shape: tuple[int, int] | None = None, backend: str = "auto") -> VoteResult:

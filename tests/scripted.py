@@ -5,14 +5,15 @@ the original image by hand (docs/protocol.md §2)."""
 
 import numpy as np
 
+from engine.honesty import MaskGuard
 from engine.policy.types import Completion, PolicyTimings
 
 W, H = 224, 184  # original image; the tiny bundle's frame is pixels-112
 FRAME = 112
 
 # The tiny bundle's SAM has random weights and paints nearly the whole image for any prompt; the tests that
-# compose it with scripted answers keep every mask (the full-frame guard has its own tests, test_honesty.py).
-RANDOM_SAM = {"max_mask_share": 1.0}
+# compose it with scripted answers keep every mask (the guards have their own tests, test_honesty.py).
+RANDOM_SAM = {"mask_guard": MaskGuard.off()}
 
 RED = ("red square", (15, 10, 45, 35), (30, 22))  # frame pixels
 BLUE = ("blue circle", (55, 40, 100, 95), (78, 68))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DatasetError, StarError
+from ..honesty import MaskGuard
 from .interrupt import StopOnCtrlC
 
 
@@ -62,7 +63,7 @@ def main(args) -> int:
     reader = open_reader(args.data, options, args.on_error)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify,
-                             max_mask_share=args.max_mask_share)
+                             mask_guard=MaskGuard.of_args(args))
     settings = EvalSettings(data=args.data, data_options=options, on_error=args.on_error, n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                             constrained=reasoner.grammar(args.grammar),
                             temperature=reasoner.temperature(args.temperature),

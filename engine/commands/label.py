@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ImageError, StarError
+from ..honesty import MaskGuard
 from .interrupt import StopOnCtrlC
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -57,7 +58,7 @@ class LocalLabeller:
         self.args = args
         self.reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                                       max_new_tokens=args.max_new_tokens, verify=args.verify,
-                                      max_mask_share=args.max_mask_share)
+                                      mask_guard=MaskGuard.of_args(args))
 
     def __call__(self, image: Path, cancel=None) -> Labelled | None:
         """The image's shapes, or None when `cancel` stopped the run part-way (nothing is written)."""

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..honesty import MaskGuard
+
 
 def _printer(n: int, quiet: bool):
     """Streams sample 0's tokens as they arrive (the whole story for N=1); for N>1 a counter."""
@@ -82,7 +84,7 @@ def main(args) -> int:
               file=sys.stderr)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify,
-                             max_mask_share=args.max_mask_share)
+                             mask_guard=MaskGuard.of_args(args))
     try:
         result = reasoner.run(image, args.query, args.n,
                               sampling=sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import StarError
-from ..honesty import DEFAULT_MAX_MASK_SHARE
+from ..honesty import MaskGuard
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -59,7 +59,7 @@ def model_ids(specs: list[str]) -> list[tuple[str, str | None]]:
 
 
 def load_workers(specs: list[str], *, device: str, threads: int | None, max_samples: int, max_new_tokens: int,
-                 queue_size: int, verify, max_mask_share: float = DEFAULT_MAX_MASK_SHARE):
+                 queue_size: int, verify, mask_guard: MaskGuard = MaskGuard()):
     from ..pipeline import load_reasoner
     from ..serve.app import model_info
     from ..serve.requests import PredictParams
@@ -69,7 +69,7 @@ def load_workers(specs: list[str], *, device: str, threads: int | None, max_samp
     try:
         for name, folder in model_ids(specs):
             reasoner = load_reasoner(folder, device=device, threads=threads, max_samples=max_samples,
-                                     max_new_tokens=max_new_tokens, verify=verify, max_mask_share=max_mask_share)
+                                     max_new_tokens=max_new_tokens, verify=verify, mask_guard=mask_guard)
             name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", reasoner.bundle.get("name") or "star").strip("-") or "star"
             if name in workers:
                 reasoner.close()
@@ -94,7 +94,7 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     workers = load_workers(args.bundle, device=args.device, threads=args.threads, max_samples=args.max_samples,
                            max_new_tokens=args.max_new_tokens, queue_size=args.queue, verify=args.verify,
-                           max_mask_share=args.max_mask_share)
+                           mask_guard=MaskGuard.of_args(args))
     settings = ServeSettings(api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20), timeout_s=args.timeout)
     app = create_app(workers, settings)
     server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",

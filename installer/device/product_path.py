@@ -65,7 +65,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from engine.pipeline import Reasoner, decide, to_host
+    from engine.host import to_host
+    from engine.pipeline import Reasoner, decide
     from engine.voting import VoteConfig
     from tests.scripted import ReplayPolicy
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.honesty import MaskGuard
 from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
 
 
@@ -120,7 +121,7 @@ def test_a_full_frame_answer_and_unreadable_reasoning_are_explained(tiny_segment
     from engine.results import result_to_dict
 
     garbled = answer(RED).replace("looking", "The query names square>")
-    result = Reasoner(ReplayPolicy([garbled]), tiny_segmenter, frame="pixels-112", max_mask_share=0.0).run(
+    result = Reasoner(ReplayPolicy([garbled]), tiny_segmenter, frame="pixels-112", mask_guard=MaskGuard(max_share=0.0)).run(
         scene_image, "the red square", 1)
     outcome = Outcome(result_to_dict(result))
     assert outcome.headline().startswith("No object:") and "not used" in outcome.headline()

@@ -10,7 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from engine.honesty import full_frame_rows, reasoning_problem, shown_reasoning
+from engine.honesty import (
+    MaskGuard,
+    featureless_rows,
+    full_frame_rows,
+    reasoning_problem,
+    region_contrast,
+    shown_reasoning,
+)
+from engine.pipeline import Reasoner
 from tests.scripted import BLUE, RED, ReplayPolicy, answer
 
 
@@ -43,10 +51,26 @@ def test_full_frame_rows_by_hand():
     assert full_frame_rows(masks[:0], 0.9) == []
 
 
-def _reasoner(segmenter, texts, share):
-    from engine.pipeline import Reasoner
+def test_region_contrast_by_hand():
+    """A 40 x 40 canvas at 100 with the last ten columns at 200: a box grown by half its size on each side
+    reads only the canvas (0 levels), or reaches the bright columns with more than 1 % of its pixels and
+    spans 200 - 100 = 100 levels."""
+    rgb = np.full((40, 40, 3), 100, np.uint8)
+    rgb[:, 30:] = 200
+    assert region_contrast(rgb, (5, 5, 15, 15)) == 0  # grown to x 0..20, y 0..20
+    assert region_contrast(rgb, (20, 5, 26, 15)) == 0  # grown by 3 to x 17..29
+    assert region_contrast(rgb, (22, 5, 28, 15)) == 100  # grown to x 19..31: column 30 is 1/12 of it
+    masks = np.zeros((3, 40, 40), bool)
+    masks[0, 5:15, 5:15] = True
+    masks[1, 5:15, 22:28] = True
+    assert featureless_rows(rgb, masks, 16) == [0, 2]  # row 2 is empty: it outlines nothing either way
+    assert featureless_rows(rgb, masks, 0) == []  # 0 keeps every mask
+    assert featureless_rows(rgb, masks, 101) == [0, 1, 2]
 
-    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, max_mask_share=share)
+
+def _reasoner(segmenter, texts, share):
+    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"},
+                    mask_guard=MaskGuard(max_share=share, min_contrast=0.0))
 
 
 def test_a_full_frame_mask_is_nothing_found(tiny_segmenter, scene_image):
@@ -81,6 +105,33 @@ def test_a_vote_over_full_frame_masks_says_no_object(tiny_segmenter, scene_image
     assert r.vote.no_object_votes == 3
 
 
+def test_a_mask_on_a_blank_canvas_is_nothing_found(tiny_segmenter):
+    """The same scripted answer on a blank canvas (a photographed sheet: level 245, noise sigma 2) and on that
+    canvas with a red disc: the tiny SAM paints a region either way; on the blank canvas every mask is dropped
+    as featureless and the answer is "no object" with a note, beside the disc it is kept."""
+    rng = np.random.default_rng(0)
+    blank = (245 + rng.normal(0, 2, (184, 224, 1))).clip(0, 255).repeat(3, 2).astype(np.uint8)
+    disc = blank.copy()
+    yy, xx = np.mgrid[:184, :224]
+    disc[(yy - 40) ** 2 + (xx - 60) ** 2 < 15 ** 2] = (220, 30, 30)
+    guard = MaskGuard(max_share=1.0)  # the default contrast; the random SAM's masks are large
+    r = Reasoner(ReplayPolicy([answer(RED, BLUE)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
+        blank, "the red square", 1)
+    s = r.samples[0]
+    assert r.no_object and not r.mask.any() and s.status == "empty" and len(s.featureless) == 2 and not s.full_frame
+    assert any("featureless" in note for note in r.notes)
+    from engine.results import result_to_dict
+
+    assert [t["label"] for t in result_to_dict(r)["samples"][0]["featureless"]] == ["red square", "blue circle"]
+    kept = Reasoner(ReplayPolicy([answer(RED)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
+        disc, "the red square", 1)
+    ys, xs = np.nonzero(kept.host_mask(0))
+    # By hand: the mask's box holds the whole disc (x 45..75, y 25..55), so its surroundings hold all ~700 red
+    # pixels, more than 1 % of even the whole 224 x 184 image: they span far more than 16 levels.
+    assert xs.min() <= 45 and xs.max() >= 75 and ys.min() <= 25 and ys.max() >= 55
+    assert not kept.no_object and not kept.samples[0].featureless and not kept.notes
+
+
 def test_unreadable_reasoning_is_marked_everywhere(tiny_segmenter, scene_image):
     garbled = answer(RED).replace("looking", 'The query names square> "bbox_2d"')
     r = _reasoner(tiny_segmenter, [garbled], 1.0).run(scene_image, "the red square", 1)
@@ -93,9 +144,9 @@ def test_unreadable_reasoning_is_marked_everywhere(tiny_segmenter, scene_image):
     assert result_payload(r, PredictParams("the red square"))["description"] == s.shown_reasoning
 
 
-def test_star_segment_on_a_blank_canvas_never_shows_a_full_frame_mask(tmp_path):
-    """The shipped nano bundle on a plain white 320 x 240 canvas: whatever it answers, the final mask is not
-    (nearly) the whole image, and a trace that is not readable is not printed as reasoning."""
+def test_star_segment_on_a_blank_canvas_says_no_object(tmp_path):
+    """The shipped nano bundle on a plain white 320 x 240 canvas: whatever it answers, the result is "no
+    object" (nothing there to outline), and a trace that is not readable is not printed as reasoning."""
     from PIL import Image
 
     Image.fromarray(np.full((240, 320, 3), 250, np.uint8)).save(tmp_path / "blank.png")
@@ -104,6 +155,6 @@ def test_star_segment_on_a_blank_canvas_never_shows_a_full_frame_mask(tmp_path):
                               "--json"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
         d = json.loads(run.stdout)
-        assert d["area"] < 0.9 * 320 * 240
+        assert d["no_object"] and d["area"] == 0, (query, d["notes"])
         for s in d["samples"]:
             assert bool(s["reasoning_problem"]) == bool(reasoning_problem(s["thinking"]))

@@ -10,7 +10,7 @@ answers them. Each probe is a scene and a query with a known answer:
 Reported per family: how often the answer's mask has IoU >= 0.5 with the truth (or, where nothing is
 there, how often it says "no object"), reasoning texts that are not readable prose (engine/honesty.py),
 and full-frame masks (>= 90 % of an image whose objects cover less than half of it), with the engine's
-full-frame guard on and off.
+mask guards (engine/honesty.py) on and off.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.honesty import DEFAULT_MAX_MASK_SHARE
+from engine.honesty import DEFAULT_MAX_MASK_SHARE, MaskGuard
 
 from . import referring
 from .queries import referring as colour_kind
@@ -75,12 +75,12 @@ def make_probe(family: str, index: int) -> Probe:
 
 def run_probes(reasoner, count: int = 20, n: int = 1, families: tuple[str, ...] = FAMILIES) -> dict:
     """Every family's probes through `reasoner` (N = n, the bundle's recommended decoding): per family the
-    share answered right, unreadable reasoning texts, and full-frame masks with the guard on and off."""
+    share answered right, unreadable reasoning texts, and full-frame masks with the guards on and off."""
     from engine.honesty import full_frame_rows
     from engine.pipeline import sampling_for
 
     out = {}
-    keep = reasoner.max_mask_share
+    keep = reasoner.mask_guard
     try:
         for family in families:
             right = unreadable = full_guarded = full_raw = 0
@@ -89,11 +89,11 @@ def run_probes(reasoner, count: int = 20, n: int = 1, families: tuple[str, ...] 
                 sampling = sampling_for(n, seed=i, constrained=reasoner.grammar(None),
                                         temperature=reasoner.temperature(None))
                 objects_share = probe.truth.mean()
-                for share in (1.0, keep):  # the model's own answer, then what the engine shows
-                    reasoner.max_mask_share = share
+                for raw, guard in ((True, MaskGuard.off()), (False, keep)):  # the model's answer, then what is shown
+                    reasoner.mask_guard = guard
                     result = reasoner.run(probe.image, probe.query, n, sampling=sampling)
                     full = bool(full_frame_rows(result.mask[None], DEFAULT_MAX_MASK_SHARE) and objects_share < 0.5)
-                    if share == 1.0:
+                    if raw:
                         full_raw += full
                     else:
                         full_guarded += full
@@ -107,5 +107,5 @@ def run_probes(reasoner, count: int = 20, n: int = 1, families: tuple[str, ...] 
                            "unreadable_traces": unreadable, "samples": count * n,
                            "full_frame_unguarded": full_raw, "full_frame_shown": full_guarded}
     finally:
-        reasoner.max_mask_share = keep
+        reasoner.mask_guard = keep
     return out
