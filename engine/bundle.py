@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle_schema import manifest_problems
+from .bundle_schema import SEGMENTER_PATHS, manifest_problems
 from .errors import ModelFileError
 from .fileio import cache_dir, write_text_atomically
 
@@ -123,11 +123,16 @@ class Bundle:
     def identity(self) -> dict:
         """What a result records about the models that produced it."""
         m = self.manifest
+        segmenter_files = [] if m.segmenter is None else sorted(
+            f"{p} {m.files[p].sha256}" for k in SEGMENTER_PATHS if (p := getattr(m.segmenter, k)) and p in m.files)
         return {"name": m.name, "root": str(self.root),
                 "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
                                                           "quant": m.policy.quant,
                                                           "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256},
-                "segmenter": None if m.segmenter is None else {"image_size": m.segmenter.image_size}}
+                # one hash over the segmenter's files: a run resumed on another SAM would mix two models
+                "segmenter": None if m.segmenter is None else {
+                    "image_size": m.segmenter.image_size,
+                    "sha256": hashlib.sha256("\n".join(segmenter_files).encode()).hexdigest()}}
 
     def segmenter_files(self):
         from .segment import SegmenterFiles

@@ -17,9 +17,11 @@ RESULTS_FILE = "results.jsonl"
 
 # Settings that change what the model predicts: a resume must match them exactly.
 PREDICTION_KEYS = ("data", "data_options", "n", "seed", "max_new_tokens", "constrained", "temperature", "vote", "sweep",
-                   "policy_sha256")
-# What a key meant in a run.json written before the key existed.
-KEY_DEFAULTS = {"constrained": False, "temperature": 1.0, "data_options": {}}
+                   "policy_sha256", "segmenter_sha256", "mask_guard")
+# What a key meant in a run.json written before the key existed. A run recorded before its segmenter was
+# (segmenter_sha256 absent) cannot say which SAM it used, and is not resumed.
+KEY_DEFAULTS = {"constrained": False, "temperature": 1.0, "data_options": {},
+                "mask_guard": {"max_share": 0.9, "min_contrast": 0.0}}
 
 
 class EvalRunError(StarError):

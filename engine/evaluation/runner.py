@@ -7,6 +7,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 
 from ..errors import DatasetError, StarError
+from ..honesty import MaskGuard
 from ..metrics import IoUAccumulator, PreparedGt, pick_counts
 from ..pipeline import Reasoner, sampling_for
 from ..policy.types import CancelToken
@@ -32,8 +33,9 @@ class EvalSettings:
     limit: int | None = None       # the first `limit` items only
     convention: str = "lisa"       # for the progress bar; the report can use any
 
-    def describe(self, bundle: dict) -> dict:
-        """What run.json records; PREDICTION_KEYS of it must match on resume."""
+    def describe(self, bundle: dict, mask_guard: MaskGuard = MaskGuard()) -> dict:
+        """What run.json records; PREDICTION_KEYS of it must match on resume. mask_guard: the reasoner's
+        (which masks count as nothing found changes the answers)."""
         sweep = [asdict(c) for c in grid_configs()] if self.sweep and self.n > 1 else []
         policy = (bundle or {}).get("policy") or {}
         # N = 1 is greedy: the temperature decides nothing there, so it is recorded as StAR's 1.0 (older N = 1
@@ -42,7 +44,9 @@ class EvalSettings:
         return {"data": self.data, "data_options": dict(sorted(self.data_options.items())),
                 "on_error": self.on_error, "n": self.n, "seed": self.seed, "max_new_tokens": self.max_new_tokens,
                 "constrained": self.constrained, "temperature": temperature, "vote": asdict(self.vote), "sweep": sweep,
-                "policy_sha256": policy.get("sha256"), "bundle": bundle}
+                "policy_sha256": policy.get("sha256"),
+                "segmenter_sha256": ((bundle or {}).get("segmenter") or {}).get("sha256"),
+                "mask_guard": asdict(mask_guard), "bundle": bundle}
 
 
 @dataclass
@@ -111,7 +115,7 @@ def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, can
 
     cancel = cancel or CancelToken()
     log = RunLog(out_dir)
-    run_settings = settings.describe(reasoner.bundle)
+    run_settings = settings.describe(reasoner.bundle, reasoner.mask_guard)
     records = log.open(run_settings)
     done = {r["id"] for r in records if "error" not in r}
     records = [r for r in records if "error" not in r]  # errored items are tried again

@@ -295,3 +295,32 @@ def test_grammar_setting_reaches_sampling_and_old_runs_resume(tmp_path):
     assert RunLog(tmp_path).open({**old, "temperature": 1.0}) == []
     with pytest.raises(EvalRunError, match="temperature: 1.0 there, 0.5 now"):
         RunLog(tmp_path).open({**old, "temperature": 0.5})
+
+
+def test_a_run_is_not_resumed_on_another_segmenter_or_mask_guard(tmp_path):
+    """The shipped nano bundle's identity names its segmenter by one hash over the segmenter files the manifest
+    lists (worked out here from bundle.json); a run recorded with it is refused on another SAM or another mask
+    guard, and resumed on the same ones."""
+    import hashlib
+
+    from engine.bundle import load_bundle
+    from engine.evaluation.runlog import EvalRunError, RunLog
+    from engine.evaluation.runner import EvalSettings
+    from engine.honesty import MaskGuard
+    from engine.pipeline import bundle_root
+
+    root = bundle_root(None)
+    manifest = json.loads((root / "bundle.json").read_text())
+    seg = manifest["segmenter"]
+    lines = sorted(f"{seg[k]} {manifest['files'][seg[k]]['sha256']}" for k in ("encoder_onnx", "decoder_onnx"))
+    identity = load_bundle(root).identity()
+    assert identity["segmenter"]["sha256"] == hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    settings = EvalSettings(data="x")
+    RunLog(tmp_path).open(settings.describe(identity))
+    assert RunLog(tmp_path).open(settings.describe(identity, MaskGuard())) == []
+    other_sam = {**identity, "segmenter": {**identity["segmenter"], "sha256": "0" * 64}}
+    with pytest.raises(EvalRunError, match="segmenter_sha256"):
+        RunLog(tmp_path).open(settings.describe(other_sam))
+    with pytest.raises(EvalRunError, match="mask_guard"):
+        RunLog(tmp_path).open(settings.describe(identity, MaskGuard(min_contrast=0.0)))
