@@ -111,7 +111,7 @@ def export_f32(hf: Path, adapter: Path | None, bundle: Path, monitor: ResourceMo
 
 
 def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: int, device: str = "cpu",
-                 flash_attn: bool | None = None):
+                 flash_attn: bool | str | None = None):
     from engine.policy.llama_backend import LlamaPolicy
 
     spec = bundle.manifest.policy
@@ -230,7 +230,7 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
                                                                  "generate_ms", "forced_ms")}}
     for quant, (bundle, rel) in sources.items():
         runs = {}
-        for flash in (False, None):
+        for flash in (False, "auto"):
             with monitor.stage(f"parity: GGUF {quant}, flash attention {'off' if flash is False else 'auto'}"):
                 policy = _open_policy(bundle, rel, 4096, 1, threads, flash_attn=flash)
                 try:
@@ -239,7 +239,7 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
                     runs[flash] = (ours, (time.perf_counter() - t0) * 1e3, policy.timings.prefill_tokens)
                 finally:
                     policy.close()
-        (off, off_ms, prompt_tokens), (auto, auto_ms, _) = runs[False], runs[None]
+        (off, off_ms, prompt_tokens), (auto, auto_ms, _) = runs[False], runs["auto"]
         auto_errors = logit_errors(auto, ref["logits"], LOGIT_TOLERANCE[quant])
         out[quant] = {**logit_errors(off, ref["logits"], LOGIT_TOLERANCE[quant]), "forced_ms": off_ms,
                       "prompt_tokens": prompt_tokens, "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"],

@@ -193,3 +193,18 @@ def test_errors(f32, tiny_qwen_gguf, tmp_path, image):
     from engine.policy.llama_backend import LlamaPolicy
     with pytest.raises(ModelFileError, match="qwen3-vl"):
         LlamaPolicy(tiny_qwen_gguf.model_f32, tiny_qwen_gguf.mmproj, family="qwen3-vl", n_ctx=1024, max_samples=1)
+
+
+def test_flash_attention_is_off_by_default_on_the_cpu(f32, tiny_qwen_gguf, image):
+    """The engine's default on the CPU is flash attention off (llama_backend.default_flash_attn): the default
+    policy's forced logits equal those of one opened with flash_attn=False bit for bit, and differ from
+    llama.cpp's own choice, whose CPU kernel works at f16 inside."""
+    ref = f32.tokenize(" The query names a red cup.")
+    default = f32.forced_logits(image, QUERY, ref)
+    off, auto = (load(tiny_qwen_gguf.model_f32, tiny_qwen_gguf, flash_attn=f) for f in (False, "auto"))
+    try:
+        assert np.array_equal(default, off.forced_logits(image, QUERY, ref))
+        assert not np.array_equal(default, auto.forced_logits(image, QUERY, ref))
+    finally:
+        off.close()
+        auto.close()
