@@ -169,10 +169,11 @@ def drop_unusable(samples: list[SampleResult], rgb: np.ndarray, object_masks, gu
     A sample left with none says "no object". Returns the notes for the result."""
     full = set(full_frame_rows(object_masks, guard.max_share))
     flat = set(featureless_rows(rgb, object_masks, guard.min_contrast)) - full
-    if not full and not flat:
+    dropped = full | flat
+    if not dropped:
         return []
     for s in samples:
-        keep = [j for j, r in enumerate(s.mask_rows) if r not in full and r not in flat]
+        keep = [j for j, r in enumerate(s.mask_rows) if r not in dropped]
         if len(keep) == len(s.mask_rows):
             continue
         s.full_frame = [t for t, r in zip(s.targets, s.mask_rows) if r in full]

@@ -22,7 +22,7 @@ SAMPLE_RGB = (40, 160, 255)
 
 
 def _target(t) -> dict:
-    """A target the guard dropped (engine/honesty.py), as the JSON names it."""
+    """A target's box, point and label as the JSON names them."""
     return {"box": list(t.box), "point": list(t.point), "label": t.label}
 
 
@@ -34,7 +34,7 @@ def result_to_dict(result: Result, *, sample_masks: bool = True, should_stop=Non
     for s in result.samples:
         targets = []
         for j, t in enumerate(s.targets):
-            target = {"box": list(t.box), "point": list(t.point), "label": t.label}
+            target = _target(t)
             if j < len(s.scores):
                 target["score"] = s.scores[j]
             if should_stop is not None and should_stop():
