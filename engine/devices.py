@@ -10,11 +10,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def llama_gpu_offload() -> bool:
-    try:
-        import llama_cpp
-    except ImportError:
-        return False
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    from .policy.llama_lib import gpu_offload
+
+    return gpu_offload()
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -49,7 +49,9 @@ def collect() -> dict:
     llama, version = _version("llama_cpp")
     if llama is not None:
         try:
-            version += f"; gpu offload: {bool(llama.llama_supports_gpu_offload())}"
+            from .policy.llama_lib import gpu_offload
+
+            version += f"; gpu offload: {gpu_offload()}"
         except Exception:
             pass
     report["llama_cpp"] = version

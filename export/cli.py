@@ -179,6 +179,10 @@ def _scale_args(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where the engine and the reference run (cuda: llama.cpp's CUDA build, ONNX Runtime's "
                         "CUDA provider, SAM 2 in bf16; default cpu)")
+    p.add_argument("--segmenter", default="onnx", choices=["onnx", "torch"],
+                   help="the engine's SAM 2 in the end-to-end rows: onnx (exported into the bundle; default) or torch "
+                        "(the checkpoint under PyTorch, bf16 on CUDA; no ONNX export: for a GPU machine whose "
+                        "onnxruntime has no CUDA provider)")
     p.add_argument("--clean", action="store_true", help="remove the work folder at the end (keeps the JSON)")
     p.add_argument("--json", default="runs/bench/scale.json", help="where to write the results")
     p.add_argument("--threads", type=bounded_int(1, 1024, "CPU threads"), default=None,

@@ -60,7 +60,9 @@ def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32",
            str(model_dir), "--outfile", str(partial), "--outtype", outtype]
     if mmproj:
         cmd.append("--mmproj")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
+    # The repo first (export._launch), then whatever the caller's path holds (packages installed with --target).
+    python_path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
     returncode, lines = _run_counting(cmd, env, timeout, "mmproj" if mmproj else f"GGUF {outtype}",
                                       tensor_count(model_dir, vision=mmproj), progress)
     tail = "\n".join(lines[-15:])

@@ -32,9 +32,10 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     `keep_output`: the LM head (output.weight) keeps the source's type (its precision is the answer's)."""
     import ctypes
 
-    import llama_cpp as L
+    from engine.policy.llama_lib import llama_modules
 
     global _CALLBACK, _BAR
+    L, _ = llama_modules()
     lines = _LOG_LINES
     lines.clear()
     if _CALLBACK is None:  # module-level: llama.cpp keeps calling it after this function returns

@@ -80,7 +80,8 @@ def build_inputs(shape, sam_config: str, work: Path, monitor: ResourceMonitor, l
 
 
 def export(hf: Path, adapter: Path | None, sam: Path, sam_config: str, bundle: Path, monitor: ResourceMonitor,
-           log) -> None:
+           log, *, sam_onnx: bool = True, q8: bool = True) -> None:
+    """The bundle: Q4_K_M policy (F16 kept), mmproj, SAM 2 ONNX (`sam_onnx`), and a Q8_0 policy beside it (`q8`)."""
     from .api import PolicyOptions, SegmenterOptions, make_bundle
     from .quantize import quantize_model
 
@@ -91,13 +92,13 @@ def export(hf: Path, adapter: Path | None, sam: Path, sam_config: str, bundle: P
         log(line)
 
     make_bundle(bundle, policy=PolicyOptions(hf, adapter=adapter, quant="Q4_K_M", keep_f16=True),
-                segmenter=SegmenterOptions(sam, sam_config), name=f"scale-{hf.parent.name}", verify=False,
-                log=stage_log)
+                segmenter=SegmenterOptions(sam, sam_config) if sam_onnx else None, name=f"scale-{hf.parent.name}",
+                verify=False, log=stage_log)
     monitor.end()
-    q8 = bundle / "policy" / "model-q8_0.gguf"
-    if not q8.is_file():
+    q8_path = bundle / "policy" / "model-q8_0.gguf"
+    if q8 and not q8_path.is_file():
         with monitor.stage("quantize Q8_0"):
-            quantize_model(bundle / "policy" / "model-f16.gguf", q8, "Q8_0")
+            quantize_model(bundle / "policy" / "model-f16.gguf", q8_path, "Q8_0")
 
 
 def export_f32(hf: Path, adapter: Path | None, bundle: Path, monitor: ResourceMonitor, log) -> None:
@@ -152,32 +153,61 @@ def measure_policy(bundle, image, counts: list[int], tokens: int, threads: int, 
     return rows
 
 
-def measure_segment(bundle, checkpoint: Path, config: str, image, counts: list[int], threads: int,
-                    device: str = "cpu") -> dict:
-    from engine.segment import transforms
-    from engine.segment.onnx_backend import OnnxSegmenter
+def _sync(device: str):
+    if device == "cuda":
+        import torch
 
-    from .scale_reference import reference_segment_ms
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _prompts(k: int, h: int, w: int, rng) -> np.ndarray:
+    x1, y1 = rng.uniform(0, w * 0.6, k), rng.uniform(0, h * 0.6, k)
+    return np.stack([x1, y1, x1 + rng.uniform(40, w * 0.3, k), y1 + rng.uniform(40, h * 0.3, k)], 1)
+
+
+def _open_segmenter(backend: str, bundle, checkpoint: Path, config: str, threads: int, device: str):
+    """The engine's segmenter for the end-to-end row: the bundle's ONNX graphs under ONNX Runtime, or the
+    random checkpoint under PyTorch (bf16 autocast on CUDA, as the product runs it there)."""
+    if backend == "torch":
+        from engine.segment.torch_backend import load_torch_segmenter
+
+        return load_torch_segmenter(config, checkpoint, device)
+    from engine.segment.onnx_backend import OnnxSegmenter
 
     spec = bundle.manifest.segmenter
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    seg = OnnxSegmenter(bundle.path(spec.encoder_onnx), bundle.path(spec.decoder_onnx), threads=threads,
-                        providers=providers)
+    return OnnxSegmenter(bundle.path(spec.encoder_onnx), bundle.path(spec.decoder_onnx), threads=threads,
+                         providers=providers)
+
+
+def measure_segment(bundle, checkpoint: Path, config: str, image, counts: list[int], threads: int,
+                    device: str = "cpu", backend: str = "onnx") -> dict:
+    """The engine's segmenter (`backend`): encoder, and the decoder over k box prompts for each N (masks left
+    on the device where the backend keeps them there, as the product path does); then the reference, SAM 2
+    in PyTorch through sam2's own model, encoder and one prompt."""
+    from engine.segment import transforms
+
+    from .scale_reference import reference_segment_ms
+
+    seg = _open_segmenter(backend, bundle, checkpoint, config, threads, device)
+    sync = _sync(device)
     h, w = image.shape[:2]
     rng = np.random.default_rng(0)
     # Preprocessing + the encoder itself: `embed` would answer repeats from its cache.
-    encode = lambda: seg._encode(transforms.preprocess(image, seg.image_size))
-    out = {"onnx_encoder_ms": time_ms(encode, repeat=2, warmup=1, budget_s=120)["median_ms"]}
+    encode = lambda: (seg._encode(transforms.preprocess(image, seg.image_size)), sync())
+    label = f"torch {'bf16' if seg.bf16 else 'fp32'}" if backend == "torch" else "onnxruntime"
+    out = {"backend": label, "encoder_ms": time_ms(encode, repeat=2, warmup=1, budget_s=120)["median_ms"]}
     emb = seg.embed(image)
+    decode = seg.device_segment if seg.device_outputs else seg.segment
     for k in counts:
-        x1, y1 = rng.uniform(0, w * 0.6, k), rng.uniform(0, h * 0.6, k)
-        boxes = np.stack([x1, y1, x1 + rng.uniform(40, w * 0.3, k), y1 + rng.uniform(40, h * 0.3, k)], 1)
-        out[f"onnx_decoder_{k}_ms"] = time_ms(lambda b=boxes: seg.segment(emb, b, b[:, :2] + 10),
-                                              repeat=3)["median_ms"]
-    seg_providers = seg.providers
+        boxes = _prompts(k, h, w, rng)
+        out[f"decoder_{k}_ms"] = time_ms(lambda b=boxes: (decode(emb, b, b[:, :2] + 10), sync()), repeat=3)["median_ms"]
+    if backend == "onnx":
+        out["onnx_providers"] = seg.providers
     torch_ms = reference_segment_ms(checkpoint, config, image, threads, device)
-    out.update({"onnx_providers": seg_providers, "torch_encoder_ms": torch_ms["encoder_ms"],
-                "torch_decoder_1_ms": torch_ms["decoder_1_ms"], "torch_dtype": torch_ms["dtype"]})
+    out.update({"torch_encoder_ms": torch_ms["encoder_ms"], "torch_decoder_1_ms": torch_ms["decoder_1_ms"],
+                "torch_dtype": torch_ms["dtype"]})
     return out
 
 
@@ -250,12 +280,12 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
 
 
 def end_to_end(policy_rows: list[dict], seg: dict, vote: dict, reference: list[dict]) -> list[dict]:
-    """Per query: ours = policy(N) + SAM encoder + decoder(N prompts) + vote(N); the reference = N runs of
+    """Per query: ours = policy(N) + the engine's SAM encoder + decoder(N prompts) + vote(N); the reference = N runs of
     transformers generate + SAM 2 in PyTorch (encoder once, one prompt per run)."""
     rows = []
     for r in policy_rows:
         n = r["n"]
-        ours = r["wall_ms"] + seg["onnx_encoder_ms"] + seg[f"onnx_decoder_{n}_ms"] + (vote.get(n, 0.0) if n > 1 else 0.0)
+        ours = r["wall_ms"] + seg["encoder_ms"] + seg[f"decoder_{n}_ms"] + (vote.get(n, 0.0) if n > 1 else 0.0)
         row = {"n": n, "ours_ms": ours}
         for ref in reference:
             theirs = n * (ref["inputs_ms"] + ref["generate_ms"] + seg["torch_decoder_1_ms"]) + seg["torch_encoder_ms"]
@@ -309,9 +339,10 @@ def _cost_tables(result: dict) -> str:
     seg = result["segment"]
     counts = [r["n"] for r in result["policy"]]
     text += "\n" + print_table(
-        f"{result['sam']} on the image (ms)", ["backend", "encoder", *[f"decoder {k} prompts" for k in counts]],
-        [["onnxruntime", seg["onnx_encoder_ms"], *[seg[f"onnx_decoder_{k}_ms"] for k in counts]],
-         [f"torch {seg['torch_dtype']}", seg["torch_encoder_ms"], seg["torch_decoder_1_ms"], *[None] * (len(counts) - 1)]])
+        f"{result['sam']} on the image (ms): the engine's, and sam2's own model as StAR runs it", ["backend", "encoder", *[f"decoder {k} prompts" for k in counts]],
+        [[seg["backend"], seg["encoder_ms"], *[seg[f"decoder_{k}_ms"] for k in counts]],
+         [f"reference: sam2 {seg['torch_dtype']}", seg["torch_encoder_ms"], seg["torch_decoder_1_ms"],
+          *[None] * (len(counts) - 1)]])
     text += "\n" + print_table("vote (ms)", ["N", "vote ms"], [[n, v] for n, v in result["vote"].items()])
     if result["reference"]:
         text += "\n" + print_table(
@@ -321,7 +352,7 @@ def _cost_tables(result: dict) -> str:
              for r in result["reference"]])
         refs = [r["dtype"] for r in result["reference"]]
         text += "\n" + print_table(
-            "end to end per query (ms): ours = policy(N) + SAM 2 ONNX + vote; reference = N x (generate + "
+            f"end to end per query (ms): ours = policy(N) + SAM 2 ({seg['backend']}) + vote; reference = N x (generate + "
             "SAM 2 torch decoder) + one encoder; 'x' = reference / ours",
             ["N", "ours", *[f"ref {d}" for d in refs], *[f"x vs {d}" for d in refs]],
             [[r["n"], r["ours_ms"], *[r[f"reference_{d}_ms"] for d in refs], *[r[f"speedup_vs_{d}"] for d in refs]]
@@ -332,10 +363,12 @@ def _cost_tables(result: dict) -> str:
 def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list[int], tokens: int,
               image_wh: tuple[int, int] = (1280, 960), reference: list[str] = ("bf16",), parity: bool = False,
               parity_steps: int = 16, parity_quants: tuple[str, ...] = ("F16", "Q8_0"), parity_only: bool = False,
-              threads: int = 1, device: str = "cpu", log=print) -> dict:
+              threads: int = 1, device: str = "cpu", segmenter: str = "onnx", log=print) -> dict:
     """Every measurement of one shape; `shape` an `export.shapes.RealShape` (a published one, or its
     `shrunk()` CI form), `sam_config` a sam2 package config or a YAML file. `parity_only`: the export stages
-    the parity needs and the parity, no cost measurements."""
+    the parity needs and the parity, no cost measurements. `segmenter`: the engine's SAM 2 in the end-to-end
+    rows, "onnx" (exported into the bundle) or "torch" (the checkpoint itself; no ONNX export). The Q8_0
+    policy is written where the parity compares it, and on the CPU, where the export's cost is measured."""
     from engine.bundle import load_bundle
 
     counts = sorted(set(counts))
@@ -350,7 +383,8 @@ def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list
         hf, adapter, sam = build_inputs(shape, sam_config, work, monitor, log, with_sam=main_bundle)
         bundle_dir = work / "bundle"
         if main_bundle:
-            export(hf, adapter, sam, sam_config, bundle_dir, monitor, log)
+            export(hf, adapter, sam, sam_config, bundle_dir, monitor, log, sam_onnx=segmenter == "onnx",
+                   q8=device == "cpu" or (parity and "Q8_0" in parity_quants))
             bundle = load_bundle(bundle_dir, verify=False)
             files = {p.relative_to(bundle_dir).as_posix(): p.stat().st_size
                      for p in sorted(bundle_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
@@ -366,8 +400,8 @@ def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list
         if not parity_only:
             log("policy: N samples together")
             policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device)
-            log("SAM 2.1: ONNX Runtime and PyTorch")
-            seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device)
+            log(f"SAM 2.1: the engine's ({segmenter}) and the reference (PyTorch)")
+            seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device, segmenter)
             vote = measure_vote([n for n in counts if n > 1], height, width, device)
             refs = [measure_reference(hf, d, image, shape.frame, tokens, monitor, device) for d in reference]
         parity_result = measure_parity(hf, adapter, sources, image, shape.frame, parity_steps, threads,
@@ -375,7 +409,7 @@ def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list
     finally:
         monitor.close()
     return {"shape": shape.name, "sam": sam_name, "frame": shape.frame, "image": f"{width}x{height}",
-            "device": device, "threads": threads, "tokens": tokens, "parameters": shape.parameter_count(),
+            "device": device, "segmenter": segmenter, "threads": threads, "tokens": tokens, "parameters": shape.parameter_count(),
             "export": export_stages, "files": files, "policy": policy, "segment": seg, "vote": vote,
             "reference": refs, "end_to_end": end_to_end(policy, seg, vote, refs) if policy else None,
             "parity": parity_result}
@@ -402,7 +436,7 @@ def main(args) -> int:
     result = run_scale(shape, sam_name, sam_config, work, counts=args.counts, tokens=args.tokens,
                        image_wh=args.image, reference=args.reference, parity=args.parity,
                        parity_steps=args.parity_steps, parity_quants=tuple(args.parity_quants),
-                       parity_only=args.parity_only, threads=threads, device=args.device,
+                       parity_only=args.parity_only, threads=threads, device=args.device, segmenter=args.segmenter,
                        log=lambda line: print(line, flush=True))
     text = report(result)
     path = write_json(args.json, {"benchmark": "scale", **result, "table": text})

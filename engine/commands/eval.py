@@ -61,6 +61,8 @@ def main(args) -> int:
 
     options = data_options(args.data_option, args.trust_pickle)
     reader = open_reader(args.data, options, args.on_error)
+    if len(reader) == 0:  # a report of 0 items with gIoU 0.0 would read like a result
+        raise DatasetError(f"--data {args.data}: no items found there; check the kind and the folder")
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify,
                              mask_guard=MaskGuard.of_args(args))
@@ -95,4 +97,9 @@ def main(args) -> int:
         print(f"star eval: interrupted after {len(outcome.records)} of {outcome.total} items; "
               "run the same command to resume", file=sys.stderr)
         return 130
+    scored = sum("error" not in r for r in outcome.records)
+    if scored == 0:
+        print(f"star eval: none of the {outcome.total} items could be scored (each failed or was skipped; "
+              "see the report's failures): the figures above are not a result", file=sys.stderr)
+        return 1
     return 0

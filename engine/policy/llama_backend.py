@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ContextOverflowError, ImageError, InvalidQueryError, ModelFileError
+from ..errors import ContextOverflowError, ImageError, InvalidQueryError, ModelFileError
 from ..images import load_image
 from ..protocol import build_prompt, chatml_prompt, get_frame, normalize_query, resize_for_model
+from .llama_lib import llama_modules, silent_callback
 from .types import MAX_SAMPLES, STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
 # general.architecture of the text GGUF per model family.
@@ -31,15 +32,6 @@ def default_flash_attn(n_gpu_layers: int) -> bool | str:
     moves the logits 5 % from transformers (0.4 % without it), and without it decoding is 20-25 % faster
     at N = 8 and 32, prefill within 5 %, memory the same (docs/benchmarks.md). GPUs are not measured."""
     return False if n_gpu_layers == 0 else "auto"
-
-
-def _lib():
-    try:
-        import llama_cpp
-        from llama_cpp import mtmd_cpp
-    except ImportError:
-        raise BackendUnavailableError("the llama.cpp policy needs llama-cpp-python: `bash installer/setup.sh --with llama`") from None
-    return llama_cpp, mtmd_cpp
 
 
 def _check_gguf(path: Path, what: str) -> None:
@@ -67,7 +59,7 @@ class LlamaPolicy:
                  n_gpu_layers: int = 0, threads: int | None = None, flash_attn: bool | str | None = None,
                  n_batch: int = 512, image_max_tokens: int = 0, reuse_prefix: bool = True):
         """flash_attn: True, False, "auto" (llama.cpp decides), or None (default_flash_attn: off on the CPU)."""
-        L, M = self.L, self.M = _lib()
+        L, M = self.L, self.M = llama_modules()
         model_path, mmproj_path = Path(model_path), Path(mmproj_path)
         _check_gguf(model_path, "policy model")
         _check_gguf(mmproj_path, "vision projector (mmproj)")
@@ -78,9 +70,10 @@ class LlamaPolicy:
         self.n_gpu_layers = n_gpu_layers  # 0: CPU only (what the app shows as the device)
         L.llama_backend_init()
         # llama.cpp and mtmd log every prompt and image slice to stderr; the CLI and app show their own.
-        L.llama_log_set(_SILENT, ctypes.c_void_p())
-        M.mtmd_log_set(_SILENT, ctypes.c_void_p())
-        M.mtmd_helper_log_set(_SILENT, ctypes.c_void_p())
+        silent = silent_callback()
+        L.llama_log_set(silent, ctypes.c_void_p())
+        M.mtmd_log_set(silent, ctypes.c_void_p())
+        M.mtmd_helper_log_set(silent, ctypes.c_void_p())
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
         self.model = L.llama_model_load_from_file(str(model_path).encode(), mparams)
@@ -450,13 +443,3 @@ def available_memory() -> int | None:
     """Bytes of memory the kernel says a new allocation can have (MemAvailable), or None where unknown."""
     return meminfo_bytes("MemAvailable")
 
-
-def _silent(level, text, user_data):
-    return None
-
-
-try:
-    import llama_cpp as _L
-    _SILENT = _L.llama_log_callback(_silent)
-except ImportError:  # the module still imports; LlamaPolicy raises BackendUnavailableError
-    _SILENT = None

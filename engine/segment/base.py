@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidPromptError
+from ..errors import InvalidPromptError, ModelFileError
 from ..images import ImageSource, load_image
 from . import transforms
 
@@ -140,6 +140,17 @@ def _check_prompts(boxes, points) -> tuple[np.ndarray | None, np.ndarray | None]
     return boxes, points
 
 
+NON_FINITE = ("the segmenter computes non-finite mask logits or scores (NaN or Inf): its weights are damaged; "
+              "`star-export verify` checks the bundle, and re-exporting SAM 2 replaces them")
+
+
+def check_finite(logits: np.ndarray, scores: np.ndarray) -> None:
+    """Refuse non-finite SAM outputs: a NaN logit thresholds to an empty mask, which the engine would
+    otherwise report as "no object" (a silent wrong answer). One sum each: any NaN or Inf makes it non-finite."""
+    if not (np.isfinite(logits.sum(dtype=np.float64)) and np.isfinite(scores.sum(dtype=np.float64))):
+        raise ModelFileError(NON_FINITE)
+
+
 class Segmenter:
     """SAM 2 behind one interface. Subclasses set `image_size`, `name` and implement the two hooks."""
 
@@ -206,6 +217,7 @@ class Segmenter:
         else:
             s = self.image_size // 4
             logits, all_scores = np.zeros((0, 3, s, s), np.float32), np.zeros((0, 3), np.float32)
+        check_finite(logits, all_scores)
         best, scores, chosen = transforms.select_best(logits, all_scores)
         return SegmentOutput(logits=np.ascontiguousarray(best, dtype=np.float32), scores=scores.astype(np.float32),
                              chosen=chosen, orig_hw=embedding.orig_hw, all_scores=all_scores.astype(np.float32),
@@ -225,6 +237,7 @@ class Segmenter:
                                      f"as two); remove a click or start a new object")
         t0 = time.perf_counter()
         logits, scores = self._decode(embedding.features, coords, kinds)
+        check_finite(logits, scores)
         best, score, chosen = transforms.select_best(logits, scores)
         mask = transforms.logits_to_masks(best[:1], embedding.orig_hw, self.mask_threshold)[0]
         return Refinement(mask=mask, score=float(score[0]), logits=np.ascontiguousarray(best[0], np.float32),

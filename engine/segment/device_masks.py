@@ -13,6 +13,11 @@ def best_masks(torch, low, iou, orig_hw: tuple[int, int], threshold: float = 0.0
     """low [K, 3, h, w] and iou [K, 3] torch tensors (any device) -> (bool masks [K, H, W] on that device,
     the chosen masks' scores as float32 NumPy: only K numbers cross to the host)."""
     low, iou = low.float(), iou.float()
+    if not bool(torch.isfinite(low).all() & torch.isfinite(iou).all()):  # see base.check_finite
+        from ..errors import ModelFileError
+        from .base import NON_FINITE
+
+        raise ModelFileError(NON_FINITE)
     m = iou.shape[1]
     idx = (m - 1) - torch.argmax(iou.flip(1), dim=1)
     rows = torch.arange(len(idx), device=low.device)

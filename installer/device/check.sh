@@ -1,37 +1,47 @@
 #!/usr/bin/env bash
-# The project's GPU checks, as ONE prepared call on a lent GPU machine (the device tool's own notes:
-# 15 minutes of device time per task, 10 per call, the start included). Prepare here first:
+# The project's GPU checks, as ONE prepared call on a lent GPU machine (15 minutes of device time per task,
+# 10 per call, the start included; no network there). Prepare here first (docs/gpu.md):
 #     bash installer/device/wheels.sh
 # then, through the device tool, from the repo root there:
 #     run(command="bash installer/device/check.sh", carry=[".whl"], timeout_s=600)
-# What it runs, most important first, each under its own time limit (together 9 minutes 5 s at most, inside
-# the call's 10; the dry run below took 5 on two CPU cores, its nano-bench at the limit):
-#   1. the GPU tests: the CUDA IoU-clustering kernel against the CPU engine, the nano trainers'
-#      losses on CUDA against the CPU's (tests marked gpu; everything else in those files too);
-#   2. the product path's vote on the GPU against the CPU's (installer/device/product_path.py: the masks stay
-#      on the device, the CUDA kernel votes; best must match the CPU bit for bit, consensus within 1e-4);
-#   3. star-train nano-bench on cpu and cuda: the nano recipe's time on a GPU, projected from each stage's
-#      s/step with the recipe's own settings (never measured on a GPU yet);
-#   4. star bench voting (its CUDA rows) and star bench segment --device cuda.
-# Everything lands in $OUT (device.log, *.json: at most 8 files come back). Locally, a dry run on the CPU:
-#     STAR_DEVICE_PY=.venv/bin/python DEVICES=cpu BENCH_STEPS=1 bash installer/device/check.sh
-# (no install; the GPU tests skip, the benches run their CPU rows).
+# What it answers, most important first, each step under its own time limit and all of them under one
+# deadline (DEADLINE_S, default 510 s from the start, installs included), so the call ends inside 9 minutes:
+#   1. policy-nano: llama.cpp's CUDA offload on the nano bundle (installer/device/policy_gpu.py): the greedy
+#      answer to the sample scene on the GPU identical to the CPU's (text, tokens, mask); N = 1 / 8 / 32 on both;
+#   2. scale-3b: `star-export scale --shape qwen2.5-vl-3b --device cuda --segmenter torch`: a random 3B-shape
+#      checkpoint written on the machine by the repository's own writer, exported (Q4_K_M + f16 mmproj), then
+#      N = 1 / 8 / 32 end to end on the GPU (llama.cpp CUDA + SAM 2.1-L in PyTorch bf16 + the vote on the
+#      device) against transformers bf16 on the same GPU (the targets: docs/benchmarks.md);
+#   3. gpu-tests: the CUDA IoU-clustering kernel against the CPU engine, the nano trainers' CUDA losses;
+#   4. product-path: the vote on the GPU against the CPU's (installer/device/product_path.py);
+#   5. voting-bench and segment-bench: the CUDA rows of `star bench voting` and `star bench segment`.
+# Everything lands in $OUT: device.log, summary.txt and a JSON per part (at most 8 files come back).
+# Dry run here, on the CPU (no installs; the GPU rows skip, the 3B becomes its shrunk CI form):
+#     STAR_DEVICE_PY=.venv/bin/python DEVICES=cpu bash installer/device/check.sh
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
+start=$(date +%s)
+deadline=$((start + ${DEADLINE_S:-510}))
 out="${OUT:-/tmp/star-device-out}"
 mkdir -p "$out"
 logfile="$out/device.log"
+: > "$out/summary.txt"
 devices="${DEVICES:-cpu cuda}"
-steps="${BENCH_STEPS:-3}"
-threads="${BENCH_THREADS:-8}"
 py="${STAR_DEVICE_PY:-}"
+gpu=1
+case " $devices " in *" cuda "*) ;; *) gpu=0 ;; esac
 
-say() { echo "[device $(date +%T)] $*" | tee -a "$logfile"; }
-step() {  # step NAME SECONDS COMMAND...: the command's output goes to the log; its exit status to summary.txt
-  local name=$1 limit=$2 rc
+say() { echo "[device $(date +%T) +$(( $(date +%s) - start ))s] $*" | tee -a "$logfile"; }
+step() {  # step NAME SECONDS COMMAND...: output to the log; exit status to summary.txt; never past the deadline
+  local name=$1 limit=$2 rc left
   shift 2
-  say "$name: $*"
+  left=$((deadline - $(date +%s)))
+  if [ "$left" -lt 15 ]; then
+    say "$name: skipped (deadline)"; echo "$name skipped" >> "$out/summary.txt"; return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  say "$name (limit ${limit}s): $*"
   timeout "$limit" "$@" >> "$logfile" 2>&1
   rc=$?
   say "$name: exit $rc$([ "$rc" = 124 ] && echo ' (time limit)')"
@@ -40,29 +50,17 @@ step() {  # step NAME SECONDS COMMAND...: the command's output goes to the log; 
 
 if [ -z "$py" ]; then
   py=python3
-  site=/tmp/star-site
-  # datasets 5.2 needs pyarrow >= 24 and fsspec <= 2026.9; else 4.8 with its fsspec (both wheels travel).
-  datasets=$("$py" - <<'EOF'
-from importlib.metadata import version
-from packaging.version import Version as V
-new = V(version("pyarrow")) >= V("24") and V(version("fsspec")) <= V("2026.9.0")
-print(".whl/datasets-5.2.0-py3-none-any.whl" if new else ".whl/datasets-4.8.0-py3-none-any.whl .whl/fsspec-2026.2.0-py3-none-any.whl")
-EOF
-)
-  wheels=$(ls .whl/*.whl | grep -v -e '/datasets-' -e '/fsspec-')
-  say "installing into $site: $(echo $wheels $datasets | xargs -n1 basename | tr '\n' ' ')"
-  # shellcheck disable=SC2086
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" $wheels $datasets \
-    >> "$logfile" 2>&1 || { say "wheel install failed (did wheels.sh run here, and does the call carry .whl?)"; exit 1; }
-  export PYTHONPATH="$site:$repo"
+  # shellcheck source=installer/device/install_wheels.sh
+  source "$repo/installer/device/install_wheels.sh" || exit 1
 else
   export PYTHONPATH="$repo"
 fi
 
-say "machine: $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
+say "machine: $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi'); $(nproc) cores"
 "$py" - >> "$logfile" 2>&1 <<'EOF'
 import importlib.metadata as m, platform, torch
-names = ["torch", "transformers", "trl", "datasets", "peft", "accelerate", "sam2", "cupy-cuda13x", "onnxruntime", "pyarrow"]
+names = ["torch", "transformers", "trl", "datasets", "peft", "accelerate", "sam2", "cupy-cuda13x", "onnxruntime",
+         "pyarrow", "llama_cpp_python"]
 def v(n):
     try:
         return m.version(n)
@@ -70,18 +68,28 @@ def v(n):
         return "-"
 print("python", platform.python_version(), {n: v(n) for n in names})
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+from engine.policy.llama_lib import gpu_offload
+print("llama.cpp gpu offload", gpu_offload())
 EOF
 
-step gpu-tests 120 "$py" -m pytest -q -p no:cacheprovider -o addopts= --timeout 100 -m gpu -rs \
+step policy-nano 120 "$py" installer/device/policy_gpu.py --json "$out/policy-nano.json"
+if [ "$gpu" = 1 ]; then
+  scale=(--shape qwen2.5-vl-3b --device cuda)
+else
+  scale=(--shape qwen2.5-vl-3b --device cpu --shrunk --image 320x240 --counts 1,2 --tokens 4)
+fi
+# The work folder on the machine's own disk (the 3B checkpoint and its GGUFs take ~16 GB), removed after.
+step scale-3b 300 "$py" -m export.cli scale "${scale[@]}" --segmenter torch --reference bf16 \
+  --work /tmp/star-scale-3b --json "$out/scale-3b.json" --clean
+step gpu-tests 90 "$py" -m pytest -q -p no:cacheprovider -o addopts= --timeout 80 -m gpu -rs \
   tests/engine/test_voting.py tests/training/test_nano_warmup.py
-step product-path 30 "$py" installer/device/product_path.py --json "$out/product-path.json" --size 1024 --counts 8,32
-step nano-bench 300 "$py" -m training.cli nano-bench --device $devices --steps "$steps" \
-  --warm 2 --workers 8 --threads "$threads" --json "$out/nano-bench.json"
+step product-path 40 "$py" installer/device/product_path.py --json "$out/product-path.json" --size 1024 --counts 8,32
 step voting-bench 50 "$py" -m engine.cli bench voting --repeat 3 --json "$out/voting.json"
 # PyTorch only: the lent machine's onnxruntime is the CPU build (its rows would be the CPU's, slowly).
 seg=(--device cuda)
-case " $devices " in *" cuda "*) ;; *) seg=(--device cpu --models shrunk) ;; esac
+[ "$gpu" = 1 ] || seg=(--device cpu --models shrunk)
 step segment-bench 45 "$py" -m engine.cli bench segment "${seg[@]}" --backends torch --repeat 3 --json "$out/segment.json"
 
 say "summary: $(tr '\n' ';' < "$out/summary.txt")"
-sed -n '/^nano recipe stages/,/^full recipe/p; /^cpu \/ cuda/p' "$logfile"
+sed -n '/^nano bundle, greedy/,/^ *cuda *32/p' "$logfile"
+sed -n '/^policy Q4_K_M/,/^wrote/p' "$logfile" | head -60

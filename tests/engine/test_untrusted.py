@@ -514,3 +514,48 @@ def test_a_jpeg_above_the_limit_is_decoded_smaller_only_when_asked(tmp_path):
         assert np.abs(small.astype(int) - (200, 40, 40)).max() < 8
     finally:
         set_max_pixels(DEFAULT_MAX_PIXELS)
+
+
+def _nan_sam_bundle(tmp_path: Path) -> Path:
+    """The nano bundle whose SAM 2 decoder multiplies its mask logits by NaN (one node appended to the
+    graph), the manifest re-hashed: a consistent bundle with a broken segmenter."""
+    import onnx
+    from onnx import helper
+
+    bundle = tmp_path / "nan-sam"
+    shutil.copytree(_nano(), bundle)
+    manifest = read_manifest(bundle).manifest
+    path = bundle / manifest.segmenter.decoder_onnx
+    model = onnx.load(str(path))
+    graph = model.graph
+    out = next(o for o in graph.output if o.name == "low_res_logits")
+    for node in graph.node:
+        node.output[:] = ["low_res_logits_raw" if name == out.name else name for name in node.output]
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(np.nan, np.float32), "nan_factor"))
+    graph.node.append(helper.make_node("Mul", ["low_res_logits_raw", "nan_factor"], [out.name]))
+    onnx.save(model, str(path))
+    write_manifest(bundle, manifest)
+    return bundle
+
+
+def test_a_segmenter_computing_nan_is_an_error_not_no_object(tmp_path, capsys):
+    """NaN mask logits threshold to empty masks: the engine must say the segmenter is broken, never answer
+    "no object" (which it did, blaming a featureless region)."""
+    require("onnxruntime")
+    bundle = _nan_sam_bundle(tmp_path)
+    rc, err = _cli(capsys, "segment", "engine/samples/scene.png", "what coffee is served in", "--bundle", str(bundle),
+                   "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert rc == 2, err
+    assert "non-finite" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_evaluation_that_reads_nothing_is_refused_not_reported(tmp_path, capsys):
+    """An empty folder used to give exit 0 and a report of 0 items at gIoU 0.0 / cIoU 0.0."""
+    empty = tmp_path / "ReasonSeg" / "test"
+    empty.mkdir(parents=True)
+    out = tmp_path / "run"
+    rc, err = _cli(capsys, "eval", "--data", f"reasonseg:{empty}", "--out", str(out), "--quiet")
+    assert rc == 2, err
+    assert "no items" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "report.md").exists()
