@@ -8,13 +8,19 @@ not copies of masks."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from engine.annotations import DEFAULT_LABEL, labelme_document, make_shape, mask_polygons, rasterize
+from engine.annotations import (
+    DEFAULT_LABEL,
+    labelme_document,
+    make_shape,
+    mask_polygons,
+    rasterize,
+    read_labelme_document,
+)
 from engine.rle import decode, encode
 
 HISTORY_LIMIT = 100  # undo steps kept per image
@@ -63,18 +69,34 @@ class AnnotatedObject:
     prompt: Prompt = Prompt()
     query: str | None = None  # the query whose result made it (None: drawn by hand or loaded from a file)
     score: float | None = None
+    # The labelme shapes this object was read from, each with its place in the file: written back as they
+    # were (type, points, description, flags, group_id, every key this app does not know) while the mask is
+    # unchanged; a rename changes only their label. Empty for objects made here or whose mask was edited.
+    shapes: tuple = field(default=(), compare=False)
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
 
+    def edited(self, **changes) -> AnnotatedObject:
+        """This object with `changes`; a new mask drops the file's shapes (they no longer describe it)."""
+        if "mask" in changes:
+            changes.setdefault("shapes", ())
+        return replace(self, **changes)
+
 
 class Annotation:
     """The objects of one image of `size` (width, height), with undo / redo."""
 
-    def __init__(self, size: tuple[int, int], objects: list[AnnotatedObject] | None = None):
+    def __init__(self, size: tuple[int, int], objects: list[AnnotatedObject] | None = None, *,
+                 document: dict | None = None, other_shapes: tuple = ()):
+        """document: the labelme file's top-level fields other than its shapes (version, flags, imagePath,
+        imageData, any key of another tool), written back as they were; other_shapes: (place, shape) of the
+        file's shapes that are no object here (points, lines, anything unreadable), written back untouched."""
         self.size = (int(size[0]), int(size[1]))
         self.objects: list[AnnotatedObject] = list(objects or [])
+        self.document = dict(document) if document is not None else None
+        self.other_shapes = tuple(other_shapes)
         self.selected: int | None = 0 if self.objects else None
         self._undo: list[tuple[list[AnnotatedObject], int | None]] = []
         self._redo: list[tuple[list[AnnotatedObject], int | None]] = []
@@ -163,44 +185,74 @@ class Annotation:
     def to_autosave(self) -> dict:
         return {"size": list(self.size),
                 "objects": [{"label": o.label, "mask": encode(o.mask), "prompt": o.prompt.to_json(), "query": o.query,
-                             "score": o.score} for o in self.objects]}
+                             "score": o.score, "shapes": [list(entry) for entry in o.shapes]} for o in self.objects],
+                "document": self.document, "other_shapes": [list(entry) for entry in self.other_shapes]}
 
     @classmethod
     def from_autosave(cls, data: dict) -> Annotation:
         objects = [AnnotatedObject(str(o["label"]), decode(o["mask"]), Prompt.from_json(o.get("prompt")), o.get("query"),
-                                   o.get("score")) for o in data["objects"]]
-        return cls(tuple(data["size"]), objects)
+                                   o.get("score"), tuple((int(i), s) for i, s in o.get("shapes") or ()))
+                   for o in data["objects"]]
+        return cls(tuple(data["size"]), objects, document=data.get("document"),
+                   other_shapes=tuple((int(i), s) for i, s in data.get("other_shapes") or ()))
 
     def to_labelme(self, image_name: str, description: str = "") -> dict:
-        """labelme JSON: one polygon per connected part of each object (holes kept by zero-width cuts, as
-        `star label` writes them); an object's parts share a group_id when it has several."""
-        shapes = []
-        w, h = self.size
-        for i, o in enumerate(self.objects):
+        """labelme JSON. Objects read from a labelme file and not reshaped give back their own shapes (a
+        rename changes only the label); every other object becomes one polygon per connected part (holes kept
+        by zero-width cuts, as `star label` writes them), its parts sharing a group_id the file does not use
+        yet. Shapes keep their order in the file, new ones follow; the file's own fields stay as they were
+        (its version too: the shapes written here need nothing newer)."""
+        placed: list[tuple[tuple[int, int], dict]] = [((0, i), shape) for i, shape in self.other_shapes]
+        used = {s.get("group_id") for o in self.objects for _, s in o.shapes} | \
+            {s.get("group_id") for _, s in self.other_shapes if isinstance(s, dict)}
+        next_group = 1 + max([g for g in used if isinstance(g, int)], default=0)
+        for n, o in enumerate(self.objects):
+            if o.shapes:
+                placed += [((0, i), shape if _shape_label(shape) == o.label else {**shape, "label": o.label})
+                           for i, shape in o.shapes]
+                continue
             polygons = mask_polygons(o.mask)
-            group = i + 1 if len(polygons) > 1 else None
-            shapes += [make_shape(o.label, "polygon", poly, o.score, group_id=group, description=o.query or "")
+            group = None
+            if len(polygons) > 1:
+                group, next_group = next_group, next_group + 1
+            placed += [((1, n), make_shape(o.label, "polygon", poly, o.score, group_id=group, description=o.query or ""))
                        for poly in polygons]
-        return labelme_document(image_name, w, h, shapes, description=description)
+        shapes = [shape for _, shape in sorted(placed, key=lambda entry: entry[0])]
+        if self.document is None:
+            w, h = self.size
+            return labelme_document(image_name, w, h, shapes, description=description)
+        return {**self.document, "shapes": shapes}
 
     @classmethod
     def from_labelme(cls, data: dict, size: tuple[int, int]) -> Annotation:
         """A labelme / X-AnyLabeling file's polygons, rectangles, circles and masks as objects (shapes that
-        share a label and a group_id form one object; points and lines carry no area and are skipped)."""
+        share a label and a group_id form one object, and keep the shapes they came from); points, lines and
+        shapes that cannot be read carry no area and are kept aside, to be written back untouched."""
         w, h = size
         groups: dict[tuple, np.ndarray] = {}
-        order: list[tuple] = []
+        sources: dict[tuple, list] = {}
+        other = []
         for n, shape in enumerate(data.get("shapes") or []):
-            pixels = shape_pixels(shape, h, w)
+            try:
+                pixels = shape_pixels(shape, h, w) if isinstance(shape, dict) else None
+            except (ValueError, TypeError, KeyError, IndexError, OSError):
+                pixels = None
             if pixels is None:
+                other.append((n, shape))
                 continue
             gid = shape.get("group_id")
-            key = (str(shape.get("label") or DEFAULT_LABEL), gid if gid is not None else f"#{n}")
+            key = (_shape_label(shape), gid if gid is not None else f"#{n}")
             if key not in groups:
                 groups[key] = np.zeros((h, w), bool)
-                order.append(key)
+                sources[key] = []
             groups[key] |= pixels
-        return cls(size, [AnnotatedObject(key[0], groups[key]) for key in order])
+            sources[key].append((n, shape))
+        objects = [AnnotatedObject(key[0], groups[key], shapes=tuple(sources[key])) for key in groups]
+        return cls(size, objects, document={k: v for k, v in data.items() if k != "shapes"}, other_shapes=tuple(other))
+
+
+def _shape_label(shape: dict) -> str:
+    return str(shape.get("label") or DEFAULT_LABEL)
 
 
 def shape_pixels(shape: dict, height: int, width: int) -> np.ndarray | None:
@@ -235,12 +287,7 @@ def shape_pixels(shape: dict, height: int, width: int) -> np.ndarray | None:
 
 
 def read_labelme(path: Path, size: tuple[int, int]) -> Annotation | None:
-    """The annotation in a labelme file beside an image, or None when there is none or it cannot be read
-    (a damaged file is never fatal: the app starts from the last result instead)."""
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            return None
-        return Annotation.from_labelme(data, size)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    """The annotation in a labelme file beside an image, or None when there is none, it is not a labelme
+    file, or it cannot be read (never fatal: the app starts from the last result instead)."""
+    data = read_labelme_document(path)
+    return None if data is None else Annotation.from_labelme(data, size)

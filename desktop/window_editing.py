@@ -7,12 +7,11 @@ Save (Ctrl+S) and by the folder run, whose skip rule is `star label`'s: an image
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtWidgets import QInputDialog
 
-from engine.annotations import labelme_path, write_labelme
+from engine.annotations import labelme_file, labelme_path, labelme_target, write_labelme
 
 from .annotation import AnnotatedObject, Annotation, Prompt, read_labelme
 from .messages import UserMessage
@@ -45,8 +44,9 @@ def stored_annotation(record: ImageRecord, path: Path | None, size: tuple[int, i
             return Annotation.from_autosave(saved)
         except (KeyError, TypeError, ValueError):
             pass  # damaged: fall through to the other sources
-    if path is not None and labelme_path(path).is_file():
-        found = read_labelme(labelme_path(path), size)
+    found_file = labelme_file(path) if path is not None else None
+    if found_file is not None:
+        found = read_labelme(found_file, size)
         if found is not None:
             return found
     result = record.latest_result()
@@ -180,7 +180,7 @@ class EditingMixin:
                 or index >= len(self.annotation.objects) or self.annotation.objects[index] is not obj:
             return
         self.refine_pending = None
-        self.annotation.set_object(index, replace(obj, mask=refinement.mask, prompt=prompt, score=refinement.score))
+        self.annotation.set_object(index, obj.edited(mask=refinement.mask, prompt=prompt, score=refinement.score))
         self._edited()
         self.stage.setText(f"Refined: SAM's score {refinement.score:.2f} ({refinement.decode_ms:.0f} ms, no re-encode "
                            "after the first).")
@@ -193,7 +193,9 @@ class EditingMixin:
 
     # ---- saving beside the image --------------------------------------------------------------------
     def save_annotation(self) -> Path | None:
-        """labelme JSON beside the image (Ctrl+S, as in labelme); the image is marked done in the folder list."""
+        """labelme JSON beside the image (Ctrl+S, as in labelme); the image is marked done in the folder list.
+        A same-stem .json that is not a labelme file is never written over: the file goes beside it as
+        <stem>.labelme.json, and a banner says so."""
         if self.image is None or self.annotation is None:
             self.show_message(UserMessage("Nothing to save", "there is no image.", "Open one first."))
             return None
@@ -205,9 +207,14 @@ class EditingMixin:
             out = write_labelme(self.image_path, self.annotation.to_labelme(self.image_path.name,
                                                                               description=self._queries()))
         except OSError as exc:
-            self.show_message(UserMessage("Save failed", f"could not write {labelme_path(self.image_path)}: "
+            self.show_message(UserMessage("Save failed", f"could not write {labelme_target(self.image_path)}: "
                                                          f"{exc.strerror or exc}", "Choose a folder you can write to."))
             return None
+        if out != labelme_path(self.image_path):
+            self.show_message(UserMessage("Saved under another name", f"{labelme_path(self.image_path).name} beside "
+                                          "the image is not a labelme file, so it was left as it is; the annotation "
+                                          f"is in {out.name}.", "Move or rename the other file to give labelme "
+                                          "and X-AnyLabeling the usual name."))
         self.mark_done(self.image_path)
         self.stage.setText(f"Saved {out.name} ({len(self.annotation.objects)} objects, labelme)")
         return out
@@ -222,7 +229,7 @@ class EditingMixin:
 
     def folder_names(self) -> list[str]:
         """The folder list's rows: ✓ before each image with a labelme file beside it."""
-        return [(DONE_MARK if labelme_path(p).is_file() else "") + p.name for p in self.folder]
+        return [(DONE_MARK if labelme_file(p) is not None else "") + p.name for p in self.folder]
 
     # ---- one query over the folder ------------------------------------------------------------------
     def run_folder(self) -> bool:
@@ -237,7 +244,7 @@ class EditingMixin:
         query = self.typed_query()
         if query is None:
             return False
-        todo = [p for p in self.folder if not labelme_path(p).is_file()]
+        todo = [p for p in self.folder if labelme_file(p) is None]
         skipped = [p for p in self.folder if p not in todo]
         if not todo:
             self.stage.setText(f"Every image of the folder is saved already ({len(skipped)}); nothing to run.")
@@ -272,7 +279,7 @@ class EditingMixin:
         try:
             write_labelme(path, annotation.to_labelme(path.name, description=outcome.query))
         except OSError as exc:
-            self.stage.setText(f"Could not write {labelme_path(path).name}: {exc.strerror or exc}")
+            self.stage.setText(f"Could not write {labelme_target(path).name}: {exc.strerror or exc}")
             return
         self.mark_done(path)
         if current:

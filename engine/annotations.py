@@ -156,7 +156,50 @@ def labelme_path(image: Path) -> Path:
     return image.with_suffix(".json")
 
 
+def fallback_labelme_path(image: Path) -> Path:
+    """Where this project writes an image's labelme file when the same-stem .json beside it is somebody
+    else's file (a result JSON, a tool's own record): never over it, beside it under this name."""
+    return image.with_name(image.stem + ".labelme.json")
+
+
+def is_labelme_document(data) -> bool:
+    """A labelme / X-AnyLabeling annotation: an object with a list of shapes (each an object) and at least
+    one of labelme's file fields."""
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and \
+        all(isinstance(shape, dict) for shape in data["shapes"]) and \
+        any(key in data for key in ("version", "imagePath", "imageHeight", "imageWidth"))
+
+
+def read_labelme_document(path: Path) -> dict | None:
+    """The labelme document in `path`, or None when there is no file, or it is not a labelme file, or it
+    cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if is_labelme_document(data) else None
+
+
+def labelme_file(image: Path) -> Path | None:
+    """The labelme file that annotates `image`: the same-stem .json when it is one, else this project's
+    fallback name when that is one; None when the image has none (a foreign same-stem file is not one)."""
+    for path in (labelme_path(image), fallback_labelme_path(image)):
+        if path.is_file() and read_labelme_document(path) is not None:
+            return path
+    return None
+
+
+def labelme_target(image: Path) -> Path:
+    """Where to write `image`'s labelme file: the same-stem .json, unless a file that is not a labelme
+    annotation is there (it is never overwritten), then `fallback_labelme_path`."""
+    path = labelme_path(image)
+    if path.exists() and read_labelme_document(path) is None:
+        return fallback_labelme_path(image)
+    return path
+
+
 def write_labelme(image: Path, document: dict) -> Path:
+    """Write `document` as `image`'s labelme file (atomically) where `labelme_target` says; returns the path."""
     from .fileio import write_text_atomically
 
-    return write_text_atomically(labelme_path(image), json.dumps(document, indent=2))
+    return write_text_atomically(labelme_target(image), json.dumps(document, indent=2))

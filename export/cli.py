@@ -179,6 +179,9 @@ def _scale_args(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where the engine and the reference run (cuda: llama.cpp's CUDA build, ONNX Runtime's "
                         "CUDA provider, SAM 2 in bf16; default cpu)")
+    p.add_argument("--no-lora", action="store_true",
+                   help="the base model alone, without the shape's StAR LoRA: the same network at inference, without "
+                        "the adapter's writing and merge (export costs measured on the CPU)")
     p.add_argument("--segmenter", default="onnx", choices=["onnx", "torch"],
                    help="the engine's SAM 2 in the end-to-end rows: onnx (exported into the bundle; default) or torch "
                         "(the checkpoint under PyTorch, bf16 on CUDA; no ONNX export: for a GPU machine whose "

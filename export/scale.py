@@ -17,6 +17,7 @@ from the measured parts: policy(N) + SAM encoder + SAM decoder over N prompts + 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
@@ -425,6 +426,8 @@ def main(args) -> int:
     check_json_path(args.json)  # before hours of work, not after
     shape = get_shape(args.shape)
     shape = shape.shrunk() if args.shrunk else shape
+    if args.no_lora:
+        shape = dataclasses.replace(shape, lora=None)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     work = Path(args.work) if args.work else cache_dir() / "scale" / shape.name

@@ -173,7 +173,7 @@ def coco_document(entries: list[dict], query: str) -> dict:
 
 
 def main(args) -> int:
-    from ..annotations import labelme_document, labelme_path, write_labelme
+    from ..annotations import labelme_document, labelme_file, write_labelme
     from ..fileio import write_text_atomically
     from ..pipeline import check_query
 
@@ -190,7 +190,9 @@ def main(args) -> int:
     todo = []
     for image in images:
         rel = image.relative_to(folder).as_posix()
-        done = rel in journal.entries if coco else labelme_path(image).exists()
+        # A same-stem JSON that is not a labelme file (a result JSON, say) does not make the image done; the
+        # labelme file then goes beside it under another name (engine/annotations.labelme_target).
+        done = rel in journal.entries if coco else labelme_file(image) is not None
         if done and not args.overwrite:
             summary.skipped += 1
         else:

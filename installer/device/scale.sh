@@ -2,9 +2,10 @@
 # The 7B shape on a GPU, a call of its own after installer/device/check.sh, run only where the first call
 # left device time (the device tool starts no machine with under 4 minutes left; docs/gpu.md):
 #     run(command="bash installer/device/scale.sh", carry=[".whl"], timeout_s=600)
-# `star-export scale --shape qwen2.5-vl-7b --device cuda --segmenter torch`: the random 7B checkpoint with
-# StAR's LoRA (r64) written on the machine by the repository's own writer, merged and exported to Q4_K_M + f16
-# mmproj there (16 cores), then N = 1 / 8 / 32 end to end on the GPU (llama.cpp CUDA, SAM 2.1-L in PyTorch
+# `star-export scale --shape qwen2.5-vl-7b --device cuda --segmenter torch --no-lora`: the random 7B checkpoint
+# written on the machine by the repository's own writer (without StAR's LoRA: the merged network has the same
+# shape, and the merge is a CPU export cost, measured in docs/benchmarks.md), exported to Q4_K_M + f16 mmproj
+# there (16 cores), then N = 1 / 8 / 32 end to end on the GPU (llama.cpp CUDA, SAM 2.1-L in PyTorch
 # bf16, the vote on the device) against transformers bf16 on the same GPU. Targets (docs/benchmarks.md):
 # N = 32 end to end under 3 s per query, at least 5x the reference, N = 8 under 2x N = 1.
 # It stops at once where llama.cpp cannot offload (a CPU build): those rows would not answer the question.
@@ -43,7 +44,7 @@ fi
 # 1280 x 960 photo, 32 tokens per sample; the work folder on the machine's own disk (~40 GB at the peak).
 say "star-export scale --shape $shape --device $device --segmenter torch ${extra[*]}"
 timeout $(( ${DEADLINE_S:-520} - ($(date +%s) - start) )) "$py" -m export.cli scale --shape "$shape" --device "$device" \
-  --segmenter torch --reference bf16 --work /tmp/star-scale --json "$out/scale-$shape.json" --clean "${extra[@]}" \
+  --segmenter torch --no-lora --reference bf16 --work /tmp/star-scale --json "$out/scale-$shape.json" --clean "${extra[@]}" \
   >> "$logfile" 2>&1
 rc=$?
 say "exit $rc$([ "$rc" = 124 ] && echo ' (time limit)')"
