@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 
 from desktop.annotation import Annotation
-from engine.annotations import (fallback_labelme_path, labelme_file, labelme_path, labelme_target, read_labelme_document,
-                                write_labelme)
+from engine.annotations import (
+    fallback_labelme_path,
+    labelme_file,
+    labelme_path,
+    labelme_target,
+    read_labelme_document,
+    write_labelme,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "labelme"
 FILES = ["scene.json", "scene-xanylabeling.json"]
