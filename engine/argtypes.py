@@ -47,6 +47,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def megapixels(text: str) -> float:
+    """An argparse type: an image size limit in megapixels, at least one pixel (0.000001)."""
+    value = _float(text)
+    if not (math.isfinite(value) and value * 1e6 >= 1):
+        raise argparse.ArgumentTypeError(f"must be at least 0.000001 megapixels (one pixel), got {text}")
+    return value
+
+
 def grey_levels(text: str) -> float:
     """An argparse type: a number of grey levels in [0, 255]."""
     value = _float(text)

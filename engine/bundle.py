@@ -225,6 +225,8 @@ def check_files(bundle: Bundle, *, full: bool = False, use_stamps: bool = True) 
 def read_manifest(root: str | Path) -> Bundle:
     root = Path(root)
     if not root.is_dir():
+        if root.exists():
+            raise ModelFileError(f"{root} is a file, not a bundle folder; give the folder star-export made")
         raise ModelFileError(f"bundle folder {root} does not exist")
     path = root / MANIFEST
     if not path.is_file():

@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .argtypes import bounded_int, fraction, grey_levels, int_list, memory_size, positive_float, temperature
+from .argtypes import bounded_int, fraction, grey_levels, int_list, megapixels, memory_size, positive_float, temperature
 from .errors import run_command
 from .honesty import DEFAULT_MAX_MASK_SHARE, DEFAULT_MIN_MASK_CONTRAST
 from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
@@ -37,7 +37,7 @@ def _samples_arg(p, help: str) -> None:
 def _decode_args(p) -> None:
     p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
                    default=1024)
-    p.add_argument("--max-pixels", type=positive_float, default=None, metavar="MP",
+    p.add_argument("--max-pixels", type=megapixels, default=None, metavar="MP",
                    help="largest image to read, in megapixels (default 64), checked before decoding")
     p.add_argument("--max-mask-share", type=fraction, default=DEFAULT_MAX_MASK_SHARE, metavar="F",
                    help="a mask covering this share of the image or more is taken as nothing found, not as the "

@@ -81,6 +81,8 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
             if isinstance(source, (str, Path)) and Path(source).is_dir():
                 raise ImageError(f"{name} is a folder, not an image.")
             if isinstance(source, (str, Path)) and not Path(source).is_file():
+                if Path(source).exists():  # a FIFO, a device, a socket: reading it could block or never end
+                    raise ImageError(f"{name} is not a regular file (a pipe, device or socket); give an image file.")
                 raise ImageError(f"Image not found: {name}. Check the path.")
             if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".svg", ".svgz"):
                 raise ImageError(f"{name} is an SVG drawing, which has no pixels to segment; export it as PNG first.")

@@ -145,6 +145,10 @@ def check_query(query: str) -> str:
         raise InvalidQueryError("the query is empty: type what to find, e.g. \"the thing that keeps food cold\"")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidQueryError(f"the query has {len(query)} characters; keep it under {MAX_QUERY_CHARS}")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from the shell as lone surrogates
+        raise InvalidQueryError("the query is not valid UTF-8 text; retype it or check the terminal's encoding") from None
     control = sorted({f"U+{ord(c):04X}" for c in query if unicodedata.category(c) == "Cc" and c not in "\t\n"})
     if control:
         # A NUL would cut the prompt where the C side reads it; other control characters are noise to the model.

@@ -99,6 +99,9 @@ class LlamaPolicy:
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = max_samples
         cparams.kv_unified = True
+        # With a GPU build, llama.cpp would still send large batches of a CPU-only model to the GPU: 0 layers
+        # on the GPU means the CPU alone (what the app shows as the device).
+        cparams.op_offload = n_gpu_layers != 0
         if threads:
             cparams.n_threads = cparams.n_threads_batch = threads
         if flash_attn is None:

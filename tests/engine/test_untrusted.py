@@ -335,6 +335,7 @@ def test_the_pixel_limit_is_one_setting_for_every_read(tmp_path):
     (["--max-new-tokens", "10000000"], "between 1 and 8192"),
     (["--max-new-tokens", "0"], "between 1 and 8192"),
     (["--threads", "-3"], "between 1 and 1024"),
+    (["--max-pixels", "1e-9"], "one pixel"),  # was a traceback: the limit is set before the command's guard
 ])
 def test_out_of_range_options_are_argument_errors_with_their_limits(capsys, argv, words):
     rc, err = _cli(capsys, *(["--threads", "-3"] if argv[0] == "--threads" else []), "segment",
@@ -559,3 +560,27 @@ def test_an_evaluation_that_reads_nothing_is_refused_not_reported(tmp_path, caps
     assert rc == 2, err
     assert "no items" in err and len(err.strip().splitlines()) == 1
     assert not (out / "report.md").exists()
+
+
+def test_a_query_that_is_not_utf8_is_refused_before_anything_is_made(tmp_path, capsys):
+    """Byte 0xFF in a shell argument reaches Python as a lone surrogate: it used to fail inside the run as an
+    internal error (UnicodeEncodeError) and leave an empty --out folder behind."""
+    out = tmp_path / "out"
+    query = b"the red \xffcup".decode("utf-8", "surrogateescape")
+    rc, err = _cli(capsys, "segment", str(REPO / "engine/samples/scene.png"), query, "--out", str(out))
+    assert rc == 2 and "not valid UTF-8" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_pipe_or_device_as_the_image_and_a_file_as_the_bundle_are_named_for_what_they_are(tmp_path, capsys):
+    """They exist: "not found" / "does not exist" sent the user looking for a missing file."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    for image in (fifo, zero):
+        rc, err = _cli(capsys, "segment", str(image), "the red cup", "--out", "")
+        assert rc == 2 and "not a regular file" in err, err
+    rc, err = _cli(capsys, "segment", str(REPO / "engine/samples/scene.png"), "the red cup", "--bundle",
+                   str(REPO / "README.md"), "--out", "")
+    assert rc == 2 and "is a file, not a bundle folder" in err, err
