@@ -66,9 +66,18 @@ def _log_crash(prog: str) -> str:
         return "no crash log could be written"
 
 
+def _internal_error(prog: str, exc: BaseException) -> int:
+    import sys
+
+    print(f"{prog}: {INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:200]}); {_log_crash(prog)}", file=sys.stderr)
+    return 3
+
+
 def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> int:
     """Run a CLI subcommand: our errors print one sentence (exit 2), Ctrl-C exits 130, never a traceback.
-    An error the code did not foresee is a bug: one line says so (exit 3), the traceback goes to a log."""
+    A file-system error on a named path (not a folder, read-only, no space, no permission) is the user's to
+    fix: one line names the path and the reason (exit 2). Any other error the code did not foresee is a bug:
+    one line says so (exit 3), the traceback goes to a log."""
     import sys
 
     try:
@@ -76,14 +85,18 @@ def run_command(prog: str, run, args, *, on_interrupt: str = "interrupted") -> i
     except StarError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: unforeseen, handled as a bug below
+            return _internal_error(prog, exc)
+        path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"{prog}: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except MemoryError:
         print(f"{prog}: out of memory; try a smaller image (--max-pixels), fewer samples (-n) or fewer new tokens",
               file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last guard: a user never sees a traceback
-        print(f"{prog}: {INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:200]}); {_log_crash(prog)}",
-              file=sys.stderr)
-        return 3
+        return _internal_error(prog, exc)
     except KeyboardInterrupt:
         print(f"{prog}: {on_interrupt}", file=sys.stderr)
         return 130

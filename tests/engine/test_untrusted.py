@@ -584,3 +584,14 @@ def test_a_pipe_or_device_as_the_image_and_a_file_as_the_bundle_are_named_for_wh
     rc, err = _cli(capsys, "segment", str(REPO / "engine/samples/scene.png"), "the red cup", "--bundle",
                    str(REPO / "README.md"), "--out", "")
     assert rc == 2 and "is a file, not a bundle folder" in err, err
+
+
+def test_a_path_the_filesystem_refuses_is_one_line_naming_it(tmp_path, capsys):
+    """`--out /dev/null/x` used to end in an internal error (NotADirectoryError)."""
+    from training.cli import main
+
+    capsys.readouterr()
+    rc = main(["nano-data", "--out", "/dev/null/x", "--train", "1", "--val", "1", "--test", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "/dev/null/x" in err and "Not a directory" in err, err
+    assert "Traceback" not in err and "internal error" not in err and len(err.strip().splitlines()) == 1
