@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..policy.types import MAX_SAMPLES
 from .requests import PredictParams, RequestError, build_job
 from .worker import ModelWorker, QueueFull, ShuttingDown, TimedOut
 
@@ -91,7 +92,9 @@ def create_app(workers: dict[str, ModelWorker], settings: ServeSettings = ServeS
         name = data.get("model")
         if name not in workers:
             raise RequestError("MODEL_NOT_FOUND", f"no model {name!r}; loaded: {', '.join(workers)}")
-        params = PredictParams.parse(data.get("params") or {}, workers[name].info.get("params", {}))
+        worker = workers[name]
+        limit = getattr(getattr(worker.reasoner, "policy", None), "max_samples", MAX_SAMPLES)
+        params = PredictParams.parse(data.get("params") or {}, worker.info.get("params", {}), max_samples=limit)
         return workers[name], decode_image(data.get("image")), params
 
     def failure(exc: BaseException) -> JSONResponse:

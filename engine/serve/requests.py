@@ -40,7 +40,9 @@ class PredictParams:
         return {f.name: f.default for f in fields(cls) if f.name != "text_prompt"}
 
     @classmethod
-    def parse(cls, raw: dict, defaults: dict) -> PredictParams:
+    def parse(cls, raw: dict, defaults: dict, *, max_samples: int = MAX_SAMPLES) -> PredictParams:
+        """The request's params over the model's defaults, each checked; `max_samples`: the loaded model's
+        limit on n (its context is sized for that many samples), so a larger n is refused here."""
         if not isinstance(raw, dict):
             raise RequestError("INVALID_REQUEST", "params must be a JSON object")
         values = {**cls.defaults(), **{k: v for k, v in defaults.items() if k in cls.defaults()}}
@@ -52,7 +54,7 @@ class PredictParams:
             raise RequestError("INVALID_REQUEST", "params.text_prompt (the query) is required")
         values.update({k: v for k, v in raw.items() if k in values})
         checks = {
-            "n": lambda v: _int(v, 1, MAX_SAMPLES, "n"),
+            "n": lambda v: _int(v, 1, max_samples, "n"),
             "seed": lambda v: _int(v, 0, 2**31 - 1, "seed"),
             "max_new_tokens": lambda v: _int(v, 1, MAX_NEW_TOKENS, "max_new_tokens"),
             "temperature": lambda v: None if v is None else _float(v, 0.0, 2.0, "temperature"),

@@ -116,6 +116,7 @@ def test_bad_requests_get_the_protocol_codes(server, tmp_path):
         (body(image="http://example.com/a.png"), "INVALID_IMAGE"),
         (body(query=""), "INVALID_REQUEST"),
         (body(n=0), "INVALID_REQUEST"),
+        (body(n=9), "INVALID_REQUEST"),  # over the loaded model's 8 (was INFERENCE_ERROR from inside the run)
         (body(n="8"), "INVALID_REQUEST"),
         (body(show_boxes="yes"), "INVALID_REQUEST"),
         (body(bogus=1), "INVALID_REQUEST"),
