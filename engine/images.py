@@ -113,7 +113,10 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
         return np.ascontiguousarray(np.asarray(_to_rgb(image), dtype=np.uint8))
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # Pillow's text names its file object (<_io.BytesIO object at 0x...>)
+        raise ImageError(f"Could not read image {name}: not an image format this reads. "
+                         "Is it a complete PNG, JPEG, BMP, TIFF or WebP file?") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"Could not read image {name}: {exc}. Is it a complete PNG, JPEG, BMP, TIFF or WebP file?") from exc
 
 

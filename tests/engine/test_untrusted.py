@@ -595,3 +595,13 @@ def test_a_path_the_filesystem_refuses_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "/dev/null/x" in err and "Not a directory" in err, err
     assert "Traceback" not in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unreadable_upload_is_described_without_object_reprs():
+    """Pillow's message names its file object; what a client sees must not (`<_io.BytesIO object at 0x...>`)."""
+    from engine.errors import ImageError
+    from engine.images import load_image
+
+    with pytest.raises(ImageError) as info:
+        load_image(bytes(30))
+    assert "object at 0x" not in str(info.value) and "<30 bytes>" in str(info.value)
