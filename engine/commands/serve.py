@@ -87,7 +87,7 @@ def main(args) -> int:
     import uvicorn
 
     from ..serve.app import ServeSettings, create_app
-    from ..serve.server import GracefulServer
+    from ..serve.server import GracefulServer, http_url
 
     api_key = read_api_key(args.api_key_file)
     check_bind(args.host, api_key)
@@ -100,7 +100,7 @@ def main(args) -> int:
     server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=args.timeout),
                             workers)
-    print(f"star serve: {', '.join(workers)} on http://{args.host}:{args.port} "
+    print(f"star serve: {', '.join(workers)} on {http_url(args.host, args.port)} "
           f"({'API key required' if api_key else 'no API key'}); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         server.run()

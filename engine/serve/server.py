@@ -10,6 +10,11 @@ import time
 import uvicorn
 
 
+def http_url(host: str, port: int) -> str:
+    """The server's address as a client writes it: an IPv6 host in brackets (http://[::1]:8000)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class GracefulServer(uvicorn.Server):
     """On Ctrl-C / SIGTERM: every model stops taking work and rejects what waits (503); the requests
     already running finish within the config's graceful-shutdown time."""
@@ -41,7 +46,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}"
+        return http_url(self.config.host, self.config.port)
 
     def __enter__(self) -> str:
         self.thread.start()

@@ -180,6 +180,15 @@ def test_bind_rules():
         check_bind("0.0.0.0", None)
 
 
+def test_an_ipv6_address_is_written_in_brackets():
+    import httpx
+
+    from engine.serve.server import http_url
+
+    assert http_url("::1", 8000) == "http://[::1]:8000" and http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert httpx.URL(http_url("::1", 8000)).host == "::1"  # a client parses it back (without brackets: an error)
+
+
 def test_star_serve_refuses_an_open_network_bind(capsys):
     from engine.cli import main
 
