@@ -225,6 +225,8 @@ def model_info(name: str, reasoner, params: dict) -> dict:
     shows, and its default parameters."""
     widgets = [{"name": "edit_text", "value": None}, {"name": "button_send", "value": None},
                {"name": "toggle_preserve_existing_annotations", "value": False}]
+    # The bundle's identity without its folder: where the models lie on this machine is not a client's business.
+    bundle = {k: v for k, v in reasoner.bundle.items() if k != "root"}
     return {"display_name": f"StAR reasoning segmentation ({name})", "widgets": widgets, "params": params,
-            "bundle": reasoner.bundle, "vote_temperature": reasoner.vote_temperature,
+            "bundle": bundle, "vote_temperature": reasoner.vote_temperature,
             "answer_grammar": reasoner.answer_grammar}

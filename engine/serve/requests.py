@@ -101,7 +101,9 @@ def result_payload(result, params: PredictParams) -> dict:
     if params.return_result:
         from ..results import result_to_dict
 
-        extra["result"] = result_to_dict(result)
+        whole = result_to_dict(result)
+        whole["bundle"] = {k: v for k, v in whole.get("bundle", {}).items() if k != "root"}  # no local paths
+        extra["result"] = whole
     return {"shapes": shapes, "description": trace or "",
             "star": {"query": result.query, "n": len(result.samples), "no_object": result.no_object,
                      "notes": list(result.notes),

@@ -74,6 +74,8 @@ def test_health_and_models(server):
     assert models["success"] and list(models["data"]) == ["nano"]
     info = models["data"]["nano"]
     assert {"display_name", "widgets", "params"} <= set(info)
+    assert info["bundle"]["name"] and "root" not in info["bundle"]  # no folder of the server's machine
+    assert str(Path(samples.__file__).parents[1]) not in json.dumps(models)
     assert {"name": "edit_text", "value": None} in info["widgets"]
     one = httpx.get(f"{server}/v1/models/nano/info").json()
     assert one["success"] and one["data"]["model_id"] == "nano"
