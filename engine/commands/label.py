@@ -236,4 +236,6 @@ def main(args) -> int:
           + ("; run the same command again to continue" if interrupted else ""))
     for rel, why in summary.failed:
         print(f"  failed: {rel}: {why}")
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    return 1 if summary.failed else 0  # a script sees that some images have no labels
