@@ -154,3 +154,19 @@ def test_bad_invocations_get_one_line(argv, message, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_foreign_json_beside_an_image_is_left_alone(tmp_path):
+    """A `star segment` result named like the image: the image is not taken as labelled, and the labels go
+    beside it under another name."""
+    folder = tmp_path / "with-result"
+    first, second = scenes(folder, 2)
+    foreign = labelme_path(first)
+    foreign.write_text(json.dumps({"query": QUERY, "no_object": False, "samples": []}))
+    before = foreign.read_bytes()
+    r = star("label", str(folder), QUERY, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "0 already labelled (skipped)" in r.stdout
+    assert foreign.read_bytes() == before
+    doc = json.loads(first.with_name(first.stem + ".labelme.json").read_text())
+    assert doc["imagePath"] == first.name and labelme_path(second).exists()
