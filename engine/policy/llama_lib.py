@@ -12,6 +12,8 @@ package's own lib folder once, before llama.cpp is initialised. A backend whose 
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 from pathlib import Path
 
 from ..errors import BackendUnavailableError
@@ -47,16 +49,44 @@ def silent_callback():
     return _state["silent"]
 
 
-def _load_backends(llama_cpp) -> None:
+def loaded_ggml(llama_cpp):
+    """The ggml library libllama is linked against, as loaded in this process (one backend registry).
+    A wheel holds copies, not links (libggml.so, libggml.so.0, ...): opening libggml.so by its path would
+    load a second copy with an empty registry of its own, so on Linux the one already loaded is found by
+    the soname libllama names."""
     from llama_cpp._ctypes_extensions import load_shared_library
 
     lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
-    ggml = load_shared_library("ggml", lib_dir)  # the handle libllama already holds: one registry
+    if sys.platform.startswith("linux"):
+        for path in sorted(lib_dir.glob("libggml.so.*"), key=lambda p: len(p.name)):
+            try:
+                ggml = ctypes.CDLL(path.name, mode=os.RTLD_NOLOAD)
+                break
+            except OSError:
+                continue
+        else:
+            ggml = load_shared_library("ggml", lib_dir)
+    else:
+        ggml = load_shared_library("ggml", lib_dir)
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    return ggml
+
+
+def _load_backends(llama_cpp) -> None:
+    ggml = loaded_ggml(llama_cpp)
     if ggml.ggml_backend_reg_count() == 0:  # a GGML_BACKEND_DL build: nothing registered yet
-        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
         ggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
     _state["backends"] = int(ggml.ggml_backend_reg_count())
+
+
+def registered_backends() -> int:
+    """How many ggml backends llama.cpp can use in this process (CPU, CUDA, ...)."""
+    llama_modules()
+    return _state["backends"]
 
 
 def gpu_offload() -> bool:

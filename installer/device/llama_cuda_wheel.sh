@@ -16,7 +16,9 @@
 # - GGML_CUDA_NO_VMM: the image has no libcuda stub to link against; ggml's CUDA memory pool then grows by
 #   plain allocations instead of virtual-memory mappings.
 # - GGML_NATIVE=OFF: the CPU backend portable, as the CPU build of installer/setup.sh.
-# Cached: a wheel already in DEST_DIR for the same version and flags is kept. Prints the build time.
+# Cached (the wheel as built, under ~/.cache/star-desktop/wheels/); DEST_DIR gets it cut down by
+# installer/device/slim_wheel.py (103 MB -> 25 MB: one copy of each library, no PTX). Prints the build time
+# (49 min on 2 cores).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dest="${1:?usage: llama_cuda_wheel.sh DEST_DIR}"
@@ -49,5 +51,5 @@ fi
 mkdir -p "$dest"
 # The CPU wheel of setup.sh has the same file name: only one llama-cpp-python wheel may sit in DEST_DIR.
 rm -f "$dest"/llama_cpp_python-*.whl
-cp "$cache"/llama_cpp_python-*.whl "$dest/"
-ls -la "$dest"/llama_cpp_python-*.whl
+# 103 MB as built; what the device call carries is cut to what `import llama_cpp` loads (installer/device/slim_wheel.py).
+"$py" "$repo/installer/device/slim_wheel.py" "$cache"/llama_cpp_python-*.whl "$dest"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Run HERE (not on the lent GPU machine): what installer/device/check.sh and scale.sh install THERE.
 # The lent machine has Python 3.12, torch, CuPy, transformers, peft, accelerate, pyarrow, onnxruntime and
-# pytest, and no network (docs/gpu.md); this adds the pinned versions the project's CI runs (transformers,
-# TRL), what it lacks (datasets, SAM 2 and its config stack, pycocotools), a CUDA build of the pinned
+# pytest, and no network (docs/gpu.md); this adds the pinned TRL, what it lacks (datasets, SAM 2 and its
+# config stack, pycocotools, diskcache), a CUDA build of the pinned
 # llama-cpp-python (installer/device/llama_cuda_wheel.sh: compiled here once, cached) and llama.cpp's GGUF
 # converter. All of it lands in .whl/ (ignored by git), which each device call carries: carry [".whl"].
 # The tool carries at most 64 MiB per call, the repository's tracked files included: the end says whether
-# this fits.
+# this fits. The machine's own transformers serves there (5.17 when last seen): the pinned 5.24 wheel
+# (13 MB) does not fit beside the CUDA llama.cpp.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dest="$repo/.whl"
@@ -17,7 +18,7 @@ mkdir -p "$dest"
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any)
 # datasets twice: 5.2 wants pyarrow >= 24; the device scripts fall back to 4.8 (+ its fsspec) where the machine's
 # is older. diskcache: llama-cpp-python imports it, and the machine lacks it.
-for spec in transformers==5.24.0 trl==1.16.0 datasets==5.2.0 datasets==4.8.0 fsspec==2026.2.0 dill==0.4.0 \
+for spec in trl==1.16.0 datasets==5.2.0 datasets==4.8.0 fsspec==2026.2.0 dill==0.4.0 \
     multiprocess==0.70.18 regex==2026.11.19 hydra-core==1.3.8 omegaconf==2.3.1 pycocotools==2.0.11 pysodmetrics==1.6.2 \
     diskcache==5.6.3; do
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \

@@ -4,7 +4,6 @@ CPU build of installer/setup.sh (backends linked in) and the CUDA wheel of insta
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -21,20 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 QUERY = "what coffee is served in"
 
 ANSWER = """
-import ctypes, hashlib, json, sys
-from pathlib import Path
+import hashlib, json, sys
 import llama_cpp
 from engine.pipeline import load_reasoner
-from engine.policy.llama_lib import gpu_offload, llama_modules
+from engine.policy.llama_lib import gpu_offload, registered_backends
 from engine.samples import sample_scene
-llama_modules()
-ggml = llama_cpp._ctypes_extensions.load_shared_library("ggml", Path(llama_cpp.__file__).parent / "lib")
-ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
 image, _ = sample_scene()
 reasoner = load_reasoner(device="cpu", max_samples=1)
 result = reasoner.run(image, sys.argv[1], n=1)
 reasoner.close()
-print(json.dumps({"llama_cpp": llama_cpp.__file__, "backends": int(ggml.ggml_backend_reg_count()),
+print(json.dumps({"llama_cpp": llama_cpp.__file__, "backends": registered_backends(),
                   "gpu_offload": gpu_offload(), "text": result.samples[0].text,
                   "mask": hashlib.sha256(result.mask.tobytes()).hexdigest()}))
 """
@@ -52,14 +47,11 @@ def test_the_cpu_build_registers_its_backends_and_offers_no_gpu_here():
     require("llama_cpp")
     import llama_cpp
 
-    from engine.policy.llama_lib import gpu_offload, llama_modules
+    from engine.policy.llama_lib import gpu_offload, llama_modules, loaded_ggml
 
     L, M = llama_modules()
     assert L is llama_cpp and M.__name__ == "llama_cpp.mtmd_cpp"
-    ggml = llama_cpp._ctypes_extensions.load_shared_library("ggml", Path(llama_cpp.__file__).parent / "lib")
-    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    assert ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    assert loaded_ggml(llama_cpp).ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
     has_gpu = shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"]).returncode == 0
     if not has_gpu:
         assert gpu_offload() is False
