@@ -179,6 +179,8 @@ def _scale_args(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where the engine and the reference run (cuda: llama.cpp's CUDA build, ONNX Runtime's "
                         "CUDA provider, SAM 2 in bf16; default cpu)")
+    p.add_argument("--samplings", nargs="*", default=[], choices=["top-k-40", "greedy"],
+                   help="decode each N again with these sampler chains (what sampling over the vocabulary costs)")
     p.add_argument("--no-lora", action="store_true",
                    help="the base model alone, without the shape's StAR LoRA: the same network at inference, without "
                         "the adapter's writing and merge (export costs measured on the CPU)")

@@ -122,10 +122,17 @@ def _open_policy(bundle, model_rel: str, n_ctx: int, max_samples: int, threads: 
                        n_gpu_layers=-1 if device == "cuda" else 0, reuse_prefix=False, flash_attn=flash_attn)
 
 
+SAMPLINGS = {  # the decode's sampler chain, per row: StAR's, the same after a top-k cut, and greedy
+    "top-k-40": dict(top_k=40),
+    "greedy": dict(temperature=0.0, top_p=1.0),
+}
+
+
 def measure_policy(bundle, image, counts: list[int], tokens: int, threads: int, monitor: ResourceMonitor,
-                   device: str = "cpu") -> list[dict]:
+                   device: str = "cpu", samplings: tuple[str, ...] = ()) -> list[dict]:
     """Each N once (a 7B prefill takes minutes): every run pays vision + prefill, so N together vs
-    N x (one sample) compares equal work."""
+    N x (one sample) compares equal work. `samplings` (names in SAMPLINGS) decode each N again with another
+    sampler chain, to show what sampling over the vocabulary costs per step (on a GPU it runs on the host)."""
     from engine.fit import context_positions
     from engine.policy.types import SamplingParams
 
@@ -140,11 +147,15 @@ def measure_policy(bundle, image, counts: list[int], tokens: int, threads: int, 
                 policy.sample(image, QUERY, n, sampling)
                 wall = (time.perf_counter() - t0) * 1e3
             t = policy.timings
-            rows.append({"n": n, "wall_ms": wall, "vision_ms": t.vision_ms, "prefill_ms": t.prefill_ms,
-                         "prefill_tokens": t.prefill_tokens, "decode_ms": t.decode_ms, "decode_tokens": t.decode_tokens,
-                         "tokens_per_s": t.decode_tokens / (t.decode_ms / 1e3),
-                         "kv_bytes": policy.kv_cache_bytes(t.prefill_tokens + n * tokens),
-                         "context_kv_bytes": policy.kv_cache_bytes(policy.n_ctx), "peak_rss_bytes": usage["peak_rss_bytes"]})
+            row = {"n": n, "wall_ms": wall, "vision_ms": t.vision_ms, "prefill_ms": t.prefill_ms,
+                   "prefill_tokens": t.prefill_tokens, "decode_ms": t.decode_ms, "decode_tokens": t.decode_tokens,
+                   "tokens_per_s": t.decode_tokens / (t.decode_ms / 1e3),
+                   "kv_bytes": policy.kv_cache_bytes(t.prefill_tokens + n * tokens),
+                   "context_kv_bytes": policy.kv_cache_bytes(policy.n_ctx), "peak_rss_bytes": usage["peak_rss_bytes"]}
+            for name in samplings:
+                policy.sample(image, QUERY, n, dataclasses.replace(sampling, **SAMPLINGS[name]))
+                row[f"decode_ms_{name}"] = policy.timings.decode_ms
+            rows.append(row)
     finally:
         policy.close()
     one = rows[0]["wall_ms"]
@@ -337,6 +348,12 @@ def _cost_tables(result: dict) -> str:
          "x", "KV GiB", "peak RSS GiB"],
         [[r["n"], r["vision_ms"], r["prefill_ms"], r["prefill_tokens"], r["decode_ms"], r["tokens_per_s"], r["wall_ms"],
           r["one_by_one_ms"], r["speedup"], _gib(r["kv_bytes"]), _gib(r["peak_rss_bytes"])] for r in result["policy"]])
+    extra = [k for k in SAMPLINGS if f"decode_ms_{k}" in result["policy"][0]]
+    if extra:
+        text += "\n" + print_table(
+            "decode ms by sampler chain (the same N and tokens; StAR's = temperature 1, top-p 0.9)",
+            ["N", "StAR's", *extra], [[r["n"], r["decode_ms"], *[r[f"decode_ms_{k}"] for k in extra]]
+                                       for r in result["policy"]])
     seg = result["segment"]
     counts = [r["n"] for r in result["policy"]]
     text += "\n" + print_table(
@@ -364,7 +381,8 @@ def _cost_tables(result: dict) -> str:
 def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list[int], tokens: int,
               image_wh: tuple[int, int] = (1280, 960), reference: list[str] = ("bf16",), parity: bool = False,
               parity_steps: int = 16, parity_quants: tuple[str, ...] = ("F16", "Q8_0"), parity_only: bool = False,
-              threads: int = 1, device: str = "cpu", segmenter: str = "onnx", log=print) -> dict:
+              threads: int = 1, device: str = "cpu", segmenter: str = "onnx", samplings: tuple[str, ...] = (),
+              log=print) -> dict:
     """Every measurement of one shape; `shape` an `export.shapes.RealShape` (a published one, or its
     `shrunk()` CI form), `sam_config` a sam2 package config or a YAML file. `parity_only`: the export stages
     the parity needs and the parity, no cost measurements. `segmenter`: the engine's SAM 2 in the end-to-end
@@ -400,7 +418,7 @@ def run_scale(shape, sam_name: str, sam_config: str, work: Path, *, counts: list
         export_stages = dict(monitor.stages)
         if not parity_only:
             log("policy: N samples together")
-            policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device)
+            policy = measure_policy(bundle, image, counts, tokens, threads, monitor, device, samplings)
             log(f"SAM 2.1: the engine's ({segmenter}) and the reference (PyTorch)")
             seg = measure_segment(bundle, sam, sam_config, image, counts, threads, device, segmenter)
             vote = measure_vote([n for n in counts if n > 1], height, width, device)
@@ -440,6 +458,7 @@ def main(args) -> int:
                        image_wh=args.image, reference=args.reference, parity=args.parity,
                        parity_steps=args.parity_steps, parity_quants=tuple(args.parity_quants),
                        parity_only=args.parity_only, threads=threads, device=args.device, segmenter=args.segmenter,
+                       samplings=tuple(args.samplings),
                        log=lambda line: print(line, flush=True))
     text = report(result)
     path = write_json(args.json, {"benchmark": "scale", **result, "table": text})

@@ -30,7 +30,8 @@ def default_flash_attn(n_gpu_layers: int) -> bool | str:
     """The engine's flash-attention choice: off on the CPU, llama.cpp's own ("auto") on a GPU. On the CPU
     llama.cpp's flash-attention kernel works at f16 inside: on a random Qwen2.5-VL-3B at the 840 frame it
     moves the logits 5 % from transformers (0.4 % without it), and without it decoding is 20-25 % faster
-    at N = 8 and 32, prefill within 5 %, memory the same (docs/benchmarks.md). GPUs are not measured."""
+    at N = 8 and 32, prefill within 5 %, memory the same (docs/benchmarks.md). On CUDA llama.cpp's choice
+    was measured only as chosen (docs/benchmarks.md, GPU runs)."""
     return False if n_gpu_layers == 0 else "auto"
 
 

@@ -100,10 +100,13 @@ def main(argv=None) -> int:
     print(f"llama.cpp GPU offload: {gpu}", flush=True)
     cpu = cpu_answer_in_child()
     answers = {"cpu": cpu}
-    same = None
+    same = first_difference = None
     if gpu:
         answers["cuda"] = cuda = greedy_answer("cuda")
         same = all(cuda[k] == cpu[k] for k in ("text", "token_ids", "mask_sha256"))
+        pairs = list(zip(cpu["token_ids"], cuda["token_ids"]))
+        first_difference = next((i for i, (a, b) in enumerate(pairs) if a != b),
+                                None if len(cpu["token_ids"]) == len(cuda["token_ids"]) else len(pairs))
     counts = [int(c) for c in args.counts.split(",")]
     rows = timings("cpu", counts, args.tokens, args.repeat)
     if gpu:
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
     print(f"nano bundle, greedy answer to '{QUERY}' on the sample scene:")
     for device, a in answers.items():
         print(f"  {device:>4}: {a['status']}, labels {a['labels']}, mask {a['mask_pixels']} px, {a['text']!r}")
-    print(f"  identical text, tokens and mask on cuda and cpu: {same if gpu else 'not run (no GPU offload)'}")
+    print(f"  identical text, tokens and mask on cuda and cpu: {same if gpu else 'not run (no GPU offload)'}"
+          + (f" (first different token: {first_difference} of {len(cpu['token_ids'])})" if same is False else ""))
     print(f"N samples together, {args.tokens} tokens each (stops ignored), median of {args.repeat}:")
     print(f"{'device':>6} {'N':>3} {'vision ms':>9} {'prefill ms':>10} {'decode ms':>9} {'tok/s':>8} {'total ms':>9} "
           f"{'x N=1 one by one':>16} {'x cpu':>6}")
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"benchmark": "policy-nano-gpu", "gpu_offload": gpu, "answers": answers,
-                                               "identical": same, "tokens": args.tokens, "rows": rows}, indent=1))
+                                               "identical": same, "first_different_token": first_difference,
+                                               "tokens": args.tokens, "rows": rows}, indent=1))
     return 0 if same in (True, None) else 1
 
 

@@ -7,7 +7,9 @@
 # shape, and the merge is a CPU export cost, measured in docs/benchmarks.md), exported to Q4_K_M + f16 mmproj
 # there (16 cores), then N = 1 / 8 / 32 end to end on the GPU (llama.cpp CUDA, SAM 2.1-L in PyTorch
 # bf16, the vote on the device) against transformers bf16 on the same GPU. Targets (docs/benchmarks.md):
-# N = 32 end to end under 3 s per query, at least 5x the reference, N = 8 under 2x N = 1.
+# N = 32 end to end under 3 s per query, at least 5x the reference, N = 8 under 2x N = 1. Each N is decoded
+# again with a top-k cut before top-p and greedily: on the GPU the sampler chain runs on the host, once per
+# sample and step, over the whole vocabulary (SHAPE=qwen2.5-vl-3b for the 3B).
 # It stops at once where llama.cpp cannot offload (a CPU build): those rows would not answer the question.
 # Dry run here (the shape's CI form, CPU, a minute):
 #     STAR_DEVICE_PY=.venv/bin/python DEVICE=cpu bash installer/device/scale.sh
@@ -44,7 +46,7 @@ fi
 # 1280 x 960 photo, 32 tokens per sample; the work folder on the machine's own disk (~40 GB at the peak).
 say "star-export scale --shape $shape --device $device --segmenter torch ${extra[*]}"
 timeout $(( ${DEADLINE_S:-520} - ($(date +%s) - start) )) "$py" -m export.cli scale --shape "$shape" --device "$device" \
-  --segmenter torch --no-lora --reference bf16 --work /tmp/star-scale --json "$out/scale-$shape.json" --clean "${extra[@]}" \
+  --segmenter torch --no-lora --samplings top-k-40 greedy --reference bf16 --work /tmp/star-scale --json "$out/scale-$shape.json" --clean "${extra[@]}" \
   >> "$logfile" 2>&1
 rc=$?
 say "exit $rc$([ "$rc" = 124 ] && echo ' (time limit)')"
