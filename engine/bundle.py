@@ -233,6 +233,8 @@ def read_manifest(root: str | Path) -> Bundle:
         raise ModelFileError(f"{root} is not a bundle: it has no {MANIFEST} (make one with star-export)")
     try:
         data = json.loads(path.read_text())
+    except RecursionError:  # nesting a manifest never has
+        raise ModelFileError(f"{path} is nested too deeply to be a bundle manifest") from None
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is not valid JSON: {exc}") from None
     manifest = Manifest.from_dict(data, str(path))

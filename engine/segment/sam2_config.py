@@ -60,6 +60,31 @@ def _problems(node: Any, where: str, out: list[str]) -> None:
         out.append(f"{where}: a {type(node).__name__} is not a plain value")
 
 
+MAX_CONFIG_BYTES = 1 << 20  # the published SAM 2 configs are under 8 KB
+
+
+def _check_yaml_shape(path: Path) -> None:
+    """Refuse, before anything is built, a config that is too large or uses YAML anchors / aliases: the
+    published configs use neither, and aliases nested in aliases ("billion laughs") make a few hundred
+    bytes expand to gigabytes when OmegaConf copies the tree (an hour-long hang at 1.3 GB was seen)."""
+    import yaml
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ModelFileError(f"SAM 2 config {path} is {size} bytes; a SAM 2 config is a few KB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"SAM 2 config {path} could not be read: {exc}") from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ModelFileError(f"SAM 2 config {path} uses YAML anchors or aliases, which SAM 2 configs never "
+                                     "need; write the values out")
+    except yaml.YAMLError as exc:
+        raise ModelFileError(f"SAM 2 config {path} is not valid YAML ({exc.__class__.__name__})") from None
+
+
 def read_model_config(path: str | Path) -> dict:
     """The `model` section of a SAM 2 YAML as plain, checked data (raises ModelFileError naming every
     field that breaks the rules)."""
@@ -67,6 +92,7 @@ def read_model_config(path: str | Path) -> dict:
     from omegaconf.errors import OmegaConfBaseException
 
     path = Path(path)
+    _check_yaml_shape(path)
     try:
         # OmegaConf's loader is PyYAML's SafeLoader (plus YAML 1.2 floats): it builds no objects. Values
         # are taken unresolved, so an interpolation stays a string and is refused below.

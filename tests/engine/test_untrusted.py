@@ -605,3 +605,34 @@ def test_an_unreadable_upload_is_described_without_object_reprs():
     with pytest.raises(ImageError) as info:
         load_image(bytes(30))
     assert "object at 0x" not in str(info.value) and "<30 bytes>" in str(info.value)
+
+
+def test_a_billion_laughs_sam2_config_is_refused_at_once(tmp_path):
+    """~600 bytes of nested YAML aliases: OmegaConf's copy of the tree hung for minutes at 1.3 GB."""
+    import time
+
+    from engine.segment.sam2_config import read_model_config
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += ["model:", "  _target_: sam2.modeling.sam2_base.SAM2Base", "  image_size: *a8"]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelFileError, match="anchors or aliases"):
+        read_model_config(path)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_manifest_nested_without_end_is_one_clear_line(tmp_path, capsys):
+    bundle = tmp_path / "deep"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text("[" * 200_000 + "]" * 200_000)
+    rc, err = _cli(capsys, "segment", str(REPO / "engine/samples/scene.png"), "the red cup", "--bundle", str(bundle),
+                   "--out", "")
+    assert rc == 2 and "nested too deeply" in err and len(err.strip().splitlines()) == 1, err
+    from engine.cli import main
+
+    main(["doctor", "--bundle", str(bundle)])  # the report names the bundle's problem
+    out, err = capsys.readouterr()
+    assert "nested too deeply" in out and "Traceback" not in err
