@@ -18,6 +18,9 @@ ImageSource = str | Path | bytes | Image.Image | np.ndarray
 # within a few GB. Pillow's own bomb guard is replaced by this bound; `set_max_pixels` (the CLI's
 # --max-pixels, in megapixels) raises or lowers it for the whole process.
 MEGAPIXEL = 1_000_000
+# The longest side read. SAM's resize and the policy's frame build per-axis weights: a 1 x 60,000,000 PNG
+# (69 bytes, under the pixel limit) took 12.7 GB. JPEG's own limit; a panorama within the pixel limit fits.
+MAX_SIDE = 65_535
 DEFAULT_MAX_PIXELS = 64 * MEGAPIXEL
 _limit = {"pixels": DEFAULT_MAX_PIXELS}
 
@@ -100,6 +103,10 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
                 f"Image {name} is {width}x{height} ({width * height / 1e6:.3g} MP), above the limit of "
                 f"{limit / 1e6:.3g} MP. Downscale it first, or raise the limit (--max-pixels)."
             )
+        if max(width, height) > MAX_SIDE:
+            raise ImageError(
+                f"Image {name} is {width}x{height}: a side over {MAX_SIDE:,} pixels costs the models' resizing "
+                "memory in proportion to it, whatever the pixel count. Crop or downscale it first.")
         if width == 0 or height == 0:
             raise ImageError(f"Image {name} is empty ({width}x{height}).")
         old_limit = Image.MAX_IMAGE_PIXELS

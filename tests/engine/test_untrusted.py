@@ -636,3 +636,12 @@ def test_a_manifest_nested_without_end_is_one_clear_line(tmp_path, capsys):
     main(["doctor", "--bundle", str(bundle)])  # the report names the bundle's problem
     out, err = capsys.readouterr()
     assert "nested too deeply" in out and "Traceback" not in err
+
+
+def test_an_absurdly_long_side_is_refused_from_the_header(tmp_path, capsys):
+    """1 x 60,000,000 pixels is under the 64 MP limit, yet SAM's resize reached 12.7 GB on it."""
+    from engine.images import MAX_SIDE
+
+    path = png_header_only(tmp_path / "line.png", 60_000_000, 1)
+    rc, err = _cli(capsys, "segment", str(path), "the red cup", "--out", "")
+    assert rc == 2 and f"{MAX_SIDE:,}" in err and len(err.strip().splitlines()) == 1, err
