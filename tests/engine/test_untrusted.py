@@ -357,6 +357,19 @@ def test_the_kv_cache_is_sized_up_front_and_refused_when_it_cannot_fit(monkeypat
                                   n_ctx=4096 + 256 * 8192, max_samples=256)
 
 
+def test_the_attention_buffers_are_counted_before_llama_cpp_allocates(monkeypatch, capsys):
+    """`-n 256 --max-new-tokens 8192` used to allocate 2.2 GB, then blame the model file: llama.cpp's prefill
+    attention buffer at 2.1 M positions is 28 GiB, which the check (KV cache only) did not count."""
+    require("llama_cpp")
+    from engine.policy import llama_backend
+
+    monkeypatch.setattr(llama_backend, "available_memory", lambda: 24 << 30)  # a 24 GiB machine
+    rc, err = _cli(capsys, "segment", str(REPO / "engine/samples/scene.png"), "the red cup", "-n", "256",
+                   "--max-new-tokens", "8192", "--out", "")
+    assert rc == 2 and "attention buffers" in err and "-n or --max-new-tokens" in err, err
+    assert "model-q8_0.gguf" not in err  # not blamed on the model file
+
+
 # ---- outputs ------------------------------------------------------------------------------------------
 
 def test_out_naming_a_file_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
