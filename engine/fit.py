@@ -52,16 +52,23 @@ class ModelShape:
 
 
 def model_shape(model_gguf: Path, mmproj_gguf: Path) -> ModelShape:
+    from .errors import ModelFileError
     from .gguf_reader import read_gguf  # the header only: tensors stay on disk
 
     meta = read_gguf(model_gguf).metadata
-    arch = meta["general.architecture"]
+    arch = meta.get("general.architecture")
+    vision = read_gguf(mmproj_gguf).metadata
+    if arch == "clip" or f"{arch}.attention.head_count" not in meta:
+        raise ModelFileError(f"{model_gguf} is not a language model (architecture {arch!r}); is it the vision "
+                             "projector? the bundle's policy model and mmproj may be swapped")
+    if vision.get("general.architecture") != "clip":
+        raise ModelFileError(f"{mmproj_gguf} is not a vision projector (architecture "
+                             f"{vision.get('general.architecture')!r}); the bundle's policy model and mmproj may be swapped")
     heads = int(meta[f"{arch}.attention.head_count"])
     kv = meta.get(f"{arch}.attention.head_count_kv", heads)
     kv = int(kv[0] if isinstance(kv, list) else kv)
     head_dim = int(meta[f"{arch}.embedding_length"]) // heads
     vocab = meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens", []))
-    vision = read_gguf(mmproj_gguf).metadata
     return ModelShape(int(meta[f"{arch}.block_count"]), kv, int(meta.get(f"{arch}.attention.key_length", head_dim)),
                       int(meta.get(f"{arch}.attention.value_length", head_dim)), int(vocab),
                       int(vision.get("clip.vision.attention.head_count", 16)))

@@ -658,3 +658,13 @@ def test_an_absurdly_long_side_is_refused_from_the_header(tmp_path, capsys):
     path = png_header_only(tmp_path / "line.png", 60_000_000, 1)
     rc, err = _cli(capsys, "segment", str(path), "the red cup", "--out", "")
     assert rc == 2 and f"{MAX_SIDE:,}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_doctor_names_a_policy_and_projector_swapped_in_the_manifest(tmp_path, capsys):
+    """It used to end in an internal error (KeyError 'clip.attention.head_count')."""
+    def swap(d):
+        d["policy"]["model"], d["policy"]["mmproj"] = d["policy"]["mmproj"], d["policy"]["model"]
+
+    bundle = _bundle_with(tmp_path, _nano(), swap)
+    rc, err = _cli(capsys, "doctor", "--bundle", str(bundle))
+    assert rc == 2 and "swapped" in err and len(err.strip().splitlines()) == 1, err
