@@ -214,7 +214,8 @@ def _label(sub) -> None:
     p.add_argument("--model", default=None, help="with --server: the model ID (default: the server's only model)")
     p.add_argument("--api-key-file", default=None, metavar="FILE", help="with --server: the API key")
     _bundle_arg(p)
-    p.add_argument("--overwrite", action="store_true", help="label images that already have an annotation")
+    p.add_argument("--overwrite", action="store_true", help="label images that already have an annotation (the "
+                   "file there is first copied to FILE.bak, once: a later run keeps that copy)")
     p.add_argument("--boxes", action="store_true", help="also write the answer's boxes as rectangles")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _decode_args(p)

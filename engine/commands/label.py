@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,16 @@ def coco_document(entries: list[dict], query: str) -> dict:
             "categories": [{"id": i, "name": n} for n, i in categories.items()]}
 
 
+def keep_backup(path: Path | None) -> None:
+    """Before --overwrite replaces an image's labelme file, copy it to FILE.bak once: a later run never
+    replaces that copy, so it keeps what was there before the first overwrite (a hand-made annotation)."""
+    if path is None:
+        return
+    backup = path.with_name(path.name + ".bak")
+    if not backup.exists():
+        shutil.copy2(path, backup)
+
+
 def main(args) -> int:
     from ..annotations import labelme_document, labelme_file, write_labelme
     from ..fileio import write_text_atomically
@@ -219,6 +230,7 @@ def main(args) -> int:
                 if coco:
                     journal.add({"image": rel, "width": out.width, "height": out.height, "shapes": out.shapes})
                 else:
+                    keep_backup(labelme_file(image))
                     write_labelme(image, labelme_document(image.name, out.width, out.height, out.shapes,
                                                           description=out.description))
                 summary.no_object += out.no_object

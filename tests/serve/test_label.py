@@ -170,3 +170,20 @@ def test_a_foreign_json_beside_an_image_is_left_alone(tmp_path):
     assert foreign.read_bytes() == before
     doc = json.loads(first.with_name(first.stem + ".labelme.json").read_text())
     assert doc["imagePath"] == first.name and labelme_path(second).exists()
+
+
+def test_overwrite_keeps_the_first_annotation_as_a_backup(tmp_path):
+    """--overwrite used to replace a hand-written annotation with no copy left."""
+    folder = tmp_path / "hand"
+    (image,) = scenes(folder, 1)
+    hand = {"version": "5.4.1", "flags": {}, "shapes": [{"label": "mine", "points": [[1, 1], [9, 9]],
+            "shape_type": "rectangle", "group_id": None, "description": "by hand", "flags": {}}],
+            "imagePath": image.name, "imageData": None, "imageHeight": 1, "imageWidth": 1}
+    labelme_path(image).write_text(json.dumps(hand))
+    original = labelme_path(image).read_bytes()
+    for _ in range(2):  # the second run must not replace the backup with the first run's output
+        r = star("label", str(folder), QUERY, "--overwrite", "--quiet")
+        assert r.returncode == 0, r.stderr
+    backup = labelme_path(image).with_name(labelme_path(image).name + ".bak")
+    assert backup.read_bytes() == original
+    assert json.loads(labelme_path(image).read_text())["shapes"][0]["label"] != "mine"
