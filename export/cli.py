@@ -45,6 +45,8 @@ def _print_report(report) -> int:
     for c in report.checks:
         print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
     print(("bundle OK: " if report.ok else "bundle FAILED: ") + str(report.bundle))
+    if report.not_recorded:
+        print(f"star-export: warning: {report.not_recorded}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -38,6 +38,7 @@ class Check:
 class Report:
     bundle: str
     checks: list[Check]
+    not_recorded: str = ""  # why the verdict could not be written into the manifest ("" when it was, or not asked)
 
     @property
     def ok(self) -> bool:
@@ -240,5 +241,8 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
     report = Report(str(bundle.root), checks)
     if record and checks[0].ok:
         bundle.manifest.verification = {c.name: {"ok": c.ok, "detail": c.detail, **c.numbers} for c in checks}
-        save_manifest(bundle.root, bundle.manifest)  # the files were just hashed: no second pass
+        try:
+            save_manifest(bundle.root, bundle.manifest)  # the files were just hashed: no second pass
+        except OSError as exc:  # a read-only bundle: the verdict stands, only its record is not kept
+            report.not_recorded = f"the verdict was not recorded in {bundle.root}/bundle.json ({exc.strerror or exc})"
     return report

@@ -668,3 +668,21 @@ def test_doctor_names_a_policy_and_projector_swapped_in_the_manifest(tmp_path, c
     bundle = _bundle_with(tmp_path, _nano(), swap)
     rc, err = _cli(capsys, "doctor", "--bundle", str(bundle))
     assert rc == 2 and "swapped" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_verify_on_a_bundle_it_cannot_write_keeps_its_verdict(tmp_path, capsys):
+    """A read-only bundle used to end in an internal error (EROFS writing the manifest) and lose the verdict.
+    The write is made to fail by a folder where the manifest's temporary file would go (root ignores modes)."""
+    require("llama_cpp")
+    from export.cli import main
+
+    bundle = tmp_path / "ro"
+    shutil.copytree(_nano(), bundle)
+    (bundle / f".bundle.json.{os.getpid()}.tmp").mkdir()
+    before = (bundle / "bundle.json").read_bytes()
+    capsys.readouterr()
+    rc = main(["verify", str(bundle)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "bundle OK" in out, out + err
+    assert "warning: the verdict was not recorded" in err and "Traceback" not in err
+    assert (bundle / "bundle.json").read_bytes() == before
