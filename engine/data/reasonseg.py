@@ -28,14 +28,31 @@ def read_annotation(path: Path) -> dict:
         return json.loads(raw.decode("cp1252"))
 
 
+def _polygon(shape, height: int, width: int) -> tuple[str, np.ndarray]:
+    """(label, int32 points [1, P, 2]) of one shape, truncated toward zero as the reference does; ValueError
+    for a shape without label or points, non-finite points, or points so far off the image (beyond 4x its
+    size) that they can only be damage (1e12 overflowed int32 and OpenCV's rasterizer)."""
+    if not isinstance(shape, dict) or "label" not in shape or "points" not in shape:
+        raise ValueError("a shape without 'label' or 'points'")
+    try:
+        pts = np.asarray(shape["points"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("a shape whose points are not numbers") from None
+    if pts.ndim != 2 or pts.shape[1] != 2 or not len(pts) or not np.isfinite(pts).all():
+        raise ValueError(f"a shape whose points are not [[x, y], ...] finite numbers (shape {list(pts.shape)})")
+    bound = 4 * max(height, width)
+    if np.abs(pts).max() > bound:
+        raise ValueError(f"polygon points up to {np.abs(pts).max():.3g} on a {width}x{height} image")
+    return str(shape["label"]), pts.astype(np.int32)[None]
+
+
 def rasterize_shapes(shapes: list[dict], height: int, width: int) -> np.ndarray:
     """LISA's get_mask_from_json: drop `flag`, largest polygon first, outline then fill, 255 for ignore."""
     polygons, areas = [], []
     for shape in shapes:
-        label = str(shape["label"])
+        label, pts = _polygon(shape, height, width)
         if label.lower() == "flag":  # deprecated, meaningless annotations
             continue
-        pts = np.array([shape["points"]], dtype=np.int32)  # truncation toward zero, as the reference
         probe = np.zeros((height, width), dtype=np.uint8)
         cv2.polylines(probe, pts, True, 1, 1)
         cv2.fillPoly(probe, pts, 1)

@@ -90,7 +90,7 @@ def _evaluate(reasoner: Reasoner, sample, settings: EvalSettings, sweep_configs,
     when cancelled mid-item. A broken item under on_error="raise" stops the run (DatasetError)."""
     try:
         image, gt = _load_item(sample)
-    except (StarError, OSError, ValueError) as exc:
+    except (StarError, OSError, ValueError, KeyError, TypeError, OverflowError) as exc:  # the item's data is bad
         if settings.on_error == "raise":
             raise DatasetError(f"item {sample.id}: {exc} (stopped; --on-error skip records such an item as a "
                                "failure and goes on)") from None

@@ -469,8 +469,9 @@ def _eval(segmenter, spec: str, out: Path, query: str, on_error: str = "raise"):
     reasoner = Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
                         **RANDOM_SAM)
     kind, path = parse_data_spec(spec)
-    settings = EvalSettings(data=spec, data_options={"query": query}, on_error=on_error, n=1)
-    return run_eval(reasoner, open_dataset(kind, path, query=query, on_error=on_error), out, settings, progress=False)
+    options = {"query": query} if kind == "cod" else {}  # COD items carry no query of their own
+    settings = EvalSettings(data=spec, data_options=options, on_error=on_error, n=1)
+    return run_eval(reasoner, open_dataset(kind, path, on_error=on_error, **options), out, settings, progress=False)
 
 
 def test_an_eval_resumed_with_another_data_option_is_refused(tiny_segmenter, cod_items, tmp_path):
@@ -686,3 +687,29 @@ def test_verify_on_a_bundle_it_cannot_write_keeps_its_verdict(tmp_path, capsys):
     assert rc == 0 and "bundle OK" in out, out + err
     assert "warning: the verdict was not recorded" in err and "Traceback" not in err
     assert (bundle / "bundle.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda shape: shape.pop("label"), "without 'label'"),
+    (lambda shape: shape.update(points=[[1e12, 3.0], [5.0, 9.0], [7.0, 1.0]]), "polygon points up to 1e+12"),
+    (lambda shape: shape.update(points="nope"), "points"),
+])
+def test_a_malformed_reasonseg_shape_is_skipped_with_its_reason(tiny_segmenter, scene_image, tmp_path, damage, words):
+    """Under --on-error skip one bad item used to end the whole run with an internal error."""
+    from engine.errors import DatasetError
+    from tests.datasets import Item, write_dataset
+    from tests.scripted import RED, to_original
+
+    red = to_original(RED[1])
+    spec = write_dataset("reasonseg", tmp_path / "rs", [Item(f"i{k}", scene_image, "the red square", [tuple(red)])
+                                                         for k in range(3)])
+    path = tmp_path / "rs" / "i1.json"
+    anno = json.loads(path.read_text())
+    damage(anno["shapes"][0])
+    path.write_text(json.dumps(anno))
+    with pytest.raises(DatasetError, match="item i1"):
+        _eval(tiny_segmenter, spec, tmp_path / "raise", "the red square")
+    outcome = _eval(tiny_segmenter, spec, tmp_path / "skip", "the red square", on_error="skip")
+    failed = [r for r in outcome.records if "error" in r]
+    assert [r["id"] for r in failed] == ["i1"] and words in failed[0]["error"], failed
+    assert len(outcome.records) == 3
