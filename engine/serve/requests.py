@@ -8,8 +8,10 @@ from ..policy.types import MAX_NEW_TOKENS, MAX_SAMPLES
 from .worker import Job
 
 # What X-AnyLabeling's remote-server client sends to every model besides the prompt: detector thresholds,
-# clicked marks, tracker and task switches. Accepted and ignored (a text-prompted reasoner has no use for them).
-XANYLABELING_IGNORED = {"conf_threshold", "iou_threshold", "marks", "reset_tracker", "current_task"}
+# clicked marks, tracker and task switches, and the class filter whenever the user has set one. Accepted
+# and ignored: a text-prompted reasoner has no use for them, and its labels are free text that a filter of
+# a detector's class names would empty (the client then shows no shape and no message).
+XANYLABELING_IGNORED = {"conf_threshold", "iou_threshold", "marks", "reset_tracker", "current_task", "filter_classes"}
 
 
 class RequestError(Exception):

@@ -133,7 +133,7 @@ def test_bad_requests_get_the_protocol_codes(server, tmp_path):
     assert r.json()["error"]["code"] == "INVALID_REQUEST"
     # What X-AnyLabeling's client sends to every model (its remote_server.py): accepted.
     ok = httpx.post(f"{server}/v1/predict", json=body(conf_threshold=0.25, iou_threshold=0.45, epsilon_factor=0.001,
-                                                      current_task="segment"), timeout=60)
+                                                      current_task="segment", filter_classes=["person"]), timeout=60)
     assert ok.json()["success"] is True
     ok = httpx.post(f"{server}/v1/predict", headers={"Token": ""},  # its header when no key is set
                     json={**body(), "image": "data:image/png;base64," + base64.b64encode(SCENE).decode()}, timeout=60)
