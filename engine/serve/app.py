@@ -5,7 +5,7 @@ FastAPI + uvicorn because X-AnyLabeling-Server itself is built on them (the same
 error shapes its clients already meet), they stream server-sent events without extra parts, and uvicorn
 shuts down gracefully on SIGINT / SIGTERM. Errors follow the protocol: HTTP 200 with
 {"success": false, "error": {"code", "message"}}, except a full queue (503, QUEUE_FULL), a body over the
-limit (413) and a missing or wrong API key (401, UNAUTHORIZED). The server never opens a path a client
+limit (413, REQUEST_TOO_LARGE) and a missing or wrong API key (401, UNAUTHORIZED). The server never opens a path a client
 names: images arrive as base64 bytes and nothing else.
 """
 
@@ -82,7 +82,7 @@ def create_app(workers: dict[str, ModelWorker], settings: ServeSettings = ServeS
         async for chunk in request.stream():  # counted as it arrives: a missing Content-Length cannot get past
             body += chunk
             if len(body) > settings.max_body_bytes:
-                raise RequestError("INVALID_IMAGE", f"the request body is over {settings.max_body_bytes} bytes", 413)
+                raise RequestError("REQUEST_TOO_LARGE", f"the request body is over {settings.max_body_bytes} bytes", 413)
         try:
             data = json.loads(body)
         except ValueError:
@@ -202,7 +202,7 @@ class Guard:
                                          status_code=401), "bad or missing API key"
         length = headers.get("content-length")
         if refusal is None and length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
-            refusal, note = JSONResponse(error("INVALID_IMAGE", f"the request body is over {s.max_body_bytes} bytes"),
+            refusal, note = JSONResponse(error("REQUEST_TOO_LARGE", f"the request body is over {s.max_body_bytes} bytes"),
                                          status_code=413), "body too large"
 
         async def send_status(message):

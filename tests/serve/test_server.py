@@ -147,7 +147,7 @@ def test_limits_body_pixels_and_time(workers):
     settings = ServeSettings(max_body_bytes=200_000, max_pixels=10_000, timeout_s=0.05)
     with BackgroundServer(create_app(workers, settings)) as url:
         big = httpx.post(f"{url}/v1/predict", json=body(image=bytes(300_000)), timeout=60)
-        assert big.status_code == 413 and big.json()["error"]["code"] == "INVALID_IMAGE"
+        assert big.status_code == 413 and big.json()["error"]["code"] == "REQUEST_TOO_LARGE"  # its own code
         r = httpx.post(f"{url}/v1/predict", json=body(), timeout=60)  # 224 x 224 > 10 000 pixels
         assert r.json()["error"]["code"] == "INVALID_IMAGE" and "limit" in r.json()["error"]["message"]
         small = io.BytesIO()
