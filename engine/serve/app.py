@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from ..policy.types import MAX_SAMPLES
 from .requests import PredictParams, RequestError, build_job
@@ -100,6 +101,9 @@ def create_app(workers: dict[str, ModelWorker], settings: ServeSettings = ServeS
     def failure(exc: BaseException) -> JSONResponse:
         if isinstance(exc, RequestError):
             return JSONResponse(error(exc.code, exc.message), status_code=exc.status)
+        if isinstance(exc, ClientDisconnect):  # the upload stopped part-way: nothing failed on our side
+            log.info("client went away during the upload; nothing was run")
+            return JSONResponse(error("INVALID_REQUEST", "the client disconnected during the upload"), status_code=400)
         if isinstance(exc, (QueueFull, ShuttingDown)):
             return JSONResponse(error("QUEUE_FULL", str(exc)), status_code=503)
         if isinstance(exc, TimedOut):

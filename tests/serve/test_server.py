@@ -321,3 +321,24 @@ def test_shutdown_rejects_queued_work_and_finishes_the_running_job(workers):
             job.future.result()
     with pytest.raises(ShuttingDown):
         probe.submit(Job(lambda *_: None))
+
+
+def test_an_upload_cut_short_is_logged_as_such_not_as_a_failure(server, caplog):
+    """A client that declares a large body and disconnects used to be logged as 'inference failed' with a
+    traceback and an access line of 200."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server)
+    with caplog.at_level("INFO", logger="star.serve"):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100000\r\n\r\n" + b"{" * 100)
+        deadline = time.time() + 10
+        while time.time() < deadline and not any("POST /v1/predict" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "star.serve"]
+    assert not any(level == "ERROR" for level, _ in messages), messages
+    access = [m for _, m in messages if m.startswith("POST /v1/predict")]
+    assert access and " 200 " not in access[0], messages
