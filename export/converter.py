@@ -78,28 +78,43 @@ def convert(model_dir: str | Path, outfile: str | Path, *, outtype: str = "f32",
 def _run_counting(cmd: list[str], env: dict, timeout: float, desc: str, total: int | None,
                   progress: bool) -> tuple[int, list[str]]:
     """Run the converter, one bar tick per tensor line it logs (`name, dtype --> TYPE, shape = ...`);
-    returns its exit code and output lines (kept for the error message)."""
+    returns its exit code and output lines (kept for the error message).
+
+    The output is read on a daemon thread while this one waits with the timeout (which also stops a
+    converter that hangs without printing). Whatever ends the wait early (Ctrl-C included) kills the
+    converter first: it must not go on writing after we have gone, and no thread of ours may hold the
+    interpreter's exit."""
     import threading
 
     lines: list[str] = []
-    with stage_bar(f"converting to {desc}", total, enabled=progress) as bar, \
-            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        timed_out = threading.Event()
 
-        def stop():  # also fires on a converter that hangs without printing
-            timed_out.set()
-            proc.kill()
-
-        watchdog = threading.Timer(timeout, stop)
-        watchdog.start()
+    def read(stream, bar) -> None:
         try:
-            for line in proc.stdout:
+            for line in stream:
                 lines.append(line.rstrip("\n"))
                 if " --> " in line:
                     bar.update(1)
-            code = proc.wait()
-        finally:
-            watchdog.cancel()
-        if timed_out.is_set():
-            raise ConverterError(f"the converter took longer than {timeout:.0f} s and was stopped")
+        except (OSError, ValueError):  # the pipe closed under us: the converter was stopped
+            pass
+
+    with stage_bar(f"converting to {desc}", total, enabled=progress) as bar, \
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        reader = threading.Thread(target=read, args=(proc.stdout, bar), name="converter-output", daemon=True)
+
+        def stop() -> None:
+            proc.kill()
+            proc.wait()
+            if reader.is_alive():
+                reader.join(timeout=5)
+
+        try:
+            reader.start()
+            code = proc.wait(timeout=timeout)
+            reader.join()  # the pipe ends with the converter
+        except subprocess.TimeoutExpired:
+            stop()
+            raise ConverterError(f"the converter took longer than {timeout:.0f} s and was stopped") from None
+        except BaseException:
+            stop()
+            raise
         return code, lines

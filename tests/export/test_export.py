@@ -255,3 +255,29 @@ def test_converter_runner_streams_lines_and_stops_a_silent_hang():
     assert code == 0 and lines == ["w, torch.float32 --> F16", "done"]
     with pytest.raises(ConverterError, match="longer than 1 s"):
         _run_counting([sys.executable, "-c", "import time; time.sleep(20)"], dict(os.environ), 1, "x", None, False)
+
+
+def test_converter_runner_interrupted_stops_the_converter_and_leaves_no_thread(tmp_path):
+    """Ctrl-C while the converter runs: the converter is killed (not left writing), and no thread of ours is
+    left to hold the interpreter's exit (a non-daemon watchdog once kept `star-export` alive for an hour)."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from export.converter import _run_counting
+
+    pid_file = tmp_path / "pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    timer = threading.Timer(1.5, signal.pthread_kill, args=(threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _run_counting([sys.executable, "-c", script], dict(os.environ), 30, "x", None, False)
+    timer.join()
+    assert time.monotonic() - started < 10
+    left = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    assert not left, left
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pid_file.read_text()), 0)
