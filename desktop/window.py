@@ -54,7 +54,10 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.folder_failures: list[tuple[str, str]] = []
         self.refine_pending = None
         self.runs = 0  # the number of the latest run (RunTag.run)
+        self.run_on_screen = False  # the run in flight is for the image shown: its progress may be shown
+        self.kept_outcome: Outcome | None = None  # on screen when the run started: shown again after Stop
         self.last_message: UserMessage | None = None
+        self.reasoning_outcome: Outcome | None = None  # whose texts the Reasoning tab shows
         self.setWindowTitle("StAR Desktop")
         self.setAcceptDrops(True)
         self._build_ui()
@@ -79,7 +82,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.worker.folder_finished.connect(self._on_folder_finished)
         self.worker.loaded.connect(self._on_loaded)
         self.worker.stage.connect(self._on_stage)
-        self.worker.tokens.connect(self.reasoning.append)
+        self.worker.tokens.connect(self._on_tokens)
         self.worker.sample_done.connect(self._on_sample_done)
         self.worker.progress.connect(self._on_progress)
         # Blocking: the UI waits while the worker's thread frees the native resources it created.
@@ -95,17 +98,30 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
     def _on_loaded(self, description: str) -> None:
         self.device.setText(description)
 
+    # A run's live reports describe the image it was started on: once the user has moved to another image
+    # (the run is then being stopped), they are not shown.
     def _on_stage(self, text: str) -> None:
-        self.stage.setText(text[:1].upper() + text[1:] + "…")
+        if self.run_on_screen or not self.running:
+            self.stage.setText(text[:1].upper() + text[1:] + "…")
+
+    def _on_tokens(self, chunks: dict) -> None:
+        if self.run_on_screen:
+            self.reasoning.append(chunks)
 
     def _on_sample_done(self, sample: int, status: str) -> None:
+        if not self.run_on_screen:
+            return
         self.reasoning.mark(sample, status)
+        if status == "stopped":  # cut short by Stop: not a finished sample
+            return
         self._done += 1
         self.progress.setRange(0, self._n)
         self.progress.setValue(self._done)
         self.stage.setText(f"Reasoning… {self._done}/{self._n} samples finished")
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
+        if not self.run_on_screen:
+            return
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.stage.setText(f"{stage[:1].upper() + stage[1:]}… {done}/{total} prompts")
@@ -114,9 +130,10 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         """Whether a run's report belongs on screen: the latest run, for the image shown now."""
         return tag is not None and tag.run == self.runs and self.record is not None and tag.image_key == self.record.key
 
-    def _on_finished(self, tag: RunTag, data: dict) -> None:
+    def _on_finished(self, tag: RunTag, outcome: Outcome) -> None:
         self._set_running(False)
-        outcome = Outcome(data)
+        data = outcome.data
+        kept, self.kept_outcome = self.kept_outcome, None
         if not self._is_current(tag):
             # The user moved to another image during the run: a complete result is kept with ITS image
             # (found there next time), a stopped one is dropped; neither is shown or exported here.
@@ -125,19 +142,41 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
                 self.stage.setText(f"The run on {tag.image_name} finished after you moved on; it is saved with that image.")
             self.run_finished.emit()
             return
-        if not outcome.stopped:  # a stopped run never replaces the last complete result
-            self.record.save_result(data, tag.image_name)
+        if outcome.stopped:  # never replaces the last complete result, which is shown again as it was
+            self.show_stopped(outcome, kept)
+            self.run_finished.emit()
+            return
+        self.record.save_result(data, tag.image_name)
         self.show_outcome(outcome)
         self.add_result_to_annotation(outcome)  # its objects join the image's annotation (one undo step)
         t = data["timings"]
-        self.stage.setText("Stopped." if outcome.stopped else
-                           f"Done in {t['total_ms'] / 1000:.1f} s (policy {t['decode_tokens']} tokens, "
+        self.stage.setText(f"Done in {t['total_ms'] / 1000:.1f} s (policy {t['decode_tokens']} tokens, "
                            f"{t['decode_tokens_per_s']:.0f}/s)")
         self.run_finished.emit()
+
+    def show_stopped(self, stopped: Outcome, kept: Outcome | None) -> None:
+        """After Stop: the screen as it was before the run (the last complete result's boxes, samples, votes
+        and headline; the image's objects), and the stopped run's texts in the Reasoning tab, marked."""
+        if kept is not None:
+            self.show_outcome(kept)
+        else:
+            self.outcome = None
+            self.canvas.set_targets([])
+            self.sample_list.show_outcome(None)
+            self.votes.show_outcome(None)
+            self.headline.setText(self.objects_headline())
+        self.show_annotation()
+        self.show_reasoning(stopped, stopped_run=True)
+        self.stage.setText(stopped.stop_summary() + (" The last complete result is kept." if kept is not None else ""))
 
     def _on_failed(self, tag: RunTag | None, message: UserMessage) -> None:
         if tag is not None:
             self._set_running(False)
+            kept, self.kept_outcome = self.kept_outcome, None
+            if self._is_current(tag):  # the screen as it was before the run
+                if kept is not None:
+                    self.show_outcome(kept)
+                self.show_annotation()
         if tag is None or self._is_current(tag):
             self.stage.setText("")
             self.show_message(message)
@@ -173,12 +212,16 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.query.setCurrentText(query)
         self.query.blockSignals(False)
         self.suggestion.setVisible(False)
+        self.kept_outcome = self.outcome
         self.reasoning.reset(n)
+        self._label_reasoning(stopped_run=False)
+        self.reasoning_outcome = None
         self.side.setCurrentWidget(self.reasoning)
         self.canvas.set_mask(None)
         self.canvas.highlight(None)
         self.canvas.set_targets([])
         self._n, self._done = n, 0
+        self.run_on_screen = True
         self._set_running(True)
         self.headline.setText(f"Thinking about “{query}” with {n} sample{'s' if n > 1 else ''}…")
         self.runs += 1
@@ -220,12 +263,25 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.outcome = outcome
         self.canvas.highlight(None)
         self.canvas.set_targets(self._final_targets(outcome))
-        self.reasoning.show_outcome(outcome)
+        self.show_reasoning(outcome)
         self.sample_list.show_outcome(outcome)
         self.votes.show_outcome(outcome)
         self.headline.setText(outcome.headline())
         if outcome.vote is not None:
             self.side.setCurrentWidget(self.votes)
+
+    def show_reasoning(self, outcome: Outcome | None, *, stopped_run: bool = False) -> None:
+        """The samples' texts in the Reasoning tab; a stopped run's are labelled so in the tab's title."""
+        if outcome is None:
+            self.reasoning.reset(0)
+        else:
+            self.reasoning.show_outcome(outcome)
+        self.reasoning_outcome = outcome
+        self._label_reasoning(stopped_run)
+
+    def _label_reasoning(self, stopped_run: bool) -> None:
+        self.side.setTabText(self.side.indexOf(self.reasoning), "Reasoning (stopped run)" if stopped_run
+                             else "Reasoning")
 
     @staticmethod
     def _final_targets(outcome: Outcome) -> list[dict]:
@@ -247,7 +303,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
             return
         self.canvas.highlight(self.outcome.sample_mask(index))
         self.canvas.set_targets(self.outcome.samples[index]["targets"])
-        if index < self.reasoning.count():
+        if self.reasoning_outcome is self.outcome and index < self.reasoning.count():
             self.reasoning.setCurrentIndex(index)
 
     def show_cluster(self, cluster_id: int) -> None:

@@ -75,9 +75,24 @@ class EditingMixin:
             enabled = ann is not None and (ann.can_undo() if name == "undo" else ann.can_redo())
             self.actions_by_name[name].setEnabled(enabled)
 
-    def _edited(self) -> None:
-        """After every edit: shown, and autosaved with the image's record (a crash loses no edit)."""
+    def objects_headline(self) -> str:
+        """The headline for the image's objects as they are now (after an edit, a result's no longer does)."""
+        ann = self.annotation
+        if self.image is None or ann is None:
+            return "Open an image (Ctrl+O, drop, or paste) and type a query."
+        h, w = self.image.shape[:2]
+        if not ann.objects:
+            return f"{self.image_name()}: {w}×{h}, no objects. Type a query and press Enter."
+        area = int(ann.union().sum())
+        n = len(ann.objects)
+        return f"{n} object{'s' if n != 1 else ''}, {area} pixels ({100 * area / (w * h):.1f}% of the image)"
+
+    def _edited(self, *, by_hand: bool = True) -> None:
+        """After every edit: shown, and autosaved with the image's record (a crash loses no edit). An edit by
+        hand makes the headline describe the objects as they are now."""
         self.show_annotation()
+        if by_hand:
+            self.headline.setText(self.objects_headline() + " · edited")
         try:
             self.record.save_annotation(self.annotation.to_autosave())
         except OSError as exc:
@@ -86,7 +101,7 @@ class EditingMixin:
     def add_result_to_annotation(self, outcome: Outcome) -> None:
         if self.annotation is not None and not outcome.stopped:
             self.annotation.add_result(objects_from_outcome(outcome), outcome.query)
-            self._edited()
+            self._edited(by_hand=False)  # the headline is the result's
 
     # ---- objects ------------------------------------------------------------------------------------
     def select_object(self, index: int) -> None:
@@ -266,9 +281,9 @@ class EditingMixin:
         if name:
             self.stage.setText(f"Folder: {done}/{total} images · {name}")
 
-    def _on_folder_image(self, path: str, key: str, data: dict) -> None:
+    def _on_folder_image(self, path: str, key: str, outcome: Outcome) -> None:
         path = Path(path)
-        outcome = Outcome(data)
+        data = outcome.data
         record = ImageRecord(key, self.home)
         record.save_result(data, path.name)
         record.add_query(outcome.query)

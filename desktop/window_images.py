@@ -53,12 +53,15 @@ class ImagesMixin:
     def _show_image(self, rgb: np.ndarray, key: str) -> None:
         if self.running and not self.folder_running:  # a folder run goes on while the user looks around
             self.cancel()
+            self.run_on_screen = False  # its reports are about the image left behind
+            self.progress.setVisible(False)
+        self.kept_outcome = None
         self.clear_message()
         self.image = rgb
         self.record = ImageRecord(key, self.home)
         self.canvas.set_image(rgb)
         self.outcome = None
-        self.reasoning.reset(0)
+        self.show_reasoning(None)
         self.sample_list.show_outcome(None)
         self.votes.show_outcome(None)
         h, w = rgb.shape[:2]
@@ -74,9 +77,9 @@ class ImagesMixin:
             self.show_outcome(Outcome(saved))
             self.query.setCurrentText(saved["query"])
             self.stage.setText("Restored the last result for this image.")
-        else:
-            self.headline.setText(f"{self.image_name()}: {w}×{h}. Type a query and press Enter.")
         self.load_annotation()
+        if self.outcome is None:
+            self.headline.setText(self.objects_headline())
         self.canvas.setFocus()  # single-key shortcuts (A / D for the folder) work until the user types
 
     def _follow_in_folder(self) -> None:

@@ -22,6 +22,7 @@ from engine.policy.types import CancelToken, SamplingParams
 from engine.results import result_to_dict
 
 from .messages import user_message
+from .outcome import Outcome
 
 FLUSH_S = 0.04
 
@@ -117,12 +118,12 @@ class InferenceWorker(QObject):
     tokens = Signal(object)  # {sample: new text} (object: a QVariantMap would need str keys)
     sample_done = Signal(int, str)  # sample index, status ("stopped" for one cut short by Stop)
     progress = Signal(str, int, int)  # stage, done, total (prompts segmented)
-    finished = Signal(object, object)  # RunTag, the result as engine.results.result_to_dict
+    finished = Signal(object, object)  # RunTag, the result as an Outcome (prepared here, off the UI thread)
     failed = Signal(object, object)  # RunTag (None outside a run), messages.UserMessage
     refined = Signal(object, object)  # RefineRequest.tag, engine.segment.Refinement
     refine_failed = Signal(object, object)  # RefineRequest.tag, messages.UserMessage
     folder_progress = Signal(int, int, str)  # images done, images to run, the name of the one in flight
-    folder_image = Signal(str, str, object)  # image path, its content key (store.image_key), result dict
+    folder_image = Signal(str, str, object)  # image path, its content key (store.image_key), Outcome (prepared)
     folder_image_failed = Signal(str, object)  # image path, messages.UserMessage
     folder_finished = Signal(object)  # {"done": n, "failed": n, "skipped": n, "stopped": bool}
 
@@ -180,8 +181,11 @@ class InferenceWorker(QObject):
             self._flush(force=True)
             # A server's reasoner (engine.serve.remote) returns the result already as this dict.
             data = result if isinstance(result, dict) else result_to_dict(result, should_stop=lambda: self.closing)
-            if data is not None:
-                self.finished.emit(request.tag, data)
+            if data is None:
+                return
+            outcome = Outcome(data).prepare(should_stop=lambda: self.closing)
+            if not self.closing:
+                self.finished.emit(request.tag, outcome)
         except Exception as exc:  # noqa: BLE001
             self._flush(force=True)
             self.failed.emit(request.tag, user_message(exc, self.log_path))
@@ -248,7 +252,7 @@ class InferenceWorker(QObject):
             if data_dict.get("cancelled"):  # stopped within this image: it is not recorded
                 break
             done += 1
-            self.folder_image.emit(str(path), image_key(data), data_dict)
+            self.folder_image.emit(str(path), image_key(data), Outcome(data_dict).prepare())
         self.folder_progress.emit(done + failed, total, "")
         self.folder_finished.emit({"done": done, "failed": failed, "skipped": len(request.skipped),
                                    "stopped": self.cancel_token.cancelled})

@@ -130,14 +130,22 @@ def test_real_bundle_streams_and_stops(qtbot, home, tiny_bundle, scene_png):
     assert w.open_image(scene_png)
     w.set_samples(8)
     w.query.setCurrentText("the red square")
+    live = []  # the status line after each sample's report: a count of finished samples
+    w.worker.sample_done.connect(lambda *_: live.append(w.stage.text()))
     with qtbot.waitSignal(w.run_finished, timeout=120_000):
         assert w.run_query()
         qtbot.waitUntil(lambda: any(w.reasoning.text(i) for i in range(8)), timeout=60_000)
         w.cancel()
-    assert w.outcome.data["cancelled"] and w.outcome.headline().startswith("Stopped")
-    assert all(s["finish_reason"] in ("cancelled", "stop", "length") for s in w.outcome.samples)
-    stopped = [i for i, s in enumerate(w.outcome.samples) if s["finish_reason"] == "cancelled"]
+    assert w.outcome is None  # no complete result to keep: none is shown
+    stopped_run = w.reasoning_outcome
+    assert stopped_run.data["cancelled"] and stopped_run.headline().startswith("Stopped while reasoning")
+    assert all(s["finish_reason"] in ("cancelled", "stop", "length") for s in stopped_run.samples)
+    stopped = [i for i, s in enumerate(stopped_run.samples) if s["finish_reason"] == "cancelled"]
     assert stopped and all(w.reasoning.tabText(i).endswith("■") for i in stopped)  # never "no object"
+    finished = len(stopped_run.samples) - len(stopped)
+    assert w.stage.text() == f"Stopped while reasoning: {finished} of 8 samples had finished."
+    counts = [int(t.split("… ")[1].split("/")[0]) for t in live if "samples finished" in t]
+    assert max(counts, default=0) == finished, live  # a sample cut short was never counted as finished
     assert w.record.latest_result() is None  # a stopped run is not autosaved as the image's result
     assert "on CPU" in w.device.text() and "SAM 2 onnx" in w.device.text()
 
@@ -164,15 +172,25 @@ class GatedPolicy(ReplayPolicy):
 
 
 def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, home, tiny_segmenter, scene_png):
+    """After Stop the screen is the last complete result exactly as it was (mask, boxes, samples, votes,
+    headline); the stopped run's texts stay reachable in the Reasoning tab, labelled as a stopped run."""
     from engine.pipeline import Reasoner
 
-    policy = GatedPolicy(VOTE_TEXTS[:1])
+    policy = GatedPolicy(VOTE_TEXTS)
     w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w.open_image(scene_png)
     policy.gate.set()
-    ask(qtbot, w, "the red square", 1)
+    # the worker hands over a result already decoded (24 MP x 32 samples took seconds on the UI thread,
+    # and a Ctrl+Q pressed meanwhile went unanswered)
+    prepared = []
+    w.worker.finished.connect(lambda tag, outcome: prepared.append("answer_objects" in outcome._cache))
+    ask(qtbot, w, "the red square", 8)
+    assert prepared == [True]
     complete = w.record.latest_result()
-    assert complete is not None and not complete["cancelled"] and w.outcome.mask.any()
+    assert complete is not None and not complete["cancelled"] and w.outcome.mask.any() and w.outcome.vote
+    before = {"headline": w.headline.text(), "votes": w.votes.summary.text(), "samples": w.sample_list.count(),
+              "clusters": w.votes.tree.topLevelItemCount(), "targets": [m.sceneBoundingRect().getRect() for m in w.canvas.marks],
+              "mask": w.canvas.mask_item is not None}
 
     policy.gate.clear()
     policy.entered.clear()
@@ -182,10 +200,18 @@ def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, h
         assert policy.entered.wait(30)
         w.cancel()  # Stop while the policy is busy: its answer arrives after Stop, and is not used
         policy.gate.set()
-    assert w.outcome.stopped and w.outcome.headline().startswith("Stopped") and not w.outcome.mask.any()
+    assert w.outcome.data == complete  # the kept result is the one on screen
+    after = {"headline": w.headline.text(), "votes": w.votes.summary.text(), "samples": w.sample_list.count(),
+             "clusters": w.votes.tree.topLevelItemCount(), "targets": [m.sceneBoundingRect().getRect() for m in w.canvas.marks],
+             "mask": w.canvas.mask_item is not None}
+    assert after == before
+    assert w.reasoning_outcome.stopped and w.reasoning_outcome.query == "the blue circle"
+    assert w.side.tabText(w.side.indexOf(w.reasoning)) == "Reasoning (stopped run)"
+    assert w.stage.text().startswith("Stopped while") and w.stage.text().endswith("The last complete result is kept.")
     assert w.record.latest_result() == complete  # the stopped run replaced nothing
     w.open_image(scene_png)  # re-opening restores the complete result
     assert w.outcome.data == complete
+    assert w.side.tabText(w.side.indexOf(w.reasoning)) == "Reasoning"
 
 
 def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scene_png, scene_image, tmp_path):
@@ -205,6 +231,9 @@ def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scen
         assert w.open_image(other)  # the user moves on while the run is in flight
         policy.gate.set()
     assert w.outcome is None and w.canvas.mask_item is None  # nothing shown on the new image
+    # nor any word of the run left behind: its samples arrived after the move, and are not this image's
+    assert not any(word in w.stage.text() for word in ("Reasoning", "Segmenting", "samples", "prompts")), w.stage.text()
+    assert w.reasoning.count() == 0 and w.headline.text().startswith("other.png")
     assert w.record.latest_result() is None and ImageRecord(first_key, home).latest_result() is None
     assert not w._has_result()  # nothing to export
 
@@ -214,7 +243,9 @@ def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scen
 
     data = result_to_dict(Reasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
         scene_image, "the red square", 1))
-    w.worker.finished.emit(RunTag(w.runs, first_key, "scene.png", "the red square"), data)
+    from desktop.outcome import Outcome
+
+    w.worker.finished.emit(RunTag(w.runs, first_key, "scene.png", "the red square"), Outcome(data))
     qtbot.waitUntil(lambda: ImageRecord(first_key, home).latest_result() is not None, timeout=10_000)
     assert ImageRecord(first_key, home).latest_result() == data
     assert w.outcome is None and w.record.latest_result() is None

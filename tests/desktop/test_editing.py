@@ -127,8 +127,12 @@ def test_clicks_and_box_refine_as_sam_does_with_undo_and_redo(qtbot, home, tiny_
         ["red square (1)", "blue circle (1)"]
     qtbot.keyClick(w.canvas, Qt.Key.Key_Delete)
     assert len(w.annotation.objects) == 1
+    # the headline describes the objects as they are now, not the result it once described
+    area = int(w.annotation.objects[0].mask.sum())
+    h, w_ = w.image.shape[:2]
+    assert w.headline.text() == f"1 object, {area} pixels ({100 * area / (w_ * h):.1f}% of the image) · edited"
     w.undo()
-    assert len(w.annotation.objects) == 2
+    assert len(w.annotation.objects) == 2 and w.headline.text().startswith("2 objects, ")
 
     # every edit is autosaved: a new window finds the objects, labels and prompts as they were
     objects = w.annotation.objects

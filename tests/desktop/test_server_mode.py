@@ -66,5 +66,6 @@ def test_the_app_on_a_server_gives_the_local_answer_and_stops(qtbot, home, serve
         assert w.run_query()
         qtbot.waitUntil(lambda: any(w.reasoning.text(i) for i in range(8)), timeout=60_000)
         w.cancel()
-    assert w.outcome.data["cancelled"] and w.outcome.headline().startswith("Stopped")
+    assert w.reasoning_outcome.data["cancelled"] and w.stage.text().startswith("Stopped while")
+    assert w.outcome is not None and w.outcome.data == data  # the last complete result stays on screen
     qtbot.waitUntil(lambda: worker.queued == 0 and worker._current is None, timeout=30_000)

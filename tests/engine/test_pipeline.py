@@ -310,3 +310,19 @@ def test_a_full_check_rereads_files_this_process_already_hashed(tiny_bundle, tmp
     bundle = read_manifest(root)
     problems = check_files(bundle, full=True, use_stamps=False)
     assert any("sam2_decoder.onnx" in p and "SHA-256" in p for p in problems), problems
+
+
+def test_rle_union_and_decode_order():
+    """The union merged on runs equals numpy's OR of the masks; decode answers C-ordered masks (the app's
+    unions and drawing were strided on pycocotools' Fortran order)."""
+    from engine.rle import decode, encode, union
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((41, 67)) > 0.8 for _ in range(6)]
+    rles = [encode(m) for m in masks]
+    assert np.array_equal(union(rles), np.logical_or.reduce(masks))
+    assert np.array_equal(union(rles[:1]), masks[0])
+    out = decode(rles[2])
+    assert out.flags.c_contiguous and out.dtype == bool and np.array_equal(out, masks[2])
+    with pytest.raises(ValueError):
+        union([])
