@@ -1,6 +1,7 @@
 """What the app remembers on disk, written atomically so a crash never leaves half a file:
 
-- settings.json: the bundle, samples N, temperature, overlay opacity and colour, the last folder;
+- settings.json: the bundle, samples N, temperature, overlay opacity and colour, the last folder, the
+  window's size, place and panel split;
 - per image (keyed by the SHA-256 of its bytes, so a moved or renamed file still finds its work):
   history.json (the queries asked, newest first) and results/<time>.json (every result, in the engine's
   JSON form with every sample's masks) and annotation.json (the objects as edited, after every edit), so
@@ -41,6 +42,8 @@ class Settings:
     last_dir: str = ""
     keep_query: bool = True  # a new image keeps the query box's text (one query over a folder)
     first_run: bool = True
+    geometry: str = ""  # the window's size and place (QWidget.saveGeometry, base64)
+    splitter: str = ""  # the canvas / side panel split (QSplitter.saveState, base64)
 
     @classmethod
     def load(cls, home: Path | None = None) -> Settings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QThread, Signal
+from PySide6.QtCore import QByteArray, Qt, QThread, Signal
 from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import QColorDialog, QMainWindow
 
@@ -25,6 +25,7 @@ from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings
 from .window_editing import EditingMixin
 from .window_images import ImagesMixin
 from .window_layout import SAMPLE_IMAGE, LayoutMixin, suggested_query
+from .image_loader import ImageLoader
 from .worker import InferenceWorker, Request, RunTag, default_loader
 
 
@@ -33,6 +34,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
     load_requested = Signal(object)
     refine_requested = Signal(object)
     folder_requested = Signal(object)
+    image_requested = Signal(int, object)  # serial, path (image_loader.ImageLoader.load)
     close_requested = Signal()
     run_finished = Signal()  # after a result (or a failure) is shown, on the UI thread
 
@@ -54,6 +56,8 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.folder_failures: list[tuple[str, str]] = []
         self.refine_pending = None
         self.runs = 0  # the number of the latest run (RunTag.run)
+        self.image_requests = 0  # the serial of the latest image asked for (request_image)
+        self.loading_path: Path | None = None  # the image being read in the background, if any
         self.run_on_screen = False  # the run in flight is for the image shown: its progress may be shown
         self.kept_outcome: Outcome | None = None  # on screen when the run started: shown again after Stop
         self.last_message: UserMessage | None = None
@@ -63,7 +67,9 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self._build_ui()
         self._build_actions()
         self._start_worker(loader, log_path)
+        self._start_image_loader(log_path)
         self.resize(1280, 820)
+        self._restore_geometry()
 
     # ---- worker ------------------------------------------------------------------------------------
     def _start_worker(self, loader, log_path) -> None:
@@ -90,6 +96,15 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.thread_.start()
+
+    def _start_image_loader(self, log_path) -> None:
+        self.image_thread = QThread(self)
+        self.image_loader = ImageLoader(self.home, log_path)
+        self.image_loader.moveToThread(self.image_thread)
+        self.image_requested.connect(self.image_loader.load)
+        self.image_loader.ready.connect(self._on_image_ready)
+        self.image_loader.failed.connect(self._on_image_failed)
+        self.image_thread.start()
 
     def preload(self) -> None:
         """Load the bundle in the background so the first query does not wait for it."""
@@ -424,7 +439,16 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.suggestion.setVisible(True)
         self.settings.first_run = False
 
+    def _restore_geometry(self) -> None:
+        """The window's size, place and panel split as the user last left them (a broken value is ignored)."""
+        if self.settings.geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.geometry.encode("ascii")))
+        if self.settings.splitter:
+            self.split.restoreState(QByteArray.fromBase64(self.settings.splitter.encode("ascii")))
+
     def closeEvent(self, event) -> None:  # noqa: N802
+        self.settings.geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
+        self.settings.splitter = bytes(self.split.saveState().toBase64()).decode("ascii")
         self.hide()  # gone at once, whatever the worker is finishing
         self.worker.begin_close()  # a run in flight ends within a decode step or one mask
         self.save_settings()
@@ -433,4 +457,6 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         self.thread_.quit()
         if not self.thread_.wait(30000):
             self.thread_.terminate()
+        self.image_thread.quit()  # an image being read is finished first (its answer goes nowhere)
+        self.image_thread.wait()
         super().closeEvent(event)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtWidgets import QApplication
 
 from engine.errors import ImageError
-from engine.images import image_size, load_image, max_pixels
+from engine.images import load_image, max_pixels
 
 from . import dialogs
+from .image_loader import LoadedImage, annotation_stamp, prepared, read_image
 from .messages import UserMessage, user_message
-from .outcome import Outcome
-from .store import ImageRecord, image_key
+from .store import image_key
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -26,39 +28,68 @@ class ImagesMixin:
         return self.image_path.name if self.image_path else "pasted.png"
 
     def open_image(self, path) -> bool:
+        """Open an image now, on this thread (the app's start, tests, scripts); the window's own ways of
+        opening use request_image, which decodes off the UI thread."""
         path = Path(path)
         try:
-            # names the file in its messages; refuses huge or corrupt images (a huge JPEG is read smaller)
-            rgb = load_image(path, downscale=True)
-            full = image_size(path)
-            data = path.read_bytes()
+            loaded = read_image(path, self.home)
         except OSError as exc:
             self.show_message(user_message(ImageError(f"Could not read {path.name}: {exc.strerror or exc}")))
             return False
         except Exception as exc:  # noqa: BLE001 - shown as a message, the current image stays
             self.show_message(user_message(exc))
             return False
-        self.image_path = path
-        self.settings.last_dir = str(path.parent)
-        self._show_image(rgb, image_key(data))
-        if (rgb.shape[1], rgb.shape[0]) != full:
-            self.stage.setText(f"{path.name} is {full[0]}×{full[1]}, above the pixel limit: shown and segmented at "
-                               f"{rgb.shape[1]}×{rgb.shape[0]}.")
+        self._show_loaded(loaded)
         return True
 
-    def open_array(self, rgb: np.ndarray) -> None:
-        self.image_path = None
-        self._show_image(load_image(rgb), image_key(np.ascontiguousarray(rgb).tobytes()))
+    def request_image(self, path) -> None:
+        """Open an image in the background: the window answers meanwhile (a busy cursor and the status say
+        so), and only the latest request is shown when several are in flight (A / D held down)."""
+        path = Path(path)
+        self.image_requests += 1
+        self.loading_path = path
+        self.stage.setText(f"Opening {path.name}…")
+        if QApplication.overrideCursor() is None:
+            QApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)
+        self.image_requested.emit(self.image_requests, path)
 
-    def _show_image(self, rgb: np.ndarray, key: str) -> None:
+    def _loading_done(self) -> None:
+        self.loading_path = None
+        while QApplication.overrideCursor() is not None:
+            QApplication.restoreOverrideCursor()
+
+    def _on_image_ready(self, serial: int, loaded: LoadedImage) -> None:
+        if serial != self.image_requests:  # a later request is in flight: this one is not shown
+            return
+        self._loading_done()
+        self._show_loaded(loaded)
+
+    def _on_image_failed(self, serial: int, message: UserMessage) -> None:
+        if serial != self.image_requests:
+            return
+        self._loading_done()
+        self.stage.setText("")
+        self.show_message(message)
+        self._follow_in_folder()  # the list goes back to the image still on screen
+
+    def open_array(self, rgb: np.ndarray) -> None:
+        rgb = load_image(rgb)
+        h, w = rgb.shape[:2]
+        self._show_loaded(prepared(None, rgb, (w, h), image_key(np.ascontiguousarray(rgb).tobytes()), self.home))
+
+    def _show_loaded(self, loaded: LoadedImage) -> None:
         if self.running and not self.folder_running:  # a folder run goes on while the user looks around
             self.cancel()
             self.run_on_screen = False  # its reports are about the image left behind
             self.progress.setVisible(False)
+        rgb = loaded.rgb
         self.kept_outcome = None
         self.clear_message()
+        self.image_path = loaded.path
+        if loaded.path is not None:
+            self.settings.last_dir = str(loaded.path.parent)
         self.image = rgb
-        self.record = ImageRecord(key, self.home)
+        self.record = loaded.record
         self.canvas.set_image(rgb)
         self.outcome = None
         self.show_reasoning(None)
@@ -72,14 +103,20 @@ class ImagesMixin:
         self.query.clear()
         self.query.addItems(self.record.history())
         self.query.setCurrentText(typed)
-        saved = self.record.latest_result()
-        if saved is not None and list(saved.get("image_size", [])) == [w, h]:
-            self.show_outcome(Outcome(saved))
-            self.query.setCurrentText(saved["query"])
+        if loaded.saved is not None:
+            self.show_outcome(loaded.saved)
+            self.query.setCurrentText(loaded.saved.query)
             self.stage.setText("Restored the last result for this image.")
-        self.load_annotation()
+        if annotation_stamp(loaded.record, loaded.path) == loaded.stamp:
+            self.annotation = loaded.annotation
+            self.show_annotation()
+        else:  # written meanwhile (a folder run's image, an edit in another tool): read again
+            self.load_annotation()
         if self.outcome is None:
             self.headline.setText(self.objects_headline())
+        if (w, h) != tuple(loaded.full_size):
+            self.stage.setText(f"{self.image_name()} is {loaded.full_size[0]}×{loaded.full_size[1]}, above the "
+                               f"pixel limit: shown and segmented at {w}×{h}.")
         self.canvas.setFocus()  # single-key shortcuts (A / D for the folder) work until the user types
 
     def _follow_in_folder(self) -> None:
@@ -95,7 +132,7 @@ class ImagesMixin:
         path = dialogs.choose(self, "Open image", self.settings.last_dir,
                               "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
         if path:
-            self.open_image(path)
+            self.request_image(path)
 
     def open_folder_dialog(self) -> None:
         folder = dialogs.choose(self, "Open folder", self.settings.last_dir, folders=True)
@@ -114,13 +151,14 @@ class ImagesMixin:
         self.files.addItems(self.folder_names())  # ✓: a labelme file beside it (done)
         self.files.blockSignals(False)
         self.files_dock.setVisible(True)
-        self.files.setCurrentRow(0)
-        self._on_file_row(0)
+        if self.folder[0] != self.image_path:
+            self.open_image(self.folder[0])  # at once: the folder opens on its first image
+        self._follow_in_folder()
         return len(files)
 
     def _on_file_row(self, row: int) -> None:
-        if 0 <= row < len(self.folder) and self.folder[row] != self.image_path:
-            self.open_image(self.folder[row])
+        if 0 <= row < len(self.folder) and self.folder[row] not in (self.image_path, self.loading_path):
+            self.request_image(self.folder[row])
 
     def step_folder(self, delta: int) -> None:
         if self.folder:
@@ -161,5 +199,5 @@ class ImagesMixin:
                 self.open_folder(path)
                 return
             if path.is_file():
-                self.open_image(path)
+                self.request_image(path)
                 return

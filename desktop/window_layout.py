@@ -133,7 +133,7 @@ class LayoutMixin:
         self.side.addTab(self.reasoning, "Reasoning")
         self.side.addTab(self.sample_list, "Samples")
         self.side.addTab(self.votes, "Votes")
-        split = QSplitter()
+        split = self.split = QSplitter()
         split.addWidget(self.canvas)
         split.addWidget(self.side)
         split.setStretchFactor(0, 3)

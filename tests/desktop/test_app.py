@@ -300,13 +300,17 @@ def test_folder_paste_large_images_and_shortcuts(qtbot, home, tmp_path, scene_im
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow)  # shortcuts go to the active window
     w.canvas.setFocus()
+
+    def shows(name):  # images from the folder list are read in the background
+        qtbot.waitUntil(lambda: getattr(w.image_path, "name", None) == name and w.loading_path is None, timeout=10_000)
+
     qtbot.keyClick(w.canvas, Qt.Key.Key_D)
-    assert w.image_path.name == "img1.png"
+    shows("img1.png")
     qtbot.keyClick(w.canvas, Qt.Key.Key_D)
     qtbot.keyClick(w.canvas, Qt.Key.Key_D)  # stays on the last
-    assert w.image_path.name == "img2.png"
+    shows("img2.png")
     qtbot.keyClick(w.canvas, Qt.Key.Key_A)
-    assert w.image_path.name == "img1.png"
+    shows("img1.png")
 
     h, wd = 120, 90
     QGuiApplication.clipboard().setImage(QImage(np.full((h, wd, 3), 200, np.uint8).data, wd, h, 3 * wd,
@@ -318,7 +322,7 @@ def test_folder_paste_large_images_and_shortcuts(qtbot, home, tmp_path, scene_im
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
     w.dropEvent(event)
-    assert w.image_path.name == "img2.png"
+    shows("img2.png")
 
     big = np.zeros((300, 9000, 3), np.uint8)
     w.open_array(big)
@@ -363,6 +367,7 @@ def test_the_hostile_image_corpus_through_open_drop_and_paste(qtbot, home, tmp_p
                 if how == "drop":
                     w.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
                                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+                    qtbot.waitUntil(lambda: w.loading_path is None, timeout=10_000)  # read in the background
                 else:
                     QGuiApplication.clipboard().setMimeData(mime)
                     w.paste_image()
@@ -394,8 +399,8 @@ def test_single_key_shortcuts_belong_to_the_canvas_and_enter_runs_what_was_typed
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow)  # shortcuts go to the active window
     assert w.focusWidget() is w.canvas  # opening an image gives the canvas the keyboard
-    qtbot.keyClick(w.canvas, Qt.Key.Key_D)
-    assert w.image_path.name == "img1.png"  # on the canvas, D is "next image"
+    qtbot.keyClick(w.canvas, Qt.Key.Key_D)  # on the canvas, D is "next image" (read in the background)
+    qtbot.waitUntil(lambda: w.image_path.name == "img1.png" and w.loading_path is None, timeout=10_000)
     w.query.lineEdit().setFocus()
     qtbot.keyClicks(w.query.lineEdit(), "dad")
     assert w.query.currentText() == "dad" and w.image_path.name == "img1.png"  # in the query box it is text
@@ -440,7 +445,9 @@ def test_small_things_annotators_notice(qtbot, home, tmp_path, scene_image, tiny
 
     w.query.setCurrentText("the blue circle")
     w.step_folder(1)
-    assert w.image_path.name == "img1.png" and w.files.currentRow() == 1
+    assert w.stage.text() == "Opening img1.png…"  # read in the background
+    qtbot.waitUntil(lambda: w.image_path.name == "img1.png" and w.loading_path is None, timeout=10_000)
+    assert w.files.currentRow() == 1
     assert w.stage.text() == "" and w.query.currentText() == "the blue circle"  # kept (the default)
     w.open_array(scene_image)  # a pasted image is not one of the folder's
     assert w.files.currentRow() == -1 and not w.files.selectedItems()
@@ -452,3 +459,57 @@ def test_small_things_annotators_notice(qtbot, home, tmp_path, scene_image, tiny
     w.opacity.setValue(30)
     saved = Settings.load(home)  # on disk already, before any clean exit
     assert saved.colour == "#123456" and saved.opacity == pytest.approx(0.3) and saved.keep_query is False
+
+
+def test_a_large_image_is_read_while_the_window_answers(qtbot, home, tmp_path):
+    """Switching to a large PNG froze the window for seconds (decoding ran on the UI thread): it is read in
+    the background with a busy cursor, the event loop keeps ticking, and of several requests in flight only
+    the last is shown."""
+    import time
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 255, (2400, 3200, 3), dtype=np.uint8)).save(big)  # noise: slow to decode
+    small = [tmp_path / f"s{i}.png" for i in range(2)]
+    for i, path in enumerate(small):
+        Image.fromarray(np.full((40, 60, 3), 50 * i, np.uint8)).save(path)
+    w = window(qtbot, home)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    started = time.perf_counter()
+    w.request_image(big)
+    assert w.stage.text() == "Opening big.png…" and QApplication.overrideCursor() is not None
+    qtbot.waitUntil(lambda: w.image_path == big, timeout=30_000)
+    loaded_s = time.perf_counter() - started
+    timer.stop()
+    assert QApplication.overrideCursor() is None and w.image.shape == (2400, 3200, 3)
+    during = [t for t in ticks if t - started < loaded_s * 0.8]
+    assert len(during) >= 5, (len(during), loaded_s)  # the UI thread ran while the file was decoded
+
+    shown = []
+    w.canvas.set_image = (lambda original: lambda rgb: (shown.append(rgb.shape), original(rgb)))(w.canvas.set_image)
+    for path in (small[0], big, small[1]):
+        w.request_image(path)
+    qtbot.waitUntil(lambda: w.image_path == small[1] and w.loading_path is None, timeout=30_000)
+    qtbot.wait(200)
+    assert shown == [(40, 60, 3)] and w.image_path == small[1]  # only the last request was shown
+
+
+def test_window_size_place_and_split_are_remembered(qtbot, home):
+    w = window(qtbot, home)
+    w.resize(720, 560)  # within the offscreen screen (800 x 600): restoreGeometry keeps a window on screen
+    w.split.setSizes([300, 400])
+    sizes = w.split.sizes()
+    w.close()
+    w2 = window(qtbot, home)
+    assert (w2.width(), w2.height()) == (720, 560)
+    assert w2.split.sizes() == sizes
+    w2.close()
+    (home / "settings.json").write_text((home / "settings.json").read_text().replace(w2.settings.geometry, "bm9wZQ=="))
+    w3 = window(qtbot, home)  # a damaged value: the default size, no error
+    assert (w3.width(), w3.height()) == (1280, 820)
