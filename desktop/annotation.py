@@ -135,6 +135,11 @@ class Annotation:
         kept = [o for o in self.objects if o.query != query or o.query is None]
         self._apply(kept + list(objects), len(kept) if objects else (self.selected if kept else None))
 
+    def add_object(self, obj: AnnotatedObject) -> int:
+        """A new object, made whole (the app never lists an empty one); it becomes the selected one."""
+        self._apply(self.objects + [obj], len(self.objects))
+        return self.selected
+
     def new_object(self, label: str = DEFAULT_LABEL) -> int:
         w, h = self.size
         self._apply(self.objects + [AnnotatedObject(label, np.zeros((h, w), bool))], len(self.objects))

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from engine.fileio import write_text_atomically
@@ -44,6 +44,7 @@ class Settings:
     first_run: bool = True
     geometry: str = ""  # the window's size and place (QWidget.saveGeometry, base64)
     splitter: str = ""  # the canvas / side panel split (QSplitter.saveState, base64)
+    labels: list = field(default_factory=list)  # labels given to objects, newest first (the label dialog)
 
     @classmethod
     def load(cls, home: Path | None = None) -> Settings:
@@ -52,9 +53,12 @@ class Settings:
             raw = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()  # missing or unreadable: defaults (a broken settings file must not stop the app)
+        defaults = cls()
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in (raw.items() if isinstance(raw, dict) else ())
-                  if key in known and isinstance(value, type(getattr(cls, key)))}  # wrong types: the default
+                  if key in known and isinstance(value, type(getattr(defaults, key)))}  # wrong types: the default
+        if "labels" in values:
+            values["labels"] = [x for x in values["labels"] if isinstance(x, str)]
         return cls(**values)
 
     def save(self, home: Path | None = None) -> Path:

@@ -20,6 +20,7 @@ from .store import ImageRecord
 from .worker import FolderRequest, RefineRequest
 
 DONE_MARK = "✓ "
+LABEL_HISTORY = 50  # labels offered by the label dialog beyond the image's own
 
 
 def objects_from_outcome(outcome: Outcome) -> list[AnnotatedObject]:
@@ -110,12 +111,15 @@ class EditingMixin:
             self.show_annotation()
 
     def new_object(self) -> None:
+        """N: the next click or box starts a new object (nothing is listed until SAM has made its mask, and
+        its label is asked for then, as labelme asks after a shape is drawn)."""
         if self._can_edit():
-            label = self.annotation.current.label if self.annotation.current is not None else "object"
-            self.annotation.new_object(label)
-            self._edited()
-            self.set_tool("click")
-            self.stage.setText("New object: click on it (left adds, right removes) or draw a box around it.")
+            self.annotation.select(None)
+            self.show_annotation()
+            if self.canvas.tool == "pan":
+                self.set_tool("click")
+            self.stage.setText("New object: click on it (left adds, right removes) or draw a box around it "
+                               "(B); its label is asked for when SAM has made its mask.")
 
     def delete_object(self) -> None:
         if self._can_edit() and self.annotation.selected is not None:
@@ -128,13 +132,27 @@ class EditingMixin:
         if ann is None or index is None or not 0 <= index < len(ann.objects):
             return
         if label is None:
-            known = [name for name, _ in ann.labels()]
-            label, ok = QInputDialog.getItem(self, "Label", "Label of this object:", known,
-                                             known.index(ann.objects[index].label), True)
-            if not ok:
+            label = self.ask_label(ann.objects[index].label)
+            if label is None:
                 return
         ann.rename(index, label)
         self._edited()
+
+    def ask_label(self, current: str | None = None) -> str | None:
+        """labelme's label dialog: type a label or pick one from this image's labels and the ones used
+        before (newest first); None when cancelled. The answer joins the remembered labels."""
+        known = [name for name, _ in self.annotation.labels()] if self.annotation is not None else []
+        choices = list(dict.fromkeys(known + self.settings.labels))
+        default = current or (choices[0] if choices else "object")
+        if default not in choices:
+            choices.insert(0, default)
+        label, ok = QInputDialog.getItem(self, "Label", "Label of this object:", choices, choices.index(default), True)
+        label = " ".join(label.split()) if ok else ""
+        if not label:
+            return None
+        self.settings.labels = [label] + [x for x in self.settings.labels if x != label][:LABEL_HISTORY - 1]
+        self.save_settings()
+        return label
 
     def undo(self) -> None:
         if self.annotation is not None and self.annotation.undo():
@@ -160,28 +178,27 @@ class EditingMixin:
             return False
         return True
 
-    def _target_object(self) -> int:
-        """The object a click or a box refines: the selected one, or a new one."""
-        if self.annotation.selected is None:
-            self.annotation.new_object()
-        return self.annotation.selected
+    def _prompt_of(self, index: int | None) -> Prompt:
+        """The prompt a click or a box adds to: the selected object's, or an empty one (a new object)."""
+        return Prompt() if index is None else self.annotation.objects[index].prompt
 
     def on_canvas_click(self, x: float, y: float, positive: bool) -> None:
         if self._can_edit():
-            index = self._target_object()
-            self._refine(index, self.annotation.objects[index].prompt.with_click(x, y, positive))
+            index = self.annotation.selected
+            self._refine(index, self._prompt_of(index).with_click(x, y, positive))
 
     def on_canvas_box(self, x1: float, y1: float, x2: float, y2: float) -> None:
         if self._can_edit():
-            index = self._target_object()
-            self._refine(index, self.annotation.objects[index].prompt.with_box((x1, y1, x2, y2)))
+            index = self.annotation.selected
+            self._refine(index, self._prompt_of(index).with_box((x1, y1, x2, y2)))
 
-    def _refine(self, index: int, prompt: Prompt) -> None:
+    def _refine(self, index: int | None, prompt: Prompt) -> None:
+        """Ask SAM for the object at `index` with `prompt` (None: a new object, added when SAM answers)."""
         clicks, labels, box = prompt.as_arrays()
         if labels is not None and box is None and not labels.any():
             self.stage.setText("Add a spot first (left click): a removal alone does not say what the object is.")
             return
-        obj = self.annotation.objects[index]
+        obj = None if index is None else self.annotation.objects[index]
         self.refine_pending = (self.record.key, index, obj, prompt)
         self.stage.setText("Refining…")
         self.refine_requested.emit(RefineRequest(self.image, clicks, labels, box, self.settings.bundle or None,
@@ -192,10 +209,22 @@ class EditingMixin:
         # Only the latest request, for this image, onto the object it was asked for (an undo or another
         # image since then makes the answer stale: it is dropped).
         if tag is not getattr(self, "refine_pending", None) or self.record is None or key != self.record.key \
-                or index >= len(self.annotation.objects) or self.annotation.objects[index] is not obj:
+                or (index is not None and (index >= len(self.annotation.objects)
+                                           or self.annotation.objects[index] is not obj)):
             return
         self.refine_pending = None
-        self.annotation.set_object(index, obj.edited(mask=refinement.mask, prompt=prompt, score=refinement.score))
+        if index is None:  # a new object: listed only now that it has a mask, under the label asked for
+            if not refinement.mask.any():
+                self.stage.setText("SAM found nothing there: no object was added. Click inside the object.")
+                return
+            label = self.ask_label()
+            self.canvas.setFocus()  # the canvas keeps the single-key shortcuts after the dialog
+            if label is None:
+                self.stage.setText("No label given: the new object was not added.")
+                return
+            self.annotation.add_object(AnnotatedObject(label, refinement.mask, prompt, score=refinement.score))
+        else:
+            self.annotation.set_object(index, obj.edited(mask=refinement.mask, prompt=prompt, score=refinement.score))
         self._edited()
         self.stage.setText(f"Refined: SAM's score {refinement.score:.2f} ({refinement.decode_ms:.0f} ms, no re-encode "
                            "after the first).")

@@ -46,6 +46,30 @@ def wait_refined(qtbot, w, before):
     assert w.last_message is None, w.last_message
 
 
+def answer_label(label, asked=None):
+    """Answer the next label dialog as a user does (type the label, OK; None: Cancel); `asked` collects the
+    labels it offered."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QComboBox, QInputDialog
+
+    def answer(tries=500):
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QInputDialog):
+            if tries:
+                QTimer.singleShot(10, lambda: answer(tries - 1))
+            return
+        if asked is not None:
+            box = dialog.findChild(QComboBox)
+            asked.append([box.itemText(i) for i in range(box.count())])
+        if label is None:
+            dialog.reject()
+        else:
+            dialog.setTextValue(label)
+            dialog.accept()
+
+    QTimer.singleShot(0, answer)
+
+
 def ask(qtbot, w, query, n=1):
     w.set_samples(n)
     w.query.setCurrentText(query)
@@ -99,11 +123,14 @@ def test_clicks_and_box_refine_as_sam_does_with_undo_and_redo(qtbot, home, tiny_
     qtbot.keyClick(w.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert w.annotation.objects[0] is added and (w.annotation.union() == added.mask).all()
 
-    # a new object by a box drawn with the box tool
+    # a new object by a box drawn with the box tool: N lists nothing empty; the label is asked once SAM has
+    # made the mask (labelme's dialog: this image's labels and those used before)
     qtbot.keyClick(w.canvas, Qt.Key.Key_N)
-    assert len(w.annotation.objects) == 2 and w.annotation.selected == 1 and not w.annotation.objects[1].mask.any()
+    assert len(w.annotation.objects) == 1 and w.annotation.selected is None
     qtbot.keyClick(w.canvas, Qt.Key.Key_B)
     before = list(w.annotation.objects)
+    offered = []
+    answer_label("blue thing", offered)
     vp = w.canvas.viewport()
     qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=view_pos(w, 100, 40))
     from PySide6.QtCore import QEvent, QPointF
@@ -116,11 +143,14 @@ def test_clicks_and_box_refine_as_sam_does_with_undo_and_redo(qtbot, home, tiny_
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=end)
     wait_refined(qtbot, w, before)
     boxed = w.annotation.objects[1]
+    assert offered == [["red square"]] and boxed.label == "blue thing" and w.settings.labels == ["blue thing"]
     assert boxed.prompt.clicks == () and boxed.prompt.box is not None
     assert all(abs(a - b) < 2 for a, b in zip(boxed.prompt.box, (100, 40, 200, 170)))
     assert same(boxed.mask, expected_mask(predictor, scene_image, boxed.prompt))
 
     # labels: rename, the label list counts them; delete and undo
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.isActiveWindow() and w.focusWidget() is w.canvas)  # back from the dialog
     w.rename_object(1, "  blue   circle ")
     assert w.annotation.objects[1].label == "blue circle"
     assert [w.objects.labels.item(i).text() for i in range(w.objects.labels.count())] == \
@@ -324,3 +354,28 @@ def test_pasted_image_has_nothing_to_save_beside(qtbot, home, tiny_segmenter):
     w.open_array(np.full((50, 60, 3), 90, np.uint8))
     assert w.save_annotation() is None and w.last_message.title == "No file to save beside"
     assert w.run_folder() is False and w.last_message.title == "No folder"
+
+
+def test_a_new_object_is_listed_only_with_a_mask_and_a_label(qtbot, home, tiny_segmenter, scene_png):
+    """N then a click: Cancel in the label dialog adds nothing (labelme drops a shape whose label dialog is
+    cancelled); OK adds one object with that label, and the label is offered first next time."""
+    from PySide6.QtCore import Qt
+
+    w = window(qtbot, home, loader=replay_loader(tiny_segmenter, [answer(RED)]))
+    assert w.open_image(scene_png)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)
+    qtbot.keyClick(w.canvas, Qt.Key.Key_N)
+    assert w.annotation.objects == [] and w.canvas.tool == "click"
+    answer_label(None)
+    qtbot.mouseClick(w.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(w, 60, 60))
+    qtbot.waitUntil(lambda: w.stage.text().startswith("No label given"), timeout=30_000)
+    assert w.annotation.objects == [] and not w.annotation.can_undo()
+
+    offered = []
+    answer_label("cup", offered)
+    qtbot.mouseClick(w.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(w, 60, 60))
+    qtbot.waitUntil(lambda: len(w.annotation.objects) == 1, timeout=30_000)
+    assert w.annotation.objects[0].label == "cup" and w.annotation.objects[0].mask.any()
+    assert offered == [["object"]]  # nothing used yet: the default
+    assert w.settings.labels == ["cup"] and w.objects_headline().startswith("1 object, ")
