@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("StAR Desktop")
+    from .qt_check import emit_problem
+
+    problem = emit_problem()
+    if problem:  # the app works, but Python may abort when it quits: said once, at the start
+        print(f"star-desktop: warning: {problem}", file=sys.stderr)
     extra = {}
     if args.server:
         from engine.commands.serve import read_api_key

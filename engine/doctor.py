@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def collect() -> dict:
         report["onnxruntime_warning"] = conflict
     report["pyside6"] = _version("PySide6")[1]
     report["desktop_x11"] = _x11_status()
+    report["desktop_signals"] = _signal_status()
     return report
 
 
@@ -100,6 +102,16 @@ def _x11_status() -> str:
     if missing is None:
         return "not checked (needs Linux, PySide6 and ldd)"
     return xcb_problem(missing) or "ok (Qt's xcb plugin finds every library it needs)"
+
+
+def _signal_status() -> str:
+    """Whether the installed PySide6 keeps its references when a signal is emitted (6.12.0 does not, and the
+    app then crashes at exit; desktop/qt_check.py)."""
+    if importlib.util.find_spec("PySide6") is None:
+        return "not checked (PySide6 is not installed)"
+    from desktop.qt_check import emit_problem
+
+    return emit_problem() or "ok (a signal emit keeps its references)"
 
 
 def bundle_report(root) -> tuple[bool, dict]:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.honesty import MaskGuard
+from tests.models import require
 from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
 
 
@@ -130,3 +131,24 @@ def test_a_full_frame_answer_and_unreadable_reasoning_are_explained(tiny_segment
     panel.show_outcome(outcome)
     assert panel.text(0).startswith("[This is not readable reasoning: tags or answer JSON")
     assert panel.text(0).endswith(garbled)
+
+
+def test_the_installed_pyside6_keeps_its_references_when_a_signal_is_emitted():
+    """PySide6 6.12.0's Signal.emit took one reference from True per emit; after a session's few thousand
+    emits Python aborted at exit with "bool_dealloc". Counted here by hand with sys.getrefcount."""
+    import sys
+
+    require("PySide6")
+    from PySide6.QtCore import QObject, Signal
+
+    from desktop.qt_check import emit_problem, signal_emit_keeps_references
+
+    class Emitter(QObject):
+        fired = Signal(int, str)
+
+    emitter = Emitter()
+    before = sys.getrefcount(True)
+    for i in range(500):
+        emitter.fired.emit(i, "x")
+    assert sys.getrefcount(True) >= before - 5, (before, sys.getrefcount(True))
+    assert signal_emit_keeps_references() and emit_problem() is None

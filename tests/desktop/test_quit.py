@@ -51,3 +51,19 @@ def test_twenty_quits_mid_run_on_a_large_image(tmp_path, large_scene):
         assert report["close_s"] < 1.0, (i, report)
         stages.append(report["stage"].split("…")[0])
     assert {"Reasoning", "Segmenting", "Voting"} <= set(stages), stages
+
+
+def test_whole_sessions_end_without_a_crash(tmp_path):
+    """The short form of `python -m tests.desktop.stress` (30 sessions; docs/desktop.md has its result): the
+    sequence that once ended in "Fatal Python error: bool_dealloc" (a folder, N = 32 on a 6000 x 4000 image,
+    a move mid-run, Stop while reasoning and while segmenting, refinement, quit), quitting while idle and
+    while voting, each in a fresh process under Python's development mode."""
+    require("llama_cpp")
+    require("onnxruntime")
+    from tests.desktop.stress import make_folder, session
+
+    folder = make_folder(tmp_path)
+    for mode in ("idle", "voting"):
+        row = session(folder, tmp_path / "home", mode)
+        assert not row["problems"], row
+        assert row["steps"] == 8, row
