@@ -23,6 +23,8 @@ from engine.annotations import (
 )
 from engine.rle import decode, encode
 
+from .shapes import shift_mask, traced_shapes, translate
+
 HISTORY_LIMIT = 100  # undo steps kept per image
 
 
@@ -69,9 +71,10 @@ class AnnotatedObject:
     prompt: Prompt = Prompt()
     query: str | None = None  # the query whose result made it (None: drawn by hand or loaded from a file)
     score: float | None = None
-    # The labelme shapes this object was read from, each with its place in the file: written back as they
-    # were (type, points, description, flags, group_id, every key this app does not know) while the mask is
-    # unchanged; a rename changes only their label. Empty for objects made here or whose mask was edited.
+    # The labelme shapes that describe this object, each with its place in the file (None: drawn or traced
+    # here, written after the file's own): written back as they are (type, points, description, flags,
+    # group_id, every key this app does not know); a rename changes only their label, a hand edit only the
+    # points it moved. Empty for objects SAM made, and once SAM has reshaped the mask.
     shapes: tuple = field(default=(), compare=False)
 
     @property
@@ -83,6 +86,35 @@ class AnnotatedObject:
         if "mask" in changes:
             changes.setdefault("shapes", ())
         return replace(self, **changes)
+
+    def editable_shapes(self) -> list[dict]:
+        """The shapes a hand edit works on: the object's own, else polygons traced from its mask."""
+        if self.shapes:
+            return [shape for _, shape in self.shapes]
+        return traced_shapes(self.mask, self.label, description=self.query or "")
+
+    def with_shapes(self, shapes: list[dict], size: tuple[int, int]) -> AnnotatedObject:
+        """This object outlined by `shapes`, the edited forms of editable_shapes() in the same order: its
+        mask becomes what they cover, a file's shapes keep their places, and the SAM prompt (which no longer
+        describes the outline) is dropped."""
+        places = [i for i, _ in self.shapes] if self.shapes else [None] * len(shapes)
+        w, h = size
+        return replace(self, mask=shapes_mask(shapes, h, w), shapes=tuple(zip(places, shapes)), prompt=Prompt())
+
+    def moved(self, dx: float, dy: float, size: tuple[int, int]) -> AnnotatedObject:
+        """The whole object moved by (dx, dy) pixels, its SAM prompt with it. An object with shapes moves
+        them (points stay floats); a mask alone moves by whole pixels, so it stays exactly itself."""
+        if not self.shapes:
+            dx, dy = round(dx), round(dy)
+        prompt = Prompt(tuple((x + dx, y + dy, k) for x, y, k in self.prompt.clicks),
+                        None if self.prompt.box is None else (self.prompt.box[0] + dx, self.prompt.box[1] + dy,
+                                                              self.prompt.box[2] + dx, self.prompt.box[3] + dy))
+        if not self.shapes:
+            return replace(self, mask=shift_mask(self.mask, int(dx), int(dy)), prompt=prompt)
+        shapes = [translate(shape, dx, dy) for _, shape in self.shapes]
+        w, h = size
+        return replace(self, mask=shapes_mask(shapes, h, w), prompt=prompt,
+                       shapes=tuple((i, shape) for (i, _), shape in zip(self.shapes, shapes)))
 
 
 class Annotation:
@@ -196,7 +228,7 @@ class Annotation:
     @classmethod
     def from_autosave(cls, data: dict) -> Annotation:
         objects = [AnnotatedObject(str(o["label"]), decode(o["mask"]), Prompt.from_json(o.get("prompt")), o.get("query"),
-                                   o.get("score"), tuple((int(i), s) for i, s in o.get("shapes") or ()))
+                                   o.get("score"), tuple((_place(i), s) for i, s in o.get("shapes") or ()))
                    for o in data["objects"]]
         return cls(tuple(data["size"]), objects, document=data.get("document"),
                    other_shapes=tuple((int(i), s) for i, s in data.get("other_shapes") or ()))
@@ -213,8 +245,17 @@ class Annotation:
         next_group = 1 + max([g for g in used if isinstance(g, int)], default=0)
         for n, o in enumerate(self.objects):
             if o.shapes:
-                placed += [((0, i), shape if _shape_label(shape) == o.label else {**shape, "label": o.label})
-                           for i, shape in o.shapes]
+                # Several shapes read back as one object only when they share a group_id: shapes traced
+                # here from a mask of several parts get a new one.
+                group = next_group if len(o.shapes) > 1 and any(s.get("group_id") is None for _, s in o.shapes) \
+                    else None
+                next_group += group is not None
+                for i, shape in o.shapes:
+                    if _shape_label(shape) != o.label:
+                        shape = {**shape, "label": o.label}
+                    if group is not None and shape.get("group_id") is None:
+                        shape = {**shape, "group_id": group}
+                    placed.append(((0, i) if i is not None else (1, n), shape))
                 continue
             polygons = mask_polygons(o.mask)
             group = None
@@ -254,6 +295,20 @@ class Annotation:
             sources[key].append((n, shape))
         objects = [AnnotatedObject(key[0], groups[key], shapes=tuple(sources[key])) for key in groups]
         return cls(size, objects, document={k: v for k, v in data.items() if k != "shapes"}, other_shapes=tuple(other))
+
+
+def _place(index) -> int | None:
+    return None if index is None else int(index)
+
+
+def shapes_mask(shapes, height: int, width: int) -> np.ndarray:
+    """The pixels a list of labelme shapes covers together (shapes without an area add none)."""
+    out = np.zeros((height, width), bool)
+    for shape in shapes:
+        pixels = shape_pixels(shape, height, width)
+        if pixels is not None:
+            out |= pixels
+    return out
 
 
 def _shape_label(shape: dict) -> str:

@@ -1,4 +1,7 @@
-"""The image view: the picture, the mask overlay, the answer's boxes and points, zoom and pan.
+"""The image view: the picture, the mask overlay, the answer's boxes and points, zoom and pan, and the
+tools that draw on it (SAM clicks and boxes; labelme's hand tools: edit a shape and its vertices, draw a
+polygon or a rectangle). The canvas only reports gestures as signals in image pixels; the window decides
+what they change.
 
 Scene coordinates are the ORIGINAL image's pixels whatever is displayed: an image larger than
 DISPLAY_MAX on a side is shown downscaled (the pixmap item is scaled back up), and so are the overlays,
@@ -8,13 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+
+from .shapes import delete_vertex, handles, insert_vertex, move_vertex, nearest_edge, nearest_vertex, outline
 
 DISPLAY_MAX = 4096
 ZOOM_STEP = 1.25
-TOOLS = ("pan", "click", "box")  # drag to pan; click to refine (left adds, right removes); drag a box
+# pan: drag moves the image; click: SAM click (left adds, right removes); box: drag a SAM box; edit: drag a
+# shape or its vertices (labelme's edit mode); polygon / rectangle: draw one by hand.
+TOOLS = ("pan", "click", "box", "edit", "polygon", "rectangle")
 MIN_BOX = 2.0  # a drag shorter than this (image pixels) is a click, not a box
+GRAB_PX = 8.0  # screen pixels within which a vertex, an edge or a polygon's first point is hit
+EDIT_COLOUR = QColor(255, 255, 255)
+DRAW_COLOUR = QColor(40, 220, 90)
+
+
+def cosmetic_pen(colour: QColor, width: float = 2.0, style=Qt.PenStyle.SolidLine) -> QPen:
+    """A pen one width on screen at any zoom."""
+    pen = QPen(colour, 0, style)
+    pen.setCosmetic(True)
+    pen.setWidthF(width)
+    return pen
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -49,6 +67,10 @@ def display_factor(width: int, height: int, limit: int = DISPLAY_MAX) -> int:
 class Canvas(QGraphicsView):
     clicked = Signal(float, float, bool)  # image x, y; True adds the spot (left button), False removes it (right)
     box_drawn = Signal(float, float, float, float)  # x1, y1, x2, y2 in image pixels
+    picked = Signal(float, float)  # edit tool: a press at (x, y) that is no handle (the window selects there)
+    shapes_edited = Signal(list)  # edit tool: the edited shapes' new forms (a vertex moved, added or deleted)
+    moved = Signal(float, float)  # edit tool: the selected object dragged by (dx, dy)
+    drawn = Signal(str, list)  # "polygon" / "rectangle" and its points, drawn by hand
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -71,13 +93,19 @@ class Canvas(QGraphicsView):
         self.prompt_marks: list[QGraphicsItem] = []
         self._drag_start: QPointF | None = None
         self._drag_item: QGraphicsItem | None = None
+        self.edit_shapes: list[dict] = []  # the selected object's shapes, as the edit tool shows them
+        self._edit_items: list[list[QGraphicsItem]] = []  # per shape: its outline, then one item per handle
+        self._grab: tuple | None = None  # ("vertex", shape, k) or ("move", start) while a drag edits
+        self._draft: list[QPointF] = []  # the polygon being drawn
+        self._draft_item: QGraphicsItem | None = None
         self.setMinimumSize(320, 240)
 
     # ---- content -----------------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
         self.scene().clear()
-        self.mask_item = self.highlight_item = self.selection_item = self._drag_item = None
+        self.mask_item = self.highlight_item = self.selection_item = self._drag_item = self._draft_item = None
         self.marks, self.prompt_marks = [], []
+        self.edit_shapes, self._edit_items, self._grab, self._draft, self._drag_start = [], [], None, [], None
         self._mask = None
         h, w = rgb.shape[:2]
         self.factor = display_factor(w, h)
@@ -178,13 +206,152 @@ class Canvas(QGraphicsView):
             rect.setZValue(5)
             self.prompt_marks.append(rect)
 
+    # ---- the edit tool's shapes ------------------------------------------------------------------------
+    def set_editable(self, shapes: list[dict]) -> None:
+        """The shapes the edit tool shows with their vertices (the selected object's; [] shows none)."""
+        for items in self._edit_items:
+            for item in items:
+                self.scene().removeItem(item)
+        self._edit_items = []
+        self._grab = None  # a drag in progress edited shapes that are no longer shown
+        self.edit_shapes = [dict(shape) for shape in shapes]
+        for shape in self.edit_shapes:
+            line = self.scene().addPolygon(QPolygonF([QPointF(x, y) for x, y in outline(shape)]),
+                                           cosmetic_pen(EDIT_COLOUR, 1.5))
+            line.setZValue(7)
+            items = [line]
+            for x, y in handles(shape):
+                dot = self.scene().addRect(QRectF(-4, -4, 8, 8), cosmetic_pen(QColor(0, 0, 0), 1),
+                                           QBrush(EDIT_COLOUR))
+                dot.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)  # 8 px at any zoom
+                dot.setPos(x, y)
+                dot.setZValue(8)
+                items.append(dot)
+            self._edit_items.append(items)
+
+    def _show_shape(self, s: int, offset: QPointF = QPointF(0, 0)) -> None:
+        """Shape s's outline and handles where its points now are (plus `offset` while a move drags)."""
+        shape = self.edit_shapes[s]
+        line, *dots = self._edit_items[s]
+        line.setPolygon(QPolygonF([QPointF(x, y) for x, y in outline(shape)]))
+        line.setPos(offset)
+        for dot, (x, y) in zip(dots, handles(shape)):
+            dot.setPos(x + offset.x(), y + offset.y())
+
+    def _grab_distance(self) -> float:
+        return GRAB_PX / max(self.zoom_level(), 1e-6)
+
+    def _inside_editable(self, pos: QPointF) -> bool:
+        return any(QPolygonF([QPointF(x, y) for x, y in outline(shape)]).containsPoint(pos, Qt.FillRule.OddEvenFill)
+                   for shape in self.edit_shapes)
+
+    def _edit_press(self, event, pos: QPointF) -> bool:
+        """A press of the edit tool: grab a vertex (Alt+Shift: delete it), Alt on an edge adds a vertex there,
+        else select what is under it and grab it to move. False: nothing there (the press pans)."""
+        alt = bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        hit = nearest_vertex(self.edit_shapes, pos.x(), pos.y(), self._grab_distance())
+        if hit is not None and alt and shift:
+            s, k = hit
+            changed = delete_vertex(self.edit_shapes[s], k)
+            if changed is not None:
+                self.shapes_edited.emit(self.edit_shapes[:s] + [changed] + self.edit_shapes[s + 1:])
+            return True
+        if hit is not None:
+            self._grab = ("vertex", *hit)
+            return True
+        edge = nearest_edge(self.edit_shapes, pos.x(), pos.y(), self._grab_distance()) if alt else None
+        if edge is not None:
+            s, k, x, y = edge
+            self.edit_shapes[s] = insert_vertex(self.edit_shapes[s], k, x, y)
+            self.set_editable(self.edit_shapes)
+            self._grab = ("vertex", s, k + 1)
+            return True
+        self.picked.emit(pos.x(), pos.y())  # the window selects the object there and shows its shapes
+        if self._inside_editable(pos):
+            self._grab = ("move", pos)
+            return True
+        return False
+
+    def _edit_drag(self, pos: QPointF) -> None:
+        kind, *where = self._grab
+        if kind == "vertex":
+            s, k = where
+            self.edit_shapes[s] = move_vertex(self.edit_shapes[s], k, pos.x(), pos.y())
+            self._show_shape(s)
+        else:
+            for s in range(len(self.edit_shapes)):
+                self._show_shape(s, pos - where[0])
+
+    def _edit_release(self, pos: QPointF) -> None:
+        kind, *where = self._grab
+        self._grab = None
+        if kind == "vertex":
+            self.shapes_edited.emit([dict(shape) for shape in self.edit_shapes])
+            return
+        delta = pos - where[0]
+        if delta.manhattanLength() > 0:
+            self.moved.emit(delta.x(), delta.y())
+
+    # ---- drawing a polygon by hand ---------------------------------------------------------------------
+    @property
+    def drawing(self) -> bool:
+        """Whether a polygon or a rectangle is being drawn (Esc cancels it)."""
+        return bool(self._draft) or (self.tool == "rectangle" and self._drag_start is not None)
+
+    def _draw_draft(self, cursor: QPointF | None = None) -> None:
+        if self._draft_item is not None:
+            self.scene().removeItem(self._draft_item)
+            self._draft_item = None
+        if not self._draft:
+            return
+        path = QPainterPath(self._draft[0])
+        for point in self._draft[1:] + ([cursor] if cursor is not None else []):
+            path.lineTo(point)
+        self._draft_item = self.scene().addPath(path, cosmetic_pen(DRAW_COLOUR, 2.0))
+        self._draft_item.setZValue(6)
+
+    def _polygon_press(self, pos: QPointF) -> None:
+        """Each click adds a vertex; a click on the first vertex closes the polygon."""
+        if len(self._draft) >= 3 and (pos - self._draft[0]).manhattanLength() <= self._grab_distance():
+            self.close_polygon()
+            return
+        self._draft.append(pos)
+        self._draw_draft()
+
+    def close_polygon(self) -> bool:
+        """Finish the polygon being drawn (Enter, a double click, or a click on its first vertex)."""
+        if len(self._draft) < 3:
+            return False
+        points = [[p.x(), p.y()] for p in self._draft]
+        self.cancel_drawing()
+        self.drawn.emit("polygon", points)
+        return True
+
+    def undo_point(self) -> None:
+        """Backspace while drawing: the last vertex goes."""
+        if self._draft:
+            self._draft.pop()
+            self._draw_draft()
+
+    def cancel_drawing(self) -> None:
+        self._draft = []
+        self._draw_draft()
+        if self.tool == "rectangle" and self._drag_start is not None:
+            self._end_drag()
+
     # ---- tools -------------------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
         if tool not in TOOLS:
             raise ValueError(f"unknown tool {tool!r}")
+        self.cancel_drawing()
         self.tool = tool
-        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag if tool == "pan" else QGraphicsView.DragMode.NoDrag)
-        self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if tool == "pan" else Qt.CursorShape.CrossCursor)
+        panning = tool in ("pan", "edit")  # the edit tool pans where a press hits no shape
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag if panning else QGraphicsView.DragMode.NoDrag)
+        cursor = {"pan": Qt.CursorShape.OpenHandCursor, "edit": Qt.CursorShape.ArrowCursor}
+        self.viewport().setCursor(cursor.get(tool, Qt.CursorShape.CrossCursor))
+        if tool != "edit":
+            self.set_editable([])
 
     def _scene_pos(self, event) -> QPointF:
         return self.mapToScene(event.position().toPoint())
@@ -192,42 +359,101 @@ class Canvas(QGraphicsView):
     def _inside(self, pos: QPointF) -> bool:
         return self.image_item is not None and self.sceneRect().contains(pos)
 
+    def _start_drag(self, pos: QPointF) -> None:
+        self._drag_start = pos
+        self._drag_item = self.scene().addRect(QRectF(pos, pos), cosmetic_pen(DRAW_COLOUR, 1.0, Qt.PenStyle.DashLine))
+        self._drag_item.setZValue(6)
+
+    def _end_drag(self) -> QPointF:
+        """The drag's start; its rectangle is gone."""
+        start, self._drag_start = self._drag_start, None
+        if self._drag_item is not None:
+            self.scene().removeItem(self._drag_item)
+            self._drag_item = None
+        return start
+
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         pos = self._scene_pos(event)
+        left = event.button() == Qt.MouseButton.LeftButton
         if self.tool == "click" and self._inside(pos) and event.button() in (Qt.MouseButton.LeftButton,
                                                                              Qt.MouseButton.RightButton):
-            self.clicked.emit(pos.x(), pos.y(), event.button() == Qt.MouseButton.LeftButton)
+            self.clicked.emit(pos.x(), pos.y(), left)
             event.accept()
             return
-        if self.tool == "box" and self._inside(pos) and event.button() == Qt.MouseButton.LeftButton:
-            self._drag_start = pos
-            pen = QPen(QColor(40, 220, 90), 0, Qt.PenStyle.DashLine)
-            pen.setCosmetic(True)
-            self._drag_item = self.scene().addRect(QRectF(pos, pos), pen)
-            self._drag_item.setZValue(6)
+        if self.tool == "rectangle" and left and self._drag_start is not None:  # labelme's second click
+            self._finish_box(self._clamped(pos))
+            event.accept()
+            return
+        if self.tool in ("box", "rectangle") and self._inside(pos) and left:
+            self._start_drag(pos)
+            event.accept()
+            return
+        if self.tool == "polygon" and self._inside(pos) and left:
+            self._polygon_press(pos)
+            event.accept()
+            return
+        if self.tool == "edit" and self._inside(pos) and left and self._edit_press(event, pos):
             event.accept()
             return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        pos = self._clamped(self._scene_pos(event))
         if self._drag_start is not None and self._drag_item is not None:
-            self._drag_item.setRect(QRectF(self._drag_start, self._clamped(self._scene_pos(event))).normalized())
+            self._drag_item.setRect(QRectF(self._drag_start, pos).normalized())
             event.accept()
             return
+        if self._grab is not None:
+            self._edit_drag(pos)
+            event.accept()
+            return
+        if self._draft:
+            self._draw_draft(pos)
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        pos = self._clamped(self._scene_pos(event))
+        if self._grab is not None:
+            self._edit_release(pos)
+            event.accept()
+            return
         if self._drag_start is not None:
-            start, end = self._drag_start, self._clamped(self._scene_pos(event))
-            self._drag_start = None
-            if self._drag_item is not None:
-                self.scene().removeItem(self._drag_item)
-                self._drag_item = None
-            if abs(end.x() - start.x()) >= MIN_BOX and abs(end.y() - start.y()) >= MIN_BOX:
-                self.box_drawn.emit(start.x(), start.y(), end.x(), end.y())
+            start = self._drag_start
+            if self.tool == "rectangle" and (abs(pos.x() - start.x()) < MIN_BOX or abs(pos.y() - start.y()) < MIN_BOX):
+                event.accept()  # a click, not a drag: the rectangle follows the mouse to a second click
+                return
+            self._finish_box(pos)
             event.accept()
             return
         super().mouseReleaseEvent(event)
+
+    def _finish_box(self, end: QPointF) -> None:
+        start = self._end_drag()
+        if abs(end.x() - start.x()) < MIN_BOX or abs(end.y() - start.y()) < MIN_BOX:
+            return
+        if self.tool == "rectangle":
+            self.drawn.emit("rectangle", [[start.x(), start.y()], [end.x(), end.y()]])
+        else:
+            self.box_drawn.emit(start.x(), start.y(), end.x(), end.y())
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if self.tool == "polygon" and self._draft:
+            # Its first press added the last vertex; the second one (this event) closes the polygon.
+            self.close_polygon()
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if self._draft and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.close_polygon()
+            event.accept()
+            return
+        if self._draft and event.key() == Qt.Key.Key_Backspace:
+            self.undo_point()
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     def _clamped(self, pos: QPointF) -> QPointF:
         r = self.sceneRect()

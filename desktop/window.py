@@ -25,11 +25,12 @@ from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings
 from .window_editing import EditingMixin
 from .window_images import ImagesMixin
 from .window_layout import SAMPLE_IMAGE, LayoutMixin, suggested_query
+from .window_shapes import ShapeEditingMixin
 from .image_loader import ImageLoader
 from .worker import InferenceWorker, Request, RunTag, default_loader
 
 
-class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
+class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMainWindow):
     run_requested = Signal(object)
     load_requested = Signal(object)
     refine_requested = Signal(object)
@@ -260,7 +261,10 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, QMainWindow):
         return n, None if self.settings.temperature <= BUNDLE_TEMPERATURE else self.settings.temperature
 
     def cancel(self) -> None:
-        if self.running:
+        """Esc: a shape being drawn is dropped first, else the run stops."""
+        if self.canvas.drawing:
+            self.canvas.cancel_drawing()
+        elif self.running:
             self.worker.cancel()
             self.stage.setText("Stopping…")
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QInputDialog
 from engine.annotations import labelme_file, labelme_path, labelme_target, write_labelme
 
 from .annotation import AnnotatedObject, Annotation, Prompt, read_labelme
+from .canvas import TOOLS
 from .messages import UserMessage
 from .outcome import Outcome
 from .store import ImageRecord
@@ -72,6 +73,7 @@ class EditingMixin:
         self.canvas.set_selection(current.mask if current is not None else None)
         self.canvas.set_prompt(current.prompt.clicks if current else (), current.prompt.box if current else None)
         self.objects.show_annotation(ann)
+        self.show_editable()
         for name in ("undo", "redo"):
             enabled = ann is not None and (ann.can_undo() if name == "undo" else ann.can_redo())
             self.actions_by_name[name].setEnabled(enabled)
@@ -165,8 +167,9 @@ class EditingMixin:
     # ---- SAM refinement -----------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
         self.canvas.set_tool(tool)
-        for name in ("pan", "click", "box"):
+        for name in TOOLS:
             self.actions_by_name[f"tool_{name}"].setChecked(name == tool)
+        self.show_editable()
 
     def _can_edit(self) -> bool:
         if self.image is None or self.annotation is None:
@@ -344,7 +347,11 @@ class EditingMixin:
             return
         text = (f"Folder: {summary['done']} labelled, {summary['failed']} failed, {summary['skipped']} saved "
                 "already (skipped)" + (". Stopped: run it again to continue." if summary["stopped"] else "."))
-        if failures:
-            text += " Failed: " + "; ".join(f"{name} ({why})" for name, why in failures[:3])
         self.stage.setText(text)
+        if failures:  # the banner wraps: every failed image is named, however long the list
+            self.show_message(UserMessage(
+                f"{len(failures)} image{'s' if len(failures) != 1 else ''} of the folder failed",
+                "; ".join(f"{name} ({why})" for name, why in failures),
+                "They have no labelme file yet: fix or remove them, then run the folder again (saved images are "
+                "skipped)."))
         self.run_finished.emit()

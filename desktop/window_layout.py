@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .canvas import Canvas
+from .canvas import TOOLS, Canvas
 from .panels import ObjectsPanel, ReasoningPanel, SamplesPanel, VotePanel
 from .store import BUNDLE_TEMPERATURE
 
@@ -128,6 +128,10 @@ class LayoutMixin:
             self.objects.buttons[name].clicked.connect(slot)
         self.canvas.clicked.connect(self.on_canvas_click)
         self.canvas.box_drawn.connect(self.on_canvas_box)
+        self.canvas.picked.connect(self.on_canvas_pick)
+        self.canvas.shapes_edited.connect(self.on_shapes_edited)
+        self.canvas.moved.connect(self.on_object_moved)
+        self.canvas.drawn.connect(self.on_shape_drawn)
         self.side = QTabWidget()
         self.side.addTab(self.objects, "Objects")
         self.side.addTab(self.reasoning, "Reasoning")
@@ -205,6 +209,12 @@ class LayoutMixin:
             ("tool_pan", "Pan tool (drag moves the image)", "H", lambda: self.set_tool("pan"), edit_menu, True),
             ("tool_click", "Click tool (left adds, right removes)", "Q", lambda: self.set_tool("click"), edit_menu, True),
             ("tool_box", "Box tool (drag a box around an object)", "B", lambda: self.set_tool("box"), edit_menu, True),
+            ("tool_edit", "Edit shapes (drag a shape or a vertex; Alt+click an edge adds a vertex, Alt+Shift+click "
+             "deletes one)", "Ctrl+J", lambda: self.set_tool("edit"), edit_menu, True),
+            ("tool_polygon", "Draw a polygon (click its vertices; Enter, a double click or its first vertex closes it, "
+             "Backspace takes the last one back)", "Ctrl+N", lambda: self.set_tool("polygon"), edit_menu, True),
+            ("tool_rectangle", "Draw a rectangle (drag, or click two corners)", "Ctrl+R",
+             lambda: self.set_tool("rectangle"), edit_menu, True),
             ("new_object", "New object", "N", self.new_object, edit_menu, False),
             ("rename", "Rename object…", "F2", lambda: self.rename_object(), edit_menu, False),
             ("delete", "Delete object", "Delete", self.delete_object, edit_menu, False),
@@ -234,8 +244,8 @@ class LayoutMixin:
             else:
                 self.addAction(action)  # shortcuts work with the menu bar hidden too
             self.actions_by_name[name] = action
-        for name in ("tool_pan", "tool_click", "tool_box"):
-            self.actions_by_name[name].setCheckable(True)
+        for name in TOOLS:
+            self.actions_by_name[f"tool_{name}"].setCheckable(True)
         self.actions_by_name["tool_pan"].setChecked(True)
         self.actions_by_name["redo"].setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         keep = self.actions_by_name["keep_query"]

@@ -301,7 +301,10 @@ def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tin
     with qtbot.waitSignal(w.run_finished, timeout=120_000):
         assert w.run_folder()
     assert not w.running and "3 labelled, 1 failed, 1 saved already (skipped)" in w.stage.text()
-    assert "img3.png" in w.stage.text()
+    # The status line stays one short line; the banner, which wraps, names each failed image and why.
+    assert w.stage.text() == "Folder: 3 labelled, 1 failed, 1 saved already (skipped)."
+    assert w.last_message.title == "1 image of the folder failed" and w.last_message.text.startswith("img3.png (")
+    assert w.banner.isVisible() and w.banner.wordWrap()
     for i in (0, 2, 4):
         doc = json.loads(labelme_path(paths[i]).read_text())
         assert doc["imagePath"] == paths[i].name and [s["label"] for s in doc["shapes"]] and \
