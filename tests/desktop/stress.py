@@ -35,8 +35,13 @@ def make_folder(root: Path) -> Path:
     return folder
 
 
-def session(folder: Path, home: Path, mode: str, samples: int = 32, timeout: float = 600) -> dict:
+def session(folder: Path, home: Path, mode: str, samples: int = 32, timeout: float = 600,
+            display: str | None = None) -> dict:
+    """One session in a fresh process, offscreen, or on the X server `display` (Qt's xcb plugin)."""
     env = {**os.environ, "STAR_DESKTOP_HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONDEVMODE": "1"}
+    if display is not None:
+        env = {k: v for k, v in env.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+        env["DISPLAY"] = display
     started = time.time()
     proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.desktop.stress_session", str(folder),
                            "--quit", mode, "--samples", str(samples)], capture_output=True, text=True,

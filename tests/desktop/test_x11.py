@@ -94,3 +94,16 @@ def test_the_file_dialog_stays_responsive_under_proc(x_display):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["ticks"] > 50 and report["max_gap_s"] < 1.0, report
+
+
+def test_a_whole_session_ends_cleanly_on_a_real_x_server(x_display, tmp_path):
+    """The stress session (tests/desktop/stress.py) through Qt's xcb plugin, quitting while voting: the
+    sequence that ended in "Fatal Python error: bool_dealloc" under X, with PySide6 6.12.0."""
+    require("PySide6")
+    require("llama_cpp")
+    require("onnxruntime")
+    from tests.desktop.stress import make_folder, session
+
+    row = session(make_folder(tmp_path), tmp_path / "home", "voting", display=x_display)
+    assert not row["problems"], row
+    assert row["steps"] == 8, row
