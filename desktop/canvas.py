@@ -14,6 +14,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 
+from engine.results import mask_outline
+
 from .shapes import delete_vertex, handles, insert_vertex, move_vertex, nearest_edge, nearest_vertex, outline
 
 DISPLAY_MAX = 4096
@@ -50,13 +52,6 @@ def mask_to_qimage(mask: np.ndarray, colour: QColor, alpha: float) -> QImage:
     argb[mask] = (*bgr, int(round(255 * alpha)))  # BGRA in memory
     argb[mask_outline(mask)] = (*bgr, 255)
     return QImage(argb.data, w, h, 4 * w, QImage.Format.Format_ARGB32).copy()
-
-
-def mask_outline(mask: np.ndarray) -> np.ndarray:
-    """The mask's pixels that touch a pixel outside it (4-neighbourhood; the image border counts as outside)."""
-    padded = np.pad(mask, 1)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
 
 
 def display_factor(width: int, height: int, limit: int = DISPLAY_MAX) -> int:

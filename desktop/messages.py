@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from engine.errors import (
     BackendUnavailableError,
     ContextOverflowError,
+    MemoryBudgetError,
     ImageError,
     InvalidQueryError,
     ModelFileError,
@@ -38,6 +39,7 @@ REMEDIES = [
     (BackendUnavailableError, "Runtime missing", "Install the runtime it names (installer/setup.sh --with ...) "
                                                  "or choose the CPU device."),
     (ContextOverflowError, "Too many samples", "Use fewer samples or a bundle with a larger context."),
+    (MemoryBudgetError, "Not enough memory", "Use fewer samples, or a smaller image."),
 ]
 
 

@@ -42,6 +42,11 @@ class ContextOverflowError(StarError):
     """The prompt plus N x max_new_tokens does not fit the policy's context window."""
 
 
+class MemoryBudgetError(StarError):
+    """The work asked for (masks of N samples at the image's full size) needs more memory than this process
+    can have; the message names the sizes and what to lower. Raised before the allocation."""
+
+
 INTERNAL_ERROR = "internal error"
 
 

@@ -140,7 +140,7 @@ def fit_report(root, *, samples: list[int], max_new_tokens: int, gpu_mem: int | 
     """For this machine's memory (MemAvailable now, and MemTotal) and, with gpu_mem, a GPU of that size:
     the terms at each N in `samples`, whether they fit, and the largest N that fits."""
     from .bundle import load_bundle
-    from .policy.llama_backend import available_memory, meminfo_bytes
+    from .memory import available_memory, meminfo_bytes
     from .policy.types import MAX_SAMPLES
 
     bundle = load_bundle(root, verify="quick")

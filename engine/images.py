@@ -109,6 +109,7 @@ def load_image(source: ImageSource, *, exif: bool = True, max_pixels: int | None
                 "memory in proportion to it, whatever the pixel count. Crop or downscale it first.")
         if width == 0 or height == 0:
             raise ImageError(f"Image {name} is empty ({width}x{height}).")
+        _check_decode_memory(name, width, height, len(image.getbands()))
         old_limit = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max(limit, old_limit or 0)
         try:
@@ -150,6 +151,19 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
             arr = arr * 255.0
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _check_decode_memory(name: str, width: int, height: int, bands: int) -> None:
+    """Refuse before decoding an image whose decoded forms (the file's own bands, its RGB conversion and
+    the array made from it) exceed the memory this process can have: a 1 MB PNG can hold 400 MP."""
+    from .memory import available_memory
+
+    need = width * height * (max(bands, 1) + 3 + 3)
+    available = available_memory()
+    if available is not None and need > available:
+        raise ImageError(f"Image {name} is {width}x{height}: decoding it needs {need / 2**30:.1f} GiB, more than the "
+                         f"{available / 2**30:.1f} GiB this process can have. Downscale it first, or run it where "
+                         "more memory is free.")
 
 
 def image_size(source: ImageSource, *, exif: bool = True) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidQueryError
+from .errors import InvalidQueryError, MemoryBudgetError
 from .honesty import MaskGuard, featureless_rows, full_frame_rows, reasoning_problem
 from .host import to_host
 from .images import ImageSource, load_image
@@ -255,6 +255,7 @@ class Reasoner:
         sampling = sampling or sampling_for(n, constrained=self.answer_grammar, temperature=self.vote_temperature)
         timings = Timings()
 
+        check_mask_memory(n, (w, h))  # one object per sample at least: refused before any decoding
         emit(Event("stage", text="reasoning"))
         completions: list[Completion] = self.policy.sample(
             rgb, query, n, sampling, on_token=lambda i, d: emit(Event("token", i, d)), cancel=cancel)
@@ -313,6 +314,9 @@ class Reasoner:
         timings.sam_encode_ms = (time.perf_counter() - t0) * 1e3
         boxes, points = np.asarray(boxes, np.float32), np.asarray(points, np.float32)
         on_device = votes_on_device(self.segmenter)
+        if not on_device:
+            check_mask_memory(len(boxes), (w, h), objects=True)
+            host_masks = np.empty((len(boxes), h, w), dtype=bool)  # filled in place: no second copy to stack
         parts, scores = [], np.zeros(len(boxes), np.float32)
         t0 = time.perf_counter()
         for start in range(0, len(boxes), SEGMENT_BATCH):
@@ -326,16 +330,15 @@ class Reasoner:
                 scores[start:end] = out.scores
                 # Upsampled one mask at a time: at 6000 x 4000 each takes about a quarter of a second on a
                 # CPU, so Stop (and quitting) waits for one mask, not for a batch of them.
-                part = np.empty((len(out), h, w), dtype=bool)
                 for i in range(len(out)):
                     if cancel is not None and cancel.cancelled:
                         return None, None
-                    part[i] = out.mask(i)
+                    host_masks[start + i] = out.mask(i)
                     emit(Event("progress", text="segmenting", data=(start + i + 1, len(boxes))))
-            parts.append(part)
             if on_device:
+                parts.append(part)
                 emit(Event("progress", text="segmenting", data=(min(end, len(boxes)), len(boxes))))
-        masks = _stack(parts)
+        masks = _stack(parts) if on_device else host_masks
         timings.sam_decode_ms = (time.perf_counter() - t0) * 1e3
         if cancel is not None and cancel.cancelled:
             return None, None
@@ -355,6 +358,22 @@ class Reasoner:
         close = getattr(self.policy, "close", None)
         if close:
             close()
+
+
+def check_mask_memory(count: int, size: tuple[int, int], *, objects: bool = False) -> None:
+    """Refuse, before allocating, `count` full-size masks (one byte a pixel) plus SAM's float32 upsample of
+    one, when they exceed the memory this process can still have (engine/memory.py: MemAvailable, and
+    what `ulimit -v` leaves)."""
+    from .memory import available_memory
+
+    w, h = size
+    need = (count + 4) * w * h
+    available = available_memory()
+    if available is not None and need > available:
+        what = f"{count} objects' masks" if objects else f"the masks of {count} samples"
+        raise MemoryBudgetError(
+            f"{what} at {w}x{h} need {need / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB this "
+            "process can have; lower -n (fewer samples) or --max-pixels (a smaller image)")
 
 
 def _stack(parts: list):

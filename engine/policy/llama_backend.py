@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ContextOverflowError, ImageError, InvalidQueryError, ModelFileError
 from ..images import load_image
+from ..memory import available_memory
 from ..protocol import build_prompt, chatml_prompt, get_frame, normalize_query, resize_for_model
 from .llama_lib import llama_modules, silent_callback
 from .types import MAX_SAMPLES, STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
@@ -422,36 +423,17 @@ class LlamaPolicy:
         return [Completion(i, texts[i], ids[i], finish[i] or "length") for i in range(n)]
 
     def close(self) -> None:
-        if getattr(self, "mctx", None):
-            self.M.mtmd_free(self.mctx)
-            self.mctx = None
-        if getattr(self, "ctx", None):
-            self.L.llama_free(self.ctx)
-            self.ctx = None
-        if getattr(self, "model", None):
-            self.L.llama_model_free(self.model)
-            self.model = None
+        """Free the vision projector, the context and the model, each once. Each handle is let go of before
+        its free: a Ctrl-C that lands between a free and the line after it would otherwise leave a freed
+        handle for __del__ to free again (a double free: the rare SIGSEGV after "star: interrupted")."""
+        for name, free in (("mctx", self.M.mtmd_free), ("ctx", self.L.llama_free), ("model", self.L.llama_model_free)):
+            handle = getattr(self, name, None)
+            setattr(self, name, None)
+            if handle:
+                free(handle)
 
     def __del__(self):
         try:
             self.close()
         except Exception:
             pass
-
-
-def meminfo_bytes(field: str) -> int | None:
-    """One /proc/meminfo field in bytes (e.g. MemAvailable, MemTotal), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def available_memory() -> int | None:
-    """Bytes of memory the kernel says a new allocation can have (MemAvailable), or None where unknown."""
-    return meminfo_bytes("MemAvailable")
-

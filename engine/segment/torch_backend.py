@@ -81,16 +81,26 @@ def build_model(config: str | Path, checkpoint: str | Path | None = None, device
     """Build SAM2Base from a config and load a checkpoint strictly (what build_sam2 does, but for config
     files anywhere on disk, read as data, and with clear errors)."""
     torch = _torch()
-    from .sam2_config import build_from_config, merge, read_model_config
+    from .sam2_config import merge, read_model_config
 
     model_config = merge(read_model_config(resolve_config(config)), POSTPROCESSING_OVERRIDES)
-    try:
-        model = build_from_config(model_config)
-    except (TypeError, ValueError, AssertionError, ZeroDivisionError, IndexError) as exc:
-        raise ModelFileError(f"SAM 2 config {config} does not describe a model sam2 can build "
-                             f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    if checkpoint is not None:
-        sd = load_state_dict(checkpoint)
+    # The config's sizes are checked on a model built without memory (its tensors on the meta device)
+    # before the real one is built: a YAML's `embed_dim: 1000000` is a refusal, not a 100 GB allocation.
+    shapes = {k: tuple(v.shape) for k, v in _build(model_config, config, meta=True).state_dict().items()}
+    sd = load_state_dict(checkpoint) if checkpoint is not None else None
+    if sd is not None:
+        wrong = [f"{k}: config {shapes[k]}, checkpoint {tuple(sd[k].shape)}"
+                 for k in shapes.keys() & sd.keys() if tuple(sd[k].shape) != shapes[k]]
+        if wrong:
+            raise ModelFileError(f"checkpoint {checkpoint} does not fit config {config}: {len(wrong)} tensors of "
+                                 f"another shape (e.g. {'; '.join(sorted(wrong)[:2])})")
+    else:
+        numel = sum(int(np.prod(shape)) for shape in shapes.values())
+        if numel > MAX_SAM2_VALUES:
+            raise ModelFileError(f"SAM 2 config {config} describes {numel / 1e9:.1f} G weights, beyond any SAM 2 "
+                                 f"(the largest published, hiera-L, has 0.22 G; limit {MAX_SAM2_VALUES / 1e9:.0f} G)")
+    model = _build(model_config, config)
+    if sd is not None:
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise ModelFileError(
@@ -100,6 +110,37 @@ def build_model(config: str | Path, checkpoint: str | Path | None = None, device
         if bad:
             raise ModelFileError(f"checkpoint {checkpoint} has non-finite weights in {bad[:3]}")
     return model.to(device).eval()
+
+
+MAX_SAM2_VALUES = 2_000_000_000  # weights and buffers of a config built without a checkpoint to hold it to
+_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "empty_strided")
+
+
+def _build(model_config: dict, config, *, meta: bool = False):
+    """SAM2Base from a checked config; `meta`: every tensor a module creates is put on the meta device (shapes
+    without memory; small tensors made otherwise, e.g. linspace for drop-path rates, stay real)."""
+    torch = _torch()
+    from torch.overrides import TorchFunctionMode
+
+    from .sam2_config import build_from_config
+
+    factories = {getattr(torch, name) for name in _FACTORIES}
+
+    class OnMeta(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func in factories and kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+            return func(*args, **kwargs)
+
+    try:
+        with OnMeta() if meta else contextlib.nullcontext():
+            return build_from_config(model_config)
+    except (TypeError, ValueError, AssertionError, ZeroDivisionError, IndexError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not meta:
+            raise  # a real build's RuntimeError is an allocation failing, not the config's fault
+        raise ModelFileError(f"SAM 2 config {config} does not describe a model sam2 can build "
+                             f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
 class TorchSegmenter(Segmenter):

@@ -208,3 +208,40 @@ def test_flash_attention_is_off_by_default_on_the_cpu(f32, tiny_qwen_gguf, image
     finally:
         off.close()
         auto.close()
+
+
+def test_an_interrupt_inside_close_never_frees_a_handle_twice(tiny_qwen_gguf):
+    """A Ctrl-C landing just after the first free returns (simulated: that free raises KeyboardInterrupt once
+    it has run), then close again as the error path and __del__ do: every handle reaches its free exactly
+    once. The double free this guards against crashed `star segment` about once in 130 interrupts."""
+    import ctypes
+
+    policy = load(tiny_qwen_gguf.model_q8, tiny_qwen_gguf)
+    freed = []
+
+    class Recording:
+        """The library, with its free functions counted; a pointer already freed never reaches llama.cpp."""
+
+        def __init__(self, lib):
+            self.lib = lib
+
+        def __getattr__(self, attr):
+            real = getattr(self.lib, attr)
+            if attr not in ("mtmd_free", "llama_free", "llama_model_free"):
+                return real
+
+            def free(handle):
+                key = (attr, ctypes.cast(handle, ctypes.c_void_p).value)
+                freed.append(key)
+                if freed.count(key) == 1:
+                    real(handle)
+                if len(freed) == 1:
+                    raise KeyboardInterrupt
+            return free
+
+    policy.M, policy.L = Recording(policy.M), Recording(policy.L)
+    with pytest.raises(KeyboardInterrupt):
+        policy.close()
+    policy.close()
+    policy.__del__()
+    assert [name for name, _ in freed] == ["mtmd_free", "llama_free", "llama_model_free"], freed

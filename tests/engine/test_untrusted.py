@@ -638,6 +638,43 @@ def test_a_billion_laughs_sam2_config_is_refused_at_once(tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
+def test_a_sam2_config_of_absurd_sizes_is_refused_before_any_allocation(tmp_path, tiny_sam2):
+    """`embed_dim: 1000000` in a SAM 2 YAML of allowed classes ended in an internal error from a torch
+    allocation at 1.76 GB. Now, with 1 GB of address space to spare, the sizes are checked on a model built
+    without memory: against the checkpoint's tensors, and without one against any SAM 2's size."""
+    require("torch")
+    require("sam2")
+    import yaml
+
+    config = yaml.safe_load(tiny_sam2.config.read_text())
+    config["model"]["image_encoder"]["trunk"]["embed_dim"] = 1_000_000
+    config["model"]["image_encoder"]["neck"]["backbone_channel_list"] = [8_000_000, 4_000_000, 2_000_000, 1_000_000]
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump(config))
+    code = textwrap.dedent(f"""
+        import resource, time
+        import torch, sam2.modeling.sam2_base  # their libraries map GBs of address space before any work
+        from engine.errors import ModelFileError
+        from engine.segment.torch_backend import build_model
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + (1 << 30), resource.RLIM_INFINITY))
+        for checkpoint in ({str(tiny_sam2.checkpoint)!r}, None):
+            t0 = time.perf_counter()
+            try:
+                build_model({str(huge)!r}, checkpoint)
+            except ModelFileError as exc:
+                print(f"{{time.perf_counter() - t0:.1f}}", exc)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fitted, unbounded = proc.stdout.strip().splitlines()
+    assert "does not fit config" in fitted and "tensors of another shape" in fitted
+    assert "image_encoder.neck.convs.0.conv.weight: config (64, 8000000, 1, 1), checkpoint (64, 128, 1, 1)" in fitted
+    assert "G weights, beyond any SAM 2" in unbounded
+    assert all(float(line.split()[0]) < 10 for line in (fitted, unbounded))
+
+
 def test_a_manifest_nested_without_end_is_one_clear_line(tmp_path, capsys):
     bundle = tmp_path / "deep"
     bundle.mkdir()
