@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("StAR Desktop")
-    from .qt_check import emit_problem
+    from engine.qt_libs import emit_problem
 
     problem = emit_problem()
     if problem:  # the app works, but Python may abort when it quits: said once, at the start

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from engine.errors import (
     BackendUnavailableError,
     ContextOverflowError,
-    MemoryBudgetError,
     ImageError,
     InvalidQueryError,
+    MemoryBudgetError,
     ModelFileError,
     StarError,
 )

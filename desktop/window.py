@@ -19,6 +19,7 @@ from engine.pipeline import check_query
 from . import dialogs, exports
 from .annotation import Annotation
 from .canvas import mask_to_qimage
+from .image_loader import ImageLoader
 from .messages import UserMessage, user_message
 from .outcome import Outcome
 from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings
@@ -26,7 +27,6 @@ from .window_editing import EditingMixin
 from .window_images import ImagesMixin
 from .window_layout import SAMPLE_IMAGE, LayoutMixin, suggested_query
 from .window_shapes import ShapeEditingMixin
-from .image_loader import ImageLoader
 from .worker import InferenceWorker, Request, RunTag, default_loader
 
 

@@ -106,10 +106,10 @@ def _x11_status() -> str:
 
 def _signal_status() -> str:
     """Whether the installed PySide6 keeps its references when a signal is emitted (6.12.0 does not, and the
-    app then crashes at exit; desktop/qt_check.py)."""
+    app then crashes at exit; engine/qt_libs.py)."""
     if importlib.util.find_spec("PySide6") is None:
         return "not checked (PySide6 is not installed)"
-    from desktop.qt_check import emit_problem
+    from .qt_libs import emit_problem
 
     return emit_problem() or "ok (a signal emit keeps its references)"
 

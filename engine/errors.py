@@ -30,6 +30,21 @@ class BackendUnavailableError(StarError):
     or has no device here; the message says what to install or which backend to choose instead."""
 
 
+def unavailable(module: str, exc: ImportError, hint: str) -> BackendUnavailableError:
+    """The error for a runtime that did not import: missing (the hint says what to install), or installed
+    and broken (its own error named: an interrupted or damaged import is not a missing package)."""
+    import importlib.util
+
+    try:
+        installed = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
+        return BackendUnavailableError(hint)
+    return BackendUnavailableError(f"{module} is installed but could not be imported ({type(exc).__name__}: "
+                                   f"{str(exc)[:200]}); try again, or reinstall it: {hint}")
+
+
 class InvalidPromptError(StarError, ValueError):
     """Segmenter prompts are malformed (wrong shapes, non-finite coordinates, mismatched counts)."""
 

@@ -5,6 +5,12 @@ finds the missing ones with `ldd` (no Qt import, so `star doctor` can ask withou
 the Debian / Ubuntu packages that provide them.
 
 `python -m engine.qt_libs` prints those packages, one per line (the test command installs them).
+
+It also checks one PySide6 defect the app cannot work around: in PySide6 6.12.0 `SignalInstance.emit`
+returns `True` without taking a reference to it, so every emit takes one reference from `True`; the app
+emits a signal per streamed token batch, sample and prompt, and after a few thousand Python aborts at exit
+("Fatal Python error: bool_dealloc"). 6.11.3 and earlier keep the reference; pyproject.toml holds the
+desktop extra below 6.12. The check imports QtCore only (no application, no display).
 """
 
 from __future__ import annotations
@@ -102,6 +108,34 @@ def uses_xcb(environ=os.environ) -> bool:
     if platform:
         return platform.split(":")[0] == "xcb"
     return sys.platform.startswith("linux") and bool(environ.get("DISPLAY")) and not environ.get("WAYLAND_DISPLAY")
+
+
+SIGNAL_FIX = "pip install 'PySide6-Essentials>=6.7,<6.12' 'shiboken6<6.12'"
+
+
+def signal_emit_keeps_references(trials: int = 64) -> bool:
+    """Whether emitting a signal leaves the reference count of True as it was (it must)."""
+    from PySide6.QtCore import QObject, Signal
+
+    class Probe(QObject):
+        fired = Signal()
+
+    probe = Probe()
+    before = sys.getrefcount(True)
+    for _ in range(trials):
+        probe.fired.emit()
+    # Another thread may take or drop a few references meanwhile; the defect drops exactly one per emit.
+    return sys.getrefcount(True) > before - trials // 2
+
+
+def emit_problem() -> str | None:
+    """One line naming the defect and the fix, or None when the installed PySide6 is sound."""
+    if signal_emit_keeps_references():
+        return None
+    import PySide6
+
+    return (f"PySide6 {PySide6.__version__} drops a reference to True on every signal emit, which crashes Python "
+            f"when the app quits (bool_dealloc); install a sound version: {SIGNAL_FIX}")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def _write_shards(tensors: dict[str, tuple[int, ...]], out: Path, seed: int, pro
 def scale_tokenizer():
     """The byte-level BPE (Qwen2's split, Qwen's special tokens) the random checkpoints carry."""
     from engine.protocol import build_prompt
-    from training.nano.policy_model import world_bpe_tokenizer
+
+    from .bpe_tokenizer import world_bpe_tokenizer
 
     queries = ("the red circle", "what keeps food cold", "the shape on the left", "something to sit on",
                "the largest animal")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from training.nano.policy_model import QWEN_SPECIALS
+from export.bpe_tokenizer import QWEN_SPECIALS
 
 
 def require(module: str):
@@ -75,7 +75,7 @@ class TinyQwen:
 def _tiny_tokenizer():
     """A 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
     from engine.protocol import build_prompt
-    from training.nano.policy_model import world_bpe_tokenizer
+    from export.bpe_tokenizer import world_bpe_tokenizer
 
     corpus = [build_prompt(q) for q in ("the red circle", "what keeps food cold", "all the triangles")]
     corpus += ['<think>The red circle is left.</think><answer>[{"label": "red circle", "bbox_2d": [10,20,30,40], '

@@ -1,4 +1,3 @@
-"""StAR training: rewards, GRPO + REST on TRL, recipes, and the synthetic nano world.
-
-Not built yet (issues: training, nano world); this package holds its place in the layout.
+"""StAR training: rewards, GRPO + REST on TRL, recipes (`star-train`), and the synthetic nano world whose
+model is the shipped default (training/nano). Depends on `engine` and `export`; neither imports it.
 """

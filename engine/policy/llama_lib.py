@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, unavailable
 
 INSTALL_HINT = "the llama.cpp policy needs llama-cpp-python: `bash installer/setup.sh --with llama`"
 
@@ -33,8 +33,8 @@ def llama_modules():
     try:
         import llama_cpp
         from llama_cpp import mtmd_cpp
-    except ImportError:
-        raise BackendUnavailableError(INSTALL_HINT) from None
+    except ImportError as exc:
+        raise unavailable("llama_cpp", exc, INSTALL_HINT) from None
     if "silent" not in _state:
         # Kept referenced here: llama.cpp calls it for as long as the process lives.
         _state["silent"] = llama_cpp.llama_log_callback(_silent)

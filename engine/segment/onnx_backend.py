@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelFileError
+from ..errors import BackendUnavailableError, ModelFileError, unavailable
 from .base import EmbeddingCache, Segmenter
 
 PREFERRED_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -20,8 +20,9 @@ PREFERRED_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 def _ort():
     try:
         import onnxruntime
-    except ImportError:
-        raise BackendUnavailableError("the ONNX segmenter needs onnxruntime: `bash installer/setup.sh --with onnx`") from None
+    except ImportError as exc:
+        raise unavailable("onnxruntime", exc, "the ONNX segmenter needs onnxruntime: "
+                                              "`bash installer/setup.sh --with onnx`") from None
     return onnxruntime
 
 

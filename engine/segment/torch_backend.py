@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelFileError
+from ..errors import BackendUnavailableError, ModelFileError, unavailable
 from .base import EmbeddingCache, Segmenter
 from .sam2_graph import FEATURE_NAMES, build_graphs
 
@@ -30,10 +30,9 @@ POSTPROCESSING_OVERRIDES = {
 def _torch():
     try:
         import torch
-    except ImportError:
-        raise BackendUnavailableError(
-            "the PyTorch segmenter needs torch and sam2: run `bash installer/setup.sh --with torch`, "
-            "or use an ONNX bundle (backend='onnx')") from None
+    except ImportError as exc:
+        raise unavailable("torch", exc, "the PyTorch segmenter needs torch and sam2: run `bash installer/setup.sh "
+                                        "--with torch`, or use an ONNX bundle (backend='onnx')") from None
     return torch
 
 

@@ -141,7 +141,7 @@ def test_the_installed_pyside6_keeps_its_references_when_a_signal_is_emitted():
     require("PySide6")
     from PySide6.QtCore import QObject, Signal
 
-    from desktop.qt_check import emit_problem, signal_emit_keeps_references
+    from engine.qt_libs import emit_problem, signal_emit_keeps_references
 
     class Emitter(QObject):
         fired = Signal(int, str)

@@ -750,3 +750,13 @@ def test_a_malformed_reasonseg_shape_is_skipped_with_its_reason(tiny_segmenter, 
     failed = [r for r in outcome.records if "error" in r]
     assert [r["id"] for r in failed] == ["i1"] and words in failed[0]["error"], failed
     assert len(outcome.records) == 3
+
+
+def test_a_runtime_that_fails_to_import_is_not_called_missing():
+    """A Ctrl-C landing inside `import onnxruntime` surfaced as "the ONNX segmenter needs onnxruntime: install
+    it" (exit 2) on a machine that has it: an installed package that does not import is named as such."""
+    from engine.errors import unavailable
+
+    broken = str(unavailable("json", ImportError("initialization interrupted"), "install json"))
+    assert broken.startswith("json is installed but could not be imported (ImportError: initialization interrupted)")
+    assert str(unavailable("no_such_runtime_here", ImportError("No module"), "install it")) == "install it"
