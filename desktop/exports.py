@@ -73,5 +73,6 @@ def labelme_json(objects: Objects, size: tuple[int, int], image_name: str, descr
             "imageHeight": h, "imageWidth": w}
 
 
-def write_json(data: dict, path) -> Path:
-    return write_text_atomically(path, json.dumps(data, indent=1))
+def write_json(path, payload: dict) -> Path:
+    """`payload` as indented JSON at `path`, atomically (the argument order of engine.bench.report's)."""
+    return write_text_atomically(path, json.dumps(payload, indent=1))

@@ -20,7 +20,7 @@ from engine.images import image_size, load_image
 from .annotation import Annotation
 from .messages import user_message
 from .outcome import Outcome
-from .store import ImageRecord, image_key
+from .store import ImageRecord, content_key
 
 
 @dataclass
@@ -39,7 +39,7 @@ def read_image(path: Path, home: Path | None) -> LoadedImage:
     errors (they name the file) and OSError."""
     rgb = load_image(path, downscale=True)
     full = image_size(path)
-    return prepared(path, rgb, full, image_key(path.read_bytes()), home)
+    return prepared(path, rgb, full, content_key(path.read_bytes()), home)
 
 
 def prepared(path: Path | None, rgb: np.ndarray, full: tuple[int, int], key: str, home: Path | None) -> LoadedImage:

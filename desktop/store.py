@@ -67,7 +67,9 @@ class Settings:
         return write_text_atomically(root / "settings.json", json.dumps(asdict(self), indent=1))
 
 
-def image_key(data: bytes) -> str:
+def content_key(data: bytes) -> str:
+    """The key of an image's records: the SHA-256 of its file's bytes (of a pasted image's pixels), so a
+    renamed copy finds them."""
     return hashlib.sha256(data).hexdigest()[:32]
 
 

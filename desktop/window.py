@@ -401,9 +401,9 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
                 out = exports.write_overlay_png(self.image, mask, path, (c.red(), c.green(), c.blue()),
                                                 max(self.settings.opacity, 0.05))
             elif kind == "coco":
-                out = exports.write_json(exports.coco_json(objects, size, name, description), path)
+                out = exports.write_json(path, exports.coco_json(objects, size, name, description))
             elif kind == "labelme":
-                out = exports.write_json(exports.labelme_json(objects, size, name, description), path)
+                out = exports.write_json(path, exports.labelme_json(objects, size, name, description))
             else:
                 raise ValueError(f"unknown export {kind!r}")
         except OSError as exc:

@@ -15,7 +15,7 @@ from engine.images import load_image, max_pixels
 from . import dialogs
 from .image_loader import LoadedImage, annotation_stamp, prepared, read_image
 from .messages import UserMessage, user_message
-from .store import image_key
+from .store import content_key
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -75,7 +75,7 @@ class ImagesMixin:
     def open_array(self, rgb: np.ndarray) -> None:
         rgb = load_image(rgb)
         h, w = rgb.shape[:2]
-        self._show_loaded(prepared(None, rgb, (w, h), image_key(np.ascontiguousarray(rgb).tobytes()), self.home))
+        self._show_loaded(prepared(None, rgb, (w, h), content_key(np.ascontiguousarray(rgb).tobytes()), self.home))
 
     def _show_loaded(self, loaded: LoadedImage) -> None:
         if self.running and not self.folder_running:  # a folder run goes on while the user looks around

@@ -18,7 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
 from engine.pipeline import Event, Reasoner, load_reasoner, sampling_for
-from engine.policy.types import CancelToken, SamplingParams
+from engine.policy.types import DEFAULT_MAX_NEW_TOKENS, CancelToken, SamplingParams
 from engine.results import result_to_dict
 
 from .messages import user_message
@@ -44,7 +44,7 @@ class Request:
     temperature: float | None  # the voting samples'; None = the bundle's (policy.vote_temperature)
     bundle: str | None  # None = the bundled nano model
     seed: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     tag: RunTag | None = None
 
     def sampling(self, reasoner: Reasoner) -> SamplingParams:
@@ -75,7 +75,7 @@ class FolderRequest:
     temperature: float | None
     bundle: str | None
     seed: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     skipped: list[Path] = field(default_factory=list)  # already labelled: reported, not run
 
     def request(self, rgb: np.ndarray) -> Request:
@@ -123,7 +123,7 @@ class InferenceWorker(QObject):
     refined = Signal(object, object)  # RefineRequest.tag, engine.segment.Refinement
     refine_failed = Signal(object, object)  # RefineRequest.tag, messages.UserMessage
     folder_progress = Signal(int, int, str)  # images done, images to run, the name of the one in flight
-    folder_image = Signal(str, str, object)  # image path, its content key (store.image_key), Outcome (prepared)
+    folder_image = Signal(str, str, object)  # image path, its content key (store.content_key), Outcome (prepared)
     folder_image_failed = Signal(str, object)  # image path, messages.UserMessage
     folder_finished = Signal(object)  # {"done": n, "failed": n, "skipped": n, "stopped": bool}
 
@@ -222,7 +222,7 @@ class InferenceWorker(QObject):
         saves it), a broken one is reported and skipped, Stop ends the loop."""
         from engine.images import load_image
 
-        from .store import image_key
+        from .store import content_key
 
         self.cancel_token = CancelToken()
         done = failed = 0
@@ -252,7 +252,7 @@ class InferenceWorker(QObject):
             if data_dict.get("cancelled"):  # stopped within this image: it is not recorded
                 break
             done += 1
-            self.folder_image.emit(str(path), image_key(data), Outcome(data_dict).prepare())
+            self.folder_image.emit(str(path), content_key(data), Outcome(data_dict).prepare())
         self.folder_progress.emit(done + failed, total, "")
         self.folder_finished.emit({"done": done, "failed": failed, "skipped": len(request.skipped),
                                    "stopped": self.cancel_token.cancelled})

@@ -10,7 +10,11 @@ from . import __version__
 from .argtypes import bounded_int, fraction, grey_levels, int_list, megapixels, memory_size, positive_float, temperature
 from .errors import run_command
 from .honesty import DEFAULT_MAX_MASK_SHARE, DEFAULT_MIN_MASK_CONTRAST
-from .policy.types import MAX_NEW_TOKENS, MAX_SAMPLES  # plain constants: the CLI stays light to start
+from .policy.types import (  # plain constants: the CLI stays light to start
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
+)
 
 
 def _runs(p, module: str) -> None:
@@ -36,7 +40,7 @@ def _samples_arg(p, help: str) -> None:
 
 def _decode_args(p) -> None:
     p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
-                   default=1024)
+                   default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--max-pixels", type=megapixels, default=None, metavar="MP",
                    help="largest image to read, in megapixels (default 64), checked before decoding")
     p.add_argument("--max-mask-share", type=fraction, default=DEFAULT_MAX_MASK_SHARE, metavar="F",
@@ -93,7 +97,7 @@ def _bench_pipeline(sub) -> None:
     p.add_argument("--counts", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,8,32",
                    help="numbers of samples N (default 1,8,32)")
     p.add_argument("--query", default=None, help="query (default: the sample scene's)")
-    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"), default=1024)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"), default=DEFAULT_MAX_NEW_TOKENS)
     _device_arg(p)
     _repeat_arg(p, 3)
     p.add_argument("--json", default="runs/bench/pipeline.json", help="where to write the results")
@@ -252,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--samples", type=int_list(1, MAX_SAMPLES, "llama.cpp's parallel sequences"), default="1,8,32",
                         help="with --bundle: the numbers of samples N to show (default 1,8,32)")
     doctor.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS, "answers take a few hundred"),
-                        default=1024, help="with --bundle: tokens per sample the context is sized for (default 1024)")
+                        default=DEFAULT_MAX_NEW_TOKENS,
+                        help="with --bundle: tokens per sample the context is sized for (default %(default)s)")
     _runs(doctor, "engine.doctor")
     return parser
 

@@ -20,7 +20,7 @@ from .errors import InvalidQueryError, MemoryBudgetError
 from .honesty import MaskGuard, featureless_rows, full_frame_rows, reasoning_problem
 from .host import to_host
 from .images import ImageSource, load_image
-from .policy.types import CancelToken, Completion, SamplingParams
+from .policy.types import DEFAULT_MAX_NEW_TOKENS, CancelToken, Completion, SamplingParams
 from .protocol import Answer, Target, parse_answer
 from .voting import VoteConfig, VoteResult, majority_vote
 
@@ -156,7 +156,7 @@ def check_query(query: str) -> str:
     return query.strip()
 
 
-def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = 1024, constrained: bool = False,
+def sampling_for(n: int, *, seed: int = 0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, constrained: bool = False,
                  temperature: float = 1.0) -> SamplingParams:
     """StAR's settings: greedy for the direct prediction, temperature 1.0 / top-p 0.9 for voting.
     constrained: decode under the answer grammar (llama.cpp; engine/policy/grammar.py).
@@ -402,7 +402,7 @@ def bundle_root(bundle=None) -> Path:
 
 
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
-                  max_samples: int = 32, max_new_tokens: int = 1024, n_ctx: int | None = None,
+                  max_samples: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, n_ctx: int | None = None,
                   mask_guard: MaskGuard = MaskGuard(), verify: bool | str = True) -> Reasoner:
     """A reasoner from a bundle folder (default: the nano bundle shipped with the package).
     mask_guard: which masks are taken as "nothing found" (engine/honesty.py)."""

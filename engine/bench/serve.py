@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..policy.types import DEFAULT_MAX_NEW_TOKENS
 from .report import print_table, write_json
 
 
@@ -30,7 +31,7 @@ def main(args) -> int:
     query = "the red cup"
     params = {"n": args.n}
     workers = load_workers([args.bundle] if args.bundle else [], device=args.device, threads=args.threads,
-                           max_samples=args.n, max_new_tokens=1024, queue_size=max(args.concurrency) * 2,
+                           max_samples=args.n, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, queue_size=max(args.concurrency) * 2,
                            verify="quick")
     name = next(iter(workers))
     reasoner = workers[name].reasoner

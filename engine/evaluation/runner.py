@@ -10,7 +10,7 @@ from ..errors import DatasetError, StarError
 from ..honesty import MaskGuard
 from ..metrics import IoUAccumulator, PreparedGt, pick_counts
 from ..pipeline import Reasoner, sampling_for
-from ..policy.types import CancelToken
+from ..policy.types import DEFAULT_MAX_NEW_TOKENS, CancelToken
 from ..rle import encode
 from ..voting import VoteConfig, grid_configs
 from .report import GROUP_KEYS, failure_union
@@ -25,7 +25,7 @@ class EvalSettings:
     on_error: str = "raise"        # a broken item: "raise" stops the run, "skip" records it as a failure
     n: int = 1
     seed: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     constrained: bool = False      # decode under the answer grammar (llama.cpp)
     temperature: float = 1.0       # the voting samples' (N > 1; StAR's 1.0)
     vote: VoteConfig = field(default_factory=VoteConfig)

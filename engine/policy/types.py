@@ -17,6 +17,7 @@ MAX_SAMPLES = 256
 # StAR and VisionReasoner answer in a few hundred tokens and generate with a budget of 1024-2048; 8192 is
 # far above any real answer and keeps the KV cache a policy allocates for N samples bounded.
 MAX_NEW_TOKENS = 8192
+DEFAULT_MAX_NEW_TOKENS = 1024  # tokens a sample may decode unless told otherwise (answers take a few hundred)
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,12 @@ class SamplingParams:
     top_p: float = 0.9
     top_k: int = 0
     seed: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     ignore_stop: bool = False   # benchmarks: decode exactly max_new_tokens per sample (no </answer> or EOS stop)
     constrained: bool = False   # llama.cpp: sample only completions in the answer format (policy/grammar.py)
 
     @classmethod
-    def greedy(cls, max_new_tokens: int = 1024) -> SamplingParams:
+    def greedy(cls, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingParams:
         return cls(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
 
     def __post_init__(self):

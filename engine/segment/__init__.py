@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
-from .base import Embedding, EmbeddingCache, Refinement, Segmenter, SegmentOutput, image_key
+from .base import Embedding, EmbeddingCache, Refinement, Segmenter, SegmentOutput, pixels_key
 
-__all__ = ["Embedding", "EmbeddingCache", "Refinement", "SegmentOutput", "Segmenter", "SegmenterFiles", "image_key",
+__all__ = ["Embedding", "EmbeddingCache", "Refinement", "SegmentOutput", "Segmenter", "SegmenterFiles", "pixels_key",
            "load_segmenter", "BACKENDS"]
 
 BACKENDS = ("tensorrt", "onnx", "torch")

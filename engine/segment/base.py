@@ -22,7 +22,7 @@ from ..images import ImageSource, load_image
 from . import transforms
 
 
-def image_key(image: np.ndarray) -> str:
+def pixels_key(image: np.ndarray) -> str:
     """Content hash of an RGB array: the same pixels give the same key, whatever file they came from."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(image.shape).encode())
@@ -175,7 +175,7 @@ class Segmenter:
     def embed(self, image: ImageSource) -> Embedding:
         """Image features, from the cache when these pixels were embedded before."""
         rgb = load_image(image)
-        key = image_key(rgb)
+        key = pixels_key(rgb)
         cached = self.cache.get(key)
         if cached is not None:
             return cached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..policy.types import MAX_NEW_TOKENS, MAX_SAMPLES
+from ..policy.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SAMPLES
 from .worker import Job
 
 # What X-AnyLabeling's remote-server client sends to every model besides the prompt: detector thresholds,
@@ -29,7 +29,7 @@ class PredictParams:
     n: int = 1
     temperature: float | None = None   # None: the bundle's recommended voting temperature
     seed: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     show_masks: bool = True
     show_boxes: bool = False
     show_points: bool = False

@@ -49,7 +49,7 @@ def test_exports_equal_the_engine_result(tiny_segmenter, scene_image, tmp_path, 
     exports.write_mask_png(outcome.mask, tmp_path / "m.png")
     assert (np.asarray(Image.open(tmp_path / "m.png")) == result.mask * 255).all()
 
-    coco = json.loads(exports.write_json(exports.coco_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query), tmp_path / "c.json").read_text())
+    coco = json.loads(exports.write_json(tmp_path / "c.json", exports.coco_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query)).read_text())
     union = np.zeros_like(result.mask)
     for ann in coco["annotations"]:
         seg = ann["segmentation"]
@@ -87,7 +87,7 @@ def test_outcome_explains_the_unhappy_endings(tiny_segmenter, scene_image):
 
 
 def test_settings_and_image_records(tmp_path):
-    from desktop.store import HISTORY_LIMIT, ImageRecord, Settings, image_key
+    from desktop.store import HISTORY_LIMIT, ImageRecord, Settings, content_key
 
     assert Settings.load(tmp_path) == Settings()
     s = Settings(bundle="/models/star7b", samples=8, temperature=0.7, opacity=0.3, colour="#00ff00")
@@ -98,7 +98,7 @@ def test_settings_and_image_records(tmp_path):
     (tmp_path / "settings.json").write_text('{"samples": "eight", "opacity": 0.9, "unknown": 1}')  # wrong types
     assert Settings.load(tmp_path) == Settings(opacity=0.9)
 
-    rec = ImageRecord(image_key(b"pixels"), tmp_path)
+    rec = ImageRecord(content_key(b"pixels"), tmp_path)
     assert rec.history() == [] and rec.latest_result() is None
     for q in ["a", "b", "a", "c"]:
         rec.add_query(q)

@@ -282,7 +282,7 @@ class HoldingPolicy(GatedPolicy):
 
 
 def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tiny_segmenter, tmp_path, scene_image):
-    from desktop.store import ImageRecord, image_key
+    from desktop.store import ImageRecord, content_key
     from engine.annotations import labelme_path
     from engine.pipeline import Reasoner
 
@@ -310,7 +310,7 @@ def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tin
         assert doc["imagePath"] == paths[i].name and [s["label"] for s in doc["shapes"]] and \
             all(s["label"] == "red square" for s in doc["shapes"])
         assert w.files.item(i).text().startswith("✓ ")
-        record = ImageRecord(image_key(paths[i].read_bytes()), home)
+        record = ImageRecord(content_key(paths[i].read_bytes()), home)
         assert record.latest_result()["query"] == "the red square"
     assert not labelme_path(paths[3]).exists()
     assert json.loads(labelme_path(paths[1]).read_text())["shapes"] == []  # skipped: untouched
