@@ -91,6 +91,7 @@ class Canvas(QGraphicsView):
         self.edit_shapes: list[dict] = []  # the selected object's shapes, as the edit tool shows them
         self._edit_items: list[list[QGraphicsItem]] = []  # per shape: its outline, then one item per handle
         self._grab: tuple | None = None  # ("vertex", shape, k) or ("move", start) while a drag edits
+        self._grab_changed = False  # whether the grabbed vertex has moved (or was just added)
         self._draft: list[QPointF] = []  # the polygon being drawn
         self._draft_item: QGraphicsItem | None = None
         self.setMinimumSize(320, 240)
@@ -253,14 +254,14 @@ class Canvas(QGraphicsView):
                 self.shapes_edited.emit(self.edit_shapes[:s] + [changed] + self.edit_shapes[s + 1:])
             return True
         if hit is not None:
-            self._grab = ("vertex", *hit)
+            self._grab, self._grab_changed = ("vertex", *hit), False  # a click on a vertex changes nothing
             return True
         edge = nearest_edge(self.edit_shapes, pos.x(), pos.y(), self._grab_distance()) if alt else None
         if edge is not None:
             s, k, x, y = edge
             self.edit_shapes[s] = insert_vertex(self.edit_shapes[s], k, x, y)
             self.set_editable(self.edit_shapes)
-            self._grab = ("vertex", s, k + 1)
+            self._grab, self._grab_changed = ("vertex", s, k + 1), True
             return True
         self.picked.emit(pos.x(), pos.y())  # the window selects the object there and shows its shapes
         if self._inside_editable(pos):
@@ -270,6 +271,7 @@ class Canvas(QGraphicsView):
 
     def _edit_drag(self, pos: QPointF) -> None:
         kind, *where = self._grab
+        self._grab_changed = True
         if kind == "vertex":
             s, k = where
             self.edit_shapes[s] = move_vertex(self.edit_shapes[s], k, pos.x(), pos.y())
@@ -282,7 +284,8 @@ class Canvas(QGraphicsView):
         kind, *where = self._grab
         self._grab = None
         if kind == "vertex":
-            self.shapes_edited.emit([dict(shape) for shape in self.edit_shapes])
+            if self._grab_changed:
+                self.shapes_edited.emit([dict(shape) for shape in self.edit_shapes])
             return
         delta = pos - where[0]
         if delta.manhattanLength() > 0:

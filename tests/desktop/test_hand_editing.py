@@ -264,6 +264,9 @@ def test_the_edit_tool_drags_shapes_and_vertices_with_undo(qtbot, home, tiny_seg
     qtbot.mouseRelease(w.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(w, 120, 120))
     assert w.annotation.selected == 1 and w.canvas.edit_shapes[0]["shape_type"] == "rectangle"
     crate = w.annotation.objects[1]
+    press(qtbot, w, 140, 140)  # a click on a corner that does not move it is no edit (no undo step)
+    qtbot.mouseRelease(w.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(w, 140, 140))
+    assert w.annotation.objects[1] is crate and not w.annotation.can_undo()
     drag(qtbot, w, (140, 140), (170, 160))
     reshaped = w.annotation.objects[1].shapes[0][1]
     assert reshaped["shape_type"] == "rectangle" and near(reshaped["points"], [(100, 100), (170, 160)])
