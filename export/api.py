@@ -45,14 +45,23 @@ def tool_versions() -> dict[str, str]:
 
 
 def make_bundle(out: str | Path, *, policy: PolicyOptions | None = None, segmenter: SegmenterOptions | None = None,
-                name: str | None = None, verify: bool = True, log: Callable[[str], None] = print,
-                progress: bool = False):
+                segmenter_from: str | Path | None = None, link: bool = False, name: str | None = None,
+                verify: bool = True, log: Callable[[str], None] = print, progress: bool = False):
     """Write (or update) the bundle in `out` with a policy, a segmenter or both, then its manifest; with
-    `verify`, check it and return the `export.verify.Report` (None without). Stages whose inputs and
-    outputs are unchanged are skipped, so a re-run after an interruption finishes the job. Raises
-    StarError subclasses (ModelFileError, DiskSpaceError, ConverterError, ...) for what a user can fix."""
+    `verify`, check it and return the `export.verify.Report` (None without). `segmenter_from`: another
+    bundle whose segmenter files are taken (checksums verified; hard-linked with `link`, else copied)
+    instead of exporting SAM 2 again. Stages whose inputs and outputs are unchanged are skipped, so a
+    re-run after an interruption finishes the job. Raises StarError subclasses (ModelFileError,
+    DiskSpaceError, ConverterError, ...) for what a user can fix."""
     out = Path(out)
+    if segmenter is not None and segmenter_from is not None:
+        raise ValueError("give a SAM 2 checkpoint to export or a bundle to take the segmenter from, not both")
     manifest = _manifest(out, name)
+    if segmenter_from is not None:  # first: a damaged source is refused before minutes of policy export
+        from .shared_segmenter import take_segmenter
+
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.segmenter = take_segmenter(segmenter_from, out, link=link, log=log)
     if policy is not None:
         from .policy import export_policy
 

@@ -36,8 +36,9 @@ def _segmenter_options(args) -> SegmenterOptions:
 
 def _make(args, *, policy: bool, segmenter: bool) -> int:
     report = make_bundle(args.out, policy=_policy_options(args) if policy else None,
-                         segmenter=_segmenter_options(args) if segmenter else None, name=args.name,
-                         verify=not args.no_verify, log=_log, progress=True)
+                         segmenter=_segmenter_options(args) if segmenter else None,
+                         segmenter_from=getattr(args, "segmenter_from", None), link=getattr(args, "link", False),
+                         name=args.name, verify=not args.no_verify, log=_log, progress=True)
     return 0 if report is None else _print_report(report)
 
 
@@ -208,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("policy", help="HF checkpoint (+ LoRA) -> quantized GGUF + mmproj in a bundle")
     _policy_args(p)
+    p.add_argument("--segmenter-from", metavar="BUNDLE", default=None,
+                   help="take this bundle's segmenter (checksums verified) instead of exporting SAM 2 again: one "
+                        "SAM 2.1-L export serves any number of policies")
+    p.add_argument("--link", action="store_true",
+                   help="with --segmenter-from: hard-link its files (one copy on disk; the data stays if the other "
+                        "bundle is deleted) instead of copying them; copies where links cannot be made")
     _common(p)
     p.set_defaults(run=run_policy)
     p = sub.add_parser("sam2", help="SAM 2 checkpoint -> ONNX encoder + decoder (+ TensorRT) in a bundle")

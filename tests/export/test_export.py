@@ -281,3 +281,45 @@ def test_converter_runner_interrupted_stops_the_converter_and_leaves_no_thread(t
     assert not left, left
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_policy_takes_another_bundles_segmenter_and_answers_as_it_does(tiny_bundle, tiny_qwen, tmp_path, capsys):
+    """`star-export policy ... --segmenter-from BUNDLE --link`: SAM 2 is not exported again; its files are
+    the source's own (same inodes, same checksums), and the new bundle's answer on the sample scene is the
+    source bundle's, token for token and pixel for pixel. A source with an edited segmenter file is refused."""
+    import os
+    import subprocess
+    import sys
+
+    from export.cli import main
+
+    shared = tmp_path / "shared"
+    assert main(["policy", "--model", str(tiny_qwen.hf_dir), "--quant", "Q8_0", "--segmenter-from", str(tiny_bundle),
+                 "--link", "--out", str(shared), "--name", "tiny-shared"]) == 0
+    source, taken = read_manifest(tiny_bundle).manifest, read_manifest(shared).manifest
+    named = [rel for rel in source.named_files() if rel.startswith("sam2/")]
+    assert named and all(taken.files[rel].sha256 == source.files[rel].sha256 for rel in named)
+    assert all(os.stat(shared / rel).st_ino == os.stat(tiny_bundle / rel).st_ino for rel in named)  # one copy
+    assert taken.segmenter.source["taken_from"] == "tiny-random"
+
+    def answer(bundle):
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "segment", "engine/samples/scene.png",
+                               "the red cup", "--bundle", str(bundle), "--json"], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        return [s["text"] for s in out["samples"]], out["mask"]
+
+    assert answer(shared) == answer(tiny_bundle)
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_bundle, damaged)
+    encoder = damaged / next(rel for rel in named if rel.endswith("encoder.onnx"))
+    data = bytearray(encoder.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit, same size and name: only the checksum can tell
+    encoder.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["policy", "--model", str(tiny_qwen.hf_dir), "--quant", "Q8_0", "--segmenter-from", str(damaged),
+                 "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "sam2_encoder.onnx: SHA-256 does not match" in err and "converting" not in err  # refused first
