@@ -106,11 +106,11 @@ class AnnotatedObject:
         them (points stay floats); a mask alone moves by whole pixels, so it stays exactly itself."""
         if not self.shapes:
             dx, dy = round(dx), round(dy)
+        box = self.prompt.box
         prompt = Prompt(tuple((x + dx, y + dy, k) for x, y, k in self.prompt.clicks),
-                        None if self.prompt.box is None else (self.prompt.box[0] + dx, self.prompt.box[1] + dy,
-                                                              self.prompt.box[2] + dx, self.prompt.box[3] + dy))
+                        None if box is None else (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy))
         if not self.shapes:
-            return replace(self, mask=shift_mask(self.mask, int(dx), int(dy)), prompt=prompt)
+            return replace(self, mask=shift_mask(self.mask, dx, dy), prompt=prompt)
         shapes = [translate(shape, dx, dy) for _, shape in self.shapes]
         w, h = size
         return replace(self, mask=shapes_mask(shapes, h, w), prompt=prompt,
@@ -170,11 +170,6 @@ class Annotation:
     def add_object(self, obj: AnnotatedObject) -> int:
         """A new object, made whole (the app never lists an empty one); it becomes the selected one."""
         self._apply(self.objects + [obj], len(self.objects))
-        return self.selected
-
-    def new_object(self, label: str = DEFAULT_LABEL) -> int:
-        w, h = self.size
-        self._apply(self.objects + [AnnotatedObject(label, np.zeros((h, w), bool))], len(self.objects))
         return self.selected
 
     def set_object(self, index: int, obj: AnnotatedObject) -> None:

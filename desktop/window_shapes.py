@@ -8,8 +8,6 @@ from __future__ import annotations
 from .annotation import AnnotatedObject, shapes_mask
 from .shapes import polygon_shape, rectangle_shape
 
-HAND_TOOLS = ("edit", "polygon", "rectangle")
-
 
 class ShapeEditingMixin:
     def show_editable(self) -> None:

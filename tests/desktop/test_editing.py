@@ -240,7 +240,7 @@ def test_labelme_file_beside_the_image_round_trips_through_labelme(qtbot, home, 
     ring[120:150, 150:200] = True
     from desktop.annotation import AnnotatedObject
 
-    w.annotation.set_object(w.annotation.new_object("ring"), AnnotatedObject("ring", ring))
+    w.annotation.add_object(AnnotatedObject("ring", ring))
     w._edited()
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow)

@@ -92,7 +92,7 @@ def test_new_objects_take_group_ids_the_file_does_not_use():
     annotation = Annotation.from_labelme(load("scene.json"), SIZE)  # uses group_id 4
     mask = np.zeros(SIZE[::-1], bool)
     mask[5:20, 5:20] = mask[40:60, 150:170] = True
-    annotation.set_object(annotation.new_object("two parts"), AnnotatedObject("two parts", mask))
+    annotation.add_object(AnnotatedObject("two parts", mask))
     new = [s for s in annotation.to_labelme("scene.png")["shapes"] if s["label"] == "two parts"]
     assert len(new) == 2 and {s["group_id"] for s in new} == {5}
 

@@ -352,7 +352,8 @@ def resident_mb(pid: int) -> float:
 
 def test_memory_goes_back_after_large_requests(tmp_path):
     """Three N = 8 requests on a 24 MP image: the idle `star serve` process gives back what they freed
-    (glibc keeps freed pages otherwise: +312 MB and staying there; with the trim +117 MB on a 2-core VM)."""
+    (glibc keeps freed pages otherwise; after four such requests on a 2-core VM: +312 MB for good without
+    the trim, +117 MB with it)."""
     import socket
     import subprocess
     import sys
