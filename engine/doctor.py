@@ -129,7 +129,29 @@ def bundle_report(root) -> tuple[bool, dict]:
                           "policy": f"{m.policy.family}, {m.policy.frame}, {m.policy.quant}" if m.policy else "none",
                           "segmenter": ", ".join(k for k in ("encoder_onnx", "checkpoint", "encoder_engine")
                                                  if m.segmenter and getattr(m.segmenter, k)) or "none",
-                          "files": "intact" if not problems else "; ".join(problems)}
+                          "files": "intact" if not problems else "; ".join(problems),
+                          "shared": shared_files(bundle)}
+
+
+def shared_files(bundle) -> str:
+    """What a bundle shares with other bundles and folders: parts taken as they are (another bundle's
+    segmenter, a user's GGUF pair) and files hard-linked, stored once on disk for all their names."""
+    m = bundle.manifest
+    parts = []
+    if m.segmenter and m.segmenter.source.get("taken_from"):
+        parts.append(f"segmenter taken from bundle {m.segmenter.source['taken_from']!r}")
+    if m.policy and m.policy.source.get("gguf"):
+        parts.append(f"policy taken from the GGUF pair {m.policy.source['gguf']} + {m.policy.source.get('mmproj')}")
+    linked = []
+    for rel in m.named_files():
+        try:
+            if bundle.path(rel).stat().st_nlink > 1:
+                linked.append(rel)
+        except OSError:  # a missing file is reported under "files"
+            pass
+    if linked:
+        parts.append(f"hard-linked (one copy on disk for every name): {', '.join(linked)}")
+    return "; ".join(parts) or "nothing"
 
 
 def main(args) -> int:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
 
+from .quantize import DEFAULT_QUANT
+
 TOOLS = ("star-desktop", "llama-cpp-python", "transformers", "torch", "sam2", "onnx", "onnxruntime", "tensorrt")
 
 
@@ -17,7 +19,7 @@ class PolicyOptions:
     """A Hugging Face Qwen2.5-VL / Qwen3-VL folder (+ LoRA) and how to write it (see `star-export policy -h`)."""
     model: str | Path
     adapter: str | Path | None = None
-    quant: str = "Q4_K_M"
+    quant: str = DEFAULT_QUANT
     mmproj_quant: str = "f16"
     frame: str | None = None          # None: detected from the checkpoint
     prompt_family: str = "star"
@@ -25,6 +27,19 @@ class PolicyOptions:
     output_f32: bool = False          # keep the LM head in f32 (the nano policy's coordinate code needs it)
     answer_grammar: bool = False      # the manifest recommends decoding under the answer grammar
     vote_temperature: float = 1.0     # ... and this voting temperature for N > 1
+
+
+@dataclass
+class GgufPolicyOptions:
+    """A GGUF model + mmproj pair a user already has (see `star-export policy --gguf`): checked, then
+    linked or copied into the bundle; quantized on the way only from F32 / F16 / BF16."""
+    model: str | Path
+    mmproj: str | Path
+    frame: str | None = None          # None: the family's own frame
+    prompt_family: str = "star"
+    quant: str | None = None          # None: keep the GGUF's own quantization
+    answer_grammar: bool = False
+    vote_temperature: float = 1.0
 
 
 @dataclass
@@ -44,25 +59,39 @@ def tool_versions() -> dict[str, str]:
     return installed_versions(TOOLS)
 
 
-def make_bundle(out: str | Path, *, policy: PolicyOptions | None = None, segmenter: SegmenterOptions | None = None,
-                segmenter_from: str | Path | None = None, link: bool = False, name: str | None = None,
-                verify: bool = True, log: Callable[[str], None] = print, progress: bool = False):
+def make_bundle(out: str | Path, *, policy: PolicyOptions | GgufPolicyOptions | None = None,
+                segmenter: SegmenterOptions | None = None, segmenter_from: str | Path | None = None,
+                link: bool = False, name: str | None = None, verify: bool = True,
+                log: Callable[[str], None] = print, progress: bool = False):
     """Write (or update) the bundle in `out` with a policy, a segmenter or both, then its manifest; with
-    `verify`, check it and return the `export.verify.Report` (None without). `segmenter_from`: another
-    bundle whose segmenter files are taken (checksums verified; hard-linked with `link`, else copied)
-    instead of exporting SAM 2 again. Stages whose inputs and outputs are unchanged are skipped, so a
+    `verify`, check it and return the `export.verify.Report` (None without). `policy`: a Hugging Face
+    folder to convert (PolicyOptions) or a GGUF pair to take as it is (GgufPolicyOptions).
+    `segmenter_from`: another bundle whose segmenter files are taken (checksums verified) instead of
+    exporting SAM 2 again. Files taken as they are (a GGUF pair, another bundle's segmenter) are
+    hard-linked with `link`, else copied. Stages whose inputs and outputs are unchanged are skipped, so a
     re-run after an interruption finishes the job. Raises StarError subclasses (ModelFileError,
     DiskSpaceError, ConverterError, ...) for what a user can fix."""
     out = Path(out)
     if segmenter is not None and segmenter_from is not None:
         raise ValueError("give a SAM 2 checkpoint to export or a bundle to take the segmenter from, not both")
     manifest = _manifest(out, name)
+    if isinstance(policy, GgufPolicyOptions):  # headers only, seconds: a wrong pair is refused before anything is written
+        from .gguf_pair import inspect_pair
+
+        inspect_pair(policy.model, policy.mmproj, policy.frame)
     if segmenter_from is not None:  # first: a damaged source is refused before minutes of policy export
         from .shared_segmenter import take_segmenter
 
         out.mkdir(parents=True, exist_ok=True)
         manifest.segmenter = take_segmenter(segmenter_from, out, link=link, log=log)
-    if policy is not None:
+    if isinstance(policy, GgufPolicyOptions):
+        from .gguf_policy import policy_from_gguf
+
+        manifest.policy = policy_from_gguf(policy.model, policy.mmproj, out, frame=policy.frame,
+                                           prompt_family=policy.prompt_family, quant=policy.quant, link=link,
+                                           answer_grammar=policy.answer_grammar,
+                                           vote_temperature=policy.vote_temperature, log=log, progress=progress)
+    elif policy is not None:
         from .policy import export_policy
 
         manifest.policy = export_policy(policy.model, out, adapter=policy.adapter, quant=policy.quant,

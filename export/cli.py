@@ -9,12 +9,12 @@ from pathlib import Path
 
 from engine.argtypes import answer_frame, bounded_int, image_size, int_list, temperature
 from engine.bundle import read_manifest
-from engine.errors import run_command
+from engine.errors import ModelFileError, run_command
 from engine.policy.types import MAX_NEW_TOKENS, MAX_SAMPLES
 from engine.protocol import PROMPT_FAMILIES
 
-from .api import PolicyOptions, SegmenterOptions, make_bundle
-from .quantize import QUANT_TYPES
+from .api import GgufPolicyOptions, PolicyOptions, SegmenterOptions, make_bundle
+from .quantize import DEFAULT_QUANT, QUANT_TYPES
 from .shapes import SAM2_SHAPES, SHAPES
 
 
@@ -22,10 +22,25 @@ def _log(msg: str) -> None:
     print(f"star-export: {msg}", file=sys.stderr, flush=True)
 
 
-def _policy_options(args) -> PolicyOptions:
-    return PolicyOptions(args.model, adapter=args.adapter, quant=args.quant, mmproj_quant=args.mmproj_quant,
-                         frame=args.frame, prompt_family=args.prompt_family, keep_f16=args.keep_f16,
-                         output_f32=args.output_f32, answer_grammar=args.answer_grammar,
+HF_ONLY = ("adapter", "keep_f16", "output_f32", "mmproj_quant")  # what a GGUF pair, converted already, cannot take
+
+
+def _policy_options(args) -> PolicyOptions | GgufPolicyOptions:
+    if args.gguf is not None:
+        if not args.mmproj:
+            raise ModelFileError("--gguf needs its vision projector too: --mmproj MMPROJ.gguf")
+        given = [f"--{k.replace('_', '-')}" for k in HF_ONLY if getattr(args, k)]
+        if given:
+            raise ModelFileError(f"{', '.join(given)}: only for a Hugging Face folder (--model); a GGUF pair is "
+                                 "already converted")
+        return GgufPolicyOptions(args.gguf, args.mmproj, frame=args.frame, prompt_family=args.prompt_family,
+                                 quant=args.quant, answer_grammar=args.answer_grammar,
+                                 vote_temperature=args.vote_temperature)
+    if args.mmproj:
+        raise ModelFileError("--mmproj goes with --gguf; from a Hugging Face folder the projector is written for you")
+    return PolicyOptions(args.model, adapter=args.adapter, quant=args.quant or DEFAULT_QUANT,
+                         mmproj_quant=args.mmproj_quant or "f16", frame=args.frame, prompt_family=args.prompt_family,
+                         keep_f16=args.keep_f16, output_f32=args.output_f32, answer_grammar=args.answer_grammar,
                          vote_temperature=args.vote_temperature)
 
 
@@ -35,9 +50,16 @@ def _segmenter_options(args) -> SegmenterOptions:
 
 
 def _make(args, *, policy: bool, segmenter: bool) -> int:
+    segmenter_from = getattr(args, "segmenter_from", None)
+    if segmenter and segmenter_from is None and not (args.checkpoint and args.config):
+        raise ModelFileError("the segmenter: give --checkpoint and --config (SAM 2 to export), or --segmenter-from "
+                             "BUNDLE (another bundle's, exported once)")
+    if segmenter_from is not None and getattr(args, "checkpoint", None):
+        raise ModelFileError("--segmenter-from takes another bundle's SAM 2; --checkpoint / --config export one: "
+                             "give one of them")
     report = make_bundle(args.out, policy=_policy_options(args) if policy else None,
-                         segmenter=_segmenter_options(args) if segmenter else None,
-                         segmenter_from=getattr(args, "segmenter_from", None), link=getattr(args, "link", False),
+                         segmenter=_segmenter_options(args) if segmenter and segmenter_from is None else None,
+                         segmenter_from=segmenter_from, link=getattr(args, "link", False),
                          name=args.name, verify=not args.no_verify, log=_log, progress=True)
     return 0 if report is None else _print_report(report)
 
@@ -45,6 +67,8 @@ def _make(args, *, policy: bool, segmenter: bool) -> int:
 def _print_report(report) -> int:
     for c in report.checks:
         print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+    for note in report.notes:
+        print(f"NOTE  {note}")
     print(("bundle OK: " if report.ok else "bundle FAILED: ") + str(report.bundle))
     if report.not_recorded:
         print(f"star-export: warning: {report.not_recorded}", file=sys.stderr)
@@ -79,7 +103,6 @@ def run_verify(args) -> int:
 
 def run_import(args) -> int:
     from engine.bundle import load_bundle
-    from engine.errors import ModelFileError
 
     from .gguf_import import import_policy
 
@@ -101,7 +124,6 @@ def run_import(args) -> int:
 
 def run_import_sam(args) -> int:
     from engine.bundle import load_bundle
-    from engine.errors import ModelFileError
 
     from .sam_import import import_segmenter
 
@@ -123,13 +145,32 @@ def run_import_sam(args) -> int:
 
 
 def _policy_args(p) -> None:
-    p.add_argument("--model", required=True, help="Hugging Face folder (Qwen2.5-VL or Qwen3-VL)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Hugging Face folder (Qwen2.5-VL or Qwen3-VL), converted to GGUF here")
+    source.add_argument("--gguf", metavar="MODEL.gguf",
+                        help="or: a language model GGUF you already have (Qwen2.5-VL / Qwen3-VL, any quantization), "
+                             "taken as it is after its header is checked; with --mmproj")
+    p.add_argument("--mmproj", metavar="MMPROJ.gguf", help="with --gguf: the vision projector GGUF published with it")
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
-    p.add_argument("--quant", default="Q4_K_M", choices=[*QUANT_TYPES, "F32"])
-    p.add_argument("--mmproj-quant", default="f16", choices=["f16", "q8_0", "f32"])
-    p.add_argument("--frame", type=answer_frame, default=None, help="answer frame (default: detected from the checkpoint)")
+    p.add_argument("--quant", default=None, choices=[*QUANT_TYPES, "F32"],
+                   help=f"the model's quantization (default: {DEFAULT_QUANT} from --model; with --gguf the file's own, "
+                        "and only an F32 / F16 / BF16 GGUF is quantized)")
+    p.add_argument("--mmproj-quant", default=None, choices=["f16", "q8_0", "f32"],
+                   help="the projector's type from --model (default f16)")
+    p.add_argument("--frame", type=answer_frame, default=None,
+                   help="answer frame (default: detected from the checkpoint; from --gguf the family's own, "
+                        "qwen2.5-840 or qwen3-1000: name pixels-<S> for a model trained at one square size)")
     p.add_argument("--prompt-family", default="star", choices=PROMPT_FAMILIES,
-                   help="star (StAR), visionreasoner (VisionReasoner, Seg-Zero), ...")
+                   help="the prompt the model was trained with: star (StAR, and this project's own models; the "
+                        "default), visionreasoner (VisionReasoner, Seg-Zero), ...; neither a checkpoint nor a GGUF "
+                        "records it, so name it for another model (docs/export.md lists each)")
+    p.add_argument("--segmenter-from", metavar="BUNDLE", default=None,
+                   help="take this bundle's segmenter (checksums verified) instead of exporting SAM 2 again: one "
+                        "SAM 2.1-L export serves any number of policies")
+    p.add_argument("--link", action="store_true",
+                   help="hard-link the files taken as they are (--gguf / --mmproj, --segmenter-from) instead of "
+                        "copying them: one copy on disk, and the bundle keeps the data if the originals are moved "
+                        "or deleted; copies where links cannot be made (another file system)")
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized F16 GGUF in the bundle")
     p.add_argument("--output-f32", action="store_true",
                    help="keep the LM head in f32 (the nano policy's quadratic coordinate code needs its precision)")
@@ -141,9 +182,9 @@ def _policy_args(p) -> None:
                         "eval follow it unless --temperature); measure it first with star eval --temperature")
 
 
-def _sam2_args(p) -> None:
-    p.add_argument("--checkpoint", required=True, help="SAM 2 / 2.1 checkpoint (.pt, loaded weights-only)")
-    p.add_argument("--config", required=True, help="its Hydra YAML (a path, or e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
+def _sam2_args(p, *, required: bool) -> None:
+    p.add_argument("--checkpoint", required=required, help="SAM 2 / 2.1 checkpoint (.pt, loaded weights-only)")
+    p.add_argument("--config", required=required, help="its Hydra YAML (a path, or e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
     p.add_argument("--with-torch", action="store_true", help="also copy config + checkpoint (the PyTorch backend)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT)")
     p.add_argument("--fp16", action="store_true", help="also float16 ONNX graphs (used on a GPU) and FP16 TensorRT engines")
@@ -207,23 +248,18 @@ def run_scale(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="star-export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("policy", help="HF checkpoint (+ LoRA) -> quantized GGUF + mmproj in a bundle")
+    p = sub.add_parser("policy", help="HF checkpoint (+ LoRA) -> quantized GGUF + mmproj in a bundle, or a GGUF pair "
+                                      "you have, checked and taken as it is")
     _policy_args(p)
-    p.add_argument("--segmenter-from", metavar="BUNDLE", default=None,
-                   help="take this bundle's segmenter (checksums verified) instead of exporting SAM 2 again: one "
-                        "SAM 2.1-L export serves any number of policies")
-    p.add_argument("--link", action="store_true",
-                   help="with --segmenter-from: hard-link its files (one copy on disk; the data stays if the other "
-                        "bundle is deleted) instead of copying them; copies where links cannot be made")
     _common(p)
     p.set_defaults(run=run_policy)
     p = sub.add_parser("sam2", help="SAM 2 checkpoint -> ONNX encoder + decoder (+ TensorRT) in a bundle")
-    _sam2_args(p)
+    _sam2_args(p, required=True)
     _common(p)
     p.set_defaults(run=run_sam2)
-    p = sub.add_parser("bundle", help="both halves into one bundle")
+    p = sub.add_parser("bundle", help="both halves into one bundle (the segmenter exported, or --segmenter-from)")
     _policy_args(p)
-    _sam2_args(p)
+    _sam2_args(p, required=False)
     _common(p)
     p.set_defaults(run=run_bundle)
     p = sub.add_parser("verify", help="checksums, loading, and parity against the sources")

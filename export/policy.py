@@ -21,7 +21,7 @@ from engine.policy.splits import KNOWN_SPLITS
 from engine.protocol import PROMPT_FAMILIES, get_frame
 
 from .converter import convert, llama_cpp_version
-from .quantize import QUANT_TYPES, quantize_model
+from .quantize import DEFAULT_QUANT, QUANT_TYPES, quantize_model
 from .stages import StageLog, check_free_space, fingerprint, provenance, tree_bytes
 
 FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl"}
@@ -80,7 +80,7 @@ def _custom_tokenizer(root: Path) -> str | None:
 
 
 def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | Path | None = None,
-                  quant: str = "Q4_K_M", mmproj_quant: str = "f16", frame: str | None = None,
+                  quant: str = DEFAULT_QUANT, mmproj_quant: str = "f16", frame: str | None = None,
                   prompt_family: str = "star", keep_f16: bool = False, output_f32: bool = False,
                   answer_grammar: bool = False, vote_temperature: float = 1.0, log: Callable[[str], None] = print,
                   progress: bool = False) -> PolicySpec:

@@ -8,6 +8,7 @@ from engine.errors import StarError
 
 from .progress import quantize_position, stage_bar
 
+DEFAULT_QUANT = "Q4_K_M"  # the llama.cpp world's usual pick: about 30 % of F16's size, a small loss
 QUANT_TYPES = {"F16": "LLAMA_FTYPE_MOSTLY_F16", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
                "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 

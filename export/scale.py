@@ -100,6 +100,21 @@ def export(hf: Path, adapter: Path | None, sam: Path, sam_config: str, bundle: P
     if q8 and not q8_path.is_file():
         with monitor.stage("quantize Q8_0"):
             quantize_model(bundle / "policy" / "model-f16.gguf", q8_path, "Q8_0")
+    gguf_road(bundle, monitor, log)
+
+
+def gguf_road(bundle: Path, monitor: ResourceMonitor, log) -> None:
+    """What the same policy costs from a GGUF pair a user already has (the Q4_K_M + mmproj just written):
+    `star-export policy --gguf --mmproj`, copied and hard-linked, into bundles removed afterwards."""
+    from .api import GgufPolicyOptions, make_bundle
+
+    pair = GgufPolicyOptions(bundle / "policy" / "model-q4_k_m.gguf", bundle / "policy" / "mmproj-f16.gguf")
+    for how in ("copied", "linked"):
+        target = bundle.parent / f"gguf-{how}"
+        shutil.rmtree(target, ignore_errors=True)
+        with monitor.stage(f"GGUF pair -> bundle ({how})"):
+            make_bundle(target, policy=pair, link=how == "linked", verify=False, log=log)
+        shutil.rmtree(target)
 
 
 def export_f32(hf: Path, adapter: Path | None, bundle: Path, monitor: ResourceMonitor, log) -> None:

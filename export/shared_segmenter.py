@@ -7,14 +7,14 @@ name changes both, which the next checksum check refuses), else copied."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from engine.bundle import SegmenterSpec, load_bundle
 from engine.bundle_schema import SEGMENTER_PATHS
 from engine.errors import ModelFileError
+
+from .stages import place_file
 
 
 def take_segmenter(source: str | Path, out: Path, *, link: bool = False, log=print) -> SegmenterSpec:
@@ -31,19 +31,7 @@ def take_segmenter(source: str | Path, out: Path, *, link: bool = False, log=pri
         rel = getattr(spec, key)
         if rel is None:
             continue
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.unlink(missing_ok=True)
-        try:
-            if not link:
-                raise OSError("a copy was asked for")
-            os.link(bundle.path(rel), partial)
-            how.append("linked")
-        except OSError:  # another file system, or no hard links there: a copy
-            shutil.copyfile(bundle.path(rel), partial)
-            how.append("copied")
-        partial.replace(target)
+        how.append(place_file(bundle.path(rel), out / rel, link=link))
     log(f"segmenter from {bundle.root} ({bundle.manifest.name}): {how.count('linked')} files linked, "
         f"{how.count('copied')} copied")
     return replace(spec, source={**spec.source, "taken_from": bundle.manifest.name})

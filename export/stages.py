@@ -37,6 +37,27 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
                              f"{free / 2**30:.1f} GiB is free")
 
 
+def place_file(source: Path, target: Path, *, link: bool = False) -> str:
+    """Put `source` at `target` (through a `.partial` name, so an interrupted copy is never taken for the
+    file): hard-linked with `link` where the file system allows it, else copied. Returns "linked" or
+    "copied". A hard link is one file under two names: the data stays when the original is moved or
+    deleted, and an edit through either name changes both (which the bundle's checksums then refuse)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    how = "copied"
+    try:
+        if not link:
+            raise OSError("a copy was asked for")
+        os.link(source, partial)
+        how = "linked"
+    except OSError:  # another file system, or no hard links there: a copy
+        check_free_space(target.parent, source.stat().st_size, f"copying {source.name}")
+        shutil.copyfile(source, partial)
+    partial.replace(target)
+    return how
+
+
 def provenance(path: str | Path, bundle: str | Path) -> str:
     """How a manifest names an input it was made from, without one machine's folders: relative to the
     bundle's parent folder (a run folder, as `star-train --recipe nano` lays out) when the input lies in

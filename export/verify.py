@@ -2,14 +2,18 @@
 
 - checksums: every file against the manifest's SHA-256 (always hashed, no remembered stamps);
 - loads: the policy answers one greedy prompt, the segmenter segments one box;
+- a policy taken from a user's GGUF pair (`--gguf`), whose Hugging Face weights are not at hand: its greedy
+  answer on the bundled sample scene must parse under the bundle's prompt family, with coordinates inside
+  the bundle's answer frame (what a wrong `--prompt-family` or `--frame` shows as);
 - parity (with `--reference`): policy logits vs transformers, teacher-forced over the reference's own
   greedy tokens (max relative error per step, argmax agreement); SAM 2 vs the PyTorch checkpoint
-  (logit error, mask IoU). Over tolerance -> the report fails and the command exits non-zero.
+  (logit error, mask IoU). Over tolerance -> the report fails and the command exits non-zero. Without
+  `--reference` the report says that parity was not checked.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ import numpy as np
 from engine.bundle import Bundle, check_files, read_manifest, save_manifest
 from engine.errors import ModelFileError
 from engine.offline import from_local, local_folder
+from engine.protocol import get_frame, parse_raw
 
 # Max relative logit error per quantization (teacher-forced; 1e-3 .. 5e-3 measured at F32 on the tiny models, docs/export.md).
 LOGIT_TOLERANCE = {"F32": 0.02, "F16": 0.03, "Q8_0": 0.08, "Q5_K_M": 0.25, "Q4_K_M": 0.35}
@@ -39,13 +44,14 @@ class Report:
     bundle: str
     checks: list[Check]
     not_recorded: str = ""  # why the verdict could not be written into the manifest ("" when it was, or not asked)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and how to check it
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict:
-        return {"bundle": self.bundle, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        return {"bundle": self.bundle, "ok": self.ok, "checks": [asdict(c) for c in self.checks], "notes": self.notes}
 
 
 def probe_image(size: int = 160, seed: int = 0) -> np.ndarray:
@@ -116,6 +122,36 @@ def check_loads(bundle: Bundle) -> tuple[list[Check], object | None]:
         except Exception as exc:
             checks.append(Check("segmenter loads", False, f"{type(exc).__name__}: {exc}"))
     return checks, policy
+
+
+def frame_extent(frame: str) -> int:
+    """The largest coordinate an answer in `frame` can hold (pixels: the square's side; the grid: 1000)."""
+    spec = get_frame(frame)
+    return spec.size if spec.kind == "pixels" else 1000
+
+
+def check_sample_answer(bundle: Bundle, policy) -> Check:
+    """The greedy answer on the bundled sample scene, decoded as the bundle recommends, parses under its
+    prompt family and stays inside its answer frame."""
+    from engine.policy.types import SamplingParams
+    from engine.samples import sample_scene
+
+    spec = bundle.manifest.policy
+    image, query = sample_scene()
+    sampling = replace(SamplingParams.greedy(), constrained=spec.answer_grammar)
+    text = policy.sample(image, query, 1, sampling)[0].text
+    raw = parse_raw(text)
+    if raw.status != "ok":
+        return Check("sample answer", False, f"the greedy answer to {query!r} does not parse ({raw.reason}): is "
+                     f"--prompt-family {spec.prompt_family} the one the model was trained with? {text[-80:]!r}")
+    extent = frame_extent(spec.frame)
+    values = [v for obj in raw.objects for v in (*obj.box, *obj.point)]
+    outside = [v for v in values if not 0 <= v <= extent]
+    if outside:
+        return Check("sample answer", False, f"the answer to {query!r} has coordinates up to {max(values):g}, past the "
+                     f"{spec.frame} frame's {extent}: was --frame right?")
+    return Check("sample answer", True, f"{len(raw.objects)} object(s) for {query!r}, coordinates within "
+                 f"{spec.frame} (0..{extent})")
 
 
 def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = None, steps: int = 24,
@@ -230,6 +266,8 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
         loads, policy = check_loads(bundle)
         checks += loads
         try:
+            if policy is not None and bundle.manifest.policy.source.get("gguf"):
+                checks.append(check_sample_answer(bundle, policy))
             if reference is not None and bundle.manifest.policy:
                 checks.append(policy_parity(bundle, Path(reference), adapter=Path(adapter) if adapter else None,
                                             policy=policy))
@@ -239,6 +277,9 @@ def verify_bundle(root: str | Path, *, reference: str | Path | None = None, adap
         if sam_checkpoint is not None and bundle.manifest.segmenter:
             checks.append(sam_parity(bundle, Path(sam_checkpoint), sam_config or recorded_config(bundle)))
     report = Report(str(bundle.root), checks)
+    if reference is None and bundle.manifest.policy:
+        report.notes.append("policy parity was not checked (it needs the Hugging Face weights): "
+                            f"star-export verify {bundle.root} --reference HF_FOLDER")
     if record and checks[0].ok:
         bundle.manifest.verification = {c.name: {"ok": c.ok, "detail": c.detail, **c.numbers} for c in checks}
         try:

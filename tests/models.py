@@ -185,3 +185,39 @@ def build_tiny_bundle(tiny_qwen: TinyQwen, tiny_sam2: TinySam2, root: Path, quan
                "--config", str(tiny_sam2.config), "--out", str(out), "--name", "tiny-random"])
     assert rc == 0, "star-export bundle failed on the tiny models"
     return out
+
+
+# ---- GGUF files edited by llama.cpp's own gguf-py (wrong architectures, templates, vocabularies) ---------
+
+
+def edit_gguf(src: Path, dst: Path, *, set_fields: dict | None = None, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of `src` with metadata fields replaced, added or dropped, written by gguf-py's GGUFWriter
+    (the converter's copy, as llama.cpp's own gguf_new_metadata script does it); tensors unchanged."""
+    import sys
+
+    from export.converter import converter_dir
+
+    sys.path.insert(0, str(converter_dir() / "gguf-py"))
+    import gguf
+
+    set_fields = dict(set_fields or {})
+    reader = gguf.GGUFReader(str(src))
+    arch = set_fields.pop("general.architecture", None) or reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(str(dst), arch=arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture" or field.name in drop:
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, set_fields.pop(field.name, field.contents()), kind, sub_type=sub)
+    for key, value in set_fields.items():  # new fields: strings and whole numbers are all the tests add
+        writer.add_key_value(key, value, gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.UINT32)
+    for t in reader.tensors:
+        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        writer.write_tensor_data(t.data)
+    writer.close()
+    return dst

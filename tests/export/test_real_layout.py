@@ -112,6 +112,23 @@ def test_gguf_matches_transformers_at_the_real_frame(converted):
     assert np.isfinite(ours).all()
 
 
+def test_a_gguf_pair_of_the_real_layout_becomes_a_bundle_of_its_family(converted, tmp_path, capsys):
+    """`star-export policy --gguf` on the converter's own files at the published vocabulary and vision layout:
+    the family and the frame come out as the published checkpoint's, with no Hugging Face folder."""
+    from engine.gguf_reader import read_gguf
+    from export.cli import main
+
+    shape, _hf, model, mmproj = converted
+    out = tmp_path / "bundle"
+    capsys.readouterr()
+    assert main(["policy", "--gguf", str(model), "--mmproj", str(mmproj), "--link", "--no-verify", "--out", str(out)]) == 0
+    assert f"{shape.text['vocab_size']} tokens" in capsys.readouterr().err
+    spec = json.loads((out / "bundle.json").read_text())["policy"]
+    family = "qwen2.5-vl" if shape.model_type == "qwen2_5_vl" else "qwen3-vl"
+    assert (spec["family"], spec["frame"], spec["quant"]) == (family, shape.frame, "F32")
+    assert len(read_gguf(out / spec["model"]).metadata["tokenizer.ggml.tokens"]) == shape.text["vocab_size"]
+
+
 def test_scale_benchmark_runs_end_to_end_on_the_shrunk_shape(tmp_path):
     """`star-export scale`'s whole path (random checkpoint + LoRA, star-export, the engine, SAM 2 in both
     runtimes, the vote, the transformers reference, parity) on the 7B's shrunk form with a shrunk SAM 2."""
@@ -126,7 +143,8 @@ def test_scale_benchmark_runs_end_to_end_on_the_shrunk_shape(tmp_path):
                        tokens=4, image_wh=(320, 240), reference=["fp32"], parity=True, parity_steps=4, threads=2,
                        samplings=("greedy",), log=lambda _line: None)
     assert {"random checkpoint", "merge LoRA", "convert to GGUF", "quantize Q4_K_M", "mmproj", "SAM 2 ONNX",
-            "quantize Q8_0"} <= set(result["export"])
+            "quantize Q8_0", "GGUF pair -> bundle (copied)", "GGUF pair -> bundle (linked)"} <= set(result["export"])
+    assert not (tmp_path / "work" / "gguf-linked").exists()  # the road's bundles are measured, then removed
     assert all(s["peak_rss_bytes"] > 0 for s in result["export"].values())
     assert {"policy/model-q4_k_m.gguf", "policy/model-q8_0.gguf", "policy/model-f16.gguf", "policy/mmproj-f16.gguf",
             "sam2/sam2_encoder.onnx", "sam2/sam2_decoder.onnx"} <= set(result["files"])
