@@ -18,8 +18,8 @@ from engine.annotations import (
     labelme_document,
     make_shape,
     mask_polygons,
-    rasterize,
     read_labelme_document,
+    shape_pixels,
 )
 from engine.rle import decode, encode
 
@@ -308,37 +308,6 @@ def shapes_mask(shapes, height: int, width: int) -> np.ndarray:
 
 def _shape_label(shape: dict) -> str:
     return str(shape.get("label") or DEFAULT_LABEL)
-
-
-def shape_pixels(shape: dict, height: int, width: int) -> np.ndarray | None:
-    """The pixels a labelme shape covers, as labelme fills them; None for shapes without an area."""
-    kind = shape.get("shape_type") or "polygon"
-    pts = [(float(x), float(y)) for x, y in shape.get("points") or []]
-    if kind == "polygon" and len(pts) >= 3:
-        return rasterize([pts], height, width)
-    if kind == "rectangle" and len(pts) >= 2:
-        (x1, y1), (x2, y2) = pts[0], pts[2] if len(pts) == 4 else pts[1]
-        return rasterize([[(x1, y1), (x2, y1), (x2, y2), (x1, y2)]], height, width)
-    if kind == "circle" and len(pts) == 2:
-        (cx, cy), (px, py) = pts
-        r = float(np.hypot(px - cx, py - cy))
-        yy, xx = np.mgrid[:height, :width]
-        return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-    if kind == "mask" and shape.get("mask") and len(pts) >= 1:
-        import base64
-        import io
-
-        from PIL import Image
-
-        crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape["mask"])))).astype(bool)
-        if crop.ndim == 3:
-            crop = crop[..., 0]
-        x0, y0 = (int(round(v)) for v in pts[0])
-        out = np.zeros((height, width), bool)
-        ch, cw = crop[: max(0, height - y0), : max(0, width - x0)].shape
-        out[y0:y0 + ch, x0:x0 + cw] = crop[:ch, :cw]
-        return out
-    return None
 
 
 def read_labelme(path: Path, size: tuple[int, int]) -> Annotation | None:

@@ -114,6 +114,52 @@ def rasterize(polygons: list[list[list[float]]], height: int, width: int) -> np.
     return np.asarray(out, dtype=bool)
 
 
+def shape_pixels(shape: dict, height: int, width: int) -> np.ndarray | None:
+    """The pixels a labelme / X-AnyLabeling shape covers, filled as labelme's own `shape_to_mask` fills them
+    (PIL, outline included); a `mask` shape is its PNG placed at its first point. None for the shapes
+    without an area (points, lines, line strips). ValueError / KeyError / OSError for a damaged shape."""
+    from PIL import Image, ImageDraw
+
+    kind = shape.get("shape_type") or "polygon"
+    pts = [(float(x), float(y)) for x, y in shape.get("points") or []]
+    if kind == "mask":
+        return _mask_shape(shape, pts, height, width)
+    out = Image.new("1", (width, height), 0)
+    draw = ImageDraw.Draw(out)
+    if kind in ("polygon", "oriented_rectangle", "rotation") and len(pts) >= 3:  # rotation: X-AnyLabeling's box
+        draw.polygon(pts, fill=1, outline=1)
+    elif kind == "rectangle" and len(pts) >= 2:  # labelme: 2 corners; X-AnyLabeling: all 4
+        (x0, y0), (x1, y1) = pts[0], pts[2] if len(pts) == 4 else pts[1]
+        draw.rectangle(((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))), fill=1, outline=1)
+    elif kind == "circle" and len(pts) == 2:
+        (cx, cy), (px, py) = pts
+        r = float(np.hypot(px - cx, py - cy))
+        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), fill=1, outline=1)
+    else:
+        return None
+    return np.asarray(out, dtype=bool)
+
+
+def _mask_shape(shape: dict, pts: list, height: int, width: int) -> np.ndarray | None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    if not shape.get("mask") or not pts:
+        return None
+    crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape["mask"])))).astype(bool)
+    if crop.ndim == 3:
+        crop = crop[..., 0]
+    x0, y0 = (int(v) for v in pts[0])  # truncated, as labelme places it
+    out = np.zeros((height, width), bool)
+    if x0 < 0 or y0 < 0:
+        raise ValueError(f"a mask placed at ({x0}, {y0}), outside the image")
+    ch, cw = crop[: max(0, height - y0), : max(0, width - x0)].shape
+    out[y0:y0 + ch, x0:x0 + cw] = crop[:ch, :cw]
+    return out
+
+
 def make_shape(label: str, shape_type: str, points: list, score: float | None, *, group_id: int | None = None,
                description: str = "") -> dict:
     """A shape with every field labelme and X-AnyLabeling write."""
@@ -125,15 +171,19 @@ def make_shape(label: str, shape_type: str, points: list, score: float | None, *
 def result_shapes(result, *, show_masks: bool = True, show_boxes: bool = False, show_points: bool = False,
                   epsilon: float = 0.0, epsilon_factor: float | None = None) -> list[dict]:
     """The shapes of a result: polygons of the final mask's parts, and optionally the answer's boxes and
-    points. Shapes of one answer object share a group_id (1, 2, ...) when there are several objects."""
+    points. Shapes of one answer object share a group_id (1, 2, ...) when there are several objects. Each
+    mask polygon's description is the query, so the file says what it answers (`labelme:` datasets read it
+    back as the query to train and evaluate on; boxes and points, which are not the target, carry none)."""
     objects = answer_objects(result)
+    query = str(getattr(result, "query", "") or "")
     group = (lambda i: i + 1) if len(objects) > 1 else (lambda i: None)
     shapes = []
     if show_masks and objects:
         for poly in mask_polygons(result.mask, epsilon, epsilon_factor):
             part = rasterize([poly], *result.mask.shape)
             owner = int(np.argmax([np.count_nonzero(part & o.mask) for o in objects]))
-            shapes.append(make_shape(objects[owner].label, "polygon", poly, objects[owner].score, group_id=group(owner)))
+            shapes.append(make_shape(objects[owner].label, "polygon", poly, objects[owner].score, group_id=group(owner),
+                                     description=query))
     for i, o in enumerate(objects):
         if show_boxes and o.box is not None:
             x0, y0, x1, y1 = (float(v) for v in o.box)

@@ -168,7 +168,7 @@ def coco_document(entries: list[dict], query: str) -> dict:
                                 "segmentation": encode(pixels), "area": int(pixels.sum()), "iscrowd": 0,
                                 "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
                                          int(ys.max() - ys.min() + 1)],
-                                "score": shape.get("score")})
+                                "score": shape.get("score"), "attributes": {"query": query}})
     return {"info": {"description": f"star label: {query}"}, "images": images, "annotations": annotations,
             "categories": [{"id": i, "name": n} for n, i in categories.items()]}
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .coco import CocoReader
 from .cod import CodReader
+from .labelme import LabelmeReader
 from .mmr import MmrReader
 from .parquet import ParquetReader
 from .reasonseg import ReasonSegReader, rasterize_shapes
@@ -21,6 +23,8 @@ READERS: dict[str, type[Reader]] = {
     "refcoco": RefCocoReader,
     "cod": CodReader,
     "mmr": MmrReader,
+    "labelme": LabelmeReader,   # labelme / X-AnyLabeling / this project's files beside a folder's images
+    "coco": CocoReader,         # a COCO instances JSON
 }
 
 
@@ -42,4 +46,5 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
 
 
 __all__ = ["Sample", "Reader", "READERS", "open_dataset", "parse_data_spec", "rasterize_shapes",
-           "ReasonSegReader", "ParquetReader", "RefCocoReader", "CodReader", "MmrReader"]
+           "ReasonSegReader", "ParquetReader", "RefCocoReader", "CodReader", "MmrReader",
+           "LabelmeReader", "CocoReader"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..fileio import write_atomically, write_text_atomically
 from ..metrics import IoUAccumulator, get_convention, pick_counts
 
-GROUP_KEYS = ("reasoning_type", "query_type")
+GROUP_KEYS = ("reasoning_type", "query_type", "query_source")  # query_source: labelme / coco folders
 
 
 def failure_union(record: dict, convention) -> int:

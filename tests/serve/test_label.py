@@ -91,6 +91,28 @@ def test_a_broken_image_is_reported_and_skipped(tmp_path):
     assert all(labelme_path(p).exists() for p in good) and not (folder / "broken.json").exists()
 
 
+def test_a_labelled_folder_is_a_dataset_that_star_eval_reads(tmp_path):
+    """`star label` writes the query into each mask polygon's description; `labelme:FOLDER` reads it back
+    as the query, the polygons as the target, and `star eval` scores the bundle on it by query source."""
+    from engine.data import open_dataset
+
+    folder = tmp_path / "labelled"
+    images = scenes(folder, 4, seed=2)
+    assert star("label", str(folder), QUERY, "--quiet").returncode == 0
+    samples = list(open_dataset("labelme", folder))
+    labelled = [p for p in images if any(s["shape_type"] == "polygon"
+                                         for s in json.loads(labelme_path(p).read_text())["shapes"])]
+    assert len(samples) == len(labelled) > 0 and all(s.query == QUERY for s in samples)
+    for s in samples:
+        doc = json.loads(labelme_path(folder / s.meta["file"]).read_text())
+        polygons = [shape["points"] for shape in doc["shapes"] if shape["shape_type"] == "polygon"]
+        assert np.array_equal(s.load_gt() == 1, rasterize(polygons, doc["imageHeight"], doc["imageWidth"]))
+    out = tmp_path / "eval"
+    r = star("eval", "--data", f"labelme:{folder}", "-n", "1", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "| query_source = description | 100.0 | 100.0 | " in r.stdout  # its own answers, read back as truth
+
+
 def test_coco_output_reads_back_with_pycocotools(tmp_path):
     from pycocotools.coco import COCO
 
@@ -112,6 +134,14 @@ def test_coco_output_reads_back_with_pycocotools(tmp_path):
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
             union |= coco.annToMask(ann).astype(bool)
         assert np.array_equal(union, rasterize(polygons, img["height"], img["width"]))
+    from engine.data import open_dataset
+
+    samples = list(open_dataset("coco", folder / "star-coco.json"))  # the query is in every annotation
+    assert samples and all(s.query == QUERY and s.meta["query_source"] == "description" for s in samples)
+    for s in samples:
+        union = np.logical_or.reduce([coco.annToMask(a).astype(bool)
+                                      for a in coco.loadAnns(coco.getAnnIds(imgIds=s.meta["image_id"]))])
+        assert np.array_equal(s.load_gt() == 1, union)
     again = star("label", str(folder), QUERY, "--format", "coco", "--quiet")  # resumed: nothing redone
     assert "6 already labelled (skipped)" in again.stdout
     assert len(COCO(str(folder / "star-coco.json")).getImgIds()) == 6
