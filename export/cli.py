@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_verify)
     p = sub.add_parser("import", help="a bundle's policy (GGUF + mmproj) back to a Hugging Face folder, to train on")
     p.add_argument("--bundle", help="bundle folder (its policy files, checksums verified)")
-    p.add_argument("--model", help="or: the language model GGUF (F32 / F16 / BF16 / Q8_0 tensors)")
+    p.add_argument("--model", help="or: the language model GGUF (any quantization: dequantized by gguf-py)")
     p.add_argument("--mmproj", help="and its vision projector GGUF")
     p.add_argument("--like", required=True,
                    help="a Hugging Face folder of the same architecture: config, tokenizer and image processor are "

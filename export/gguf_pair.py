@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelFileError
-from engine.gguf_reader import FILE_TYPES, GgufError, GgufFile, read_gguf
+from engine.gguf_reader import GgufError, GgufFile, file_type_name, read_gguf
 from engine.policy.llama_backend import ARCHITECTURES
 from engine.protocol import get_frame
 
@@ -92,8 +92,8 @@ def projector_family(mmproj: GgufFile) -> str:
 def _quant(gguf: GgufFile) -> str:
     """llama.cpp's name for the file's quantization; from the tensors when the header does not say."""
     file_type = gguf.metadata.get("general.file_type")
-    if isinstance(file_type, int) and file_type in FILE_TYPES:
-        return FILE_TYPES[file_type]
+    if isinstance(file_type, int) and file_type_name(file_type):
+        return file_type_name(file_type)
     # The type most of the matrices have (norms and biases stay F32 in every quantization).
     counts = Counter(gguf.type_name(n) for n, t in gguf.tensors.items() if len(t.shape) >= 2)
     return counts.most_common(1)[0][0] if counts else "F32"

@@ -103,9 +103,10 @@ def _save_random(model_class, cfg, tokenizer, root: Path, image_size: int, *, pa
     return TinyQwen(out, image_size)
 
 
-def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> TinyQwen:
+def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0, width: int = 64) -> TinyQwen:
     """Real Qwen2.5-VL classes, shrunk: LM hidden 64 x 2 layers, vision depth 4 (the converter needs
-    >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens."""
+    >= 4 blocks), a 400-token byte-level BPE with Qwen2's split regex and Qwen's special tokens. `width`
+    256 makes every LM matrix row a whole K-quant block (llama.cpp quantizes such rows to Q4_K / Q6_K)."""
     require("torch")
     require("transformers")
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -113,12 +114,13 @@ def build_tiny_qwen25vl(root: Path, image_size: int = 112, seed: int = 0) -> Tin
     fast = _tiny_tokenizer()
     ids = {t: fast.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        text_config=dict(vocab_size=len(fast), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6,  # sections: head_dim / 2
+                                          "mrope_section": [width // 32, 3 * width // 64, 3 * width // 64]},
                          tie_word_embeddings=False),
-        vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+        vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=width,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                            fullatt_block_indexes=[1, 3]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -192,12 +194,7 @@ def build_tiny_bundle(tiny_qwen: TinyQwen, tiny_sam2: TinySam2, root: Path, quan
 
 def edit_gguf(src: Path, dst: Path, *, set_fields: dict | None = None, drop: tuple[str, ...] = ()) -> Path:
     """A copy of `src` with metadata fields replaced, added or dropped, written by gguf-py's GGUFWriter
-    (the converter's copy, as llama.cpp's own gguf_new_metadata script does it); tensors unchanged."""
-    import sys
-
-    from export.converter import converter_dir
-
-    sys.path.insert(0, str(converter_dir() / "gguf-py"))
+    (as llama.cpp's own gguf_new_metadata script does it); tensors unchanged."""
     import gguf
 
     set_fields = dict(set_fields or {})

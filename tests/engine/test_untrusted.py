@@ -254,9 +254,8 @@ def _nan_bundle(tiny_bundle: Path, tmp_path: Path) -> Path:
     gguf = bundle / manifest.policy.model
     info = read_gguf(gguf).tensors["output_norm.weight"]
     assert info.ggml_type == 0  # F32: norms stay float32 in a Q8_0 file
-    reader = read_gguf(gguf)
     with open(gguf, "r+b") as f:
-        f.seek(reader.data_start + info.offset)
+        f.seek(info.offset)  # from the start of the file
         f.write(np.full(int(np.prod(info.shape)), np.nan, "<f4").tobytes())
     write_manifest(bundle, manifest)
     return bundle

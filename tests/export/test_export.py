@@ -213,13 +213,9 @@ def test_star_doctor_checks_a_bundle(tiny_bundle, tmp_path):
 def test_output_f32_keeps_the_lm_head_unquantized(tiny_qwen, tmp_path):
     """--output-f32: every other matrix is Q8_0, the LM head stays F32 (read back with llama.cpp's own
     gguf-py reader), and the manifest says so."""
-    import sys
+    from gguf import GGUFReader
 
     from export.cli import main
-    from export.converter import converter_dir
-
-    sys.path.insert(0, str(converter_dir() / "gguf-py"))
-    from gguf import GGUFReader
 
     out = tmp_path / "bundle"
     assert main(["policy", "--model", str(tiny_qwen.hf_dir), "--quant", "Q8_0", "--output-f32", "--out", str(out)]) == 0
