@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle_schema import SEGMENTER_PATHS, manifest_problems
+from .bundle_schema import manifest_problems
 from .errors import ModelFileError
 from .fileio import cache_dir, write_text_atomically
+from .segmenter_forms import SegmenterForms
 
 MANIFEST = "bundle.json"
 FORMAT = "star-bundle/1"
@@ -57,15 +58,9 @@ class PolicySpec:
 
 
 @dataclass
-class SegmenterSpec:
-    config: str | None = None  # SAM 2 YAML (torch backend)
-    checkpoint: str | None = None
-    encoder_onnx: str | None = None
-    decoder_onnx: str | None = None
-    encoder_engine: str | None = None
-    decoder_engine: str | None = None
-    encoder_onnx_fp16: str | None = None  # star-export sam2 --fp16: the same graphs in float16 (GPU)
-    decoder_onnx_fp16: str | None = None
+class SegmenterSpec(SegmenterForms[str]):
+    """The manifest's segmenter section: its forms as bundle-relative paths (`SegmenterForms`), and what
+    they were made at."""
     engine_precision: str | None = None  # what the TensorRT engines were built to compute in: fp32 | fp16
     image_size: int = 1024
     source: dict = field(default_factory=dict)
@@ -87,11 +82,7 @@ class Manifest:
     def named_files(self) -> list[str]:
         """Every file the policy and segmenter sections name (bundle-relative)."""
         named = [self.policy.model, self.policy.mmproj] if self.policy else []
-        if self.segmenter:
-            s = self.segmenter
-            named += [p for p in (s.config, s.checkpoint, s.encoder_onnx, s.decoder_onnx, s.encoder_engine,
-                                  s.decoder_engine, s.encoder_onnx_fp16, s.decoder_onnx_fp16) if p]
-        return named
+        return named + (list(self.segmenter.named().values()) if self.segmenter else [])
 
     @classmethod
     def from_dict(cls, data: dict, where: str = MANIFEST) -> Manifest:
@@ -124,7 +115,7 @@ class Bundle:
         """What a result records about the models that produced it."""
         m = self.manifest
         segmenter_files = [] if m.segmenter is None else sorted(
-            f"{p} {m.files[p].sha256}" for k in SEGMENTER_PATHS if (p := getattr(m.segmenter, k)) and p in m.files)
+            f"{p} {m.files[p].sha256}" for p in m.segmenter.named().values() if p in m.files)
         return {"name": m.name, "root": str(self.root),
                 "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
                                                           "quant": m.policy.quant,
@@ -140,9 +131,7 @@ class Bundle:
         s = self.manifest.segmenter
         if s is None:
             raise ModelFileError(f"bundle {self.root} has no segmenter")
-        return SegmenterFiles(self.path(s.config), self.path(s.checkpoint), self.path(s.encoder_onnx),
-                              self.path(s.decoder_onnx), self.path(s.encoder_engine), self.path(s.decoder_engine),
-                              self.path(s.encoder_onnx_fp16), self.path(s.decoder_onnx_fp16))
+        return SegmenterFiles(**{name: self.path(rel) for name, rel in s.named().items()})
 
 
 # This process's own hashes by (path, size, mtime): star-export hashes a stage's outputs when the stage ends

@@ -11,14 +11,14 @@ import re
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from .segmenter_forms import SEGMENTER_PATHS
+
 FAMILIES = ("qwen2.5-vl", "qwen3-vl")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_KEYS = {"format", "name", "policy", "segmenter", "files", "tools", "verification"}
 _POLICY_KEYS = {"family", "frame", "prompt_family", "model", "mmproj", "quant", "source", "answer_grammar",
                 "vote_temperature"}
 _POLICY_PATHS = ("model", "mmproj")
-SEGMENTER_PATHS = ("config", "checkpoint", "encoder_onnx", "decoder_onnx", "encoder_engine", "decoder_engine",
-                   "encoder_onnx_fp16", "decoder_onnx_fp16")
 _SEGMENTER_KEYS = {*SEGMENTER_PATHS, "image_size", "source", "engine_precision"}
 ENGINE_PRECISIONS = ("fp32", "fp16")
 

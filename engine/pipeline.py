@@ -92,7 +92,7 @@ class SampleResult:
         return shown_reasoning(self.thinking, self.reasoning_problem)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Result:
     query: str
     image_size: tuple[int, int]  # (width, height)
@@ -281,8 +281,9 @@ class Reasoner:
             for s in samples:
                 s.mask_rows, s.scores = [], []
             timings.total_ms = (time.perf_counter() - t_start) * 1e3
-            return Result(query, (w, h), np.zeros((h, w), dtype=bool), False, samples,
-                          np.zeros((0, h, w), dtype=bool), None, timings, self.bundle, True, sampling)
+            return Result(query=query, image_size=(w, h), mask=np.zeros((h, w), dtype=bool), no_object=False,
+                          samples=samples, object_masks=np.zeros((0, h, w), dtype=bool), vote=None, timings=timings,
+                          bundle=self.bundle, cancelled=True, sampling=sampling)
         notes = drop_unusable(samples, rgb, object_masks, self.mask_guard)
         final, no_object, vote_result = self._decide(samples, object_masks, scores, (h, w), vote, timings)
         if final.any() and full_frame_rows(final[None], self.mask_guard.max_share):
@@ -293,8 +294,9 @@ class Reasoner:
         if vote_result is not None:
             emit(Event("vote", data=vote_result))
         timings.total_ms = (time.perf_counter() - t_start) * 1e3
-        return Result(query, (w, h), final, no_object, samples, object_masks, vote_result, timings, self.bundle,
-                      cancelled, sampling, notes)
+        return Result(query=query, image_size=(w, h), mask=final, no_object=no_object, samples=samples,
+                      object_masks=object_masks, vote=vote_result, timings=timings, bundle=self.bundle,
+                      cancelled=cancelled, sampling=sampling, notes=notes)
 
     def _segment(self, rgb, samples: list[SampleResult], timings: Timings, emit, cancel: CancelToken | None = None):
         """Every target of every sample in batches of SEGMENT_BATCH prompts over one embedding; (masks,

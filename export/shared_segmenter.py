@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.bundle import SegmenterSpec, load_bundle
-from engine.bundle_schema import SEGMENTER_PATHS
 from engine.errors import ModelFileError
 
 from .stages import place_file
@@ -27,10 +26,7 @@ def take_segmenter(source: str | Path, out: Path, *, link: bool = False, log=pri
     if Path(source).resolve() == out.resolve():
         return spec
     how = []
-    for key in SEGMENTER_PATHS:
-        rel = getattr(spec, key)
-        if rel is None:
-            continue
+    for rel in spec.named().values():
         how.append(place_file(bundle.path(rel), out / rel, link=link))
     log(f"segmenter from {bundle.root} ({bundle.manifest.name}): {how.count('linked')} files linked, "
         f"{how.count('copied')} copied")

@@ -60,7 +60,7 @@ def place_file(source: Path, target: Path, *, link: bool = False) -> str:
 
 def provenance(path: str | Path, bundle: str | Path) -> str:
     """How a manifest names an input it was made from, without one machine's folders: relative to the
-    bundle's parent folder (a run folder, as `star-train --recipe nano` lays out) when the input lies in
+    bundle's parent folder (a run folder, as `star-train nano` lays out) when the input lies in
     it, else the input's own name (a released checkpoint's folder name says which it is)."""
     path, run = Path(path).resolve(), Path(bundle).resolve().parent
     if run in path.parents:

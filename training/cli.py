@@ -1,7 +1,8 @@
 """`star-train`: training commands.
 
-  star-train --recipe FILE [key=value ...]   a GRPO / REST recipe (training/recipes/*.yaml) on TRL
-  star-train nano-data | nano-baselines | nano-probes | nano-answers | nano-init | nano-warmup | nano-vision | nano-sam   the nano world's pieces
+  star-train grpo | rest [--recipe FILE] [--SETTING VALUE ...] [key=value ...]   StAR's two stages on TRL
+  star-train nano --out DIR [--scale ci] [key=value ...]   the nano bundle's whole recipe
+  star-train nano-data | nano-baselines | nano-probes | ... | nano-bench   the nano world's pieces
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .nano.wide import WORLDS
 
     sub = parser.add_subparsers(dest="command", required=True)
+    add_recipe_commands(sub)
     p = sub.add_parser("nano-data", help="write the nano world's train/val/test splits (ReasonSeg-X parquet)")
     p.add_argument("--out", required=True)
     rows = bounded_int(0, 10_000_000, "rows")
@@ -223,59 +225,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def recipe_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="star-train --recipe", description="Run a GRPO / REST recipe on TRL.")
-    parser.add_argument("--recipe", required=True,
-                        help="a YAML recipe (training/recipes/), 'none' for overrides only, or 'nano' (the nano "
-                             "bundle from scratch: out=DIR [scale=ci] [stage settings])")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe settings to override")
-    return parser
+def _yaml_value(text: str):
+    """One option's value read as the YAML and key=value forms read it (1e-5, null, true, [a, b])."""
+    from .overrides import parse_overrides
+
+    return parse_overrides([f"v={text}"])["v"]
 
 
-def _run_nano_recipe(overrides: list[str]) -> int:
-    from engine.errors import DatasetError
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per setting of the GRPO / REST recipe, with its help and default: the dataclass is the one
+    source. Options given override the YAML (`--recipe`) and `key=value`; the others leave them alone."""
+    from dataclasses import MISSING, fields
 
+    from .recipe import Recipe
+
+    parser.add_argument("--recipe", metavar="FILE", help="a YAML recipe (training/recipes/*.yaml) to start from")
+    for f in fields(Recipe):
+        if f.name == "stage":
+            continue  # the subcommand's
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING
+                                                              else "required")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        flag = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        elif str(f.type).startswith("list"):
+            parser.add_argument(flag, dest=f.name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_yaml_value, default=argparse.SUPPRESS, help=help_text)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings as key=value (YAML values)")
+
+
+def recipe_from_args(args):
+    """The recipe `star-train grpo|rest` runs: --recipe's YAML, then key=value, then the options given."""
+    from dataclasses import fields
+
+    from .recipe import Recipe, load_recipe
+
+    options = {f.name: getattr(args, f.name) for f in fields(Recipe) if f.name != "stage" and hasattr(args, f.name)}
+    return load_recipe(args.recipe, args.overrides, options=options, stage=args.stage)
+
+
+def _run_stage(args) -> int:
+    from .grpo import train
+
+    final = train(recipe_from_args(args))
+    print(f"adapter -> {final}")
+    return 0
+
+
+def _run_nano_recipe(args) -> int:
     from .nano.recipe import NanoRecipe, nano_recipe, run_nano_recipe
     from .overrides import parse_overrides, typed_settings
+    from .recipe import RecipeError
 
     try:
-        values = typed_settings(NanoRecipe, parse_overrides(overrides), what="nano recipe", extra=("scale",))
-        if "out" not in values:
-            raise ValueError("the nano recipe needs out=DIR (and optionally scale=ci for a few steps of each stage)")
-        recipe = nano_recipe(str(values.pop("out")), str(values.pop("scale", "full")), **values)
+        values = typed_settings(NanoRecipe, parse_overrides(args.overrides), what="nano recipe")
+        recipe = nano_recipe(args.out, args.scale, **values)
     except ValueError as exc:
-        raise DatasetError(str(exc)) from None
+        raise RecipeError(str(exc)) from None
     print(f"nano bundle -> {run_nano_recipe(recipe)}")
     return 0
 
 
-def _run_recipe(argv: list[str]) -> int:
-    from engine.errors import DatasetError
-
-    from .grpo import train
-    from .recipe import load_recipe
-
-    args = recipe_parser().parse_args(argv)
-    if args.recipe == "nano":
-        return _run_nano_recipe(args.overrides)
-    try:
-        recipe = load_recipe(None if args.recipe == "none" else args.recipe, args.overrides)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(str(exc)) from None
-    final = train(recipe)
-    print(f"adapter -> {final}")
-    return 0
+def add_recipe_commands(sub) -> None:
+    for name, stage, what in (("grpo", 1, "StAR stage 1: GRPO with SAM in the loop (a LoRA on the policy)"),
+                              ("rest", 2, "StAR stage 2: REST, the best and worst of n rollouts (continues an adapter)")):
+        p = sub.add_parser(name, help=what, description=what + ". Settings come from --recipe FILE, then key=value, "
+                                                            "then the options below.")
+        add_recipe_arguments(p)
+        p.set_defaults(run=_run_stage, stage=stage)
+    p = sub.add_parser("nano", help="the nano bundle from scratch: every stage of its recipe, resumable")
+    p.add_argument("--out", required=True, help="the run folder (a re-run resumes)")
+    p.add_argument("--scale", default="full", choices=["full", "ci"], help="ci: a few steps of each stage")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="nano recipe settings (training/nano/recipe.py)")
+    p.set_defaults(run=_run_nano_recipe)
 
 
 def main(argv: list[str] | None = None) -> int:
     from engine.errors import run_command
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    interrupted = "interrupted; re-run the same command to resume from the last checkpoint"
-    if any(a == "--recipe" or a.startswith("--recipe=") for a in argv):
-        return run_command("star-train", _run_recipe, argv, on_interrupt=interrupted)
     args = build_parser().parse_args(argv)
-    return run_command("star-train", args.run, args, on_interrupt=interrupted)
+    return run_command("star-train", args.run, args,
+                       on_interrupt="interrupted; re-run the same command to resume from the last checkpoint")
 
 
 if __name__ == "__main__":

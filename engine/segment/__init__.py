@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelFileError
+from ..segmenter_forms import SegmenterForms
 from .base import Embedding, EmbeddingCache, Refinement, Segmenter, SegmentOutput, pixels_key
 
 __all__ = ["Embedding", "EmbeddingCache", "Refinement", "SegmentOutput", "Segmenter", "SegmenterFiles", "pixels_key",
@@ -19,16 +20,8 @@ BACKENDS = ("tensorrt", "onnx", "torch")
 
 
 @dataclass
-class SegmenterFiles:
-    """Where one SAM 2 lives on disk, in each form a bundle may carry (any subset)."""
-    config: Path | None = None          # SAM 2 Hydra YAML (torch)
-    checkpoint: Path | None = None      # .pt / .safetensors (torch)
-    encoder_onnx: Path | None = None
-    decoder_onnx: Path | None = None
-    encoder_engine: Path | None = None  # TensorRT .engine files
-    decoder_engine: Path | None = None
-    encoder_onnx_fp16: Path | None = None  # float16 graphs (float32 inputs / outputs), used on a GPU
-    decoder_onnx_fp16: Path | None = None
+class SegmenterFiles(SegmenterForms[Path]):
+    """Where one SAM 2 lives on disk, in each form a bundle may carry (any subset: `SegmenterForms`)."""
 
     def onnx_pair(self, device: str) -> tuple[Path, Path]:
         """fp16 graphs on a GPU when the bundle has them (half the memory traffic); fp32 on the CPU, where

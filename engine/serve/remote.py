@@ -67,8 +67,9 @@ class RemoteReasoner:
         except StreamCancelled:
             h, w = rgb.shape[:2]
             samples = [_sample(i, texts.get(i, ""), "failed", "cancelled") for i in range(n)]
-            return result_to_dict(Result(query, (w, h), np.zeros((h, w), bool), False, samples,
-                                         np.zeros((0, h, w), bool), None, Timings(), self.bundle, cancelled=True))
+            return result_to_dict(Result(query=query, image_size=(w, h), mask=np.zeros((h, w), bool), no_object=False,
+                                         samples=samples, object_masks=np.zeros((0, h, w), bool), vote=None,
+                                         timings=Timings(), bundle=self.bundle, cancelled=True))
         return {**data["star"]["result"], "bundle": self.bundle}
 
     def close(self) -> None:

@@ -135,7 +135,7 @@ def test_star_export_and_star_train_refuse_bad_arguments(tmp_path):
         (train_main, ["nano-data", "--out", str(tmp_path / "d"), "--train", "-1"], "--train"),
         (train_main, ["nano-data", "--out", str(tmp_path / "d"), "--frame", "pixels-abc"], "--frame"),
         (train_main, ["nano-data", "--out", str(tmp_path / "d"), "--empty-rate", "2"], "--empty-rate"),
-        (train_main, ["--recipe", str(tmp_path / "none.yaml")], "none.yaml"),
+        (train_main, ["grpo", "--recipe", str(tmp_path / "none.yaml")], "none.yaml"),
         (train_main, ["nano-sam", "--out", str(tmp_path / "s"), "--steps", "0"], "--steps"),
         (train_main, ["nano-warmup", "--model", "m", "--out", "o", "--warmup-steps", "0"], "--warmup-steps"),
         (train_main, ["nano-vision", "--warmup", "w", "--lr", "-1"], "--lr"),

@@ -12,7 +12,7 @@ import pytest
 
 from tests.models import require
 from training.grpo import group_advantages, rest_selection
-from training.recipe import Recipe, load_recipe
+from training.recipe import Recipe, RecipeError, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 
@@ -42,12 +42,37 @@ def test_shipped_recipes_load():
 
 
 def test_recipe_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match="unknown recipe setting.*learning_rate"):
+    with pytest.raises(RecipeError, match="unknown recipe setting.*learning_rate"):
         load_recipe(None, ["model=m", "data=d", "output_dir=o", "learning_rate=1"])
-    with pytest.raises(ValueError, match="needs data"):
+    with pytest.raises(RecipeError, match="needs data"):
         load_recipe(None, ["model=m", "output_dir=o"])
     with pytest.raises(ValueError, match="rest_keep"):
         Recipe("m", "d", "o", num_generations=8, rest_keep=16)
+
+
+def test_grpo_and_rest_subcommands_take_every_setting_as_an_option(capsys):
+    """Options are generated from the Recipe dataclass: one per setting, over the YAML and key=value; the
+    subcommand fixes the stage, and a YAML of the other stage is refused in one line."""
+    from dataclasses import fields
+
+    from training.cli import build_parser, main, recipe_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["grpo", "--recipe", str(RECIPES / "star7b-stage1.yaml"), "--lr", "3e-5", "--max-steps",
+                              "7", "--no-gradient-checkpointing", "--report-to", "--", "output_dir=/tmp/o", "lr=1e-4"])
+    recipe = recipe_from_args(args)
+    assert (recipe.stage, recipe.lr, recipe.max_steps, recipe.output_dir) == (1, 3e-5, 7, "/tmp/o")
+    assert recipe.gradient_checkpointing is False and recipe.report_to == [] and recipe.lora_r == 64
+    helps = parser._subparsers._group_actions[0].choices["rest"].format_help()
+    for f in fields(Recipe):
+        if f.name != "stage":
+            assert "--" + f.name.replace("_", "-") in helps, f.name
+    assert "REST: keep m/2 best" in helps
+    capsys.readouterr()
+    assert main(["grpo", "--recipe", str(RECIPES / "star7b-stage2-rest.yaml")]) == 2
+    assert "this recipe is stage 2: run it with star-train rest" in capsys.readouterr().err
+    rest = recipe_from_args(parser.parse_args(["rest", "--model", "m", "--data", "d", "--output-dir", "o"]))
+    assert rest.stage == 2
 
 
 def test_grpo_args_check_the_batch_arithmetic():
@@ -221,8 +246,8 @@ def test_rest_across_two_processes(tiny_qwen, tiny_sam2, nano_rows, tmp_path):
 
     require("trl")
     out = tmp_path / "mp"
-    common = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.cli", "--recipe", "none",
-              f"model={tiny_qwen.hf_dir}", f"data={nano_rows}", "stage=2", "prompt_family=star-stage2",
+    common = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.cli", "rest",
+              f"model={tiny_qwen.hf_dir}", f"data={nano_rows}", "prompt_family=star-stage2",
               "frame=pixels-112", f"segmenter={tiny_sam2.config}:{tiny_sam2.checkpoint}", "num_generations=4",
               "rest_keep=2", "max_completion_length=16", "lora_r=8", "lora_alpha=8", "lr=1e-3", "report_to=[]",
               "save_steps=1"]

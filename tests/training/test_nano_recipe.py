@@ -1,4 +1,4 @@
-"""`star-train --recipe nano` at CI scale: every stage for a few steps (data, init, the warm-up's four
+"""`star-train nano` at CI scale: every stage for a few steps (data, init, the warm-up's four
 legs, SAM 2, two RL rounds of GRPO + REST, export), then the engine answers a query with the bundle it
 produced; a second run skips every stage; a warm-up leg that starts with vision pre-training."""
 
@@ -20,7 +20,7 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     from training.cli import main
 
     out = tmp_path / "nano"
-    assert main(["--recipe", "nano", f"out={out}", "scale=ci"]) == 0
+    assert main(["nano", "--out", str(out), "--scale", "ci"]) == 0
     stages = [json.loads(line)["stage"] for line in (out / "stages.jsonl").read_text().splitlines()]
     assert stages == ["data", "init", "warm-up", "sam", "stage 1 (GRPO)", "stage 2 (REST)",
                       "round 2 base (merge round 1)", "round 2 stage 1 (GRPO)", "round 2 stage 2 (REST)", "export"]
@@ -79,22 +79,23 @@ def test_nano_recipe_end_to_end_at_ci_scale(tmp_path, scene_image, capsys):
     assert len(result.samples) == 2
 
     capsys.readouterr()
-    assert main(["--recipe", "nano", f"out={out}", "scale=ci"]) == 0
+    assert main(["nano", "--out", str(out), "--scale", "ci"]) == 0
     assert capsys.readouterr().out.count(": done (") == 10  # nothing re-run
-    assert main(["--recipe", "nano", "scale=ci"]) == 2       # out= is required
-    assert main(["--recipe", "nano", f"out={out}", "warmup_stepz=3"]) == 2
+    with pytest.raises(SystemExit):  # --out is required: argparse's usage line
+        main(["nano", "--scale", "ci"])
+    assert main(["nano", "--out", str(out), "warmup_stepz=3"]) == 2
     # YAML 1.1 reads 2e-4 as a string; the setting's type makes it a number (every stage is done: no training)
-    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "rl_lr=2e-4", "stage1_steps=1"]) == 0
+    assert main(["nano", "--out", str(out), "--scale", "ci", "rl_lr=2e-4", "stage1_steps=1"]) == 0
     recorded = json.loads((out / "nano-recipe.json").read_text())
     assert recorded["rl_lr"] == 0.0002 and recorded["stage1_steps"] == 1
-    assert main(["--recipe", "nano", f"out={out}", "rl_lr=fast"]) == 2
+    assert main(["nano", "--out", str(out), "rl_lr=fast"]) == 2
     # a warm-up leg as a YAML mapping (1e-3 is a string to YAML 1.1); legs that do not step forward are refused
-    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "warmup_legs=[{until: 4, lr: 1e-3}]"]) == 0
+    assert main(["nano", "--out", str(out), "--scale", "ci", "warmup_legs=[{until: 4, lr: 1e-3}]"]) == 0
     assert json.loads((out / "nano-recipe.json").read_text())["warmup_legs"][0]["lr"] == 0.001
-    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3}, {until: 2, lr: 1e-3}]"]) == 2
-    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, rate: 1}]"]) == 2
-    assert main(["--recipe", "nano", f"out={out}", "scale=ci", "rl_round_rows=1"]) == 2  # rounds would share rows
-    assert main(["--recipe", "nano", f"out={out}", "warmup_legs=[{until: 4, lr: 1e-3, vision_steps: 5}]"]) == 2
+    assert main(["nano", "--out", str(out), "warmup_legs=[{until: 4, lr: 1e-3}, {until: 2, lr: 1e-3}]"]) == 2
+    assert main(["nano", "--out", str(out), "warmup_legs=[{until: 4, rate: 1}]"]) == 2
+    assert main(["nano", "--out", str(out), "--scale", "ci", "rl_round_rows=1"]) == 2  # rounds would share rows
+    assert main(["nano", "--out", str(out), "warmup_legs=[{until: 4, lr: 1e-3, vision_steps: 5}]"]) == 2
 
     # A leg may start with vision pre-training (nano-vision): a fifth leg on a copy of the warm-up folder.
     from training.nano.recipe import WarmupLeg, nano_recipe, run_warmup_legs
