@@ -11,9 +11,12 @@ column (RLE list, as the nano world writes); without one, the row's mask is a si
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _instance_column(path: str | Path) -> list[str | None]:
@@ -70,15 +73,38 @@ def training_row(query: str, image, instances: list[np.ndarray], *, family: str,
     }
 
 
-def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, skip: int = 0,
-              reasoning_types: list[str] | tuple[str, ...] = ()):
-    """Training rows from row `skip` on: `limit` of them at most, only of `reasoning_types` when given
-    (a row without a reasoning_type never matches a filter)."""
+# Datasets of people's own labels that training reads through the engine's readers (`KIND:PATH`).
+ANNOTATION_KINDS = ("labelme", "coco")
+
+
+def annotation_spec(data: str) -> tuple[str, str] | None:
+    """(kind, path) when `data` names a labelme folder or COCO file as `labelme:FOLDER` / `coco:FILE`."""
+    kind, sep, path = str(data).partition(":")
+    return (kind, path) if sep and kind in ANNOTATION_KINDS and path else None
+
+
+def training_samples(data: str, options: dict | None = None):
+    """(samples, instances per sample or None): a ReasonSeg-X parquet with its `instances` column, or a
+    labelme / COCO dataset (`labelme:FOLDER`, its train split unless `options` say otherwise: the held-out
+    images stay out of training; files that cannot be used are skipped and counted)."""
     from engine.data import open_dataset
+
+    spec = annotation_spec(data)
+    if spec is None:
+        return open_dataset("hf", data), _instance_column(data)
+    reader = open_dataset(spec[0], spec[1], on_error="skip", **{"split": "train", **(options or {})})
+    if reader.problems:
+        log.warning("%s: %d file(s) left out (%s)", data, len(reader.problems), dict(reader.skipped))
+    return reader, None
+
+
+def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, skip: int = 0,
+              reasoning_types: list[str] | tuple[str, ...] = (), options: dict | None = None):
+    """Training rows from row `skip` on: `limit` of them at most, only of `reasoning_types` when given
+    (a row without a reasoning_type never matches a filter). `options`: the reader's, for `KIND:PATH` data."""
     from engine.rle import decode
 
-    reader = open_dataset("hf", data)
-    instances = _instance_column(data)
+    reader, instances = training_samples(data, options)
     kept = 0
     for i, sample in enumerate(reader):
         if i < skip:
@@ -88,11 +114,10 @@ def iter_rows(data: str, *, family: str, frame: str, limit: int | None = None, s
         if reasoning_types and sample.meta.get("reasoning_type") not in reasoning_types:
             continue
         kept += 1
-        if instances[i]:
+        if instances is not None and instances[i]:
             masks = [decode(r) for r in json.loads(instances[i])]
         else:
-            gt = sample.load_gt()
-            masks = [gt == 1] if (gt == 1).any() else []
+            masks = sample.load_instances()
         yield training_row(sample.query, sample.load_image(), masks, family=family, frame=frame)
 
 
@@ -104,7 +129,7 @@ def build_dataset(recipe):
                          "solution": Value("string"), "solution_masks": Value("string"),
                          "answer_grid": Value("int32")})
     rows = list(iter_rows(recipe.data, family=recipe.prompt_family, frame=recipe.frame, limit=recipe.limit,
-                          skip=recipe.skip, reasoning_types=recipe.reasoning_types))
+                          skip=recipe.skip, reasoning_types=recipe.reasoning_types, options=recipe.data_options))
     if not rows:
         raise ValueError(f"{recipe.data} holds no training rows" + (f" after row {recipe.skip}" if recipe.skip else "")
                          + (f" of types {recipe.reasoning_types}" if recipe.reasoning_types else ""))

@@ -27,7 +27,8 @@ class Recipe:
     """A GRPO (stage 1) or REST (stage 2) run: every setting with its help; `star-train grpo|rest` makes one
     option of each field."""
     model: str = setting(MISSING, "Hugging Face folder of the base policy (local: nothing is downloaded)")
-    data: str = setting(MISSING, "training parquet (file or folder): ReasonSeg-X style rows, `instances` per query")
+    data: str = setting(MISSING, "training parquet (file or folder): ReasonSeg-X style rows, `instances` per query; "
+                                 "or labelme:FOLDER / coco:FILE, people's own labels (their train split)")
     output_dir: str = setting(MISSING, "the run folder (a re-run resumes from its last checkpoint)")
     stage: int = setting(1, "1: StAR's stage-1 reward (GRPO); 2: the stage-2 reward (REST); set by the subcommand")
     prompt_family: str = setting("star-stage1", "the prompt the policy is asked with (engine/protocol.py)")
@@ -67,10 +68,14 @@ class Recipe:
     use_vllm: bool = setting(False, "rollouts through vLLM")
     deepspeed: str | None = setting(None, "a ZeRO JSON (training/recipes/zero*.json)")
     report_to: list[str] = _list(["tensorboard"], "where metrics go (transformers' report_to)")
+    data_options: dict = field(default_factory=dict, metadata={
+        "help": "options of a labelme: / coco: reader, e.g. {queries: labels, flag: done, holdout: 0.2}"})
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if not isinstance(self.data_options, dict):
+            raise ValueError(f"data_options must be a mapping (e.g. {{queries: labels}}), got {self.data_options!r}")
         if self.skip < 0:
             raise ValueError(f"skip must be >= 0, got {self.skip}")
         if isinstance(self.reasoning_types, str):

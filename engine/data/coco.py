@@ -101,9 +101,14 @@ class CocoReader(Reader):
                         out[annotation_mask(ann["segmentation"], h, w)] = 1
                     return out
 
+                def instances(chosen=chosen, img=img) -> list[np.ndarray]:
+                    h, w = int(img["height"]), int(img["width"])
+                    return [annotation_mask(ann["segmentation"], h, w).astype(bool) for ann in chosen]
+
                 meta = {"file": img.get("file_name"), "query_source": source, "objects": len(idx),
                         "image_id": img.get("id")}
-                out.append(Sample(f"{img.get('id')}|{source}|{query}", query, path, gt, meta, exif=False))
+                out.append(Sample(f"{img.get('id')}|{source}|{query}", query, path, gt, meta, exif=False,
+                                  instances_loader=instances))
         return out
 
     def __len__(self) -> int:

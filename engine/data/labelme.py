@@ -182,10 +182,13 @@ class LabelmeReader(Reader):
                 continue
             ignore = [o.mask for o in objects if "ignore" in o.label.lower()]
             for query, source, idx in targets:
-                def gt(idx=tuple(idx), json_path=json_path, document=document, image=image) -> np.ndarray:
+                def objects_of(document=document, image=image) -> list[LabelledObject]:
                     w, h = image_size(image, exif=True)
-                    objs, _ = document_objects(document, h, w)
-                    out = np.zeros((h, w), np.uint8)
+                    return document_objects(document, h, w)[0]
+
+                def gt(idx=tuple(idx), objects_of=objects_of) -> np.ndarray:
+                    objs = objects_of()
+                    out = np.zeros(objs[0].mask.shape, np.uint8)
                     for i in idx:
                         out[objs[i].mask] = 1
                     for o in objs:
@@ -193,8 +196,12 @@ class LabelmeReader(Reader):
                             out[o.mask] = 255
                     return out
 
+                def instances(idx=tuple(idx), objects_of=objects_of) -> list[np.ndarray]:
+                    objs = objects_of()
+                    return [objs[i].mask for i in idx]
+
                 meta = {"file": rel, "query_source": source, "objects": len(idx), "ignore_regions": len(ignore)}
-                yield Sample(f"{rel}|{source}|{query}", query, image, gt, meta, exif=True)
+                yield Sample(f"{rel}|{source}|{query}", query, image, gt, meta, exif=True, instances_loader=instances)
 
     def __len__(self) -> int:
         return len(self.samples())

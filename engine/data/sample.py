@@ -30,12 +30,22 @@ class Sample:
     gt_loader: Callable[[], np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
     exif: bool = True  # apply EXIF orientation when decoding (what the dataset's reference did)
+    # The target's objects one by one (bool HxW each), for training's per-object rewards; None: the
+    # ground truth's object pixels as one instance.
+    instances_loader: Callable[[], list[np.ndarray]] | None = None
 
     def load_image(self) -> np.ndarray:
         return load_image(self.image_source, exif=self.exif)
 
     def load_gt(self) -> np.ndarray:
         return self.gt_loader()
+
+    def load_instances(self) -> list[np.ndarray]:
+        """The target's objects as separate masks (empty when the sample has no object)."""
+        if self.instances_loader is not None:
+            return [m for m in self.instances_loader() if m.any()]
+        gt = self.load_gt() == 1
+        return [gt] if gt.any() else []
 
 
 class Reader:

@@ -236,6 +236,73 @@ def test_grpo_step_on_qwen3_vl_in_its_grid_frame(tiny_qwen3, tiny_sam2, nano_row
     assert any(bool(v.abs().sum() > 0) for k, v in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k)
 
 
+def _labelled_folder(root: Path, count: int = 6) -> Path:
+    """Nano scenes with labelme files whose shapes are each scene's own objects (two of one kind where there
+    are), written through the engine's labelme writer: a user's labelled folder."""
+    from PIL import Image
+
+    from engine.annotations import labelme_document, make_shape, mask_polygons, write_labelme
+    from training.nano.world import make_scene
+
+    rng = np.random.default_rng(5)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        scene = make_scene(rng)
+        path = root / f"scene-{i}.png"
+        Image.fromarray(scene.image).save(path)
+        shapes = []
+        for k, obj in enumerate(scene.objects):
+            shapes += [make_shape(obj.kind, "polygon", poly, None, group_id=k + 1)
+                       for poly in mask_polygons(obj.mask)]
+        h, w = scene.image.shape[:2]
+        write_labelme(path, labelme_document(path.name, w, h, shapes))
+    return root
+
+
+def test_training_rows_from_a_labelme_folder_keep_out_its_held_out_images(tmp_path):
+    """labelme:FOLDER as training data: the train split only, one row per label query, every object of
+    the label an instance (its box in the solution), the masks in the frame."""
+    from engine.data import open_dataset
+    from engine.rle import decode
+    from training.grpo_data import build_dataset
+
+    folder = _labelled_folder(tmp_path / "labelled")
+    options = {"holdout": 0.5, "queries": "labels"}
+    recipe = Recipe(model="m", data=f"labelme:{folder}", output_dir="o", frame="pixels-112", prompt_family="star",
+                    data_options=options)
+    rows = build_dataset(recipe)
+    train = list(open_dataset("labelme", folder, split="train", **options))
+    held = list(open_dataset("labelme", folder, split="held-out", **options))
+    assert train and held and len(rows) == len(train)
+    for row, sample in zip(rows, train):
+        assert row["prompt"][1]["content"].endswith(sample.query) or sample.query in row["prompt"][1]["content"]
+        masks = [decode(r) for r in json.loads(row["solution_masks"])]
+        assert len(masks) == len(json.loads(row["solution"])) == len(sample.load_instances()) == sample.meta["objects"]
+        assert all(m.shape == (112, 112) for m in masks)
+    with pytest.raises(RecipeError, match="data_options must be a mapping"):
+        from training.recipe import load_recipe
+        load_recipe(None, ["model=m", "data=d", "output_dir=o", "data_options=labels"])
+
+
+@pytest.mark.timeout(600)
+def test_grpo_trains_on_a_labelme_folder_from_the_command_line(tiny_qwen, tiny_sam2, tmp_path):
+    """`star-train grpo --data labelme:FOLDER`: one stage-1 step with SAM in the loop on a user's folder."""
+    require("trl")
+    from training.cli import main
+
+    folder = _labelled_folder(tmp_path / "labelled", count=4)
+    out = tmp_path / "run"
+    rc = main(["grpo", "--model", str(tiny_qwen.hf_dir), "--data", f"labelme:{folder}", "--output-dir", str(out),
+               "--frame", "pixels-112", "--segmenter", f"{tiny_sam2.config}:{tiny_sam2.checkpoint}",
+               "--prompts-per-step", "2", "--num-generations", "4", "--per-device-batch", "4",
+               "--max-completion-length", "16", "--max-steps", "1", "--save-steps", "1", "--lora-r", "8",
+               "--lora-alpha", "8", "--lr", "1e-3", "--data-options", "{holdout: 0.25}", "--report-to"])
+    assert rc == 0
+    record = next(r for r in _log(out) if "loss" in r)
+    assert math.isfinite(record["loss"]) and "rewards/star_stage1_accuracy/mean" in record
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
 @pytest.mark.timeout(600)
 def test_rest_across_two_processes(tiny_qwen, tiny_sam2, nano_rows, tmp_path):
     """Two processes started by torchrun meet over gloo (accelerate's MULTI_CPU; `accelerate launch --cpu`
