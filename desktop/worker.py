@@ -109,7 +109,20 @@ def describe(reasoner: Reasoner) -> str:
     if b.get("server"):
         return f"{b.get('name', 'bundle')} · model {b.get('model')} on the server {b['server']}"
     return (f"{b.get('name', 'bundle')} · policy {policy.get('quant', '?')} {policy.get('frame', '')} on "
-            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · bundle's T {reasoner.vote_temperature:g}")
+            f"{'GPU' if on_gpu else 'CPU'} · SAM 2 {seg}{grammar} · bundle's T {reasoner.vote_temperature:g}"
+            + adapted_note(policy.get("adapted")))
+
+
+def adapted_note(adapted) -> str:
+    """What `star-train adapt` measured for a bundle it made: where from, on what, before and after."""
+    if not isinstance(adapted, dict):
+        return ""
+    try:
+        return (f" · adapted from {adapted['from_bundle']} on {adapted['data']}: held-out gIoU "
+                f"{float(adapted['before_giou']):.2f} → {float(adapted['after_giou']):.2f} "
+                f"({int(adapted['held_out'])} samples)")
+    except (KeyError, TypeError, ValueError):  # a hand-edited manifest: say nothing rather than fail
+        return ""
 
 
 class InferenceWorker(QObject):

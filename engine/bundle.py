@@ -119,7 +119,10 @@ class Bundle:
         return {"name": m.name, "root": str(self.root),
                 "policy": None if m.policy is None else {"family": m.policy.family, "frame": m.policy.frame,
                                                           "quant": m.policy.quant,
-                                                          "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256},
+                                                          "sha256": m.files.get(m.policy.model, FileEntry("", 0)).sha256,
+                                                          # star-train adapt's before / after, where it made it
+                                                          **({"adapted": m.policy.source["adapted"]}
+                                                             if isinstance(m.policy.source.get("adapted"), dict) else {})},
                 # one hash over the segmenter's files: a run resumed on another SAM would mix two models
                 "segmenter": None if m.segmenter is None else {
                     "image_size": m.segmenter.image_size,

@@ -289,6 +289,30 @@ def _run_nano_recipe(args) -> int:
     return 0
 
 
+def _adapt(args) -> int:
+    from .adapt import AdaptSettings, adapt, describe
+    from .config_cli import dataclass_from_args
+
+    report = adapt(dataclass_from_args(AdaptSettings, args), log=lambda line: print(f"star-train adapt: {line}",
+                                                                                       file=sys.stderr, flush=True))
+    print(describe(report))
+    return 0
+
+
+def _nano_folder(args) -> int:
+    from .nano.folder import write_labelled_folder
+
+    try:
+        out = write_labelled_folder(args.out, args.images, args.held_out, world=args.world, seed=args.seed,
+                                    progress=not args.quiet)
+    except ValueError as exc:
+        from .recipe import RecipeError
+
+        raise RecipeError(str(exc)) from None
+    print(f"{args.images} labelled scenes in {out} ({args.held_out} held out: {out / 'held-out.txt'})")
+    return 0
+
+
 def add_recipe_commands(sub) -> None:
     for name, stage, what in (("grpo", 1, "StAR stage 1: GRPO with SAM in the loop (a LoRA on the policy)"),
                               ("rest", 2, "StAR stage 2: REST, the best and worst of n rollouts (continues an adapter)")):
@@ -296,6 +320,22 @@ def add_recipe_commands(sub) -> None:
                                                             "then the options below.")
         add_recipe_arguments(p)
         p.set_defaults(run=_run_stage, stage=stage)
+    from .adapt import AdaptSettings
+    from .config_cli import COUNT, add_dataclass_arguments
+
+    p = sub.add_parser("adapt", help="a labelled folder + a bundle -> a bundle trained on it, measured before and "
+                                     "after on the folder's held-out images (resumable)")
+    add_dataclass_arguments(p, AdaptSettings)
+    p.set_defaults(run=_adapt)
+    p = sub.add_parser("nano-folder", help="a simulated person's labelled folder: wider- or shifted-world scenes with "
+                                           "labelme files (colour + kind labels), for star-train adapt")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=COUNT, default=400, help="labelled images in all (default 400)")
+    p.add_argument("--held-out", type=COUNT, default=200, help="the first this many are held out (default 200)")
+    p.add_argument("--world", default="shift", choices=["wide", "shift"], help="default: shift")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_folder)
     p = sub.add_parser("nano", help="the nano bundle from scratch: every stage of its recipe, resumable")
     p.add_argument("--out", required=True, help="the run folder (a re-run resumes)")
     p.add_argument("--scale", default="full", choices=["full", "ci"], help="ci: a few steps of each stage")

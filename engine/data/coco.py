@@ -105,8 +105,9 @@ class CocoReader(Reader):
                     h, w = int(img["height"]), int(img["width"])
                     return [annotation_mask(ann["segmentation"], h, w).astype(bool) for ann in chosen]
 
+                names = Counter(self.categories.get(a.get("category_id"), "") for a in chosen)
                 meta = {"file": img.get("file_name"), "query_source": source, "objects": len(idx),
-                        "image_id": img.get("id")}
+                        "image_id": img.get("id"), "label": names.most_common(1)[0][0] or None}
                 out.append(Sample(f"{img.get('id')}|{source}|{query}", query, path, gt, meta, exif=False,
                                   instances_loader=instances))
         return out

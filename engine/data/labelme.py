@@ -200,7 +200,9 @@ class LabelmeReader(Reader):
                     objs = objects_of()
                     return [objs[i].mask for i in idx]
 
-                meta = {"file": rel, "query_source": source, "objects": len(idx), "ignore_regions": len(ignore)}
+                label = Counter(objects[i].label for i in idx).most_common(1)[0][0]  # what the objects are called
+                meta = {"file": rel, "query_source": source, "objects": len(idx), "ignore_regions": len(ignore),
+                        "label": label}
                 yield Sample(f"{rel}|{source}|{query}", query, image, gt, meta, exif=True, instances_loader=instances)
 
     def __len__(self) -> int:

@@ -1,0 +1,425 @@
+"""`star-train adapt`: a labelled folder and a bundle in, a verified bundle trained on that folder out,
+measured before and after on the folder's held-out images.
+
+Stages, each recorded in `<out>.adapt/state.json` when done (Ctrl-C, then the same command, goes on from
+where it stopped; the evaluations and GRPO resume inside their stage):
+1. plan: the folder's train and held-out splits (`engine.data`, the held-out split by content hash, so it
+   stays held out), refused when either is too small to learn from or to measure;
+2. before: `star eval` of the starting bundle on the held-out images (N = 1, as the bundle decodes);
+3. base: the policy's Hugging Face weights: the bundle's recorded source when it is on disk, else
+   `star-export import` of its GGUF pair with `--like` (the quantization's rounding is kept: what is trained
+   is what the bundle computed with);
+4. train: StAR's stage 1 (GRPO with the bundle's own SAM in the loop, StAR's rewards against the folder's
+   masks) as a LoRA on the policy, with a progress bar of the reward and the time left;
+5. export: the LoRA merged, exported at the starting bundle's quantization, frame, prompt family and
+   decoding recommendations, with the starting bundle's segmenter (hard-linked), and verified;
+6. after: the same evaluation of the new bundle; the new bundle is moved to `--out` with
+   `adapt-report.json` and `adapt-report.png` (before / after) beside its manifest, which records them too.
+A new bundle that is not better is still written, and said to be not better, plainly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import StarError
+
+from .config_cli import COUNT, setting
+
+MIN_TRAIN = 4          # samples to learn from
+MIN_HELD_OUT = 2       # samples to measure on
+MIN_GAIN = 0.01        # gIoU: a smaller change on the held-out images is no change
+WARM_START_BELOW = 0.05  # gIoU before: under it, GRPO's rollouts would (nearly) all score 0
+STAGES = ("plan", "before", "base", "warm", "train", "export", "after")
+
+
+class AdaptError(StarError):
+    """What stops an adaptation before it starts: an output that exists, too few usable samples, a bundle
+    that cannot be trained here."""
+
+
+def _mapping(text: str) -> dict:
+    from .overrides import parse_overrides
+
+    value = parse_overrides([f"v={text}"])["v"]
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping such as {{queries: labels, holdout: 0.2}}, got {text!r}")
+    return value
+
+
+@dataclass
+class AdaptSettings:
+    """What `star-train adapt` does: every field is one of its options."""
+    data: str = setting(MISSING, "the labelled images: labelme:FOLDER (labelme, X-AnyLabeling, star label, the app) "
+                                 "or coco:INSTANCES_JSON", metavar="KIND:PATH")
+    bundle: str = setting(MISSING, "the bundle to start from (it is never changed)")
+    out: str = setting(MISSING, "the new bundle's folder (must not exist)")
+    like: str | None = setting(None, "a Hugging Face folder of the policy's architecture (config, tokenizer), to "
+                                     "import the bundle's GGUF when its recorded source is not on disk (the shipped "
+                                     "nano bundle's is found by itself)")
+    data_options: dict = field(default_factory=dict, metadata={
+        "help": "the reader's options, e.g. '{queries: labels, flag: done, holdout: 0.2}'", "parse": _mapping,
+        "metavar": "YAML", "cli_default": {}})
+    steps: int = setting(50, "GRPO steps", parse=COUNT)
+    prompts_per_step: int = setting(2, "prompts per step", parse=COUNT)
+    num_generations: int = setting(4, "rollouts per prompt (GRPO's group)", parse=COUNT)
+    max_completion_length: int = setting(256, "tokens per rollout at most", parse=COUNT)
+    lr: float = setting(1e-4, "learning rate of the LoRA")
+    lora_r: int = setting(16, "LoRA rank (alpha the same)", parse=COUNT)
+    warm_start: str = setting("auto", "a supervised warm start on answers derived from the masks before GRPO: "
+                                      "auto (when the starting bundle scores under 0.05 gIoU on the held-out "
+                                      "images: GRPO would see no reward), always, never",
+                              choices=("auto", "always", "never"))
+    warm_steps: int = setting(200, "warm-start steps (4 rows each)", parse=COUNT)
+    max_new_tokens: int = setting(1024, "tokens per evaluated answer at most", parse=COUNT)
+    threads: int | None = setting(None, "CPU threads (default: all cores)", parse=COUNT)
+    seed: int = setting(0, "random seed of training and evaluation")
+
+
+@dataclass
+class AdaptReport:
+    bundle: str
+    before: dict
+    after: dict
+    better: bool
+    train_samples: int
+    held_out_samples: int
+    steps: int
+    base: str                               # where the trained weights came from
+    warm_start: bool = False
+    seconds: dict = field(default_factory=dict)
+
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".adapt")
+
+
+class _State:
+    def __init__(self, folder: Path):
+        self.path = folder / "state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def done(self, stage: str) -> dict | None:
+        return self.data.get(stage)
+
+    def record(self, stage: str, value: dict) -> None:
+        from engine.fileio import write_text_atomically
+
+        self.data[stage] = value
+        write_text_atomically(self.path, json.dumps(self.data, indent=1))
+
+
+def _reader(settings: AdaptSettings, split: str):
+    from engine.data import open_dataset, parse_data_spec
+    from training.grpo_data import annotation_spec
+
+    if annotation_spec(settings.data) is None:
+        raise AdaptError(f"--data {settings.data}: adapt trains on labelme:FOLDER or coco:FILE")
+    kind, path = parse_data_spec(settings.data)
+    try:
+        return open_dataset(kind, path, on_error="skip", **{**settings.data_options, "split": split})
+    except (OSError, ValueError, TypeError) as exc:
+        raise AdaptError(f"--data {settings.data}: {exc}") from None
+
+
+def plan(settings: AdaptSettings) -> dict:
+    """The splits' sizes (refused when too small), by query source, and the files left out by reason."""
+    train, held = _reader(settings, "train"), _reader(settings, "held-out")
+    n_train, n_held = len(train), len(held)
+    skipped = dict(train.skipped + held.skipped)
+    if n_train < MIN_TRAIN or n_held < MIN_HELD_OUT:
+        raise AdaptError(f"--data {settings.data}: {n_train} training and {n_held} held-out samples usable (need "
+                         f"{MIN_TRAIN} and {MIN_HELD_OUT}); label more images" +
+                         (f" ({', '.join(f'{n} {why}' for why, n in skipped.items())})" if skipped else ""))
+    sources = Counter(s.meta.get("query_source", "?") for s in train)
+    return {"train": n_train, "held_out": n_held, "sources": dict(sources), "skipped": skipped}
+
+
+def _evaluate(bundle: Path, settings: AdaptSettings, out: Path, progress: bool) -> dict:
+    from engine.evaluation.report import summarize, write_report
+    from engine.evaluation.runlog import RunLog
+    from engine.evaluation.runner import EvalSettings, run_eval
+    from engine.pipeline import load_reasoner
+
+    reader = _reader(settings, "held-out")
+    reasoner = load_reasoner(bundle, threads=settings.threads, max_samples=1, max_new_tokens=settings.max_new_tokens)
+    eval_settings = EvalSettings(data=settings.data, data_options={**settings.data_options, "split": "held-out"},
+                                 on_error="skip", n=1, seed=settings.seed, max_new_tokens=settings.max_new_tokens,
+                                 constrained=reasoner.grammar(None), temperature=1.0, sweep=False)
+    try:
+        outcome = run_eval(reasoner, reader, out, eval_settings, progress=progress)
+    finally:
+        reasoner.close()
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    summary = summarize(outcome.records, RunLog(out).read_settings())
+    write_report(summary, out)
+    return {"giou": summary["giou"], "ciou": summary["ciou"], "items": summary["items"],
+            "groups": summary["groups"].get("query_source", {})}
+
+
+def hf_weights(bundle_root: Path, like: str | None, target: Path, log: Callable[[str], None]) -> str:
+    """The starting policy's Hugging Face weights at `target`; returns where they came from."""
+    from engine.bundle import read_manifest
+
+    bundle = read_manifest(bundle_root)
+    spec = bundle.manifest.policy
+    source = spec.source or {}
+    model = bundle.root / source["model"] if isinstance(source.get("model"), str) else None
+    adapter = bundle.root / source["adapter"] if isinstance(source.get("adapter"), str) else None
+    if model is not None and (model / "config.json").is_file() and (adapter is None or adapter.is_dir()):
+        if adapter is None:
+            shutil.copytree(model, target)
+            return f"the recorded source {model}"
+        from export.lora import merge_adapter
+
+        merge_adapter(model, adapter, target)
+        return f"the recorded source {model} with its adapter {adapter}"
+    like = like or default_like(bundle_root)
+    if like is None:
+        raise AdaptError(f"{bundle_root}: the policy's Hugging Face weights are not on disk; give --like HF_FOLDER (a "
+                         "folder of the same architecture: its config and tokenizer) to import the bundle's GGUF")
+    from export.gguf_import import import_policy
+
+    result = import_policy(bundle.path(spec.model), bundle.path(spec.mmproj), like, target)
+    types = ", ".join(f"{n} {t}" for t, n in sorted(result.gguf_types.items()))
+    log(f"imported the policy from its GGUF ({types} tensors): training starts from what the bundle computes "
+        "with, its quantization's rounding included")
+    return f"star-export import of {spec.model} ({spec.quant})"
+
+
+def default_like(bundle_root: Path) -> str | None:
+    """For the shipped nano bundle, the nano policy's own configuration and tokenizer (a warm-up checkpoint
+    kept in the source tree); None for any other bundle."""
+    from engine.bundle import default_bundle_dir
+
+    nano_like = Path(__file__).resolve().parent / "nano" / "checkpoints" / "warmup-3000"
+    if Path(bundle_root).resolve() == default_bundle_dir().resolve() and (nano_like / "config.json").is_file():
+        return str(nano_like)
+    return None
+
+
+def _progress_callback(total: int, progress: bool):
+    from tqdm import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.bar = tqdm(total=total, desc="adapt: GRPO", unit="step", disable=not progress, dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.n = state.global_step
+            self.bar.refresh()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                self.bar.set_postfix(reward=f"{logs['reward']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return Progress()
+
+
+def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool) -> Path:
+    """The supervised warm start (`training.warm_start`) on the train split; returns its adapter."""
+    from tqdm import tqdm
+
+    from engine.bundle import read_manifest
+
+    from .warm_start import warm_start
+
+    spec = read_manifest(bundle_root).manifest.policy
+    samples = list(_reader(settings, "train"))
+    bar = tqdm(total=settings.warm_steps, desc="adapt: warm start", unit="step", disable=not progress,
+               dynamic_ncols=True)
+
+    def step(n: int, loss: float) -> None:
+        bar.n = n
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        return warm_start(base, samples, out, frame=spec.frame, family=spec.prompt_family, steps=settings.warm_steps,
+                          lr=settings.lr, lora_r=settings.lora_r, seed=settings.seed, on_step=step)
+    finally:
+        bar.close()
+
+
+def train_policy(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool,
+                 adapter: Path | None = None) -> Path:
+    """StAR's stage 1 on the folder's train split (continuing `adapter`, a warm start, when given); returns
+    the LoRA adapter."""
+    from engine.bundle import read_manifest
+    from training.grpo import build_trainer, last_checkpoint
+
+    from .recipe import Recipe
+
+    spec = read_manifest(bundle_root).manifest.policy
+    recipe = Recipe(model=str(base), data=settings.data, output_dir=str(out), stage=1, prompt_family=spec.prompt_family,
+                    frame=spec.frame, segmenter=str(bundle_root), lr=settings.lr, max_steps=settings.steps,
+                    prompts_per_step=settings.prompts_per_step, num_generations=settings.num_generations,
+                    per_device_batch=settings.num_generations, max_completion_length=settings.max_completion_length,
+                    lora_r=settings.lora_r, lora_alpha=settings.lora_r, save_steps=max(1, settings.steps // 10),
+                    report_to=[], seed=settings.seed, data_options={**settings.data_options, "split": "train"},
+                    adapter=str(adapter) if adapter else None)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer = build_trainer(recipe)
+    for noisy in (PrinterCallback, ProgressCallback):  # transformers' own bar and log dicts: ours says it shorter
+        trainer.remove_callback(noisy)
+    trainer.add_callback(_progress_callback(settings.steps, progress))
+    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    adapter = out / "adapter"
+    trainer.model.save_pretrained(adapter)
+    return adapter
+
+
+def export_adapted(base: Path, adapter: Path, bundle_root: Path, target: Path, log) -> None:
+    """The merged policy as a bundle like the starting one (quantization, frame, prompt family, decoding
+    recommendations, segmenter), verified."""
+    from engine.bundle import read_manifest
+    from engine.gguf_reader import file_type_name, read_gguf
+    from export.api import PolicyOptions, make_bundle
+    from export.lora import merge_adapter
+    from export.quantize import DEFAULT_QUANT, QUANT_TYPES
+
+    start = read_manifest(bundle_root)
+    spec = start.manifest.policy
+    merged = target.with_name(target.name + "-merged")
+    shutil.rmtree(merged, ignore_errors=True)
+    merge_adapter(base, adapter, merged)
+    quant = spec.quant if spec.quant in (*QUANT_TYPES, "F32") else DEFAULT_QUANT
+    if quant != spec.quant:
+        log(f"the starting bundle's {spec.quant} is not one star-export writes: the new bundle is {quant}")
+    mmproj_type = (file_type_name(read_gguf(start.path(spec.mmproj)).metadata.get("general.file_type", 1)) or "F16")
+    mmproj_type = mmproj_type.lower() if mmproj_type.lower() in ("f16", "q8_0", "f32") else "f16"
+    shutil.rmtree(target, ignore_errors=True)
+    report = make_bundle(target, policy=PolicyOptions(merged, quant=quant, mmproj_quant=mmproj_type, frame=spec.frame,
+                                                      prompt_family=spec.prompt_family,
+                                                      output_f32=(spec.source or {}).get("output") == "f32",
+                                                      answer_grammar=spec.answer_grammar,
+                                                      vote_temperature=spec.vote_temperature),
+                         segmenter_from=bundle_root, link=True, name=target.name, verify=True, log=log)
+    shutil.rmtree(merged, ignore_errors=True)
+    if not report.ok:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
+        raise AdaptError(f"the adapted bundle did not verify ({failed}); it is left in {target}")
+
+
+def plot(before: dict, after: dict, path: Path) -> Path:
+    """Before / after bars (gIoU, cIoU, and gIoU per query source) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["gIoU", "cIoU"] + [f"gIoU ({k})" for k in sorted(before["groups"])]
+    b = [before["giou"], before["ciou"]] + [before["groups"][k]["giou"] for k in sorted(before["groups"])]
+    a = [after["giou"], after["ciou"]] + [after["groups"].get(k, {}).get("giou", 0.0) for k in sorted(before["groups"])]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(names), 3.2))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], b, 0.4, label="before")
+    ax.bar([x + 0.2 for x in xs], a, 0.4, label="after")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"held-out images ({before['items']})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progress: bool = True) -> AdaptReport:
+    """Run (or resume) every stage; returns the report. AdaptError before any work for what a user can fix."""
+    from engine.bundle import load_bundle, read_manifest, save_manifest
+
+    out, bundle_root = Path(settings.out), Path(settings.bundle)
+    if out.exists():
+        raise AdaptError(f"--out {out} exists; name a new folder (the starting bundle is never changed)")
+    start = load_bundle(bundle_root, verify="quick")
+    if start.manifest.policy is None or start.manifest.segmenter is None:
+        raise AdaptError(f"--bundle {bundle_root}: adapt needs a bundle with a policy and a segmenter")
+    work = work_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
+    state = _State(work)
+    seconds = dict(state.done("seconds") or {})
+
+    def stage(name: str, run: Callable[[], dict]) -> dict:
+        done = state.done(name)
+        if done is not None:
+            log(f"{name}: done before, kept")
+            return done
+        t0 = time.perf_counter()
+        value = run()
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        state.record(name, value)
+        state.record("seconds", seconds)
+        return value
+
+    counts = stage("plan", lambda: plan(settings))
+    log(f"{counts['train']} training and {counts['held_out']} held-out samples ({counts['sources']}); "
+        f"{settings.steps} GRPO steps of {settings.prompts_per_step} prompts x {settings.num_generations} rollouts")
+    before = stage("before", lambda: _evaluate(bundle_root, settings, work / "before", progress))
+    per_item = seconds.get("before", 0) / max(1, counts["held_out"])
+    log(f"before: gIoU {before['giou']:.3f}, cIoU {before['ciou']:.3f} on {before['items']} held-out samples "
+        f"({per_item:.1f} s each)")
+    base_dir = work / "base"
+    base = stage("base", lambda: {"from": hf_weights(bundle_root, settings.like, _fresh(base_dir), log)})
+    wanted = settings.warm_start == "always" or (settings.warm_start == "auto" and before["giou"] < WARM_START_BELOW)
+    warmed = stage("warm", lambda: {"adapter": str(warm(settings, base_dir, bundle_root, _fresh(work / "warm"),
+                                                        progress)) if wanted else None})
+    if warmed["adapter"]:
+        log(f"warm start: {settings.warm_steps} supervised steps on answers derived from the masks "
+            f"({seconds.get('warm', 0):.0f} s)")
+    trained = stage("train", lambda: {"adapter": str(train_policy(settings, base_dir, bundle_root, work / "train",
+                                                                  progress, warmed["adapter"] and Path(warmed["adapter"])))})
+    log(f"training took {seconds.get('train', 0):.0f} s ({seconds.get('train', 0) / max(1, settings.steps):.1f} s a step)")
+    new_bundle = work / "bundle"
+    stage("export", lambda: export_adapted(base_dir, Path(trained["adapter"]), bundle_root, new_bundle, log) or {})
+    after = stage("after", lambda: _evaluate(new_bundle, settings, work / "after", progress))
+    better = after["giou"] >= before["giou"] + MIN_GAIN
+    report = AdaptReport(str(out), before, after, better, counts["train"], counts["held_out"], settings.steps,
+                         base["from"], bool(warmed["adapter"]), seconds)
+    (new_bundle / "adapt-report.json").write_text(json.dumps({**asdict(report), "data": settings.data,
+                                                              "from_bundle": start.manifest.name}, indent=1))
+    plot(before, after, new_bundle / "adapt-report.png")
+    manifest = read_manifest(new_bundle).manifest
+    manifest.policy.source = {**manifest.policy.source, "adapted": {
+        "from_bundle": start.manifest.name, "data": Path(settings.data.partition(":")[2]).name,
+        "before_giou": before["giou"], "after_giou": after["giou"], "held_out": counts["held_out"],
+        "steps": settings.steps, "warm_start_steps": settings.warm_steps if warmed["adapter"] else 0}}
+    save_manifest(new_bundle, manifest)
+    new_bundle.rename(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def describe(report: AdaptReport) -> str:
+    """Before / after, and what to make of it, for the terminal."""
+    b, a = report.before, report.after
+    warm = " after a supervised warm start" if report.warm_start else ""
+    lines = [f"held-out samples: {report.held_out_samples}; trained on {report.train_samples} for {report.steps} GRPO "
+             f"steps{warm} (weights from {report.base})",
+             f"gIoU {b['giou']:.3f} -> {a['giou']:.3f}   cIoU {b['ciou']:.3f} -> {a['ciou']:.3f}"]
+    for source in sorted(b["groups"]):
+        lines.append(f"  {source}: gIoU {b['groups'][source]['giou']:.3f} -> "
+                     f"{a['groups'].get(source, {}).get('giou', 0.0):.3f}")
+    if report.better:
+        lines.append(f"the adapted bundle is better on the held-out images: {report.bundle}")
+    else:
+        lines.append(f"the adapted bundle is NOT better on the held-out images (a gIoU gain under {MIN_GAIN} is no "
+                     f"gain; written to {report.bundle} for inspection): keep the starting bundle, or label more "
+                     "images and train longer")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""A supervised warm start for `star-train adapt`, for a world where the starting policy earns no reward:
+GRPO learns from the spread of its rollouts' rewards, and when every rollout scores 0 there is none.
+
+The answers are derived from the user's masks, in the prompt family's answer format: per object the box
+is the mask's tight box and the point the centre of its largest inscribed circle (the same targets StAR's
+rewards score against, `training.rewards.gt_targets_from_masks`: a point deep inside the object, where
+SAM's click is least ambiguous), labelled with the object's label; the reasoning is one plain sentence
+naming how many objects answer the query, so the model keeps the think-then-answer form without being
+taught reasons nobody wrote. What it costs: the model learns the answer format and where the objects are,
+not how to reason about them (GRPO does that afterwards, from the reward), and a few hundred steps of
+cross-entropy on the completion tokens (a LoRA on the language model, as GRPO's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+END_OF_TURN = "<|im_end|>"
+
+
+def mask_answer(query: str, label: str, instances: list[np.ndarray], frame: str) -> str:
+    """The completion a policy answering in `frame` should write for these objects (masks in the image)."""
+    from engine.protocol import get_frame
+
+    from .grpo_data import GRID_TRAINING_SIDE, frame_masks
+    from .rewards import gt_targets_from_masks
+
+    spec = get_frame(frame)
+    side = spec.size if spec.kind == "pixels" else GRID_TRAINING_SIDE
+    targets = gt_targets_from_masks(frame_masks(instances, (side, side)))
+    scale = 1000 / GRID_TRAINING_SIDE if spec.kind == "grid" else 1.0
+    objects = [{"label": label, "bbox_2d": [round(v * scale) for v in t["bbox_2d"]],
+                "point_2d": [round(v * scale) for v in t["point_2d"]]} for t in targets]
+    count = "one object answers" if len(objects) == 1 else f"{len(objects)} objects answer"
+    return f"<think>The query asks for {query}; {count} it.</think><answer>{json.dumps(objects)}</answer>"
+
+
+def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str, steps: int, batch: int = 4,
+               lr: float = 1e-4, lora_r: int = 16, seed: int = 0,
+               on_step: Callable[[int, float], None] | None = None) -> Path:
+    """Train a LoRA on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling
+    through `samples` (engine Samples with instances); writes the PEFT adapter to `out` and returns it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from engine.offline import from_local
+    from engine.policy.hf_inputs import encode_batch
+
+    from .grpo import LM_LINEAR
+
+    torch.manual_seed(seed)
+    model = from_local(AutoModelForImageTextToText, base, "the base policy", dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=LM_LINEAR,
+                                             task_type="CAUSAL_LM"))
+    tokenizer = from_local(AutoTokenizer, base, "the base policy")
+    processor = from_local(AutoProcessor, base, "the base policy").image_processor
+    rows = []
+    for sample in samples:
+        instances = sample.load_instances()
+        if instances:
+            label = sample.meta.get("label") or "object"
+            rows.append((sample, mask_answer(sample.query, label, instances, frame) + END_OF_TURN))
+    if not rows:
+        raise ValueError("no sample with an object to answer: nothing to warm-start on")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        chosen = [rows[order[(step * batch + k) % len(rows)]] for k in range(batch)]
+        enc = encode_batch(tokenizer, processor, [s.load_image() for s, _ in chosen], [s.query for s, _ in chosen],
+                           frame=frame, family=family, completions=[c for _, c in chosen], training=True)
+        loss = model(**enc).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, float(loss))
+    model.save_pretrained(out)
+    return out
