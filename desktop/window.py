@@ -369,6 +369,19 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
         if folder:
             self.set_bundle(folder)
 
+    def train_on_folder(self) -> None:
+        """Run > Train on this folder: `star-train adapt` on the open folder's labelme files."""
+        from .train_dialog import TrainDialog
+
+        if not self.folder:
+            self.show_message(UserMessage("No folder open", "Training learns from a folder of labelled images.",
+                                          "Open a folder (File > Open folder) whose images have labelme files."))
+            return
+        dialog = TrainDialog(self, self.folder[0].parent, self.settings.bundle or None)
+        dialog.use_bundle.connect(self.set_bundle)
+        dialog.show()
+        self.train_dialog = dialog
+
     def set_bundle(self, folder: str) -> None:
         self.settings.bundle = folder
         self.save_settings()

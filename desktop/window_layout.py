@@ -202,6 +202,7 @@ class LayoutMixin:
             ("run", "Run query", "Ctrl+Return", self.run_query, run_menu, True),
             ("run_folder", "Run the query on the folder", "Ctrl+Shift+Return", self.run_folder, run_menu, False),
             ("cancel", "Stop", "Esc", self.cancel, run_menu, True),
+            ("train_folder", "Train on this folder… (star-train adapt)", None, self.train_on_folder, run_menu, False),
             ("n1", "1 sample (direct answer)", "Ctrl+1", lambda: self.set_samples(1), run_menu, False),
             ("n8", "8 samples (vote)", "Ctrl+2", lambda: self.set_samples(8), run_menu, False),
             ("n16", "16 samples (vote)", "Ctrl+3", lambda: self.set_samples(16), run_menu, False),
