@@ -39,6 +39,9 @@ def system_problem(environ=None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.offline import enforce_offline
+
+    enforce_offline()  # the project never downloads (engine/offline.py)
     args = build_parser().parse_args(argv)
     problem = system_problem()
     if problem:

@@ -192,8 +192,7 @@ class InferenceWorker(QObject):
             if self.closing:
                 return
             self._flush(force=True)
-            # A server's reasoner (engine.serve.remote) returns the result already as this dict.
-            data = result if isinstance(result, dict) else result_to_dict(result, should_stop=lambda: self.closing)
+            data = result_to_dict(result, should_stop=lambda: self.closing)
             if data is None:
                 return
             outcome = Outcome(data).prepare(should_stop=lambda: self.closing)
@@ -261,7 +260,7 @@ class InferenceWorker(QObject):
                 failed += 1
                 self.folder_image_failed.emit(str(path), user_message(exc, self.log_path))
                 continue
-            data_dict = result if isinstance(result, dict) else result_to_dict(result)
+            data_dict = result_to_dict(result)
             if data_dict.get("cancelled"):  # stopped within this image: it is not recorded
                 break
             done += 1

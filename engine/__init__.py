@@ -5,7 +5,5 @@ Importable alone: no Qt, no TRL, no exporter.
 
 __version__ = "0.1.0"
 
-from .offline import enforce_offline as _enforce_offline
-
-# The project never downloads: the Hugging Face libraries are set offline for any process that uses it.
-_enforce_offline()
+# Importing it changes nothing in the process: the Hugging Face libraries are set offline by each command's
+# main and before each model load (engine.offline), not at import.

@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .images import MEGAPIXEL, max_pixels, set_max_pixels
+    from .offline import enforce_offline
+
+    enforce_offline()  # the project never downloads (engine/offline.py)
 
     args = build_parser().parse_args(argv)
     limit = max_pixels()

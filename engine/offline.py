@@ -2,8 +2,9 @@
 
 transformers, PEFT and huggingface_hub take any string that is not an existing folder as a Hub repo id and
 download it. This project runs offline and must never do that behind a user's back, so the Hub is set
-offline for the whole process (`enforce_offline`, called when `engine` is imported) and every load first
-checks that the path is a local folder: a typo is "not found", never a download.
+offline for the whole process (`enforce_offline`, called by every command's main and by `from_local`; not
+at import, so a program that imports `engine` keeps its environment) and every load first checks that the
+path is a local folder: a typo is "not found", never a download.
 """
 
 from __future__ import annotations
@@ -37,5 +38,6 @@ def local_folder(path: str | Path, what: str) -> Path:
 
 def from_local(factory, path: str | Path, what: str, *args, **kwargs):
     """`factory.from_pretrained(path, ...)` for a local folder only, with downloads switched off."""
+    enforce_offline()
     folder = local_folder(path, what)
     return factory.from_pretrained(str(folder), *args, local_files_only=True, **kwargs)

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -221,8 +221,35 @@ def decide(samples: list[SampleResult], object_masks: np.ndarray, scores, shape:
     return result.mask, result.no_object, result
 
 
-class Reasoner:
-    """A loaded policy + segmenter with the bundle's frame and prompt family."""
+class Reasoner(Protocol):
+    """What a reasoner offers its callers (the CLI, the evaluation, the server, the app), wherever it runs:
+    `LocalReasoner` here, `engine.serve.remote.RemoteReasoner` on a `star serve` server."""
+
+    bundle: dict              # the identity of the models behind it (`Bundle.identity()`)
+    answer_grammar: bool      # the bundle's recommended decoding
+    vote_temperature: float   # ... and voting temperature
+
+    def run(self, image: ImageSource, query: str, n: int = 1, *, sampling: SamplingParams | None = None,
+            vote: VoteConfig | None = None, on_event: EventCallback | None = None,
+            cancel: CancelToken | None = None) -> Result:
+        """Answer `query` about `image` with `n` samples (N = 1: greedy, StAR's direct prediction; N > 1: the
+        vote). Args: image, a path, bytes or an RGB uint8 array (H, W, 3); `sampling` overrides the
+        bundle's; `on_event` receives the run's events as they happen; `cancel` stops it between steps.
+        Returns the Result: the final mask (bool H x W in the original image's pixels), every sample with its
+        targets (boxes and points in original pixels), the vote, timings; a stopped run is marked cancelled
+        and carries no mask."""
+        ...
+
+    def temperature(self, requested: float | None) -> float:
+        """The N > 1 samples' temperature: `requested`, else the bundle's recommendation."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class LocalReasoner:
+    """A loaded policy + segmenter with the bundle's frame and prompt family (satisfies `Reasoner`)."""
 
     def __init__(self, policy, segmenter, *, frame: str, bundle: dict | None = None, vote: VoteConfig = VoteConfig(),
                  answer_grammar: bool = False, vote_temperature: float = 1.0,
@@ -405,7 +432,7 @@ def bundle_root(bundle=None) -> Path:
 
 def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str = "auto", threads: int | None = None,
                   max_samples: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, n_ctx: int | None = None,
-                  mask_guard: MaskGuard = MaskGuard(), verify: bool | str = True) -> Reasoner:
+                  mask_guard: MaskGuard = MaskGuard(), verify: bool | str = True) -> LocalReasoner:
     """A reasoner from a bundle folder (default: the nano bundle shipped with the package).
     mask_guard: which masks are taken as "nothing found" (engine/honesty.py)."""
     from .bundle import load_bundle
@@ -425,5 +452,5 @@ def load_reasoner(bundle=None, *, device: str = "auto", segmenter_backend: str =
                          n_ctx=n_ctx or context_positions(max_samples, max_new_tokens),
                          n_gpu_layers=-1 if dev == "cuda" else 0, threads=threads)
     segmenter = load_segmenter(b.segmenter_files(), segmenter_backend, device=dev, threads=threads)
-    return Reasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,
+    return LocalReasoner(policy, segmenter, frame=spec.frame, bundle=b.identity(), answer_grammar=spec.answer_grammar,
                     vote_temperature=spec.vote_temperature, mask_guard=mask_guard)

@@ -69,6 +69,59 @@ def result_to_dict(result: Result, *, sample_masks: bool = True, should_stop=Non
             "notes": list(result.notes)}
 
 
+def result_from_dict(data: dict) -> Result:
+    """The inverse of `result_to_dict` (with its sample masks): a Result rebuilt from its JSON form, as a
+    result that crossed the network (`star serve`) arrives. `result_to_dict` of it gives `data` back."""
+    from .pipeline import SampleResult, Timings
+    from .policy.types import SamplingParams
+    from .protocol import Target
+    from .rle import decode
+    from .voting import Cluster, Member, VoteResult
+
+    w, h = (int(v) for v in data["image_size"])
+
+    def target(t: dict) -> Target:
+        return Target(tuple(t["box"]), tuple(t["point"]), t.get("label"))
+
+    samples, masks, index = [], [], {}
+    for s in data["samples"]:
+        rows, scores = [], []
+        for j, t in enumerate(s["targets"]):
+            if "mask" in t:
+                index[(s["index"], j)] = len(masks)
+                rows.append(len(masks))
+                masks.append(decode(t["mask"]))
+            if "score" in t:
+                scores.append(t["score"])
+        samples.append(SampleResult(s["index"], s["text"], s["status"], s["thinking"], s["answer"], s["reason"],
+                                    s["finish_reason"], [target(t) for t in s["targets"]], rows, scores,
+                                    s.get("reasoning_problem", ""), [target(t) for t in s.get("full_frame", [])],
+                                    [target(t) for t in s.get("featureless", [])]))
+    object_masks = np.stack(masks) if masks else np.zeros((0, h, w), bool)
+    mask = decode(data["mask"])
+    vote = None
+    if data.get("vote") is not None:
+        v = data["vote"]
+
+        def member(m: dict) -> Member:
+            row = index.get((m["sample"], m["object"]))
+            tgt = data["samples"][m["sample"]]["targets"][m["object"]]
+            return Member(row if row is not None else -1, m["sample"], m["object"], m["score"], tgt.get("label"),
+                          int(object_masks[row].sum()) if row is not None else 0)
+
+        clusters = [Cluster(c["id"], [member(m) for m in c["members"]], c["votes"], c["ratio"], c["mean_score"],
+                            c["label"]) for c in data["clusters"]]
+        chosen = [index.get((c["sample"], c["object"]), -1) for c in v.get("chosen", [])]
+        vote = VoteResult(mask, bool(data["no_object"]), v["k"], clusters, list(v["selected"]), chosen,
+                          v["valid_runs"], v["no_object_votes"], v["abstained"], reason=v["reason"],
+                          backend=v["backend"])
+    timings = Timings(**{k: v for k, v in data["timings"].items() if k != "decode_tokens_per_s"})
+    sampling = None if data.get("sampling") is None else SamplingParams(**data["sampling"])
+    return Result(query=data["query"], image_size=(w, h), mask=mask, no_object=bool(data["no_object"]),
+                  samples=samples, object_masks=object_masks, vote=vote, timings=timings, bundle=data["bundle"],
+                  cancelled=bool(data["cancelled"]), sampling=sampling, notes=list(data.get("notes", [])))
+
+
 def _sampling_dict(sampling) -> dict | None:
     # What a run's samples were decoded with, so a saved result says how to reproduce it (temperature 0 = greedy).
     if sampling is None:

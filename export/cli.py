@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.offline import enforce_offline
+
+    enforce_offline()  # the project never downloads (engine/offline.py)
     args = build_parser().parse_args(argv)
     return run_command("star-export", args.run, args,
                        on_interrupt="interrupted; re-run the same command to continue (finished stages are kept)")

@@ -3,7 +3,8 @@
 The converter is not on PyPI as a package and is never copied into this repository: the installer
 (`installer/setup.sh --with export`) unpacks `convert_hf_to_gguf.py`, its `conversion/` package and
 `gguf-py/` from the sdist of the exact llama-cpp-python version the engine runs, into
-~/.cache/star-desktop/llama-converter-<version>/. Conversion runs in a subprocess (`_launch`), so the
+the project's cache folder (`engine.fileio.cache_dir`: $STAR_CACHE_DIR, else ~/.cache/star-desktop), as
+llama-converter-<version>/. Conversion runs in a subprocess (`_launch`), so the
 converter's own `gguf` package never mixes with ours.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import StarError
+from engine.fileio import cache_dir
 
 from .progress import stage_bar, tensor_count
 
@@ -34,7 +36,7 @@ def llama_cpp_version() -> str:
 
 def converter_dir(version: str | None = None) -> Path:
     version = version or llama_cpp_version()
-    root = Path(os.environ.get("STAR_CONVERTER_DIR") or Path.home() / ".cache" / "star-desktop" / f"llama-converter-{version}")
+    root = Path(os.environ.get("STAR_CONVERTER_DIR") or cache_dir() / f"llama-converter-{version}")
     if not (root / "convert_hf_to_gguf.py").is_file():
         raise ConverterError(
             f"llama.cpp's converter for llama-cpp-python {version} is not at {root}: run "

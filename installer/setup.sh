@@ -81,11 +81,14 @@ if [[ ",${extras_csv}," == *",llama,"* ]]; then
 fi
 
 # pip's own wheel cache ignores CMAKE_ARGS (a CPU build could be reused on a GPU machine), so built
+# The project's cache folder, as engine.fileio.cache_dir names it ($STAR_CACHE_DIR, else ~/.cache/star-desktop).
+cache="${STAR_CACHE_DIR:-$HOME/.cache/star-desktop}"
+
 # llama.cpp wheels live in a cache keyed by version and flags; CI and later runs reuse them.
 if [[ ",${extras_csv}," == *",llama,"* ]]; then
   llama_version="$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' "$repo/pyproject.toml")"
   key="$(echo "${llama_version} ${CMAKE_ARGS}" | sha256sum | cut -c1-12)"
-  wheel_dir="${STAR_WHEEL_CACHE:-$HOME/.cache/star-desktop/wheels}/llama-${llama_version}-${key}"
+  wheel_dir="${STAR_WHEEL_CACHE:-$cache/wheels}/llama-${llama_version}-${key}"
   if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     echo "star setup: compiling llama-cpp-python ${llama_version} (${CMAKE_ARGS# }); several minutes, once"
     "${pip[@]}" wheel --no-deps --no-cache-dir -w "$wheel_dir" "llama-cpp-python==${llama_version}"
@@ -97,9 +100,9 @@ fi
 # of the SAME llama-cpp-python version (the converter is on no package index; never copied into the repo).
 if [[ ",${extras_csv}," == *",export,"* ]]; then
   llama_version="$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' "$repo/pyproject.toml")"
-  conv_dir="${STAR_CONVERTER_DIR:-$HOME/.cache/star-desktop/llama-converter-${llama_version}}"
+  conv_dir="${STAR_CONVERTER_DIR:-$cache/llama-converter-${llama_version}}"
   if [ ! -f "$conv_dir/convert_hf_to_gguf.py" ]; then
-    src_dir="$HOME/.cache/star-desktop/src"
+    src_dir="$cache/src"
     mkdir -p "$src_dir" "$conv_dir.partial"
     [ -f "$src_dir/llama_cpp_python-${llama_version}.tar.gz" ] || \
       "${pip[@]}" download --no-binary :all: --no-deps -d "$src_dir" "llama-cpp-python==${llama_version}"

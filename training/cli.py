@@ -345,6 +345,9 @@ def add_recipe_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.errors import run_command
+    from engine.offline import enforce_offline
+
+    enforce_offline()  # the project never downloads (engine/offline.py)
 
     args = build_parser().parse_args(argv)
     return run_command("star-train", args.run, args,

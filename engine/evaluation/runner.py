@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import DatasetError, StarError
 from ..honesty import MaskGuard
 from ..metrics import IoUAccumulator, PreparedGt, pick_counts
-from ..pipeline import Reasoner, sampling_for
+from ..pipeline import LocalReasoner, sampling_for
 from ..policy.types import DEFAULT_MAX_NEW_TOKENS, CancelToken
 from ..rle import encode
 from ..voting import VoteConfig, grid_configs
@@ -85,7 +85,7 @@ def _record(sample, result, scores: dict) -> dict:
             "timings": asdict(result.timings)}
 
 
-def _evaluate(reasoner: Reasoner, sample, settings: EvalSettings, sweep_configs, cancel: CancelToken) -> dict | None:
+def _evaluate(reasoner: LocalReasoner, sample, settings: EvalSettings, sweep_configs, cancel: CancelToken) -> dict | None:
     """One item's record: scored, or an error record (a failure: the report counts it as IoU 0); None
     when cancelled mid-item. A broken item under on_error="raise" stops the run (DatasetError)."""
     try:
@@ -109,7 +109,7 @@ def _evaluate(reasoner: Reasoner, sample, settings: EvalSettings, sweep_configs,
     return _record(sample, result, score_result(result, gt, vote=settings.vote, sweep_configs=sweep_configs))
 
 
-def run_eval(reasoner: Reasoner, reader, out_dir, settings: EvalSettings, *, cancel: CancelToken | None = None,
+def run_eval(reasoner: LocalReasoner, reader, out_dir, settings: EvalSettings, *, cancel: CancelToken | None = None,
              progress: bool = True) -> EvalOutcome:
     from tqdm import tqdm
 

@@ -14,8 +14,8 @@ from .client import ServeClient, StreamCancelled
 
 
 class RemoteReasoner:
-    """What the desktop app (and any Reasoner user) calls; `run` returns the result as
-    `engine.results.result_to_dict` gives it (already a dict: it crossed the network as JSON)."""
+    """A `engine.pipeline.Reasoner` whose models run on a server: `run` returns the Result the server
+    computed (rebuilt from the JSON it crossed the network as, `engine.results.result_from_dict`)."""
 
     policy = None
 
@@ -33,10 +33,10 @@ class RemoteReasoner:
         return self.vote_temperature if requested is None else float(requested)
 
     def run(self, image, query: str, n: int = 1, *, sampling: SamplingParams | None = None, vote=None,
-            on_event=None, cancel: CancelToken | None = None) -> dict:
+            on_event=None, cancel: CancelToken | None = None) -> Result:
         from PIL import Image
 
-        from ..results import result_to_dict
+        from ..results import result_from_dict
 
         rgb = np.asarray(image)
         buf = io.BytesIO()
@@ -67,10 +67,10 @@ class RemoteReasoner:
         except StreamCancelled:
             h, w = rgb.shape[:2]
             samples = [_sample(i, texts.get(i, ""), "failed", "cancelled") for i in range(n)]
-            return result_to_dict(Result(query=query, image_size=(w, h), mask=np.zeros((h, w), bool), no_object=False,
-                                         samples=samples, object_masks=np.zeros((0, h, w), bool), vote=None,
-                                         timings=Timings(), bundle=self.bundle, cancelled=True))
-        return {**data["star"]["result"], "bundle": self.bundle}
+            return Result(query=query, image_size=(w, h), mask=np.zeros((h, w), bool), no_object=False,
+                          samples=samples, object_masks=np.zeros((0, h, w), bool), vote=None, timings=Timings(),
+                          bundle=self.bundle, cancelled=True)
+        return result_from_dict({**data["star"]["result"], "bundle": self.bundle})
 
     def close(self) -> None:
         pass

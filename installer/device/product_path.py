@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     import torch
 
     from engine.host import to_host
-    from engine.pipeline import Reasoner, decide
+    from engine.pipeline import LocalReasoner, decide
     from engine.voting import VoteConfig
     from tests.scripted import ReplayPolicy
 
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             texts = completions(n, args.size, args.size, frame)
             for device in devices:
                 for mode in ("best", "consensus"):
-                    reasoner = Reasoner(ReplayPolicy(texts), segmenters[device], frame=f"pixels-{frame}",
+                    reasoner = LocalReasoner(ReplayPolicy(texts), segmenters[device], frame=f"pixels-{frame}",
                                         vote=VoteConfig(mode=mode))
                     reasoner.run(image, "warm-up", n)  # CUDA start-up and the embedding cache
                     t0 = time.perf_counter()

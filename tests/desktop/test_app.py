@@ -27,9 +27,9 @@ def window(qtbot, home, **kwargs):
 
 
 def replay_loader(segmenter, texts, vote_temperature=1.0):
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
-    return lambda bundle, max_samples: Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", **RANDOM_SAM,
+    return lambda bundle, max_samples: LocalReasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", **RANDOM_SAM,
                                                 bundle={"name": "tiny-replay"}, vote_temperature=vote_temperature)
 
 
@@ -45,9 +45,9 @@ def ask(qtbot, w, query, n, timeout=120_000):
 def test_query_vote_inspector_exports_and_autosave(qtbot, home, tiny_segmenter, scene_image, scene_png, tmp_path):
     from pycocotools import mask as coco_mask
 
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
-    expected = Reasoner(ReplayPolicy(VOTE_TEXTS), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
+    expected = LocalReasoner(ReplayPolicy(VOTE_TEXTS), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
         scene_image, "the red square", 8)
     w = window(qtbot, home, loader=replay_loader(tiny_segmenter, VOTE_TEXTS))
     assert w.open_image(scene_png)
@@ -174,10 +174,10 @@ class GatedPolicy(ReplayPolicy):
 def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, home, tiny_segmenter, scene_png):
     """After Stop the screen is the last complete result exactly as it was (mask, boxes, samples, votes,
     headline); the stopped run's texts stay reachable in the Reasoning tab, labelled as a stopped run."""
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
     policy = GatedPolicy(VOTE_TEXTS)
-    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
+    w = window(qtbot, home, loader=lambda bundle, n: LocalReasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w.open_image(scene_png)
     policy.gate.set()
     # the worker hands over a result already decoded (24 MP x 32 samples took seconds on the UI thread,
@@ -216,12 +216,12 @@ def test_stop_is_recorded_as_stopped_and_keeps_the_last_complete_result(qtbot, h
 
 def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scene_png, scene_image, tmp_path):
     from desktop.store import ImageRecord
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
     other = tmp_path / "images" / "other.png"
     Image.fromarray(np.ascontiguousarray(scene_image[:, ::-1])).save(other)
     policy = GatedPolicy(VOTE_TEXTS[:1])
-    w = window(qtbot, home, loader=lambda bundle, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
+    w = window(qtbot, home, loader=lambda bundle, n: LocalReasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w.open_image(scene_png)
     first_key = w.record.key
     w.query.setCurrentText("the red square")
@@ -241,7 +241,7 @@ def test_a_result_never_lands_on_another_image(qtbot, home, tiny_segmenter, scen
     from desktop.worker import RunTag
     from engine.results import result_to_dict
 
-    data = result_to_dict(Reasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
+    data = result_to_dict(LocalReasoner(ReplayPolicy(VOTE_TEXTS[:1]), tiny_segmenter, frame="pixels-112", **RANDOM_SAM).run(
         scene_image, "the red square", 1))
     from desktop.outcome import Outcome
 

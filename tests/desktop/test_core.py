@@ -15,10 +15,10 @@ from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
 
 
 def run(segmenter, image, texts, query="the red square"):
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
     from engine.results import result_to_dict
 
-    result = Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM).run(
+    result = LocalReasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM).run(
         image, query, len(texts))
     return result, result_to_dict(result)
 
@@ -118,11 +118,11 @@ def test_a_full_frame_answer_and_unreadable_reasoning_are_explained(tiny_segment
     puts the warning above a trace that is not readable."""
     from desktop.outcome import Outcome
     from desktop.panels import ReasoningPanel
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
     from engine.results import result_to_dict
 
     garbled = answer(RED).replace("looking", "The query names square>")
-    result = Reasoner(ReplayPolicy([garbled]), tiny_segmenter, frame="pixels-112", mask_guard=MaskGuard(max_share=0.0)).run(
+    result = LocalReasoner(ReplayPolicy([garbled]), tiny_segmenter, frame="pixels-112", mask_guard=MaskGuard(max_share=0.0)).run(
         scene_image, "the red square", 1)
     outcome = Outcome(result_to_dict(result))
     assert outcome.headline().startswith("No object:") and "not used" in outcome.headline()

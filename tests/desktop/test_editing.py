@@ -284,7 +284,7 @@ class HoldingPolicy(GatedPolicy):
 def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tiny_segmenter, tmp_path, scene_image):
     from desktop.store import ImageRecord, content_key
     from engine.annotations import labelme_path
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -321,7 +321,7 @@ def test_one_query_over_the_folder_with_skips_failures_and_stop(qtbot, home, tin
         labelme_path(p).unlink()
     policy = HoldingPolicy([answer(RED)], hold_at=2)
     w2 = window(qtbot, tmp_path / "home2",
-                loader=lambda b, n: Reasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
+                loader=lambda b, n: LocalReasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM))
     assert w2.open_folder(folder) == 5
     w2.query.setCurrentText("the red square")
     with qtbot.waitSignal(w2.run_finished, timeout=120_000):

@@ -44,10 +44,10 @@ def items(scene_image):
 
 
 def make_reasoner(segmenter, **kw):
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
     policy = ScriptedPolicy(SCRIPT, **kw)
-    return Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
+    return LocalReasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
                         **RANDOM_SAM), policy
 
 

@@ -18,7 +18,7 @@ from engine.honesty import (
     region_contrast,
     shown_reasoning,
 )
-from engine.pipeline import Reasoner
+from engine.pipeline import LocalReasoner
 from tests.scripted import BLUE, RED, ReplayPolicy, answer
 
 
@@ -69,7 +69,7 @@ def test_region_contrast_by_hand():
 
 
 def _reasoner(segmenter, texts, share):
-    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"},
+    return LocalReasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"},
                     mask_guard=MaskGuard(max_share=share, min_contrast=0.0))
 
 
@@ -115,7 +115,7 @@ def test_a_mask_on_a_blank_canvas_is_nothing_found(tiny_segmenter):
     yy, xx = np.mgrid[:184, :224]
     disc[(yy - 40) ** 2 + (xx - 60) ** 2 < 15 ** 2] = (220, 30, 30)
     guard = MaskGuard(max_share=1.0)  # the default contrast; the random SAM's masks are large
-    r = Reasoner(ReplayPolicy([answer(RED, BLUE)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
+    r = LocalReasoner(ReplayPolicy([answer(RED, BLUE)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
         blank, "the red square", 1)
     s = r.samples[0]
     assert r.no_object and not r.mask.any() and s.status == "empty" and len(s.featureless) == 2 and not s.full_frame
@@ -123,7 +123,7 @@ def test_a_mask_on_a_blank_canvas_is_nothing_found(tiny_segmenter):
     from engine.results import result_to_dict
 
     assert [t["label"] for t in result_to_dict(r)["samples"][0]["featureless"]] == ["red square", "blue circle"]
-    kept = Reasoner(ReplayPolicy([answer(RED)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
+    kept = LocalReasoner(ReplayPolicy([answer(RED)]), tiny_segmenter, frame="pixels-112", mask_guard=guard).run(
         disc, "the red square", 1)
     ys, xs = np.nonzero(kept.host_mask(0))
     # By hand: the mask's box holds the whole disc (x 45..75, y 25..55), so its surroundings hold all ~700 red

@@ -18,9 +18,9 @@ from tests.scripted import BLUE, RANDOM_SAM, RED, H, ReplayPolicy, W, answer, to
 
 
 def reasoner(segmenter, texts):
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
 
-    return Reasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM)
+    return LocalReasoner(ReplayPolicy(texts), segmenter, frame="pixels-112", bundle={"name": "tiny"}, **RANDOM_SAM)
 
 
 def direct_masks(segmenter, image, *objects):
@@ -153,6 +153,24 @@ def test_result_json_round_trips_masks(tiny_segmenter, scene_image):
     assert (decode(d["samples"][2]["targets"][0]["mask"]) == result.object_masks[2]).all()
     assert [c["votes"] for c in d["clusters"]] == [c.votes for c in result.vote.clusters]
     assert [c["id"] for c in d["clusters"] if c["selected"]] == result.vote.selected
+
+
+@pytest.mark.parametrize("texts, n", [
+    ([answer(RED, BLUE)], 1),
+    ([answer(RED), answer(BLUE), answer(RED), "<answer>[{\"bbox_2d\": oops</answer>", answer(RED)], 5),
+    (["<answer>[]</answer>", answer(RED), "<answer>[]</answer>"], 3),
+])
+def test_a_result_rebuilt_from_its_json_gives_the_same_json(tiny_segmenter, scene_image, texts, n):
+    """What a server's result becomes on the client (engine.serve.remote): result_from_dict is the inverse of
+    result_to_dict, for a direct answer, a vote with an abstention, and a no-object majority."""
+    from engine.results import result_from_dict, result_to_dict
+
+    result = reasoner(tiny_segmenter, texts).run(scene_image, "the red square", n)
+    data = json.loads(json.dumps(result_to_dict(result)))
+    rebuilt = result_from_dict(data)
+    assert json.loads(json.dumps(result_to_dict(rebuilt))) == data
+    assert (rebuilt.mask == result.mask).all() and rebuilt.no_object == result.no_object
+    assert (rebuilt.object_masks == np.asarray(result.object_masks)).all()
 
 
 # ---- `star segment` with the real llama.cpp policy of the tiny bundle ----------------------------------------

@@ -461,11 +461,11 @@ def cod_items(scene_image):
 def _eval(segmenter, spec: str, out: Path, query: str, on_error: str = "raise"):
     from engine.data import open_dataset, parse_data_spec
     from engine.evaluation.runner import EvalSettings, run_eval
-    from engine.pipeline import Reasoner
+    from engine.pipeline import LocalReasoner
     from tests.scripted import BLUE, FRAME, RED, ScriptedPolicy, answer
 
     policy = ScriptedPolicy({"the red square": [answer(RED)], "the blue circle": [answer(BLUE)]})
-    reasoner = Reasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
+    reasoner = LocalReasoner(policy, segmenter, frame=f"pixels-{FRAME}", bundle={"name": "tiny", "policy": {"sha256": "x"}},
                         **RANDOM_SAM)
     kind, path = parse_data_spec(spec)
     options = {"query": query} if kind == "cod" else {}  # COD items carry no query of their own
