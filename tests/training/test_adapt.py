@@ -46,12 +46,12 @@ def test_adapt_interrupted_then_resumed_writes_a_verified_bundle_with_its_before
         adapt(_settings(folder, out), log=stop_after_training, progress=False)
     assert not out.exists()
     state = json.loads((work_dir(out) / "state.json").read_text())
-    assert {"plan", "before", "base", "train"} <= set(state) and "export" not in state
+    assert {"plan", "before", "base", "warm", "train"} <= set(state) and "export" not in state
 
     lines.clear()
     report = adapt(_settings(folder, out), log=lines.append, progress=False)
     assert [line for line in lines if line.endswith("done before, kept")] == \
-        [f"{s}: done before, kept" for s in ("plan", "before", "base", "train")]
+        [f"{s}: done before, kept" for s in ("plan", "before", "base", "warm", "train")]
     assert not work_dir(out).exists()
     bundle = load_bundle(out, verify="full")
     adapted = bundle.manifest.policy.source["adapted"]
