@@ -164,8 +164,9 @@ def _evaluate(bundle: Path, settings: AdaptSettings, out: Path, progress: bool) 
             "groups": summary["groups"].get("query_source", {})}
 
 
-def hf_weights(bundle_root: Path, like: str | None, target: Path, log: Callable[[str], None]) -> str:
-    """The starting policy's Hugging Face weights at `target`; returns where they came from."""
+def hf_weights(bundle_root: Path, like: str | None, target: Path, log: Callable[[str], None]) -> dict:
+    """The starting policy's Hugging Face weights: {"path": the folder, "from": where they came from}. The
+    recorded source is used in place; a merged adapter or an import is written at `target`."""
     from engine.bundle import read_manifest
 
     bundle = read_manifest(bundle_root)
@@ -174,13 +175,12 @@ def hf_weights(bundle_root: Path, like: str | None, target: Path, log: Callable[
     model = bundle.root / source["model"] if isinstance(source.get("model"), str) else None
     adapter = bundle.root / source["adapter"] if isinstance(source.get("adapter"), str) else None
     if model is not None and (model / "config.json").is_file() and (adapter is None or adapter.is_dir()):
-        if adapter is None:
-            shutil.copytree(model, target)
-            return f"the recorded source {model}"
+        if adapter is None:  # used where it lies: a real checkpoint is 15 GB, not worth a copy
+            return {"path": str(model), "from": f"the recorded source {model}"}
         from export.lora import merge_adapter
 
         merge_adapter(model, adapter, target)
-        return f"the recorded source {model} with its adapter {adapter}"
+        return {"path": str(target), "from": f"the recorded source {model} with its adapter {adapter}"}
     like = like or default_like(bundle_root)
     if like is None:
         raise AdaptError(f"{bundle_root}: the policy's Hugging Face weights are not on disk; give --like HF_FOLDER (a "
@@ -191,7 +191,7 @@ def hf_weights(bundle_root: Path, like: str | None, target: Path, log: Callable[
     types = ", ".join(f"{n} {t}" for t, n in sorted(result.gguf_types.items()))
     log(f"imported the policy from its GGUF ({types} tensors): training starts from what the bundle computes "
         "with, its quantization's rounding included")
-    return f"star-export import of {spec.model} ({spec.quant})"
+    return {"path": str(target), "from": f"star-export import of {spec.model} ({spec.quant})"}
 
 
 def default_like(bundle_root: Path) -> str | None:
@@ -370,8 +370,8 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
     per_item = seconds.get("before", 0) / max(1, counts["held_out"])
     log(f"before: gIoU {before['giou']:.3f}, cIoU {before['ciou']:.3f} on {before['items']} held-out samples "
         f"({per_item:.1f} s each)")
-    base_dir = work / "base"
-    base = stage("base", lambda: {"from": hf_weights(bundle_root, settings.like, _fresh(base_dir), log)})
+    base = stage("base", lambda: hf_weights(bundle_root, settings.like, _fresh(work / "base"), log))
+    base_dir = Path(base["path"])
     wanted = settings.warm_start == "always" or (settings.warm_start == "auto" and before["giou"] < WARM_START_BELOW)
     warmed = stage("warm", lambda: {"adapter": str(warm(settings, base_dir, bundle_root, _fresh(work / "warm"),
                                                         progress)) if wanted else None})
