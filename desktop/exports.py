@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from engine.fileio import write_atomically, write_text_atomically
+from engine.fileio import write_atomically
 from engine.results import overlay
 from engine.rle import encode
 
@@ -73,6 +72,3 @@ def labelme_json(objects: Objects, size: tuple[int, int], image_name: str, descr
             "imageHeight": h, "imageWidth": w}
 
 
-def write_json(path, payload: dict) -> Path:
-    """`payload` as indented JSON at `path`, atomically (the argument order of engine.bench.report's)."""
-    return write_text_atomically(path, json.dumps(payload, indent=1))

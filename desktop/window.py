@@ -14,6 +14,7 @@ from PySide6.QtCore import QByteArray, Qt, QThread, Signal
 from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import QColorDialog, QMainWindow
 
+from engine.fileio import write_json_atomically
 from engine.pipeline import check_query
 
 from . import dialogs, exports
@@ -414,9 +415,9 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
                 out = exports.write_overlay_png(self.image, mask, path, (c.red(), c.green(), c.blue()),
                                                 max(self.settings.opacity, 0.05))
             elif kind == "coco":
-                out = exports.write_json(path, exports.coco_json(objects, size, name, description))
+                out = write_json_atomically(path, exports.coco_json(objects, size, name, description))
             elif kind == "labelme":
-                out = exports.write_json(path, exports.labelme_json(objects, size, name, description))
+                out = write_json_atomically(path, exports.labelme_json(objects, size, name, description))
             else:
                 raise ValueError(f"unknown export {kind!r}")
         except OSError as exc:

@@ -250,6 +250,6 @@ def labelme_target(image: Path) -> Path:
 
 def write_labelme(image: Path, document: dict) -> Path:
     """Write `document` as `image`'s labelme file (atomically) where `labelme_target` says; returns the path."""
-    from .fileio import write_text_atomically
+    from .fileio import write_json_atomically
 
-    return write_text_atomically(labelme_target(image), json.dumps(document, indent=2))
+    return write_json_atomically(labelme_target(image), document, indent=2)

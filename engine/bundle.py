@@ -22,7 +22,7 @@ from typing import Any
 
 from .bundle_schema import manifest_problems
 from .errors import ModelFileError
-from .fileio import cache_dir, write_text_atomically
+from .fileio import cache_dir, write_json_atomically, write_text_atomically
 from .segmenter_forms import SegmenterForms
 
 MANIFEST = "bundle.json"
@@ -181,7 +181,7 @@ def _remember(verified: dict[str, str]) -> None:
         path = _stamp_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomically(path, json.dumps(stamps))
+            write_json_atomically(path, stamps, indent=None)
         except OSError:
             pass  # a read-only home only costs a re-hash next time
 

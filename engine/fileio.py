@@ -27,3 +27,18 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json_atomically(path: str | Path, payload, indent: int | None = 1) -> Path:
+    """`payload` as JSON at `path` (numpy scalars written as numbers), atomically: the project's one JSON
+    writer."""
+    import json
+
+    return write_text_atomically(path, json.dumps(payload, indent=indent, default=_plain))
+
+
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists; anything else is an error, as json's."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.bundle import MANIFEST, Manifest, read_manifest, write_manifest
 
-from .quantize import DEFAULT_QUANT
+from .quant_types import DEFAULT_QUANT
 
 TOOLS = ("star-desktop", "llama-cpp-python", "transformers", "torch", "sam2", "onnx", "onnxruntime", "tensorrt")
 

@@ -14,7 +14,7 @@ from engine.policy.types import MAX_NEW_TOKENS, MAX_SAMPLES
 from engine.protocol import PROMPT_FAMILIES
 
 from .api import GgufPolicyOptions, PolicyOptions, SegmenterOptions, make_bundle
-from .quantize import DEFAULT_QUANT, QUANT_TYPES
+from .quant_types import DEFAULT_QUANT, QUANTS
 from .shapes import SAM2_SHAPES, SHAPES
 
 
@@ -152,7 +152,7 @@ def _policy_args(p) -> None:
                              "taken as it is after its header is checked; with --mmproj")
     p.add_argument("--mmproj", metavar="MMPROJ.gguf", help="with --gguf: the vision projector GGUF published with it")
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT format or StAR's renamed keys) to merge first")
-    p.add_argument("--quant", default=None, choices=[*QUANT_TYPES, "F32"],
+    p.add_argument("--quant", default=None, choices=list(QUANTS),
                    help=f"the model's quantization (default: {DEFAULT_QUANT} from --model; with --gguf the file's own, "
                         "and only an F32 / F16 / BF16 GGUF is quantized)")
     p.add_argument("--mmproj-quant", default=None, choices=["f16", "q8_0", "f32"],

@@ -19,7 +19,8 @@ from engine.errors import ModelFileError
 from engine.protocol import PROMPT_FAMILIES
 
 from .gguf_pair import GgufPair, inspect_pair
-from .quantize import QUANT_TYPES, quantize_model
+from .quant_types import QUANTIZABLE
+from .quantize import quantize_model
 from .stages import StageLog, check_free_space, fingerprint, place_file, provenance
 
 UNQUANTIZED = ("F32", "F16", "BF16")
@@ -28,8 +29,8 @@ UNQUANTIZED = ("F32", "F16", "BF16")
 def _target_quant(pair: GgufPair, quant: str | None) -> str:
     if quant is None or quant == pair.quant:
         return pair.quant
-    if quant not in QUANT_TYPES:
-        raise ModelFileError(f"--quant {quant}: choose one of {', '.join(QUANT_TYPES)} (or leave it out to keep the "
+    if quant not in QUANTIZABLE:
+        raise ModelFileError(f"--quant {quant}: choose one of {', '.join(QUANTIZABLE)} (or leave it out to keep the "
                              f"GGUF's {pair.quant})")
     if pair.quant not in UNQUANTIZED:
         raise ModelFileError(f"--quant {quant}: {pair.model.name} is already {pair.quant}, and quantizing it again "

@@ -21,14 +21,14 @@ from engine.policy.splits import KNOWN_SPLITS
 from engine.protocol import PROMPT_FAMILIES, get_frame
 
 from .converter import convert, llama_cpp_version
-from .quantize import DEFAULT_QUANT, QUANT_TYPES, quantize_model
+from .quant_types import DEFAULT_QUANT, QUANTS
+from .quantize import quantize_model
 from .stages import StageLog, check_free_space, fingerprint, provenance, tree_bytes
 
 FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl"}
 ARCHITECTURES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration"}
 MMPROJ_TYPES = ("f16", "q8_0", "f32")
 # Bytes per parameter of each output, for the free-space check (GGUF K-quants carry some f32 tensors).
-BYTES_PER_PARAM = {"F16": 2.0, "Q8_0": 1.1, "Q5_K_M": 0.75, "Q4_K_M": 0.65, "F32": 4.0}
 
 
 @dataclass
@@ -88,8 +88,8 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     code scores coordinates with large, precise output rows; f16 or Q8_0 rounding moves its peaks).
     `answer_grammar`: the manifest recommends decoding under the answer grammar (PolicySpec.answer_grammar);
     `vote_temperature`: the voting temperature it recommends (PolicySpec.vote_temperature)."""
-    if quant not in QUANT_TYPES and quant != "F32":
-        raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join([*QUANT_TYPES, 'F32'])}")
+    if quant not in QUANTS:
+        raise ModelFileError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     if mmproj_quant not in MMPROJ_TYPES:
         raise ModelFileError(f"unknown mmproj type {mmproj_quant!r}; choose one of {', '.join(MMPROJ_TYPES)}")
     if prompt_family not in PROMPT_FAMILIES:
@@ -99,7 +99,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
     stages = StageLog(bundle)
     weights = tree_bytes(source.model_dir)
     params = weights / 2  # bf16 / f16 checkpoints; f32 ones only make this estimate generous
-    check_free_space(bundle, int(params * (2 + BYTES_PER_PARAM[quant]) + (weights if adapter else 0)),
+    check_free_space(bundle, int(params * (2 + QUANTS[quant].bytes_per_param) + (weights if adapter else 0)),
                      "converting this policy")
     declare = source.custom_tokenizer
     model_rel = f"policy/model-{quant.lower()}.gguf"
@@ -129,7 +129,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
         else:
             base_type = "f32" if quant == "F32" or output_f32 else "f16"
             log(f"converting to GGUF ({base_type})")
-            check_free_space(work, int(params * BYTES_PER_PARAM[base_type.upper()]), f"the {base_type} GGUF")
+            check_free_space(work, int(params * QUANTS[base_type.upper()].bytes_per_param), f"the {base_type} GGUF")
             base = convert(hf_dir, work / f"model-{base_type}.gguf", outtype=base_type, declare_pre=declare,
                            progress=progress).path
             target = bundle / model_rel
@@ -139,7 +139,7 @@ def export_policy(model_dir: str | Path, bundle: str | Path, *, adapter: str | P
                 target.with_name(target.name + ".partial").replace(target)
             else:
                 log(f"quantizing to {quant}")
-                check_free_space(target.parent, int(params * BYTES_PER_PARAM[quant]), f"the {quant} GGUF")
+                check_free_space(target.parent, int(params * QUANTS[quant].bytes_per_param), f"the {quant} GGUF")
                 quantize_model(base, target, quant, keep_output=output_f32, progress=progress)
             if keep_f16 and quant not in ("F32", "F16"):
                 shutil.move(str(base), bundle / "policy" / base.name)

@@ -7,10 +7,7 @@ from pathlib import Path
 from engine.errors import StarError
 
 from .progress import quantize_position, stage_bar
-
-DEFAULT_QUANT = "Q4_K_M"  # the llama.cpp world's usual pick: about 30 % of F16's size, a small loss
-QUANT_TYPES = {"F16": "LLAMA_FTYPE_MOSTLY_F16", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-               "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+from .quant_types import QUANTIZABLE, QUANTS
 
 _LOG_LINES: list[str] = []
 _CALLBACK = None
@@ -44,12 +41,12 @@ def quantize_model(src: str | Path, dst: str | Path, quant: str, *, threads: int
     L.llama_log_set(_CALLBACK, ctypes.c_void_p())
     _BAR = stage_bar(f"quantizing to {quant}", enabled=progress)
 
-    if quant not in QUANT_TYPES:
-        raise StarError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
+    if quant not in QUANTIZABLE:
+        raise StarError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTIZABLE)}")
     dst = Path(dst)
     partial = dst.with_name(dst.name + ".partial")
     params = L.llama_model_quantize_default_params()
-    params.ftype = getattr(L, QUANT_TYPES[quant])
+    params.ftype = getattr(L, QUANTS[quant].llama_ftype)
     params.nthread = threads
     params.quantize_output_tensor = not keep_output
     try:

@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 
 from engine.errors import StarError
-from engine.fileio import write_text_atomically
+from engine.fileio import write_json_atomically, write_text_atomically
 
 from .shapes import RealShape, get_shape
 from .stages import check_free_space
@@ -179,7 +179,7 @@ def write_random_checkpoint(shape: str | RealShape, out: str | Path, *, seed: in
     weight_map = _write_shards(tensors, out, seed, progress)
     write_text_atomically(out / "model.safetensors.index.json",
                           json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
-    write_text_atomically(out / COMPLETE, json.dumps(stamp))
+    write_json_atomically(out / COMPLETE, stamp, indent=None)
     return out
 
 
@@ -222,8 +222,8 @@ def write_random_lora(shape: str | RealShape, base: str | Path, out: str | Path,
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": shape.lora.rank, "lora_alpha": shape.lora.alpha,
               "lora_dropout": 0.0, "bias": "none", "target_modules": rf".*language_model\.layers\.\d+\..*\.({'|'.join(shape.lora.target_modules)})",
               "base_model_name_or_path": Path(base).name, "use_rslora": False, "use_dora": False}
-    write_text_atomically(out / "adapter_config.json", json.dumps(config, indent=1))
-    write_text_atomically(out / COMPLETE, json.dumps(stamp))
+    write_json_atomically(out / "adapter_config.json", config, indent=1)
+    write_json_atomically(out / COMPLETE, stamp, indent=None)
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bench.report import check_json_path, print_table, time_ms, write_json
+from engine.bench.report import check_json_path, print_table, time_ms, write_bench_json
 from engine.bench.resources import ResourceMonitor
 
 QUERY = "the thing that keeps food cold"
@@ -278,8 +278,8 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
     twice: with llama.cpp's flash attention off (the export's own error, judged against the tolerance) and
     as llama.cpp chooses by default (on the CPU its flash-attention kernel works at f16 inside, which at a
     real depth and length moves the logits more than the weights' rounding does)."""
+    from .quant_types import QUANTS
     from .scale_reference import logit_errors, reference_parity_logits
-    from .verify import LOGIT_TOLERANCE
 
     with monitor.stage("parity: transformers fp32"):
         ref = reference_parity_logits(hf, image, QUERY, frame=frame, steps=steps, adapter=adapter)
@@ -297,8 +297,8 @@ def measure_parity(hf: Path, adapter: Path | None, sources: dict, image, frame: 
                 finally:
                     policy.close()
         (off, off_ms, prompt_tokens), (auto, auto_ms, _) = runs[False], runs["auto"]
-        auto_errors = logit_errors(auto, ref["logits"], LOGIT_TOLERANCE[quant])
-        out[quant] = {**logit_errors(off, ref["logits"], LOGIT_TOLERANCE[quant]), "forced_ms": off_ms,
+        auto_errors = logit_errors(auto, ref["logits"], QUANTS[quant].logit_tolerance)
+        out[quant] = {**logit_errors(off, ref["logits"], QUANTS[quant].logit_tolerance), "forced_ms": off_ms,
                       "prompt_tokens": prompt_tokens, "prompt_tokens_agree": prompt_tokens == ref["prompt_tokens"],
                       "mmproj": bundle.manifest.policy.mmproj,
                       "flash_attention_auto": {k: auto_errors[k] for k in ("max_rel_error", "mean_rel_error", "agreement")}
@@ -476,7 +476,7 @@ def main(args) -> int:
                        samplings=tuple(args.samplings),
                        log=lambda line: print(line, flush=True))
     text = report(result)
-    path = write_json(args.json, {"benchmark": "scale", **result, "table": text})
+    path = write_bench_json(args.json, {"benchmark": "scale", **result, "table": text})
     print(f"\nwrote {path}")
     if args.clean:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.bundle import sha256_file
 from engine.errors import StarError
-from engine.fileio import write_text_atomically
+from engine.fileio import write_json_atomically
 
 STATE = ".star-export.json"
 
@@ -106,4 +106,4 @@ class StageLog:
     def record(self, stage: str, inputs: str, outputs: list[str]) -> None:
         self.state[stage] = {"inputs": inputs, "outputs": {rel: sha256_file(self.bundle / rel) for rel in outputs}}
         self.bundle.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(self.path, json.dumps(self.state, indent=2))
+        write_json_atomically(self.path, self.state, indent=2)

@@ -23,9 +23,9 @@ from engine.errors import ModelFileError
 from engine.offline import from_local, local_folder
 from engine.protocol import get_frame, parse_raw
 
-# Max relative logit error per quantization (teacher-forced; 1e-3 .. 5e-3 measured at F32 on the tiny models, docs/export.md).
-LOGIT_TOLERANCE = {"F32": 0.02, "F16": 0.03, "Q8_0": 0.08, "Q5_K_M": 0.25, "Q4_K_M": 0.35}
-MIN_AGREEMENT = {"F32": 0.95, "F16": 0.95, "Q8_0": 0.9, "Q5_K_M": 0.75, "Q4_K_M": 0.7}
+from .quant_types import verify_limits
+
+# The segmenter's exported graphs against PyTorch: largest logit error and least mask IoU (docs/export.md).
 SAM_LOGIT_TOLERANCE = 1e-3
 SAM_MIN_IOU = 0.99
 QUERIES = ("the red circle", "what keeps food cold", "all the triangles")
@@ -174,7 +174,8 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
     owned = policy is None
     policy = open_policy(bundle) if owned else policy
     image = probe_image()
-    tol = LOGIT_TOLERANCE.get(spec.quant, 0.35)
+    limits = verify_limits(spec.quant)
+    tol = limits.logit_tolerance
     worst, agree, total = 0.0, 0, 0
     try:
         for query in QUERIES:
@@ -196,7 +197,7 @@ def policy_parity(bundle: Bundle, reference: Path, *, adapter: Path | None = Non
     finally:
         if owned:
             policy.close()
-    need = MIN_AGREEMENT.get(spec.quant, 0.7)
+    need = limits.min_agreement
     rate = agree / total if total else 1.0
     ok = worst <= tol and rate >= need
     return Check("policy parity", ok, f"max relative logit error {worst:.2e} (tolerance {tol}), greedy agreement "

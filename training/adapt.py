@@ -29,6 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import StarError
+from engine.policy.types import DEFAULT_MAX_NEW_TOKENS
 
 from .config_cli import COUNT, setting
 
@@ -77,7 +78,7 @@ class AdaptSettings:
                                       "images: GRPO would see no reward), always, never",
                               choices=("auto", "always", "never"))
     warm_steps: int = setting(200, "warm-start steps (4 rows each)", parse=COUNT)
-    max_new_tokens: int = setting(1024, "tokens per evaluated answer at most", parse=COUNT)
+    max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, "tokens per evaluated answer at most", parse=COUNT)
     threads: int | None = setting(None, "CPU threads (default: all cores)", parse=COUNT)
     seed: int = setting(0, "random seed of training and evaluation")
 
@@ -109,10 +110,10 @@ class _State:
         return self.data.get(stage)
 
     def record(self, stage: str, value: dict) -> None:
-        from engine.fileio import write_text_atomically
+        from engine.fileio import write_json_atomically
 
         self.data[stage] = value
-        write_text_atomically(self.path, json.dumps(self.data, indent=1))
+        write_json_atomically(self.path, self.data, indent=1)
 
 
 def _reader(settings: AdaptSettings, split: str):
@@ -287,14 +288,14 @@ def export_adapted(base: Path, adapter: Path, bundle_root: Path, target: Path, l
     from engine.gguf_reader import file_type_name, read_gguf
     from export.api import PolicyOptions, make_bundle
     from export.lora import merge_adapter
-    from export.quantize import DEFAULT_QUANT, QUANT_TYPES
+    from export.quant_types import DEFAULT_QUANT, QUANTS
 
     start = read_manifest(bundle_root)
     spec = start.manifest.policy
     merged = target.with_name(target.name + "-merged")
     shutil.rmtree(merged, ignore_errors=True)
     merge_adapter(base, adapter, merged)
-    quant = spec.quant if spec.quant in (*QUANT_TYPES, "F32") else DEFAULT_QUANT
+    quant = spec.quant if spec.quant in QUANTS else DEFAULT_QUANT
     if quant != spec.quant:
         log(f"the starting bundle's {spec.quant} is not one star-export writes: the new bundle is {quant}")
     mmproj_type = (file_type_name(read_gguf(start.path(spec.mmproj)).metadata.get("general.file_type", 1)) or "F16")

@@ -40,10 +40,12 @@ def mask_answer(query: str, label: str, instances: list[np.ndarray], frame: str)
 
 
 def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str, steps: int, batch: int = 4,
-               lr: float = 1e-4, lora_r: int = 16, seed: int = 0,
+               lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0,
                on_step: Callable[[int, float], None] | None = None) -> Path:
-    """Train a LoRA on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling
-    through `samples` (engine Samples with instances); writes the PEFT adapter to `out` and returns it."""
+    """Train on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling through
+    `samples` (engine Samples with instances): a LoRA of rank `lora_r` on the language model (the PEFT
+    adapter is written to `out`), or every weight when `lora_r` is None (a whole model folder is written to
+    `out`, the base's tokenizer and processor files beside it). Returns `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
@@ -55,8 +57,9 @@ def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str,
 
     torch.manual_seed(seed)
     model = from_local(AutoModelForImageTextToText, base, "the base policy", dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=LM_LINEAR,
-                                             task_type="CAUSAL_LM"))
+    if lora_r is not None:
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=LM_LINEAR,
+                                                 task_type="CAUSAL_LM"))
     tokenizer = from_local(AutoTokenizer, base, "the base policy")
     processor = from_local(AutoProcessor, base, "the base policy").image_processor
     rows = []
@@ -79,6 +82,18 @@ def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str,
         loss.backward()
         optimizer.step()
         if on_step is not None:
-            on_step(step + 1, float(loss))
+            on_step(step + 1, loss.item())
     model.save_pretrained(out)
+    if lora_r is None:
+        copy_model_files(base, out)
     return out
+
+
+def copy_model_files(base: Path, out: Path) -> None:
+    """The base folder's files other than its weights and config (tokenizer, processor, chat template)."""
+    import shutil
+
+    for path in Path(base).iterdir():
+        if path.is_file() and path.suffix != ".safetensors" and path.name not in ("config.json", "model.safetensors.index.json") \
+                and not (out / path.name).exists():
+            shutil.copy2(path, out / path.name)

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import asdict
 
 from ..samples import sample_scene
-from .report import print_table, write_json
+from .report import print_table, write_bench_json
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "parse_ms", "sam_encode_ms", "sam_decode_ms", "vote_ms", "total_ms")
 
@@ -62,6 +62,6 @@ def main(args) -> int:
               r["sam_decode_ms"], r["objects"], r["vote_ms"], r["total_ms"], r["vs_n1"]] for r in rows]
     bundle = reasoner.bundle
     text = print_table(f"pipeline, bundle {bundle.get('name')}, query {query!r}; ms, median of {args.repeat}", cols, table)
-    path = write_json(args.json, {"benchmark": "pipeline", "bundle": bundle, "query": query, "rows": rows, "table": text})
+    path = write_bench_json(args.json, {"benchmark": "pipeline", "bundle": bundle, "query": query, "rows": rows, "table": text})
     print(f"\nwrote {path}")
     return 0

@@ -7,7 +7,7 @@ prefilled again, and grammar-constrained vs free decoding (speed, and how many s
 from __future__ import annotations
 
 from ..samples import sample_scene
-from .report import print_table, time_ms, write_json
+from .report import print_table, time_ms, write_bench_json
 
 
 def measure(policy, image, query: str, counts: list[int], tokens: int, repeat: int) -> list[dict]:
@@ -119,7 +119,7 @@ def main(args) -> int:
         ["decoding", "decode ms", "tokens", "tok/s", "answered", "parsed"],
         [["constrained" if r["constrained"] else "free", r["decode_ms"], r["decode_tokens"], r["tokens_per_s"],
           f"{r['answered']}/{r['n']}", f"{r['parsed']}/{r['n']}"] for r in grammar])
-    path = write_json(args.json, {"benchmark": "policy", "bundle": b.identity(), "device": device, "tokens": args.tokens,
+    path = write_bench_json(args.json, {"benchmark": "policy", "bundle": b.identity(), "device": device, "tokens": args.tokens,
                                   "rows": rows, "prefix_reuse": prefix, "grammar": grammar, "table": text})
     print(f"\nwrote {path}")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import OutputError
-from ..fileio import write_text_atomically
+from ..fileio import write_json_atomically
 
 
 def time_ms(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, budget_s: float = 20.0) -> dict:
@@ -79,14 +78,14 @@ def check_json_path(path: str | Path) -> None:
         raise OutputError(f"--json {path}: {parent} is not writable; choose another place")
 
 
-def write_json(path: str | Path, payload: dict) -> Path:
+def write_bench_json(path: str | Path, payload: dict) -> Path:
     """The benchmark's JSON (with the machine it ran on), written atomically; --json naming a folder or a
     read-only place is an OutputError, not a traceback."""
     path = Path(path)
     payload = {"machine": machine(), **payload}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(payload, indent=2, default=float))
+        write_json_atomically(path, payload, indent=2)
     except OSError as exc:
         raise OutputError(f"could not write the benchmark JSON to {path}: {exc.strerror or exc}") from None
     return path

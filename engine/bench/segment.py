@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import print_table, time_ms, write_json
+from .report import print_table, time_ms, write_bench_json
 
 MODELS = {
     "shrunk": None,                                   # engine.segment.shrunk at 256 px
@@ -111,6 +111,6 @@ def main(args) -> int:
         line += [r[f"decode_{counts[-1]}_vs_8_calls"]]
         table.append(line)
     text = print_table(f"SAM 2 on {device} ({threads} thread(s)); ms, median; 'x' = one-by-one / batched", cols, table)
-    path = write_json(args.json, {"benchmark": "segment", "device": device, "rows": rows, "table": text})
+    path = write_bench_json(args.json, {"benchmark": "segment", "device": device, "rows": rows, "table": text})
     print(f"\nwrote {path}")
     return 0

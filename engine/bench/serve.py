@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..policy.types import DEFAULT_MAX_NEW_TOKENS
-from .report import print_table, write_json
+from .report import print_table, write_bench_json
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -86,6 +86,6 @@ def main(args) -> int:
         "scene); one model worker: clients queue; 'x' = requests/s vs in-process",
         ["clients", "requests/s", "p50 ms", "p95 ms", "errors", "x"],
         [[r["clients"], r["requests_per_s"], r["p50_ms"], r["p95_ms"], r["errors"], r["vs_in_process"]] for r in rows])
-    path = write_json(args.json, {"benchmark": "serve", "model": name, "n": args.n, "rows": rows, "table": text})
+    path = write_bench_json(args.json, {"benchmark": "serve", "model": name, "n": args.n, "rows": rows, "table": text})
     print(f"\nwrote {path}")
     return 0

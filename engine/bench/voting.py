@@ -11,7 +11,7 @@ import numpy as np
 
 from ..kernels import cpu_iou
 from ..voting import CpuBitEngine, VoteConfig, iou_from_counts, majority_vote, pairwise_iou
-from .report import print_table, time_ms, write_json
+from .report import print_table, time_ms, write_bench_json
 
 
 def _blob(rng, size: int, cy: float, cx: float, r: float) -> np.ndarray:
@@ -220,6 +220,6 @@ def main(args) -> int:
             [[r["size"], r["n"], r["kernel_iou_ms"], r.get("torch_fp16_matmul_ms"), r["bound_ms"], r["ratio_to_bound"], r["vote_best_ms"],
               r["identical_to_cpu"]] for r in gpu_rows],
         )
-    path = write_json(args.json, {**payload, "table": text})
+    path = write_bench_json(args.json, {**payload, "table": text})
     print(f"\nwrote {path}")
     return 0

@@ -185,7 +185,7 @@ def keep_backup(path: Path | None) -> None:
 
 def main(args) -> int:
     from ..annotations import labelme_document, labelme_file, write_labelme
-    from ..fileio import write_text_atomically
+    from ..fileio import write_json_atomically
     from ..pipeline import check_query
 
     check_query(args.query)
@@ -242,7 +242,7 @@ def main(args) -> int:
         if labeller is not None:
             labeller.close()
     if coco and journal.entries:
-        write_text_atomically(coco_file, json.dumps(coco_document(list(journal.entries.values()), args.query)))
+        write_json_atomically(coco_file, coco_document(list(journal.entries.values()), args.query), indent=None)
         print(f"wrote {coco_file}")
     print(("interrupted: " if interrupted else "") + summary.line()
           + ("; run the same command again to continue" if interrupted else ""))

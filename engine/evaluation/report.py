@@ -4,12 +4,11 @@ finished (or interrupted) run can be re-reported under another convention at no 
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..fileio import write_atomically, write_text_atomically
+from ..fileio import write_atomically, write_json_atomically, write_text_atomically
 from ..metrics import IoUAccumulator, get_convention, pick_counts
 
 GROUP_KEYS = ("reasoning_type", "query_type", "query_source")  # query_source: labelme / coco folders
@@ -156,6 +155,6 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"markdown": out / "report.md", "json": out / "report.json"}
     write_text_atomically(paths["markdown"], to_markdown(summary))
-    write_text_atomically(paths["json"], json.dumps(summary, indent=1))
+    write_json_atomically(paths["json"], summary, indent=1)
     paths.update(_plots(summary, out))
     return paths

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import StarError
-from ..fileio import write_text_atomically
+from ..fileio import write_json_atomically
 
 RUN_FORMAT = "star-eval/1"
 RUN_FILE = "run.json"
@@ -47,7 +47,7 @@ class RunLog:
         elif self.results_path.exists():
             raise EvalRunError(f"{self.results_path} exists without {RUN_FILE}; move it away or choose another --out")
         else:
-            write_text_atomically(self.run_path, json.dumps({"format": RUN_FORMAT, **settings}, indent=1))
+            write_json_atomically(self.run_path, {"format": RUN_FORMAT, **settings}, indent=1)
         return self.read_records(repair=True)
 
     def read_settings(self) -> dict:

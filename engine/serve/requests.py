@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..policy.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SAMPLES
 from .worker import Job
@@ -22,70 +22,68 @@ class RequestError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-@dataclass(frozen=True)
-class PredictParams:
-    """`params` of POST /v1/predict. Defaults are the model's (`/v1/models`)."""
-    text_prompt: str
-    n: int = 1
-    temperature: float | None = None   # None: the bundle's recommended voting temperature
-    seed: int = 0
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+class PredictParams(BaseModel):
+    """`params` of POST /v1/predict, checked by Pydantic in strict mode (a string "8" is not a number, 1 is
+    not true). Defaults are the model's (`/v1/models`); a refused value is the protocol's INVALID_REQUEST in
+    its 200 envelope (X-AnyLabeling reads only that), never FastAPI's 422."""
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    text_prompt: str = Field(min_length=1)
+    n: int = Field(1, ge=1, le=MAX_SAMPLES)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None: the bundle's recommended voting temperature
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
     show_masks: bool = True
     show_boxes: bool = False
     show_points: bool = False
-    epsilon: float = 0.0               # polygon simplification tolerance, pixels (0: the exact outline)
-    epsilon_factor: float | None = None  # X-AnyLabeling's "mask fineness": tolerance as a share of each outline's length
+    epsilon: float = Field(0.0, ge=0.0, le=100.0)  # polygon simplification tolerance, pixels (0: the exact outline)
+    epsilon_factor: float | None = Field(None, ge=0.0, le=1.0)  # X-AnyLabeling's "mask fineness": share of each outline's length
     return_result: bool = False        # add the whole result (engine.results.result_to_dict) as data.star.result
+
+    @field_validator("text_prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is blank")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _within_model(cls, value: int, info: ValidationInfo) -> int:
+        limit = (info.context or {}).get("max_samples", MAX_SAMPLES)
+        if value > limit:  # the loaded model's context is sized for that many samples
+            raise ValueError(f"the loaded model takes at most {limit} samples")
+        return value
 
     @classmethod
     def defaults(cls) -> dict:
-        return {f.name: f.default for f in fields(cls) if f.name != "text_prompt"}
+        return {name: f.default for name, f in cls.model_fields.items() if name != "text_prompt"}
 
     @classmethod
     def parse(cls, raw: dict, defaults: dict, *, max_samples: int = MAX_SAMPLES) -> PredictParams:
         """The request's params over the model's defaults, each checked; `max_samples`: the loaded model's
-        limit on n (its context is sized for that many samples), so a larger n is refused here."""
+        limit on n, so a larger n is refused here rather than inside the run."""
         if not isinstance(raw, dict):
             raise RequestError("INVALID_REQUEST", "params must be a JSON object")
-        values = {**cls.defaults(), **{k: v for k, v in defaults.items() if k in cls.defaults()}}
-        unknown = sorted(set(raw) - set(values) - {"text_prompt"} - XANYLABELING_IGNORED)
-        if unknown:
-            raise RequestError("INVALID_REQUEST", f"unknown params {unknown}; known: text_prompt, {', '.join(values)}")
-        query = raw.get("text_prompt")
-        if not isinstance(query, str) or not query.strip():
+        known = cls.defaults()
+        values = {k: v for k, v in defaults.items() if k in known}
+        values.update({k: v for k, v in raw.items() if k not in XANYLABELING_IGNORED})
+        if not isinstance(raw.get("text_prompt"), str) or not raw["text_prompt"].strip():
             raise RequestError("INVALID_REQUEST", "params.text_prompt (the query) is required")
-        values.update({k: v for k, v in raw.items() if k in values})
-        checks = {
-            "n": lambda v: _int(v, 1, max_samples, "n"),
-            "seed": lambda v: _int(v, 0, 2**31 - 1, "seed"),
-            "max_new_tokens": lambda v: _int(v, 1, MAX_NEW_TOKENS, "max_new_tokens"),
-            "temperature": lambda v: None if v is None else _float(v, 0.0, 2.0, "temperature"),
-            "epsilon": lambda v: _float(v, 0.0, 100.0, "epsilon"),
-            "epsilon_factor": lambda v: None if v is None else _float(v, 0.0, 1.0, "epsilon_factor"),
-            "show_masks": lambda v: _bool(v, "show_masks"),
-            "show_boxes": lambda v: _bool(v, "show_boxes"),
-            "show_points": lambda v: _bool(v, "show_points"),
-            "return_result": lambda v: _bool(v, "return_result"),
-        }
-        return cls(text_prompt=query, **{k: checks[k](v) for k, v in values.items()})
+        try:
+            return cls.model_validate(values, context={"max_samples": max_samples})
+        except ValidationError as exc:
+            raise RequestError("INVALID_REQUEST", _first_problem(exc, known)) from None
 
 
-def _int(v, low: int, high: int, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        raise RequestError("INVALID_REQUEST", f"params.{name} must be a whole number in [{low}, {high}], got {v!r}")
-    return v
-
-
-def _float(v, low: float, high: float, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
-        raise RequestError("INVALID_REQUEST", f"params.{name} must be a number in [{low}, {high}], got {v!r}")
-    return float(v)
-
-
-def _bool(v, name: str) -> bool:
-    if not isinstance(v, bool):
-        raise RequestError("INVALID_REQUEST", f"params.{name} must be true or false, got {v!r}")
-    return v
+def _first_problem(exc: ValidationError, known: dict) -> str:
+    """One line for the first refused param, in the request's own terms."""
+    problem = exc.errors(include_url=False)[0]
+    name = ".".join(str(part) for part in problem["loc"])
+    if problem["type"] == "extra_forbidden":
+        return f"unknown params [{name!r}]; known: text_prompt, {', '.join(known)}"
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"params.{name}: {message}, got {problem['input']!r}"
 
 
 def result_payload(result, params: PredictParams) -> dict:

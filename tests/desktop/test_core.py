@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.fileio import write_json_atomically
 from engine.honesty import MaskGuard
 from tests.models import require
 from tests.scripted import BLUE, RANDOM_SAM, RED, ReplayPolicy, answer
@@ -49,7 +50,7 @@ def test_exports_equal_the_engine_result(tiny_segmenter, scene_image, tmp_path, 
     exports.write_mask_png(outcome.mask, tmp_path / "m.png")
     assert (np.asarray(Image.open(tmp_path / "m.png")) == result.mask * 255).all()
 
-    coco = json.loads(exports.write_json(tmp_path / "c.json", exports.coco_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query)).read_text())
+    coco = json.loads(write_json_atomically(tmp_path / "c.json", exports.coco_json(outcome.final_objects(), outcome.size, "scene.png", outcome.query)).read_text())
     union = np.zeros_like(result.mask)
     for ann in coco["annotations"]:
         seg = ann["segmentation"]

@@ -141,7 +141,7 @@ def test_unreadable_reasoning_is_marked_everywhere(tiny_segmenter, scene_image):
     from engine.serve.requests import PredictParams, result_payload
 
     assert result_to_dict(r)["samples"][0]["reasoning_problem"] == s.reasoning_problem
-    assert result_payload(r, PredictParams("the red square"))["description"] == s.shown_reasoning
+    assert result_payload(r, PredictParams(text_prompt="the red square"))["description"] == s.shown_reasoning
 
 
 def test_star_segment_on_a_blank_canvas_says_no_object(tmp_path):

@@ -89,9 +89,9 @@ def test_gguf_matches_transformers_at_the_real_frame(converted):
     windows of 8 x 8, full attention in blocks 7/15/23/31; Qwen3-VL: a 1280 x 960 photo at native size,
     DeepStack taps 8/16/24); the prompt has the same number of tokens on both sides."""
     from engine.policy.llama_backend import LlamaPolicy
+    from export.quant_types import QUANTS
     from export.scale import photo_like
     from export.scale_reference import logit_errors, reference_parity_logits
-    from export.verify import LOGIT_TOLERANCE
 
     shape, hf, model, mmproj = converted
     image = photo_like(1280, 960)
@@ -107,7 +107,7 @@ def test_gguf_matches_transformers_at_the_real_frame(converted):
         assert policy.timings.prefill_tokens == ref["prompt_tokens"]
     finally:
         policy.close()
-    errors = logit_errors(ours, ref["logits"], LOGIT_TOLERANCE["F32"])
+    errors = logit_errors(ours, ref["logits"], QUANTS["F32"].logit_tolerance)
     assert errors["ok"], errors
     assert np.isfinite(ours).all()
 

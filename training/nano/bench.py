@@ -178,7 +178,7 @@ def report(timings: list[StageTiming], json_path: Path) -> str:
     """Print the table and the projected totals (CPU / GPU ratio when both ran); write them with the machine."""
     import torch
 
-    from engine.bench.report import print_table, write_json
+    from engine.bench.report import print_table, write_bench_json
 
     text = print_table("nano recipe stages (median s per step, the recipe's settings)", COLUMNS,
                        [[t.stage, t.device, t.workers, t.s_per_step, t.s_data, t.recipe_steps, t.projected_h,
@@ -189,6 +189,6 @@ def report(timings: list[StageTiming], json_path: Path) -> str:
         lines.append(f"cpu / cuda: {totals['cpu'] / totals['cuda']:.1f}x (the RL rows, on TRL's device, in both)")
     print("\n".join(lines), flush=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    write_json(json_path, {"stages": [asdict(t) for t in timings], "projected_h": totals, "torch_gpu": gpu,
+    write_bench_json(json_path, {"stages": [asdict(t) for t in timings], "projected_h": totals, "torch_gpu": gpu,
                            "torch": torch.__version__})
     return text + "\n" + "\n".join(lines)
