@@ -11,6 +11,7 @@ import codecs
 import ctypes
 import hashlib
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..errors import ContextOverflowError, ImageError, InvalidQueryError, ModelF
 from ..images import load_image
 from ..memory import available_memory
 from ..protocol import build_prompt, chatml_prompt, get_frame, normalize_query, resize_for_model
+from .llama_handles import LlamaContext, LlamaModel, SamplerChain, TokenBatch, VisionProjector
 from .llama_lib import llama_modules, silent_callback
 from .types import MAX_SAMPLES, STOP_TEXT, CancelToken, Completion, PolicyTimings, SamplingParams, TokenCallback
 
@@ -54,6 +56,9 @@ class _Prefix:
 
 
 class LlamaPolicy:
+    """The policy on llama.cpp: the model, its context and its vision projector (each owned by its handle
+    class, `llama_handles`), and what is the policy's own: the prompt, its prefill with the image, the reuse
+    of a remembered system + image prefix, and N samples decoded together."""
     name = "llama.cpp"
 
     def __init__(self, model_path: str | Path, mmproj_path: str | Path, *, family: str = "qwen2.5-vl",
@@ -65,95 +70,51 @@ class LlamaPolicy:
         model_path, mmproj_path = Path(model_path), Path(mmproj_path)
         _check_gguf(model_path, "policy model")
         _check_gguf(mmproj_path, "vision projector (mmproj)")
+        if not 1 <= max_samples <= MAX_SAMPLES:
+            raise ContextOverflowError(f"{max_samples} samples asked for; llama.cpp decodes 1 to {MAX_SAMPLES} "
+                                       "sequences at once")
         self.frame = get_frame(frame)
         self.prompt_family = prompt_family
         self.max_samples = max_samples
         self.n_batch = n_batch
         self.n_gpu_layers = n_gpu_layers  # 0: CPU only (what the app shows as the device)
+        self.model_path = model_path
+        self.reuse_prefix = reuse_prefix
+        self._prefix: _Prefix | None = None
+        self.timings = PolicyTimings()
+        self.model = self.context = self.projector = None
         L.llama_backend_init()
         # llama.cpp and mtmd log every prompt and image slice to stderr; the CLI and app show their own.
         silent = silent_callback()
         L.llama_log_set(silent, ctypes.c_void_p())
         M.mtmd_log_set(silent, ctypes.c_void_p())
         M.mtmd_helper_log_set(silent, ctypes.c_void_p())
-        mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = n_gpu_layers
-        self.model = L.llama_model_load_from_file(str(model_path).encode(), mparams)
-        if not self.model:
-            raise ModelFileError(f"llama.cpp could not load {model_path} (corrupt or unsupported GGUF)")
-        self.vocab = L.llama_model_get_vocab(self.model)
-        arch = self._meta("general.architecture")
-        if family in ARCHITECTURES and arch != ARCHITECTURES[family]:
-            raise ModelFileError(f"{model_path} is a {arch!r} model, but the bundle says {family} "
+        self.model = LlamaModel(model_path, n_gpu_layers=n_gpu_layers)
+        self.architecture = self.model.architecture
+        if family in ARCHITECTURES and self.architecture != ARCHITECTURES[family]:
+            raise ModelFileError(f"{model_path} is a {self.architecture!r} model, but the bundle says {family} "
                                  f"(expected {ARCHITECTURES[family]!r})")
-        self.architecture = arch
-        if not 1 <= max_samples <= MAX_SAMPLES:
-            raise ContextOverflowError(f"{max_samples} samples asked for; llama.cpp decodes 1 to {MAX_SAMPLES} "
-                                       "sequences at once")
         if flash_attn is None:
             flash_attn = default_flash_attn(n_gpu_layers)
         kv_bytes, available = self.kv_cache_bytes(n_ctx), available_memory()
-        scores = 0 if flash_attn is True else self.attention_buffer_bytes(n_ctx, n_batch)
+        scores = 0 if flash_attn is True else self.model.attention_buffer_bytes(n_ctx, n_batch)
         if n_gpu_layers == 0 and available is not None and kv_bytes + scores > available:
             raise ContextOverflowError(
                 f"a context of {n_ctx} positions ({max_samples} samples) needs {kv_bytes / 2**30:.1f} GiB of KV cache "
                 f"and {scores / 2**30:.1f} GiB of attention buffers, more than the {available / 2**30:.1f} GiB of memory "
                 "available; lower -n or --max-new-tokens")
-        cparams = L.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_seq_max = max_samples
-        cparams.kv_unified = True
-        # With a GPU build, llama.cpp would still send large batches of a CPU-only model to the GPU: 0 layers
-        # on the GPU means the CPU alone (what the app shows as the device).
-        cparams.op_offload = n_gpu_layers != 0
-        if threads:
-            cparams.n_threads = cparams.n_threads_batch = threads
-        if flash_attn != "auto":
-            cparams.flash_attn_type = 1 if flash_attn else 0
-        self.ctx = L.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            raise ModelFileError(f"llama.cpp could not create a context for {model_path} (n_ctx={n_ctx})")
-        self.n_ctx = L.llama_n_ctx(self.ctx)
-        mp = M.mtmd_context_params_default()
-        mp.use_gpu = n_gpu_layers != 0
-        mp.print_timings = False
-        mp.warmup = False            # the warm-up encodes a 1288x1288 dummy image (docs/engine.md, "Runtime facts")
-        if threads:
-            mp.n_threads = threads
-        if image_max_tokens:
-            mp.image_max_tokens = image_max_tokens
-        self.mctx = M.mtmd_init_from_file(str(mmproj_path).encode(), self.model, mp)
-        if not self.mctx:
-            raise ModelFileError(f"llama.cpp could not load the vision projector {mmproj_path}")
-        self.marker = M.mtmd_default_marker().decode()
-        self.timings = PolicyTimings()
-        self.reuse_prefix = reuse_prefix
-        self._prefix: _Prefix | None = None
-        self.model_path = model_path
-        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.context = LlamaContext(self.model, n_ctx=n_ctx, n_batch=n_batch, n_seq_max=max_samples, threads=threads,
+                                    flash_attn=flash_attn, offload=n_gpu_layers != 0)
+        self.n_ctx = self.context.n_ctx
+        self.projector = VisionProjector(mmproj_path, self.model, use_gpu=n_gpu_layers != 0, threads=threads,
+                                         image_max_tokens=image_max_tokens)
+        self.marker = self.projector.marker
+        self.n_vocab = self.model.n_vocab
 
     # -- helpers ----------------------------------------------------------------------------------
     def kv_cache_bytes(self, n_ctx: int) -> int:
         """Bytes of an F16 KV cache of `n_ctx` positions for this model (keys and values, every layer)."""
-        L = self.L
-        n_head, n_head_kv = L.llama_model_n_head(self.model), L.llama_model_n_head_kv(self.model)
-        fallback = L.llama_model_n_embd(self.model) // max(n_head, 1)
-        key_dim = int(self._meta(f"{self.architecture}.attention.key_length") or fallback)
-        value_dim = int(self._meta(f"{self.architecture}.attention.value_length") or fallback)
-        return L.llama_model_n_layer(self.model) * n_ctx * n_head_kv * (key_dim + value_dim) * 2
-
-    def attention_buffer_bytes(self, n_ctx: int, n_batch: int) -> int:
-        """Bytes llama.cpp reserves for a prefill batch's attention without flash attention: each head's
-        f32 scores over the whole context plus the mask, (heads + 1) x batch x context x 4 (llama.cpp asked for
-        30.1 GB for the 6-head nano at 2,101,248 positions and a batch of 512: this formula to 0.1 %)."""
-        return (self.L.llama_model_n_head(self.model) + 1) * n_batch * n_ctx * 4
-
-    def _meta(self, key: str) -> str:
-        buf = ctypes.create_string_buffer(256)
-        n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
-        return buf.value.decode() if n >= 0 else ""
+        return self.model.kv_cache_bytes(n_ctx)
 
     def prompt_text(self, query: str) -> str:
         return chatml_prompt(build_prompt(query, self.prompt_family), image_placeholder=self.marker)
@@ -161,11 +122,7 @@ class LlamaPolicy:
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         """Text-only tokenization, control tokens parsed unless `special` is False (for parity tests,
         budgeting, and telling user text from control text)."""
-        L = self.L
-        raw = text.encode()
-        buf = (L.llama_token * (len(raw) + 8))()
-        n = L.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), False, special)
-        return list(buf[:n])
+        return self.model.tokenize(text, special=special)
 
     def check_query_text(self, query: str) -> None:
         """Refuse a query that would not reach the model as plain text. The prompt is tokenized in one piece
@@ -178,48 +135,16 @@ class LlamaPolicy:
         with_control, plain_ids = self.tokenize(text), self.tokenize(text, special=False)
         if with_control != plain_ids:
             plain = set(plain_ids)
-            names = sorted({self._piece(t, special=True).decode(errors="replace") for t in with_control
+            names = sorted({self.model.piece(t, special=True).decode(errors="replace") for t in with_control
                             if t not in plain})
             raise InvalidQueryError(f"the query contains the model's control text {', '.join(names)}; remove it "
                                     "(user text is never read as control tokens)")
 
-    def _sampler(self, sampling: SamplingParams, index: int):
-        L = self.L
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if sampling.constrained:  # first, so every later stage only sees tokens the grammar allows
-            from .grammar import ANSWER_GRAMMAR
-
-            grammar = L.llama_sampler_init_grammar(self.vocab, ANSWER_GRAMMAR.encode(), b"root")
-            if not grammar:
-                L.llama_sampler_free(chain)
-                raise RuntimeError("llama.cpp rejected the answer grammar (engine/policy/grammar.py)")
-            L.llama_sampler_chain_add(chain, grammar)
-        if sampling.temperature == 0:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-            return chain
-        if sampling.top_k:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
-        # Every sample gets its own stream; the same (seed, index) reproduces the same completion.
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist((sampling.seed * 1000003 + index) & 0xFFFFFFFF))
-        return chain
-
-    def _piece(self, token: int, *, special: bool = False) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
     def _check_logits(self, rows: int) -> None:
         """Stop before sampling from non-finite logits: damaged weights (NaN / Inf) would otherwise reach
         llama.cpp's grammar sampler, which aborts the process. One sum over the rows is enough: any NaN
-        or Inf makes it non-finite; the cost is a read of rows x vocab floats per step."""
-        ptr = self.L.llama_get_logits(self.ctx) if rows > 1 else self.L.llama_get_logits_ith(self.ctx, -1)
-        if not np.isfinite(np.ctypeslib.as_array(ptr, shape=(rows * self.n_vocab,)).sum(dtype=np.float64)):
+        or Inf makes it non-finite."""
+        if not self.context.logits_finite(rows):
             self._prefix = None
             raise ModelFileError(f"the policy {self.model_path} computes non-finite logits (NaN or Inf): its "
                                  "weights are damaged; restore or re-export the bundle (`star-export verify` "
@@ -232,7 +157,7 @@ class LlamaPolicy:
     def _prefill(self, image: np.ndarray, query: str) -> int:
         L, M = self.L, self.M
         self.check_query_text(query)
-        mem = L.llama_get_memory(self.ctx)
+        mem = self.context.memory()
         rgb = np.ascontiguousarray(np.asarray(resize_for_model(image, self.frame)), dtype=np.uint8)
         h, w = rgb.shape[:2]
         prompt_text = self.prompt_text(query)
@@ -246,7 +171,7 @@ class LlamaPolicy:
         chunks = M.mtmd_input_chunks_init()
         try:
             bitmaps = (M.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            rc = M.mtmd_tokenize(self.mctx, chunks, ctypes.byref(text), bitmaps, 1)
+            rc = M.mtmd_tokenize(self.projector.handle, chunks, ctypes.byref(text), bitmaps, 1)
             if rc != 0:
                 raise ImageError(f"llama.cpp could not tokenize the image + prompt (mtmd_tokenize returned {rc})")
             n_tokens = sum(M.mtmd_input_chunk_get_n_tokens(M.mtmd_input_chunks_get(chunks, i))
@@ -273,7 +198,7 @@ class LlamaPolicy:
     def _trim_to(self, n_past: int) -> bool:
         """Keep only sequence 0's cells before `n_past` (the remembered prefix); False if llama.cpp cannot."""
         L = self.L
-        mem = L.llama_get_memory(self.ctx)
+        mem = self.context.memory()
         for s in range(1, self.max_samples):
             L.llama_memory_seq_rm(mem, s, -1, -1)
         return bool(L.llama_memory_seq_rm(mem, 0, n_past, -1))
@@ -291,17 +216,19 @@ class LlamaPolicy:
             new_n_past = L.llama_pos(n_past)
             if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 t0 = time.perf_counter()
-                if M.mtmd_encode_chunk(self.mctx, chunk) != 0:
+                if M.mtmd_encode_chunk(self.projector.handle, chunk) != 0:
                     raise ImageError("llama.cpp's vision encoder failed on this image (mtmd_encode_chunk)")
                 t1 = time.perf_counter()
                 self.timings.vision_ms += (t1 - t0) * 1e3
-                rc = M.mtmd_helper_decode_image_chunk(self.mctx, self.ctx, chunk, M.mtmd_get_output_embd(self.mctx),
+                rc = M.mtmd_helper_decode_image_chunk(self.projector.handle, self.context.handle, chunk,
+                                                      M.mtmd_get_output_embd(self.projector.handle),
                                                       n_past, 0, self.n_batch, ctypes.byref(new_n_past),
                                                       M.mtmd_helper_post_decode_callback(), None)
                 self.timings.prefill_ms += (time.perf_counter() - t1) * 1e3
             else:
                 t0 = time.perf_counter()
-                rc = M.mtmd_helper_eval_chunk_single(self.mctx, self.ctx, chunk, n_past, 0, self.n_batch, i == count - 1,
+                rc = M.mtmd_helper_eval_chunk_single(self.projector.handle, self.context.handle, chunk, n_past, 0,
+                                                     self.n_batch, i == count - 1,
                                                      ctypes.byref(new_n_past))
                 self.timings.prefill_ms += (time.perf_counter() - t0) * 1e3
             if rc != 0:
@@ -315,34 +242,21 @@ class LlamaPolicy:
         """Logits after the prompt's last token (float32 [vocab]); the parity tests' probe."""
         self.timings = PolicyTimings()
         self._prefill(load_image(image), query)
-        n_vocab = self.L.llama_vocab_n_tokens(self.vocab)
-        ptr = self.L.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+        return self.context.logits_row(-1)
 
     def forced_logits(self, image, query: str, tokens: list[int]) -> np.ndarray:
         """Teacher-forced logits: [len(tokens) + 1, vocab], row t predicting the token after tokens[:t].
         `star-export verify` and the parity tests compare these with transformers."""
-        L = self.L
         self.timings = PolicyTimings()
         n_past = self._prefill(load_image(image), query)
-        n_vocab = L.llama_vocab_n_tokens(self.vocab)
-        rows = [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n_vocab,)).copy()]
+        rows = [self.context.logits_row(-1)]
         if tokens:
             if n_past + len(tokens) > self.n_ctx:
                 raise ContextOverflowError(f"{len(tokens)} forced tokens do not fit the context of {self.n_ctx}")
-            batch = L.llama_batch_init(len(tokens), 0, 1)
-            try:
-                batch.n_tokens = len(tokens)
-                for j, tok in enumerate(tokens):
-                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, n_past + j, 1
-                    batch.seq_id[j][0] = 0
-                    batch.logits[j] = True
-                if L.llama_decode(self.ctx, batch) != 0:
+            with TokenBatch(len(tokens)) as batch:
+                if self.context.decode(batch.fill([(tok, n_past + j, 0) for j, tok in enumerate(tokens)])) != 0:
                     raise RuntimeError("llama_decode failed on the forced tokens")
-                rows += [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, j), shape=(n_vocab,)).copy()
-                         for j in range(len(tokens))]
-            finally:
-                L.llama_batch_free(batch)
+                rows += [self.context.logits_row(j) for j in range(len(tokens))]
         return np.stack(rows)
 
     # -- the seam ---------------------------------------------------------------------------------
@@ -366,18 +280,18 @@ class LlamaPolicy:
                 f"{n} samples x {sampling.max_new_tokens} new tokens + {n_past} prompt positions exceed the "
                 f"context of {self.n_ctx}; lower n or max_new_tokens, or load the policy with a larger n_ctx")
         self._check_logits(1)
-        mem = L.llama_get_memory(self.ctx)
+        mem = self.context.memory()
         for s in range(1, n):
             L.llama_memory_seq_cp(mem, 0, s, -1, -1)
-        samplers = [self._sampler(sampling, i) for i in range(n)]
         decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
         texts, ids = [""] * n, [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
-        batch = L.llama_batch_init(n, 0, 1)
-        t1 = time.perf_counter()
-        try:
+        with ExitStack() as owned:
+            samplers = [owned.enter_context(SamplerChain(self.model, sampling, i)) for i in range(n)]
+            batch = owned.enter_context(TokenBatch(n))
+            t1 = time.perf_counter()
             # The first token of every sample comes from the prompt's last logits.
-            pending = {i: L.llama_sampler_sample(samplers[i], self.ctx, -1) for i in range(n)}
+            pending = {i: samplers[i].sample(self.context, -1) for i in range(n)}
             step = 0
             while pending:
                 live = []
@@ -385,11 +299,11 @@ class LlamaPolicy:
                     if cancel is not None and cancel.cancelled:
                         finish[i] = "cancelled"
                         continue
-                    if L.llama_vocab_is_eog(self.vocab, tok) and not sampling.ignore_stop:
+                    if self.model.ends_generation(tok) and not sampling.ignore_stop:
                         finish[i] = "eos"
                         continue
                     ids[i].append(tok)
-                    delta = decoders[i].decode(self._piece(tok))
+                    delta = decoders[i].decode(self.model.piece(tok))
                     texts[i] += delta
                     if delta and on_token is not None:
                         on_token(i, delta)
@@ -401,36 +315,22 @@ class LlamaPolicy:
                         live.append((i, tok))
                 if not live:
                     break
-                batch.n_tokens = len(live)
-                for j, (i, tok) in enumerate(live):
-                    batch.token[j] = tok
-                    batch.pos[j] = n_past + step
-                    batch.n_seq_id[j] = 1
-                    batch.seq_id[j][0] = i
-                    batch.logits[j] = True
-                rc = L.llama_decode(self.ctx, batch)
+                rc = self.context.decode(batch.fill([(tok, n_past + step, i) for i, tok in live]))
                 if rc != 0:
                     raise RuntimeError(f"llama_decode failed ({rc}) at step {step}")
                 self.timings.decode_tokens += len(live)
                 self._check_logits(len(live))
-                pending = {i: L.llama_sampler_sample(samplers[i], self.ctx, j) for j, (i, _) in enumerate(live)}
+                pending = {i: samplers[i].sample(self.context, j) for j, (i, _) in enumerate(live)}
                 step += 1
-        finally:
-            L.llama_batch_free(batch)
-            for smpl in samplers:
-                L.llama_sampler_free(smpl)
         self.timings.decode_ms = (time.perf_counter() - t1) * 1e3
         return [Completion(i, texts[i], ids[i], finish[i] or "length") for i in range(n)]
 
     def close(self) -> None:
-        """Free the vision projector, the context and the model, each once. Each handle is let go of before
-        its free: a Ctrl-C that lands between a free and the line after it would otherwise leave a freed
-        handle for __del__ to free again (a double free: the rare SIGSEGV after "star: interrupted")."""
-        for name, free in (("mctx", self.M.mtmd_free), ("ctx", self.L.llama_free), ("model", self.L.llama_model_free)):
+        """Free the vision projector, the context and the model, in that order, each once."""
+        for name in ("projector", "context", "model"):
             handle = getattr(self, name, None)
-            setattr(self, name, None)
-            if handle:
-                free(handle)
+            if handle is not None:
+                handle.close()
 
     def __del__(self):
         try:

@@ -239,7 +239,9 @@ def test_an_interrupt_inside_close_never_frees_a_handle_twice(tiny_qwen_gguf):
                     raise KeyboardInterrupt
             return free
 
-    policy.M, policy.L = Recording(policy.M), Recording(policy.L)
+    # each handle class frees through its own reference to the library (engine/policy/llama_handles.py)
+    policy.projector.M = Recording(policy.projector.M)
+    policy.context.L, policy.model.L = Recording(policy.context.L), Recording(policy.model.L)
     with pytest.raises(KeyboardInterrupt):
         policy.close()
     policy.close()
