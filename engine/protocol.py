@@ -431,7 +431,15 @@ def grid_answer_to_pixels(boxes, points, image_size: tuple[int, int]) -> tuple[l
 def parse_answer(text: str, image_size: tuple[int, int], frame: str | AnswerFrame = "qwen2.5-840") -> Answer:
     """Parse a completion into targets in ORIGINAL pixels. Never raises on any text.
 
-    `image_size` is (width, height) of the original image.
+    Args:
+        text: the completion as the policy wrote it (reasoning, then the answer's JSON list of objects).
+        image_size: (width, height) of the original image.
+        frame: the answer frame the policy answers in: its coordinates are pixels of the resized image the
+            model saw ("qwen2.5-840", "pixels-<S>") or a 0..1000 grid ("qwen3-1000").
+    Returns:
+        Answer: status "ok" with the targets (box x1, y1, x2, y2 and point x, y, mapped back to original
+        pixels and clipped to the image; label), "empty" (a valid "no object" vote), or "failed" with the
+        reason (the sample abstains from the vote).
     """
     frame = get_frame(frame)
     _check_image_size(image_size)

@@ -427,10 +427,15 @@ def _build_engine(masks: list, backend: str) -> IoUEngine:
 def majority_vote(samples: Sequence, config: VoteConfig = VoteConfig(), *, shape: tuple[int, int] | None = None, backend: str = "auto") -> VoteResult:
     """StAR's mask-level majority vote.
 
-    samples: one entry per completion: None (failed to parse: abstains), [] (no object), or a list of
-    (mask: bool HxW, score: float, label: str | None) per object.
-    shape: (H, W) of the result when no sample has a mask (otherwise taken from the masks).
-    backend: "auto" uses the CUDA kernel when the masks already live on a GPU, else the CPU engine.
+    Args:
+        samples: one entry per completion: None (failed to parse: abstains), [] (no object), or a list of
+            (mask: bool H x W in the original image's pixels, score: float, label: str | None) per object.
+        config: the vote's settings (mode, cluster IoU threshold, no-object and vote thresholds; StAR's defaults).
+        shape: (H, W) of the result when no sample has a mask (otherwise taken from the masks).
+        backend: "auto" uses the CUDA kernel when the masks already live on a GPU, else the CPU engine.
+    Returns:
+        VoteResult: the final mask (bool H x W, all False for no object), the majority's object count k, the
+        clusters of matching masks across samples and which were selected, and the vote counts.
     """
     cands = collect_candidates(samples)
     out_shape = tuple(np.shape(cands.masks[0])) if cands.masks else tuple(shape or (0, 0))

@@ -23,8 +23,10 @@ END_OF_TURN = "<|im_end|>"
 
 
 def mask_answer(query: str, label: str, instances: list[np.ndarray], frame: str) -> str:
-    """The completion a policy answering in `frame` should write for these objects (masks in the image)."""
-    from engine.protocol import get_frame
+    """The completion a policy answering in `frame` should write for these objects (masks in the image):
+    the prompt's own form (`<think> ... </think> <answer>[...]</answer>`, the answer list written as the
+    prompt's example writes it, `engine.protocol.format_answer`), a plain sentence of reasoning."""
+    from engine.protocol import format_answer, get_frame
 
     from .grpo_data import GRID_TRAINING_SIDE, frame_masks
     from .rewards import gt_targets_from_masks
@@ -35,8 +37,13 @@ def mask_answer(query: str, label: str, instances: list[np.ndarray], frame: str)
     scale = 1000 / GRID_TRAINING_SIDE if spec.kind == "grid" else 1.0
     objects = [{"label": label, "bbox_2d": [round(v * scale) for v in t["bbox_2d"]],
                 "point_2d": [round(v * scale) for v in t["point_2d"]]} for t in targets]
-    count = "one object answers" if len(objects) == 1 else f"{len(objects)} objects answer"
-    return f"<think>The query asks for {query}; {count} it.</think><answer>{json.dumps(objects)}</answer>"
+    named = _with_article(label)
+    seen = named if len(objects) == 1 else f"{len(objects)} of them"
+    return f"<think> The query asks for {named}. I see {seen}. </think> <answer>{format_answer(objects)}</answer>"
+
+
+def _with_article(label: str) -> str:
+    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
 
 
 def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str, steps: int, batch: int = 4,

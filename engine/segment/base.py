@@ -201,9 +201,18 @@ class Segmenter:
         return max(1, 16384 // tokens)
 
     def segment(self, embedding: Embedding, boxes=None, points=None, *, chunk: int | None = None) -> SegmentOutput:
-        """All prompts of a query: boxes [K, 4] (x1, y1, x2, y2) and/or points [K, 2], original pixels.
+        """One mask per prompt for all the prompts of a query.
 
-        One decoder call on a GPU; on a CPU, calls of `default_chunk()` prompts (see there why).
+        Args:
+            embedding: `embed(image)`'s features of the image the prompts point into.
+            boxes: float [K, 4] (x1, y1, x2, y2), or None; points: float [K, 2] (x, y), or None. Both in the
+                ORIGINAL image's pixels (what `parse_answer` returns); given together, row k of each is one
+                prompt (the box and its point).
+            chunk: prompts per decoder call (default: one call on a GPU; on a CPU `default_chunk()`, see
+                there why).
+        Returns:
+            SegmentOutput with K rows: the best of SAM's three masks per prompt as low-resolution logits,
+            its predicted IoU, and `masks` (bool [K, H, W] at the original size, made on demand).
         """
         chunk = chunk or self.default_chunk()
         boxes, points = _check_prompts(boxes, points)
