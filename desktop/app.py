@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"star-desktop: warning: {problem}", file=sys.stderr)
     extra = {}
     if args.server:
-        from engine.commands.serve import read_api_key
+        from engine.serve.setup import read_api_key
 
         from .worker import server_loader
 

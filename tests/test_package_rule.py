@@ -39,3 +39,38 @@ def test_the_rule_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text("def f():\n    from training.nano.policy_model import x\n    import desktop.app\n")
     assert imported_packages(source) == {(2, "training"), (3, "desktop")}
+
+
+def imports_a_command_module(path: Path) -> list[int]:
+    """Lines of `path` that import one of the CLI's command modules (engine/commands/), absolutely or relatively."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = {alias.name for alias in node.names}
+            if module.startswith("engine.commands") or (node.level and (module.startswith("commands") or
+                                                                          (module == "" and "commands" in names))):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Import) and any(a.name.startswith("engine.commands") for a in node.names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_command_modules_are_the_clis_alone():
+    """The app, the benchmarks and the tests start things through the engine's API (engine.serve.setup and
+    the like), never through a CLI command module: those are the `star` CLI's leaves (engine/cli.py names
+    them by string)."""
+    broken = []
+    for package in ("engine", "export", "training", "desktop", "tests", "installer"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.parent.name == "commands" or path == Path(__file__).resolve():
+                continue
+            broken += [f"{path.relative_to(REPO)}:{line}" for line in imports_a_command_module(path)]
+    assert not broken, "\n".join(broken)
+
+
+def test_the_command_rule_sees_relative_and_absolute_imports(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("def f():\n    from ..commands.serve import a\n    from engine.commands import serve\n"
+                      "    from .. import commands\n    from ..serve.setup import load_workers\n")
+    assert imports_a_command_module(source) == [2, 3, 4]

@@ -20,12 +20,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 def main(args) -> int:
     from .. import samples
-    from ..commands.serve import load_workers
     from ..images import load_image
     from ..pipeline import sampling_for
     from ..serve.app import ServeSettings, create_app
     from ..serve.client import ServeClient
     from ..serve.server import BackgroundServer
+    from ..serve.setup import load_workers
 
     image = (Path(samples.__file__).parent / "scene.png").read_bytes()
     query = "the red cup"

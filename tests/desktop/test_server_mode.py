@@ -16,9 +16,9 @@ SCENE = Path(samples.__file__).parent / "scene.png"
 def server():
     require("httpx")
     require("fastapi")
-    from engine.commands.serve import load_workers
     from engine.serve.app import ServeSettings, create_app
     from engine.serve.server import BackgroundServer
+    from engine.serve.setup import load_workers
 
     workers = load_workers([], device="cpu", threads=None, max_samples=8, max_new_tokens=1024, queue_size=4,
                            verify="quick")

@@ -150,9 +150,9 @@ def test_coco_output_reads_back_with_pycocotools(tmp_path):
 
 def test_label_against_a_server_matches_the_local_run(tmp_path):
     require("httpx")
-    from engine.commands.serve import load_workers
     from engine.serve.app import ServeSettings, create_app
     from engine.serve.server import BackgroundServer
+    from engine.serve.setup import load_workers
 
     local, remote = tmp_path / "local", tmp_path / "remote"
     scenes(local, 4, seed=2)

@@ -27,7 +27,7 @@ SHAPE_KEYS = {"label", "shape_type", "points", "score", "attributes", "descripti
 
 @pytest.fixture(scope="module")
 def workers():
-    from engine.commands.serve import load_workers
+    from engine.serve.setup import load_workers
 
     ws = load_workers([], device="cpu", threads=None, max_samples=8, max_new_tokens=1024, queue_size=4, verify="quick")
     yield ws
@@ -172,7 +172,7 @@ def test_api_key(workers, tmp_path):
 
 
 def test_bind_rules():
-    from engine.commands.serve import ServeConfigError, check_bind, is_loopback
+    from engine.serve.setup import ServeConfigError, check_bind, is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
