@@ -9,11 +9,14 @@ where it stopped; the evaluations and GRPO resume inside their stage):
 3. base: the policy's Hugging Face weights: the bundle's recorded source when it is on disk, else
    `star-export import` of its GGUF pair with `--like` (the quantization's rounding is kept: what is trained
    is what the bundle computed with);
-4. train: StAR's stage 1 (GRPO with the bundle's own SAM in the loop, StAR's rewards against the folder's
-   masks) as a LoRA on the policy, with a progress bar of the reward and the time left;
-5. export: the LoRA merged, exported at the starting bundle's quantization, frame, prompt family and
+4. warm: a supervised warm start on answers derived from the folder's masks (`training.warm_start`), when
+   the starting bundle misses most held-out answers;
+5. train: StAR's stage 1 (GRPO with the bundle's own SAM in the loop, StAR's rewards against the folder's
+   masks) from the warm start, with a progress bar of the reward and the time left; every weight of a
+   small policy (the nano), a LoRA on a real-size one;
+6. export: the weights (a LoRA merged) exported at the starting bundle's quantization, frame, prompt family and
    decoding recommendations, with the starting bundle's segmenter (hard-linked), and verified;
-6. after: the same evaluation of the new bundle; the new bundle is moved to `--out` with
+7. after: the same evaluation of the new bundle; the new bundle is moved to `--out` with
    `adapt-report.json` and `adapt-report.png` (before / after) beside its manifest, which records them too.
 A new bundle that is not better is still written, and said to be not better, plainly.
 """
@@ -28,15 +31,18 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from engine.errors import StarError
 from engine.policy.types import DEFAULT_MAX_NEW_TOKENS
 
-from .config_cli import COUNT, setting
+from .config_cli import COUNT, bounded_int, setting
 
 MIN_TRAIN = 4          # samples to learn from
 MIN_HELD_OUT = 2       # samples to measure on
 MIN_GAIN = 0.01        # gIoU: a smaller change on the held-out images is no change
-WARM_START_BELOW = 0.05  # gIoU before: under it, GRPO's rollouts would (nearly) all score 0
+WARM_START_BELOW = 0.35  # gIoU before: under it most answers miss, and the masks themselves teach faster than GRPO
+SMALL_POLICY = 100_000_000  # parameters: a policy under it trains every weight (the nano: 3.1 M), above it a LoRA
 STAGES = ("plan", "before", "base", "warm", "train", "export", "after")
 
 
@@ -67,17 +73,20 @@ class AdaptSettings:
     data_options: dict = field(default_factory=dict, metadata={
         "help": "the reader's options, e.g. '{queries: labels, flag: done, holdout: 0.2}'", "parse": _mapping,
         "metavar": "YAML", "cli_default": {}})
-    steps: int = setting(50, "GRPO steps", parse=COUNT)
+    steps: int = setting(50, "GRPO steps (0: the warm start alone)", parse=bounded_int(0, 10**9, "a count"))
     prompts_per_step: int = setting(2, "prompts per step", parse=COUNT)
     num_generations: int = setting(4, "rollouts per prompt (GRPO's group)", parse=COUNT)
     max_completion_length: int = setting(256, "tokens per rollout at most", parse=COUNT)
     lr: float = setting(1e-4, "learning rate of the LoRA")
-    lora_r: int = setting(16, "LoRA rank (alpha the same)", parse=COUNT)
+    lora_r: int = setting(16, "LoRA rank (alpha the same) when a LoRA is trained", parse=COUNT)
+    weights: str = setting("auto", "what is trained: all (every weight), lora (an adapter on the language model), "
+                                   "auto (every weight of a policy under 100 M parameters, a LoRA otherwise)",
+                           choices=("auto", "all", "lora"))
     warm_start: str = setting("auto", "a supervised warm start on answers derived from the masks before GRPO: "
-                                      "auto (when the starting bundle scores under 0.05 gIoU on the held-out "
-                                      "images: GRPO would see no reward), always, never",
-                              choices=("auto", "always", "never"))
-    warm_steps: int = setting(200, "warm-start steps (4 rows each)", parse=COUNT)
+                                      "auto (when the starting bundle scores under 0.35 gIoU on the held-out "
+                                      "images), always, never", choices=("auto", "always", "never"))
+    warm_steps: int = setting(1000, "warm-start steps (4 rows each)", parse=COUNT)
+    warm_lr: float = setting(2e-4, "learning rate of the warm start")
     max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, "tokens per evaluated answer at most", parse=COUNT)
     threads: int | None = setting(None, "CPU threads (default: all cores)", parse=COUNT)
     seed: int = setting(0, "random seed of training and evaluation")
@@ -94,6 +103,7 @@ class AdaptReport:
     steps: int
     base: str                               # where the trained weights came from
     warm_start: bool = False
+    weights: str = "lora"                   # what was trained: "all" (every weight) or "lora"
     seconds: dict = field(default_factory=dict)
 
 
@@ -228,8 +238,28 @@ def _progress_callback(total: int, progress: bool):
     return Progress()
 
 
-def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool) -> Path:
-    """The supervised warm start (`training.warm_start`) on the train split; returns its adapter."""
+def parameter_count(model_dir: Path) -> int:
+    """Parameters in a Hugging Face folder's safetensors files, read from their headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), "np") as f:
+            for name in f.keys():
+                total += int(np.prod(f.get_slice(name).get_shape()))
+    return total
+
+
+def every_weight(settings: AdaptSettings, base: Path) -> bool:
+    """Whether every weight is trained (else a LoRA): `weights`, or by the policy's size."""
+    if settings.weights != "auto":
+        return settings.weights == "all"
+    return parameter_count(base) < SMALL_POLICY
+
+
+def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool) -> dict:
+    """The supervised warm start (`training.warm_start`) on the train split; returns its weights
+    ({"kind": "model" or "adapter", "path"})."""
     from tqdm import tqdm
 
     from engine.bundle import read_manifest
@@ -238,6 +268,7 @@ def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, prog
 
     spec = read_manifest(bundle_root).manifest.policy
     samples = list(_reader(settings, "train"))
+    whole = every_weight(settings, base)
     bar = tqdm(total=settings.warm_steps, desc="adapt: warm start", unit="step", disable=not progress,
                dynamic_ncols=True)
 
@@ -246,29 +277,34 @@ def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, prog
         bar.set_postfix(loss=f"{loss:.3f}")
 
     try:
-        return warm_start(base, samples, out, frame=spec.frame, family=spec.prompt_family, steps=settings.warm_steps,
-                          lr=settings.lr, lora_r=settings.lora_r, seed=settings.seed, on_step=step)
+        path = warm_start(base, samples, out, frame=spec.frame, family=spec.prompt_family, steps=settings.warm_steps,
+                          lr=settings.warm_lr, lora_r=None if whole else settings.lora_r, seed=settings.seed,
+                          on_step=step)
     finally:
         bar.close()
+    return {"kind": "model" if whole else "adapter", "path": str(path)}
 
 
 def train_policy(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool,
-                 adapter: Path | None = None) -> Path:
-    """StAR's stage 1 on the folder's train split (continuing `adapter`, a warm start, when given); returns
-    the LoRA adapter."""
+                 start: dict | None = None) -> dict:
+    """StAR's stage 1 on the folder's train split, from `start` (the warm start's weights) when given, else
+    from `base`; returns the trained weights ({"kind": "model" or "adapter", "path"})."""
     from engine.bundle import read_manifest
-    from training.grpo import build_trainer, last_checkpoint
+    from training.grpo import build_trainer, last_checkpoint, save_final
 
     from .recipe import Recipe
 
     spec = read_manifest(bundle_root).manifest.policy
-    recipe = Recipe(model=str(base), data=settings.data, output_dir=str(out), stage=1, prompt_family=spec.prompt_family,
+    whole = every_weight(settings, base)
+    model = start["path"] if start and start["kind"] == "model" else str(base)
+    adapter = start["path"] if start and start["kind"] == "adapter" else None
+    recipe = Recipe(model=model, data=settings.data, output_dir=str(out), stage=1, prompt_family=spec.prompt_family,
                     frame=spec.frame, segmenter=str(bundle_root), lr=settings.lr, max_steps=settings.steps,
                     prompts_per_step=settings.prompts_per_step, num_generations=settings.num_generations,
                     per_device_batch=settings.num_generations, max_completion_length=settings.max_completion_length,
-                    lora_r=settings.lora_r, lora_alpha=settings.lora_r, save_steps=max(1, settings.steps // 10),
-                    report_to=[], seed=settings.seed, data_options={**settings.data_options, "split": "train"},
-                    adapter=str(adapter) if adapter else None)
+                    lora_r=0 if whole else settings.lora_r, lora_alpha=settings.lora_r,
+                    save_steps=max(1, settings.steps // 10), report_to=[], seed=settings.seed,
+                    data_options={**settings.data_options, "split": "train"}, adapter=adapter)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer = build_trainer(recipe)
@@ -276,12 +312,10 @@ def train_policy(settings: AdaptSettings, base: Path, bundle_root: Path, out: Pa
         trainer.remove_callback(noisy)
     trainer.add_callback(_progress_callback(settings.steps, progress))
     trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
-    adapter = out / "adapter"
-    trainer.model.save_pretrained(adapter)
-    return adapter
+    return {"kind": "model" if whole else "adapter", "path": str(save_final(trainer, recipe))}
 
 
-def export_adapted(base: Path, adapter: Path, bundle_root: Path, target: Path, log) -> None:
+def export_adapted(base: Path, trained: dict, bundle_root: Path, target: Path, log) -> None:
     """The merged policy as a bundle like the starting one (quantization, frame, prompt family, decoding
     recommendations, segmenter), verified."""
     from engine.bundle import read_manifest
@@ -292,9 +326,12 @@ def export_adapted(base: Path, adapter: Path, bundle_root: Path, target: Path, l
 
     start = read_manifest(bundle_root)
     spec = start.manifest.policy
-    merged = target.with_name(target.name + "-merged")
-    shutil.rmtree(merged, ignore_errors=True)
-    merge_adapter(base, adapter, merged)
+    if trained["kind"] == "model":
+        merged = Path(trained["path"])
+    else:
+        merged = target.with_name(target.name + "-merged")
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_adapter(base, Path(trained["path"]), merged)
     quant = spec.quant if spec.quant in QUANTS else DEFAULT_QUANT
     if quant != spec.quant:
         log(f"the starting bundle's {spec.quant} is not one star-export writes: the new bundle is {quant}")
@@ -307,7 +344,8 @@ def export_adapted(base: Path, adapter: Path, bundle_root: Path, target: Path, l
                                                       answer_grammar=spec.answer_grammar,
                                                       vote_temperature=spec.vote_temperature),
                          segmenter_from=bundle_root, link=True, name=target.name, verify=True, log=log)
-    shutil.rmtree(merged, ignore_errors=True)
+    if trained["kind"] != "model":
+        shutil.rmtree(merged, ignore_errors=True)
     if not report.ok:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
         raise AdaptError(f"the adapted bundle did not verify ({failed}); it is left in {target}")
@@ -344,6 +382,8 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
     out, bundle_root = Path(settings.out), Path(settings.bundle)
     if out.exists():
         raise AdaptError(f"--out {out} exists; name a new folder (the starting bundle is never changed)")
+    if settings.steps == 0 and settings.warm_start == "never":
+        raise AdaptError("--steps 0 with --warm-start never trains nothing")
     start = load_bundle(bundle_root, verify="quick")
     if start.manifest.policy is None or start.manifest.segmenter is None:
         raise AdaptError(f"--bundle {bundle_root}: adapt needs a bundle with a policy and a segmenter")
@@ -374,20 +414,24 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
     base = stage("base", lambda: hf_weights(bundle_root, settings.like, _fresh(work / "base"), log))
     base_dir = Path(base["path"])
     wanted = settings.warm_start == "always" or (settings.warm_start == "auto" and before["giou"] < WARM_START_BELOW)
-    warmed = stage("warm", lambda: {"adapter": str(warm(settings, base_dir, bundle_root, _fresh(work / "warm"),
-                                                        progress)) if wanted else None})
-    if warmed["adapter"]:
+    warmed = stage("warm", lambda: {"weights": warm(settings, base_dir, bundle_root, _fresh(work / "warm"), progress)
+                                    if wanted else None})
+    if warmed["weights"]:
         log(f"warm start: {settings.warm_steps} supervised steps on answers derived from the masks "
             f"({seconds.get('warm', 0):.0f} s)")
-    trained = stage("train", lambda: {"adapter": str(train_policy(settings, base_dir, bundle_root, work / "train",
-                                                                  progress, warmed["adapter"] and Path(warmed["adapter"])))})
-    log(f"training took {seconds.get('train', 0):.0f} s ({seconds.get('train', 0) / max(1, settings.steps):.1f} s a step)")
+    if settings.steps == 0 and not warmed["weights"]:
+        raise AdaptError("--steps 0 with no warm start trains nothing; give GRPO steps or --warm-start always")
+    trained = stage("train", lambda: {"weights": train_policy(settings, base_dir, bundle_root, work / "train", progress,
+                                                              warmed["weights"]) if settings.steps else warmed["weights"]})
+    if settings.steps:
+        log(f"GRPO took {seconds.get('train', 0):.0f} s ({seconds.get('train', 0) / settings.steps:.1f} s a step)")
     new_bundle = work / "bundle"
-    stage("export", lambda: export_adapted(base_dir, Path(trained["adapter"]), bundle_root, new_bundle, log) or {})
+    stage("export", lambda: export_adapted(base_dir, trained["weights"], bundle_root, new_bundle, log) or {})
     after = stage("after", lambda: _evaluate(new_bundle, settings, work / "after", progress))
     better = after["giou"] >= before["giou"] + MIN_GAIN
     report = AdaptReport(str(out), before, after, better, counts["train"], counts["held_out"], settings.steps,
-                         base["from"], bool(warmed["adapter"]), seconds)
+                         base["from"], bool(warmed["weights"]), "all" if every_weight(settings, base_dir) else "lora",
+                         seconds)
     (new_bundle / "adapt-report.json").write_text(json.dumps({**asdict(report), "data": settings.data,
                                                               "from_bundle": start.manifest.name}, indent=1))
     plot(before, after, new_bundle / "adapt-report.png")
@@ -395,7 +439,7 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
     manifest.policy.source = {**manifest.policy.source, "adapted": {
         "from_bundle": start.manifest.name, "data": Path(settings.data.partition(":")[2]).name,
         "before_giou": before["giou"], "after_giou": after["giou"], "held_out": counts["held_out"],
-        "steps": settings.steps, "warm_start_steps": settings.warm_steps if warmed["adapter"] else 0}}
+        "steps": settings.steps, "warm_start_steps": settings.warm_steps if warmed["weights"] else 0}}
     save_manifest(new_bundle, manifest)
     new_bundle.rename(out)
     shutil.rmtree(work, ignore_errors=True)
@@ -410,9 +454,11 @@ def _fresh(path: Path) -> Path:
 def describe(report: AdaptReport) -> str:
     """Before / after, and what to make of it, for the terminal."""
     b, a = report.before, report.after
-    warm = " after a supervised warm start" if report.warm_start else ""
-    lines = [f"held-out samples: {report.held_out_samples}; trained on {report.train_samples} for {report.steps} GRPO "
-             f"steps{warm} (weights from {report.base})",
+    how = ["a supervised warm start"] if report.warm_start else []
+    how += [f"{report.steps} GRPO steps"] if report.steps else []
+    what = "every weight" if report.weights == "all" else "a LoRA"
+    lines = [f"held-out samples: {report.held_out_samples}; {what} trained on {report.train_samples} with "
+             f"{' then '.join(how)} (weights from {report.base})",
              f"gIoU {b['giou']:.3f} -> {a['giou']:.3f}   cIoU {b['ciou']:.3f} -> {a['ciou']:.3f}"]
     for source in sorted(b["groups"]):
         lines.append(f"  {source}: gIoU {b['groups'][source]['giou']:.3f} -> "

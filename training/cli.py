@@ -271,7 +271,7 @@ def _run_stage(args) -> int:
     from .grpo import train
 
     final = train(recipe_from_args(args))
-    print(f"adapter -> {final}")
+    print(f"{final.name} -> {final}")
     return 0
 
 

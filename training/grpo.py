@@ -178,7 +178,8 @@ def use_bf16(recipe: Recipe) -> bool:
 
 
 def load_policy(recipe: Recipe):
-    """(model with a trainable LoRA adapter, processor) for a recipe."""
+    """(model with a trainable LoRA adapter, or with every weight trainable when `lora_r` is 0, processor)
+    for a recipe."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
@@ -188,6 +189,8 @@ def load_policy(recipe: Recipe):
     if recipe.adapter:
         model = PeftModel.from_pretrained(model, str(local_folder(recipe.adapter, "recipe adapter")),
                                           is_trainable=True, local_files_only=True)
+    elif recipe.lora_r == 0:
+        model.requires_grad_(True)
     else:
         lora = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                           target_modules=LM_LINEAR, task_type="CAUSAL_LM")
@@ -305,9 +308,23 @@ def build_trainer(recipe: Recipe, reward_funcs: list | None = None):
 
 def train(recipe: Recipe, reward_funcs: list | None = None) -> Path:
     """Run a recipe to the end (resuming from the newest checkpoint in output_dir); returns the final
-    adapter folder (`<output_dir>/adapter`), which `star-export policy --adapter` consumes."""
+    weights (`save_final`)."""
     trainer = build_trainer(recipe, reward_funcs)
     trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    return save_final(trainer, recipe)
+
+
+def save_final(trainer, recipe: Recipe) -> Path:
+    """The trained weights: the adapter (`<output_dir>/adapter`), or with `lora_r` 0 the whole model
+    (`<output_dir>/model`, with the base's tokenizer and processor files), either of which `star-export
+    policy` takes (`--adapter` over the base, or `--model`)."""
+    if recipe.lora_r == 0 and not recipe.adapter:
+        from .warm_start import copy_model_files
+
+        final = Path(recipe.output_dir) / "model"
+        trainer.model.save_pretrained(final)
+        copy_model_files(Path(recipe.model), final)
+        return final
     final = Path(recipe.output_dir) / "adapter"
     trainer.model.save_pretrained(final)
     return final

@@ -44,7 +44,7 @@ class Recipe:
     num_generations: int = setting(16, "G rollouts per prompt (REST: n)")
     rest_keep: int | None = setting(None, "REST: keep m/2 best + m/2 worst of the n rollouts")
     per_device_batch: int = setting(16, "rollouts per forward / backward micro-batch")
-    lora_r: int = setting(64, "LoRA rank")
+    lora_r: int = setting(64, "LoRA rank (0: train every weight, no adapter: for a small policy such as the nano)")
     lora_alpha: int = setting(64, "LoRA alpha")
     lora_dropout: float = setting(0.0, "LoRA dropout")
     temperature: float = setting(1.0, "rollout sampling temperature")

@@ -1,19 +1,19 @@
-"""A supervised warm start for `star-train adapt`, for a world where the starting policy earns no reward:
-GRPO learns from the spread of its rollouts' rewards, and when every rollout scores 0 there is none.
+"""A supervised warm start for `star-train adapt`, for a world where the starting policy misses most
+answers: GRPO learns from the spread of its rollouts' rewards, which is thin when nearly every rollout
+misses, while the user's masks say outright where the objects are.
 
-The answers are derived from the user's masks, in the prompt family's answer format: per object the box
-is the mask's tight box and the point the centre of its largest inscribed circle (the same targets StAR's
-rewards score against, `training.rewards.gt_targets_from_masks`: a point deep inside the object, where
-SAM's click is least ambiguous), labelled with the object's label; the reasoning is one plain sentence
-naming how many objects answer the query, so the model keeps the think-then-answer form without being
-taught reasons nobody wrote. What it costs: the model learns the answer format and where the objects are,
-not how to reason about them (GRPO does that afterwards, from the reward), and a few hundred steps of
-cross-entropy on the completion tokens (a LoRA on the language model, as GRPO's).
-"""
+The answers are derived from the user's masks, in the prompt's own form: per object the box is the mask's
+tight box and the point the centre of its largest inscribed circle (the same targets StAR's rewards score
+against, `training.rewards.gt_targets_from_masks`: a point deep inside the object, where SAM's click is
+least ambiguous), labelled with the object's label, written as the prompt's example writes an answer; the
+reasoning is two plain sentences ("The query asks for a red ball. I see a red ball."), so the model keeps
+the think-then-answer form without being taught reasons nobody wrote. What it costs: the model learns to
+read the query, the answer format and where the objects are, not how to reason about them (GRPO does
+that afterwards, from the reward); a few hundred steps of cross-entropy on the completion tokens, every
+weight of a small policy or a LoRA on a real one's language model."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 

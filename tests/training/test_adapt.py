@@ -39,20 +39,21 @@ def test_adapt_interrupted_then_resumed_writes_a_verified_bundle_with_its_before
 
     def stop_after_training(line: str) -> None:
         lines.append(line)
-        if line.startswith("training took"):
+        if line.startswith("GRPO took"):
             raise KeyboardInterrupt  # Ctrl-C between training and export
 
     with pytest.raises(KeyboardInterrupt):
-        adapt(_settings(folder, out), log=stop_after_training, progress=False)
+        adapt(_settings(folder, out, warm_start="never"), log=stop_after_training, progress=False)
     assert not out.exists()
     state = json.loads((work_dir(out) / "state.json").read_text())
     assert {"plan", "before", "base", "warm", "train"} <= set(state) and "export" not in state
 
     lines.clear()
-    report = adapt(_settings(folder, out), log=lines.append, progress=False)
+    report = adapt(_settings(folder, out, warm_start="never"), log=lines.append, progress=False)
     assert [line for line in lines if line.endswith("done before, kept")] == \
         [f"{s}: done before, kept" for s in ("plan", "before", "base", "warm", "train")]
     assert not work_dir(out).exists()
+    assert report.weights == "all"  # the nano's 3.1 M parameters: every weight, no adapter
     bundle = load_bundle(out, verify="full")
     adapted = bundle.manifest.policy.source["adapted"]
     assert adapted["from_bundle"] == "nano" and adapted["steps"] == 2
@@ -122,7 +123,7 @@ def test_a_mask_derived_answer_parses_to_the_masks_box_and_a_point_deep_inside()
     mask[100:120, 60:100] = True
     text = mask_answer("the red bar", "red bar", [mask], "pixels-224")
     answer = parse_answer(text, (224, 224), "pixels-224")
-    assert answer.status == "ok" and answer.thinking.startswith("The query asks for the red bar; one object")
+    assert answer.status == "ok" and answer.thinking == "The query asks for a red bar. I see a red bar."
     (target,) = answer.targets
     assert target.label == "red bar" and tuple(target.box) == (60, 100, 99, 119)
     x, y = target.point
@@ -142,6 +143,7 @@ def test_the_warm_start_runs_before_grpo_and_continues_into_it(tmp_path):
     folder = _labelled_folder(tmp_path / "labelled", count=12)
     out = tmp_path / "warm"
     lines = []
-    report = adapt(_settings(folder, out, warm_start="always", warm_steps=3, steps=1), log=lines.append, progress=False)
-    assert report.warm_start and any(line.startswith("warm start: 3 supervised steps") for line in lines)
+    report = adapt(_settings(folder, out, warm_start="always", warm_steps=3, steps=1, weights="lora"), log=lines.append,
+                   progress=False)
+    assert report.warm_start and report.weights == "lora"  # the warm start's adapter continued by GRPO and any(line.startswith("warm start: 3 supervised steps") for line in lines)
     assert load_bundle(out).manifest.policy.source["adapted"]["warm_start_steps"] == 3
