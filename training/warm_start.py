@@ -15,6 +15,7 @@ weight of a small policy or a LoRA on a real one's language model."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,46 @@ def _with_article(label: str) -> str:
     return ("an " if label[:1].lower() in "aeiou" else "a ") + label
 
 
+@dataclass(frozen=True)
+class AnswerRow:
+    """One supervised row: a sample, whether its image is mirrored left to right, and the completion."""
+    sample: object
+    mirrored: bool
+    completion: str
+
+    def image(self) -> np.ndarray:
+        rgb = np.asarray(self.sample.load_image())
+        return np.ascontiguousarray(rgb[:, ::-1]) if self.mirrored else rgb
+
+
+def mirror_safe(sample) -> bool:
+    """Whether a sample means the same mirrored: a query made from the shapes' labels names a kind of thing,
+    never a side; a person's own description ("the cup on the left") may."""
+    return sample.meta.get("query_source") == "label"
+
+
+def answer_rows(samples: list, frame: str, *, mirror: bool = True) -> list[AnswerRow]:
+    """The rows of every sample with an object, and (with `mirror`) of its mirror image where that means the
+    same: twice the positions to learn from for a query made from labels."""
+    rows = []
+    for sample in samples:
+        instances = sample.load_instances()
+        if not instances:
+            continue
+        label = sample.meta.get("label") or "object"
+        rows.append(AnswerRow(sample, False, mask_answer(sample.query, label, instances, frame) + END_OF_TURN))
+        if mirror and mirror_safe(sample):
+            flipped = [np.ascontiguousarray(m[:, ::-1]) for m in instances]
+            rows.append(AnswerRow(sample, True, mask_answer(sample.query, label, flipped, frame) + END_OF_TURN))
+    return rows
+
+
 def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str, steps: int, batch: int = 4,
-               lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0,
+               lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0, mirror: bool = True,
                on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling through
-    `samples` (engine Samples with instances): a LoRA of rank `lora_r` on the language model (the PEFT
+    `samples` (engine Samples with instances; with `mirror`, their mirror images too where that means the
+    same, `answer_rows`), in a new order at each pass: a LoRA of rank `lora_r` on the language model (the PEFT
     adapter is written to `out`), or every weight when `lora_r` is None (a whole model folder is written to
     `out`, the base's tokenizer and processor files beside it). Returns `out`."""
     import torch
@@ -69,21 +105,19 @@ def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str,
                                                  task_type="CAUSAL_LM"))
     tokenizer = from_local(AutoTokenizer, base, "the base policy")
     processor = from_local(AutoProcessor, base, "the base policy").image_processor
-    rows = []
-    for sample in samples:
-        instances = sample.load_instances()
-        if instances:
-            label = sample.meta.get("label") or "object"
-            rows.append((sample, mask_answer(sample.query, label, instances, frame) + END_OF_TURN))
+    rows = answer_rows(samples, frame, mirror=mirror)
     if not rows:
         raise ValueError("no sample with an object to answer: nothing to warm-start on")
-    order = np.random.default_rng(seed).permutation(len(rows))
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     model.train()
     for step in range(steps):
-        chosen = [rows[order[(step * batch + k) % len(rows)]] for k in range(batch)]
-        enc = encode_batch(tokenizer, processor, [s.load_image() for s, _ in chosen], [s.query for s, _ in chosen],
-                           frame=frame, family=family, completions=[c for _, c in chosen], training=True)
+        while len(order) < batch:  # a new shuffle at each pass over the rows
+            order += rng.permutation(len(rows)).tolist()
+        chosen, order = [rows[i] for i in order[:batch]], order[batch:]
+        enc = encode_batch(tokenizer, processor, [row.image() for row in chosen], [row.sample.query for row in chosen],
+                           frame=frame, family=family, completions=[row.completion for row in chosen], training=True)
         loss = model(**enc).loss
         optimizer.zero_grad()
         loss.backward()

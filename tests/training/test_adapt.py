@@ -147,3 +147,36 @@ def test_the_warm_start_runs_before_grpo_and_continues_into_it(tmp_path):
                    progress=False)
     assert report.warm_start and report.weights == "lora"  # the warm start's adapter continued by GRPO and any(line.startswith("warm start: 3 supervised steps") for line in lines)
     assert load_bundle(out).manifest.policy.source["adapted"]["warm_start_steps"] == 3
+
+
+def test_a_label_query_is_also_learnt_mirrored_and_a_persons_description_is_not():
+    """The warm start's mirrored rows by hand: a bar at x 60..99 of a 224-wide image lies at x 124..163 in
+    its mirror image (223 - 99, 223 - 60); "the cup on the left" would change its meaning, so a query from a
+    description gets no mirrored row."""
+    import numpy as np
+
+    from engine.protocol import parse_answer
+    from training.warm_start import answer_rows
+
+    class Labelled:
+        query, meta = "the red bar", {"query_source": "label", "label": "red bar"}
+
+        def load_instances(self):
+            mask = np.zeros((224, 224), bool)
+            mask[100:120, 60:100] = True
+            return [mask]
+
+        def load_image(self):
+            rgb = np.zeros((224, 224, 3), np.uint8)
+            rgb[100:120, 60:100] = (255, 0, 0)
+            return rgb
+
+    class Described(Labelled):
+        query, meta = "the bar on the left", {"query_source": "description", "label": "red bar"}
+
+    rows = answer_rows([Labelled(), Described()], "pixels-224")
+    assert [(row.sample.query, row.mirrored) for row in rows] == \
+        [("the red bar", False), ("the red bar", True), ("the bar on the left", False)]
+    boxes = [parse_answer(row.completion, (224, 224), "pixels-224").targets[0].box for row in rows[:2]]
+    assert [tuple(b) for b in boxes] == [(60, 100, 99, 119), (124, 100, 163, 119)]
+    assert rows[1].image()[110, 124:164, 0].min() == 255 and rows[1].image()[110, 60:100, 0].max() == 0
