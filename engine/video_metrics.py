@@ -96,13 +96,18 @@ def sequence_score(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> SequenceSc
 
 
 def summarize(scores: dict[str, list[SequenceScore]]) -> dict[str, dict]:
-    """{group: {"j", "f", "jf", "sequences"}}: means over each group's sequences (e.g. "overall",
-    "referring", "reasoning")."""
+    """{kind: {"j", "f", "jf", "sequences"}} from each kind's sequences (e.g. "referring", "reasoning"),
+    and "overall": the mean of the referring and reasoning means, as ReVOS's evaluation reports it (with
+    one of them only, that one's: MeViS). Expressions with no target in the video count in neither."""
     out = {}
-    for group, items in scores.items():
+    for kind, items in scores.items():
         if items:
             j, f = float(np.mean([s.j for s in items])), float(np.mean([s.f for s in items]))
-            out[group] = {"j": j, "f": f, "jf": (j + f) / 2, "sequences": len(items)}
+            out[kind] = {"j": j, "f": f, "jf": (j + f) / 2, "sequences": len(items)}
+    parts = [out[k] for k in ("referring", "reasoning") if k in out]
+    if parts:
+        j, f = float(np.mean([p["j"] for p in parts])), float(np.mean([p["f"] for p in parts]))
+        out["overall"] = {"j": j, "f": f, "jf": (j + f) / 2, "sequences": sum(p["sequences"] for p in parts)}
     return out
 
 

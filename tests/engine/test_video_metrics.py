@@ -86,8 +86,10 @@ def test_a_sequence_and_a_benchmark_are_means_of_their_parts():
     assert seq.frames == 3 and seq.j == pytest.approx((1 + 0.5 + 1) / 3)
     other = sequence_score([(None, a)])
     assert (other.j, other.f) == (0.0, 0.0)
-    table = summarize({"overall": [seq, other], "reasoning": [other], "referring": []})
-    assert table["overall"]["j"] == pytest.approx((seq.j + 0) / 2) and table["overall"]["sequences"] == 2
-    assert table["reasoning"]["jf"] == 0.0 and "referring" not in table
+    table = summarize({"referring": [seq, seq], "reasoning": [other], "no-target": [seq]})
+    # ReVOS's "overall" is the mean of the referring and the reasoning means, not of all sequences
+    assert table["overall"]["j"] == pytest.approx((seq.j + 0) / 2) and table["overall"]["sequences"] == 3
+    assert table["reasoning"]["jf"] == 0.0 and table["no-target"]["sequences"] == 1
+    assert summarize({"referring": [seq]})["overall"]["j"] == seq.j  # MeViS: referring only
     with pytest.raises(ValueError):
         sequence_score([])

@@ -1,0 +1,82 @@
+"""ReVOS and MeViS folders in their published layout (JPEGImages/, mask_dict.json with COCO RLEs from
+pycocotools, meta_expressions*.json), generated here, read by engine/data/video.py: the expressions, their
+kinds, and each frame's target as the union of its annotations (checked against pycocotools' own decoding)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from engine.data.video import open_video_dataset
+from engine.errors import DatasetError
+
+H, W, FRAMES = 48, 64, 3
+
+
+def _rle(mask: np.ndarray):
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _box(x0, y0, x1, y1):
+    mask = np.zeros((H, W), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _folder(root, meta_name, with_types=True):
+    """Video "cats" (3 frames): a cat moving right (anno 1), another one appearing on frame 1 (anno 2)."""
+    frames = [f"{i:05d}" for i in range(FRAMES)]
+    (root / "JPEGImages" / "cats").mkdir(parents=True)
+    for name in frames:
+        Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(root / "JPEGImages" / "cats" / f"{name}.jpg")
+    first = [_box(4 + 8 * i, 10, 20 + 8 * i, 30) for i in range(FRAMES)]
+    second = [None, _box(40, 30, 60, 44), _box(42, 30, 62, 44)]
+    masks = {"1": [_rle(m) for m in first], "2": [None if m is None else _rle(m) for m in second]}
+    (root / "mask_dict.json").write_text(json.dumps(masks))
+    expressions = {"0": {"exp": "the cat on the left", "anno_id": [1], "obj_id": [0]},
+                   "1": {"exp": "the animals that might chase a mouse", "anno_id": [1, 2], "obj_id": [0, 1]},
+                   "2": {"exp": "the dog", "anno_id": [], "obj_id": []}}
+    if with_types:
+        for exp_id, type_id in (("0", 0), ("1", 1), ("2", 2)):
+            expressions[exp_id]["type_id"] = type_id
+    meta = {"videos": {"cats": {"vid_id": "cats", "frames": frames, "expressions": expressions}}}
+    (root / meta_name).write_text(json.dumps(meta))
+    return first, second
+
+
+def test_a_revos_folder_reads_expressions_by_kind_and_targets_frame_by_frame(tmp_path):
+    first, second = _folder(tmp_path, "meta_expressions_valid_.json")
+    data = open_video_dataset("revos", tmp_path)
+    assert [(e.id, e.kind, e.query) for e in data] == [
+        ("cats/0", "referring", "the cat on the left"),
+        ("cats/1", "reasoning", "the animals that might chase a mouse"),
+        ("cats/2", "no-target", "the dog")]
+    referring, reasoning, absent = data
+    assert len(referring) == FRAMES and referring.frames[2].name == "00002.jpg"
+    for i in range(FRAMES):
+        assert (referring.load_mask(i) == first[i]).all()
+        both = first[i] | (second[i] if second[i] is not None else False)
+        assert (reasoning.load_mask(i) == both).all()
+        assert absent.load_mask(i).shape == (H, W) and not absent.load_mask(i).any()
+    assert reasoning.load_mask(1).sum() == 16 * 20 + 20 * 14  # hand count: two disjoint boxes
+
+
+def test_a_mevis_folder_has_referring_expressions_only(tmp_path):
+    _folder(tmp_path, "meta_expressions.json", with_types=False)
+    data = open_video_dataset("mevis", tmp_path)
+    assert {e.kind for e in data} == {"referring"} and len(data) == 3
+    assert open_video_dataset("mevis", tmp_path / "meta_expressions.json").items[0].id == "cats/0"
+
+
+def test_a_folder_that_is_not_a_benchmark_says_what_it_lacks(tmp_path):
+    with pytest.raises(DatasetError, match="no meta_expressions_valid_.json"):
+        open_video_dataset("revos", tmp_path)
+    _folder(tmp_path, "meta_expressions_valid_.json")
+    (tmp_path / "meta_expressions_valid_.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="not a revos expressions file"):
+        open_video_dataset("revos", tmp_path)
+    with pytest.raises(ValueError, match="choose revos or mevis"):
+        open_video_dataset("davis", tmp_path)
