@@ -5,10 +5,12 @@ Stages, each recorded in `<out>.adapt/state.json` when done (Ctrl-C, then the sa
 where it stopped; the evaluations and GRPO resume inside their stage):
 1. plan: the folder's train and held-out splits (`engine.data`, the held-out split by content hash, so it
    stays held out), refused when either is too small to learn from or to measure;
-2. before: `star eval` of the starting bundle on the held-out images (N = 1, as the bundle decodes);
-3. base: the policy's Hugging Face weights: the bundle's recorded source when it is on disk, else
+2. base: the policy's Hugging Face weights: the bundle's recorded source when it is on disk, else
    `star-export import` of its GGUF pair with `--like` (the quantization's rounding is kept: what is trained
    is what the bundle computed with);
+3. estimate and before: the time each part will take here, from a few timed steps of each
+   (`training.adapt_estimate`), then `star eval` of the starting bundle on the held-out images (N = 1, as the
+   bundle decodes);
 4. warm: a supervised warm start on answers derived from the folder's masks (`training.warm_start`), when
    the starting bundle misses most held-out answers;
 5. train: StAR's stage 1 (GRPO with the bundle's own SAM in the loop, StAR's rewards against the folder's
@@ -36,6 +38,7 @@ import numpy as np
 from engine.errors import StarError
 from engine.policy.types import DEFAULT_MAX_NEW_TOKENS
 
+from .adapt_estimate import describe_estimate
 from .config_cli import COUNT, bounded_int, setting
 
 MIN_TRAIN = 4          # samples to learn from
@@ -43,7 +46,7 @@ MIN_HELD_OUT = 2       # samples to measure on
 MIN_GAIN = 0.01        # gIoU: a smaller change on the held-out images is no change
 WARM_START_BELOW = 0.35  # gIoU before: under it most answers miss, and the masks themselves teach faster than GRPO
 SMALL_POLICY = 100_000_000  # parameters: a policy under it trains every weight (the nano: 3.1 M), above it a LoRA
-STAGES = ("plan", "before", "base", "warm", "train", "export", "after")
+STAGES = ("plan", "base", "estimate", "before", "warm", "train", "export", "after")
 
 
 class AdaptError(StarError):
@@ -351,6 +354,27 @@ def export_adapted(base: Path, trained: dict, bundle_root: Path, target: Path, l
         raise AdaptError(f"the adapted bundle did not verify ({failed}); it is left in {target}")
 
 
+def estimate(settings: AdaptSettings, base: Path, bundle_root: Path, counts: dict) -> dict[str, float]:
+    """Seconds each part will take on this machine, from a few timed steps of each (`adapt_estimate`); the
+    warm start counted unless it is `never`."""
+    from engine.bundle import read_manifest
+
+    from .adapt_estimate import seconds_per_eval_item, seconds_per_grpo_step, seconds_per_warm_step
+
+    spec = read_manifest(bundle_root).manifest.policy
+    train, held = list(_reader(settings, "train")), list(_reader(settings, "held-out"))
+    evaluation = seconds_per_eval_item(bundle_root, held, threads=settings.threads,
+                                       max_new_tokens=settings.max_new_tokens, seed=settings.seed) * counts["held_out"]
+    whole = every_weight(settings, base)
+    warm = 0.0 if settings.warm_start == "never" else settings.warm_steps * seconds_per_warm_step(
+        base, train, frame=spec.frame, family=spec.prompt_family, lora_r=None if whole else settings.lora_r)
+    grpo = settings.steps * seconds_per_grpo_step(
+        base, train, frame=spec.frame, family=spec.prompt_family, prompts_per_step=settings.prompts_per_step,
+        num_generations=settings.num_generations, max_completion_length=settings.max_completion_length) \
+        if settings.steps else 0.0
+    return {"evaluation before": evaluation, "warm start": warm, "GRPO": grpo, "evaluation after": evaluation}
+
+
 def plot(before: dict, after: dict, path: Path) -> Path:
     """Before / after bars (gIoU, cIoU, and gIoU per query source) as a PNG."""
     import matplotlib
@@ -405,14 +429,19 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
         return value
 
     counts = stage("plan", lambda: plan(settings))
-    log(f"{counts['train']} training and {counts['held_out']} held-out samples ({counts['sources']}); "
-        f"{settings.steps} GRPO steps of {settings.prompts_per_step} prompts x {settings.num_generations} rollouts")
+    warm_plan = {"auto": f"a warm start of {settings.warm_steps} steps if it scores under {WARM_START_BELOW} gIoU, ",
+                 "always": f"a warm start of {settings.warm_steps} steps, ", "never": ""}[settings.warm_start]
+    log(f"{counts['train']} training and {counts['held_out']} held-out samples ({counts['sources']}); it will "
+        f"measure the starting bundle on the held-out samples, train with {warm_plan}{settings.steps} GRPO steps of "
+        f"{settings.prompts_per_step} prompts x {settings.num_generations} rollouts, export, verify and measure again")
+    base = stage("base", lambda: hf_weights(bundle_root, settings.like, _fresh(work / "base"), log))
+    base_dir = Path(base["path"])
+    costs = stage("estimate", lambda: estimate(settings, base_dir, bundle_root, counts))
+    log(describe_estimate(costs))
     before = stage("before", lambda: _evaluate(bundle_root, settings, work / "before", progress))
     per_item = seconds.get("before", 0) / max(1, counts["held_out"])
     log(f"before: gIoU {before['giou']:.3f}, cIoU {before['ciou']:.3f} on {before['items']} held-out samples "
         f"({per_item:.1f} s each)")
-    base = stage("base", lambda: hf_weights(bundle_root, settings.like, _fresh(work / "base"), log))
-    base_dir = Path(base["path"])
     wanted = settings.warm_start == "always" or (settings.warm_start == "auto" and before["giou"] < WARM_START_BELOW)
     warmed = stage("warm", lambda: {"weights": warm(settings, base_dir, bundle_root, _fresh(work / "warm"), progress)
                                     if wanted else None})

@@ -81,14 +81,15 @@ def answer_rows(samples: list, frame: str, *, mirror: bool = True) -> list[Answe
     return rows
 
 
-def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str, steps: int, batch: int = 4,
+def warm_start(base: Path, samples: list, out: Path | None, *, frame: str, family: str, steps: int, batch: int = 4,
                lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0, mirror: bool = True,
                on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling through
     `samples` (engine Samples with instances; with `mirror`, their mirror images too where that means the
     same, `answer_rows`), in a new order at each pass: a LoRA of rank `lora_r` on the language model (the PEFT
     adapter is written to `out`), or every weight when `lora_r` is None (a whole model folder is written to
-    `out`, the base's tokenizer and processor files beside it). Returns `out`."""
+    `out`, the base's tokenizer and processor files beside it; `out` None: nothing is written, a timing run).
+    Returns `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
@@ -124,9 +125,10 @@ def warm_start(base: Path, samples: list, out: Path, *, frame: str, family: str,
         optimizer.step()
         if on_step is not None:
             on_step(step + 1, loss.item())
-    model.save_pretrained(out)
-    if lora_r is None:
-        copy_model_files(base, out)
+    if out is not None:
+        model.save_pretrained(out)
+        if lora_r is None:
+            copy_model_files(base, out)
     return out
 
 

@@ -46,12 +46,15 @@ def test_adapt_interrupted_then_resumed_writes_a_verified_bundle_with_its_before
         adapt(_settings(folder, out, warm_start="never"), log=stop_after_training, progress=False)
     assert not out.exists()
     state = json.loads((work_dir(out) / "state.json").read_text())
-    assert {"plan", "before", "base", "warm", "train"} <= set(state) and "export" not in state
+    assert {"plan", "base", "estimate", "before", "warm", "train"} <= set(state) and "export" not in state
 
     lines.clear()
     report = adapt(_settings(folder, out, warm_start="never"), log=lines.append, progress=False)
     assert [line for line in lines if line.endswith("done before, kept")] == \
-        [f"{s}: done before, kept" for s in ("plan", "before", "base", "warm", "train")]
+        [f"{s}: done before, kept" for s in ("plan", "base", "estimate", "before", "warm", "train")]
+    assert any(line.startswith("estimate on this machine: about") for line in lines)
+    assert set(state["estimate"]) == {"evaluation before", "warm start", "GRPO", "evaluation after"}
+    assert state["estimate"]["warm start"] == 0 and state["estimate"]["GRPO"] > 0  # --warm-start never
     assert not work_dir(out).exists()
     assert report.weights == "all"  # the nano's 3.1 M parameters: every weight, no adapter
     bundle = load_bundle(out, verify="full")
