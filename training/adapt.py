@@ -45,6 +45,8 @@ MIN_TRAIN = 4          # samples to learn from
 MIN_HELD_OUT = 2       # samples to measure on
 MIN_GAIN = 0.01        # gIoU: a smaller change on the held-out images is no change
 WARM_START_BELOW = 0.35  # gIoU before: under it most answers miss, and the masks themselves teach faster than GRPO
+GRPO_LR_ALL = 3e-5  # every weight of the nano: +0.022 held-out gIoU in 30 steps from the warm start at 2e-5
+GRPO_LR_LORA = 1e-4
 SMALL_POLICY = 100_000_000  # parameters: a policy under it trains every weight (the nano: 3.1 M), above it a LoRA
 STAGES = ("plan", "base", "estimate", "before", "warm", "train", "export", "after")
 
@@ -80,7 +82,7 @@ class AdaptSettings:
     prompts_per_step: int = setting(2, "prompts per step", parse=COUNT)
     num_generations: int = setting(4, "rollouts per prompt (GRPO's group)", parse=COUNT)
     max_completion_length: int = setting(256, "tokens per rollout at most", parse=COUNT)
-    lr: float = setting(1e-4, "learning rate of the LoRA")
+    lr: float | None = setting(None, "GRPO's learning rate (default: 3e-5 when every weight trains, 1e-4 for a LoRA)")
     lora_r: int = setting(16, "LoRA rank (alpha the same) when a LoRA is trained", parse=COUNT)
     weights: str = setting("auto", "what is trained: all (every weight), lora (an adapter on the language model), "
                                    "auto (every weight of a policy under 100 M parameters, a LoRA otherwise)",
@@ -288,6 +290,14 @@ def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, prog
     return {"kind": "model" if whole else "adapter", "path": str(path)}
 
 
+def grpo_lr(settings: AdaptSettings, whole: bool) -> float:
+    """GRPO's learning rate: the one asked for, else the usual scale for what trains (a LoRA's few weights
+    move slower per step than a whole model's)."""
+    if settings.lr is not None:
+        return settings.lr
+    return GRPO_LR_ALL if whole else GRPO_LR_LORA
+
+
 def train_policy(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool,
                  start: dict | None = None) -> dict:
     """StAR's stage 1 on the folder's train split, from `start` (the warm start's weights) when given, else
@@ -302,7 +312,7 @@ def train_policy(settings: AdaptSettings, base: Path, bundle_root: Path, out: Pa
     model = start["path"] if start and start["kind"] == "model" else str(base)
     adapter = start["path"] if start and start["kind"] == "adapter" else None
     recipe = Recipe(model=model, data=settings.data, output_dir=str(out), stage=1, prompt_family=spec.prompt_family,
-                    frame=spec.frame, segmenter=str(bundle_root), lr=settings.lr, max_steps=settings.steps,
+                    frame=spec.frame, segmenter=str(bundle_root), lr=grpo_lr(settings, whole), max_steps=settings.steps,
                     prompts_per_step=settings.prompts_per_step, num_generations=settings.num_generations,
                     per_device_batch=settings.num_generations, max_completion_length=settings.max_completion_length,
                     lora_r=0 if whole else settings.lora_r, lora_alpha=settings.lora_r,

@@ -1,0 +1,1 @@
+"""Following a reasoned answer through a video: frames, masks per track, and what is written per frame."""
