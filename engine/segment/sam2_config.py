@@ -31,6 +31,7 @@ ALLOWED_TARGETS = frozenset({
     "sam2.modeling.memory_encoder.MaskDownSampler",
     "sam2.modeling.memory_encoder.Fuser",
     "sam2.modeling.memory_encoder.CXBlock",
+    "sam2.sam2_video_predictor.SAM2VideoPredictor",  # never in a file's root: the engine builds it for video
 })
 _SCALARS = (str, int, float, bool, type(None))
 

@@ -25,6 +25,10 @@ POSTPROCESSING_OVERRIDES = {
         "dynamic_multimask_stability_thresh": 0.98,
     },
 }
+# What `sam2.build_sam.build_sam2_video_predictor` adds for video: masks from clicks binarized before the
+# memory encoder (what the user saw is what is remembered), and small holes filled in the low-res masks.
+VIDEO_PREDICTOR = "sam2.sam2_video_predictor.SAM2VideoPredictor"
+VIDEO_OVERRIDES = {"binarize_mask_from_pts_for_mem_enc": True, "fill_hole_area": 8}
 
 
 def _torch():
@@ -76,13 +80,17 @@ def load_state_dict(checkpoint: str | Path) -> dict:
     return sd
 
 
-def build_model(config: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
+def build_model(config: str | Path, checkpoint: str | Path | None = None, device: str = "cpu", *,
+                video: bool = False):
     """Build SAM2Base from a config and load a checkpoint strictly (what build_sam2 does, but for config
-    files anywhere on disk, read as data, and with clear errors)."""
+    files anywhere on disk, read as data, and with clear errors); `video`: sam2's SAM2VideoPredictor with
+    the settings `build_sam2_video_predictor` gives it (the same weights: memory modules included)."""
     torch = _torch()
     from .sam2_config import merge, read_model_config
 
     model_config = merge(read_model_config(resolve_config(config)), POSTPROCESSING_OVERRIDES)
+    if video:
+        model_config = {**merge(model_config, VIDEO_OVERRIDES), "_target_": VIDEO_PREDICTOR}
     # The config's sizes are checked on a model built without memory (its tensors on the meta device)
     # before the real one is built: a YAML's `embed_dim: 1000000` is a refusal, not a 100 GB allocation.
     shapes = {k: tuple(v.shape) for k, v in _build(model_config, config, meta=True).state_dict().items()}
