@@ -14,7 +14,7 @@ LOW_SCORE = 0.0        # SAM 2's object score logit: below 0 it says the object 
 LOW_SCORE_FRAMES = 3   # lost after this many frames in a row below LOW_SCORE
 JUMP_AREA = 4.0        # a mask growing or shrinking by more than this factor from one frame to the next...
 JUMP_IOU = 0.1         # ...or overlapping the last one less than this (both non-empty): a jump
-MATCH_IOU = 0.3        # a new object continues the track whose last mask it overlaps at least this much
+MATCH_IOU = 0.3        # a new object's box continues the track whose last mask's box it overlaps this much
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,21 +66,42 @@ class Track:
             return True
         return False
 
-    def resume(self, mask: np.ndarray) -> None:
-        self.lost, self.low_run, self.reason, self.last_mask = False, 0, None, mask
+    def resume(self) -> None:
+        """Follow it again from a new prompt (the tracker's next mask becomes its reference)."""
+        self.lost, self.low_run, self.reason, self.last_mask = False, 0, None, None
 
 
-def match_objects(tracks: list[Track], masks: list[np.ndarray], min_iou: float = MATCH_IOU) -> list[int | None]:
-    """For each new mask, the id of the track it continues (its last mask overlapping it at least `min_iou`,
-    each track taken once, best overlaps first), or None for a new object."""
-    pairs = sorted(((mask_iou(t.last_mask, m), ti, mi) for ti, t in enumerate(tracks) if t.last_mask is not None
-                    for mi, m in enumerate(masks)), reverse=True)
-    taken_tracks, out = set(), [None] * len(masks)
-    for iou, ti, mi in pairs:
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x1, y1, x2, y2) of a mask's pixels, inclusive; None when empty."""
+    ys, xs = np.nonzero(mask)
+    return None if len(xs) == 0 else (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def box_iou(a, b) -> float:
+    """IoU of two inclusive pixel boxes (x1, y1, x2, y2)."""
+    w = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    h = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def match_objects(tracks: list[Track], boxes: list, min_iou: float = MATCH_IOU) -> list[int | None]:
+    """For each new object's box (the policy's answer, x1, y1, x2, y2), the id of the track it continues: the
+    track whose last mask's box it overlaps at least `min_iou`, each track taken once, best overlaps first;
+    None for a new object. Boxes, not masks: the answer's box is the policy's own, while a mask would be
+    another segmenter's reading of it."""
+    last = [(ti, mask_box(t.last_mask)) for ti, t in enumerate(tracks) if t.last_mask is not None]
+    pairs = sorted(((box_iou(tb, b), ti, bi) for ti, tb in last if tb is not None
+                    for bi, b in enumerate(boxes) if b is not None), reverse=True)
+    taken_tracks, out = set(), [None] * len(boxes)
+    for iou, ti, bi in pairs:
         if iou < min_iou:
             break
-        if ti in taken_tracks or out[mi] is not None:
+        if ti in taken_tracks or out[bi] is not None:
             continue
         taken_tracks.add(ti)
-        out[mi] = tracks[ti].id
+        out[bi] = tracks[ti].id
     return out

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.track.tracks import LossRule, Track, mask_iou, match_objects
+from engine.track.tracks import LossRule, Track, box_iou, mask_box, mask_iou, match_objects
 
 
 def _box(x0, y0, x1, y1, shape=(40, 60)):
@@ -19,8 +19,8 @@ def test_a_low_object_score_for_three_frames_in_a_row_loses_the_track():
     assert lost == [False, False, False, False, False, False, True]
     assert track.lost and track.lost_at == 6 and "3 frames" in track.reason
     assert track.update(7, mask, 5.0, rule) is False  # once lost, it stays lost until resumed
-    track.resume(mask)
-    assert not track.lost and track.low_run == 0
+    track.resume()
+    assert not track.lost and track.low_run == 0 and track.last_mask is None
 
 
 def test_a_mask_that_jumps_loses_the_track_but_entering_or_leaving_does_not():
@@ -36,9 +36,10 @@ def test_a_mask_that_jumps_loses_the_track_but_entering_or_leaving_does_not():
 
 
 def test_new_objects_continue_the_tracks_they_overlap_best_each_track_once():
-    a, b = Track(1, last_mask=_box(0, 0, 20, 20)), Track(2, last_mask=_box(30, 0, 50, 20))
-    near_a, near_b, elsewhere = _box(2, 0, 22, 20), _box(31, 1, 51, 21), _box(10, 25, 30, 40)
-    assert mask_iou(near_a, a.last_mask) == 360 / 440
+    a, b = Track(1, last_mask=_box(0, 0, 20, 20)), Track(2, last_mask=_box(30, 0, 50, 20))  # boxes (0,0,19,19), (30,0,49,19)
+    near_a, near_b, elsewhere = (2, 0, 21, 19), (31, 1, 50, 20), (10, 25, 29, 39)
+    assert box_iou(near_a, mask_box(a.last_mask)) == 360 / 440   # 18 x 20 shared of 20 x 20 twice
     assert match_objects([a, b], [near_b, elsewhere, near_a]) == [2, None, 1]
-    # two new masks over one track: the better overlap continues it, the other is new
-    assert match_objects([a], [_box(5, 0, 25, 20), near_a]) == [None, 1]
+    # two new boxes over one track: the better overlap continues it, the other is new; no box, no match
+    assert match_objects([a], [(5, 0, 24, 19), near_a, None]) == [None, 1, None]
+    assert mask_iou(_box(0, 0, 20, 20), _box(10, 0, 30, 20)) == 200 / 600
