@@ -141,6 +141,33 @@ def _segment(sub) -> None:
     _runs(p, "engine.commands.segment")
 
 
+def _track(sub) -> None:
+    p = sub.add_parser("track", help="reason on a key frame, follow the answer through a video with SAM 2's memory")
+    p.add_argument("video", help="a video file or a folder of frames (natural name order)")
+    p.add_argument("query")
+    _bundle_arg(p)
+    p.add_argument("--sam2", default=None, metavar="CONFIG.yaml:CHECKPOINT.pt",
+                   help="the SAM 2 to track with (default: the bundle's PyTorch segmenter)")
+    p.add_argument("--key-frame", type=bounded_int(0, 10**7, "a frame position"), default=0,
+                   help="the frame the policy answers on (position after --stride)")
+    _samples_arg(p, "samples on the key frame (and at each re-ask); >1 = the vote, as star segment")
+    p.add_argument("--reask", action=argparse.BooleanOptionalAction, default=True,
+                   help="ask the policy again where a track is lost (default on)")
+    p.add_argument("--stride", type=bounded_int(1, 10**4, "a frame step"), default=1)
+    p.add_argument("--max-frames", type=bounded_int(1, 10**7, "a frame count"), default=None)
+    p.add_argument("--out", default="star-track", help="folder for masks/, track.json, overlay.mp4")
+    p.add_argument("--format", choices=["masks", "labelme"], default="masks",
+                   help="labelme: a labelme file per frame as well")
+    p.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="write overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    _decode_args(p)
+    _grammar_arg(p)
+    _temperature_arg(p)
+    _runs(p, "engine.commands.track")
+
+
 def _grammar_arg(p) -> None:
     p.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
                    help="decode under the answer grammar, so every finished answer parses (llama.cpp policies); "
@@ -234,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _segment(sub)
+    _track(sub)
     _eval(sub)
     _serve(sub)
     _label(sub)

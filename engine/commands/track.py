@@ -1,0 +1,87 @@
+"""`star track`: reason once on a key frame, follow the answer through a video or a folder of frames with
+SAM 2's memory, ask again where a track is lost; per-frame masks, track.json and an overlay (engine.track)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ModelFileError, StarError
+from ..honesty import MaskGuard
+
+
+class TrackError(StarError):
+    pass
+
+
+def video_segmenter(args, bundle_root: str | None):
+    """SAM 2 with its memory modules: --sam2 CONFIG.yaml:CHECKPOINT.pt, else the bundle's PyTorch segmenter."""
+    from ..bundle import default_bundle_dir, load_bundle
+    from ..segment.torch_backend import build_model
+
+    if args.sam2:
+        config, sep, checkpoint = args.sam2.partition(":")
+        if not sep or not checkpoint:
+            raise TrackError(f"--sam2 {args.sam2}: give CONFIG.yaml:CHECKPOINT.pt")
+        return build_model(config, checkpoint, device=_device(args), video=True)
+    files = load_bundle(bundle_root or default_bundle_dir(), verify=args.verify).segmenter_files()
+    if files.config is None or files.checkpoint is None:
+        raise ModelFileError(f"the bundle {bundle_root or 'nano'} cannot track: its segmenter has no PyTorch SAM 2 "
+                             "checkpoint with the memory modules video needs; give --sam2 CONFIG.yaml:CHECKPOINT.pt "
+                             "(star doctor says whether a bundle can track)")
+    return build_model(files.config, files.checkpoint, device=_device(args), video=True)
+
+
+def _device(args) -> str:
+    from ..devices import resolve_device
+
+    return resolve_device(args.device)
+
+
+def main(args) -> int:
+    from tqdm import tqdm
+
+    from ..frames import FrameSource
+    from ..pipeline import check_query, load_reasoner, sampling_for
+    from ..track.output import TrackWriter
+    from ..track.run import TrackRun, track
+    from ..track.sam2_video import VideoMemoryTracker
+
+    check_query(args.query)
+    source = FrameSource(args.video, stride=args.stride, max_frames=args.max_frames)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (out / "track.json").is_file():
+        raise TrackError(f"--out {out} holds other files; name an empty or new folder")
+    predictor = video_segmenter(args, args.bundle)
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
+                             max_new_tokens=args.max_new_tokens, verify=args.verify, mask_guard=MaskGuard.of_args(args))
+    settings = {"source": str(args.video), "query": args.query, "key_frame": args.key_frame, "n": args.n,
+                "stride": args.stride, "max_frames": args.max_frames, "reask": args.reask, "seed": args.seed,
+                "bundle": reasoner.bundle.get("name")}
+    writer = TrackWriter(out, source, settings, labelme=args.format == "labelme")
+    run = TrackRun()
+    bar = tqdm(total=len(source), desc="star track", unit="frame", disable=args.quiet, dynamic_ncols=True)
+    complete = False
+    try:
+        tracker = VideoMemoryTracker(predictor, source)
+        sampling = sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                constrained=reasoner.grammar(args.grammar),
+                                temperature=reasoner.temperature(args.temperature))
+        for frame in track(reasoner, source, args.query, tracker, key=args.key_frame, n=args.n, sampling=sampling,
+                           reask=args.reask, run=run):
+            writer.write(frame, run)
+            bar.n = len(writer.frames)
+            bar.set_postfix(tracks=len(run.tracks), asks=len(run.asks))
+        complete = True
+    finally:
+        bar.close()
+        writer.flush(run, complete=complete)  # Ctrl-C keeps every finished frame
+        reasoner.close()
+        source.close()
+    overlay = writer.overlay(fps=source.fps()) if args.overlay else None
+    lost = sum(1 for t in run.tracks.values() if t.lost)
+    print(f"{len(writer.frames)} frames, {len(run.tracks)} tracks ({lost} lost at the end), the policy asked "
+          f"{len(run.asks)} times ({', '.join(str(a.position) for a in run.asks)}) -> {out}")
+    if overlay is None and args.overlay:
+        print("star track: OpenCV cannot write MP4 here; the masks and track.json are written", file=sys.stderr)
+    return 0

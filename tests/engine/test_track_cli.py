@@ -1,0 +1,56 @@
+"""`star track` from the command line: the shipped nano policy answering on the key frame of a clip of the
+sample scene panning, a SAM 2 with memory modules (the tiny random one: the plumbing, not the tracking
+quality) following it; what the folder holds afterwards, and the refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main
+from tests.models import require
+
+
+def _panning_clip(folder, count=8, width=160):
+    from engine.samples import sample_scene
+
+    image, _ = sample_scene()
+    rgb = np.asarray(image)
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(np.ascontiguousarray(rgb[:, 4 * i:4 * i + width])).save(folder / f"frame{i}.png")
+    return folder, rgb.shape[0], width
+
+
+@pytest.mark.timeout(600)
+def test_star_track_writes_masks_json_labelme_and_an_overlay(tiny_sam2, tmp_path, capsys):
+    require("torch")
+    require("llama_cpp")
+    from engine.track.palette import read_indexed_png
+
+    clip, h, w = _panning_clip(tmp_path / "clip")
+    out = tmp_path / "out"
+    code = main(["--threads", "2", "track", str(clip), "what coffee is served in", "--sam2", f"{tiny_sam2.config}:{tiny_sam2.checkpoint}",
+                 "--out", str(out), "--key-frame", "2", "--format", "labelme", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out / "track.json").read_text())
+    assert record["complete"] and record["frames_done"] == record["frames_total"] == 8
+    assert record["asks"][0]["position"] == 2 and record["asks"][0]["reason"] == "key frame"
+    assert record["settings"]["query"] == "what coffee is served in"
+    for position in range(8):
+        labels = read_indexed_png(out / "masks" / f"{position:05d}.png")
+        assert labels.shape == (h, w) and set(np.unique(labels)) <= {0, *map(int, record["tracks"])}
+    assert sorted(p.name for p in (out / "labelme").iterdir()) == sorted(f"frame{i}.json" for i in range(8))
+    overlay = out / "overlay.mp4"
+    assert not overlay.exists() or overlay.stat().st_size > 0
+    assert "8 frames" in capsys.readouterr().out
+
+
+def test_a_bundle_without_sam2s_memory_cannot_track_and_says_so(tmp_path, capsys):
+    clip, _, _ = _panning_clip(tmp_path / "clip", count=2)
+    assert main(["track", str(clip), "the cup", "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "cannot track" in err and "--sam2" in err and len(err.splitlines()) == 1
+    assert main(["track", str(tmp_path / "missing"), "the cup", "--out", str(tmp_path / "o")]) != 0
+    assert "no such video or folder" in capsys.readouterr().err
