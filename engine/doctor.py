@@ -130,7 +130,18 @@ def bundle_report(root) -> tuple[bool, dict]:
                           "segmenter": ", ".join(k for k in ("encoder_onnx", "checkpoint", "encoder_engine")
                                                  if m.segmenter and getattr(m.segmenter, k)) or "none",
                           "files": "intact" if not problems else "; ".join(problems),
-                          "shared": shared_files(bundle)}
+                          "shared": shared_files(bundle),
+                          "video": can_track(m)}
+
+
+def can_track(manifest) -> str:
+    """Whether `star track` can follow answers through a video with this bundle's segmenter: it needs SAM 2's
+    memory modules, which live in the PyTorch checkpoint (the ONNX graphs are the image path only)."""
+    seg = manifest.segmenter
+    if seg is not None and seg.config and seg.checkpoint:
+        return "can track (a PyTorch SAM 2 checkpoint with its memory modules)"
+    return ("cannot track: the segmenter is the image graphs only; star track --sam2 CONFIG.yaml:CHECKPOINT.pt "
+            "gives it a SAM 2 with memory")
 
 
 def shared_files(bundle) -> str:

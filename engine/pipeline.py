@@ -267,6 +267,22 @@ class LocalReasoner:
         """Decode under the answer grammar? What the caller asked for, else what the bundle recommends."""
         return self.answer_grammar if requested is None else bool(requested)
 
+    def track(self, frames, query: str, n: int = 1, *, video_segmenter, key: int = 0,
+              sampling: SamplingParams | None = None, reask: bool = True):
+        """Follow the answer to `query` on frame `key` through a clip, one result per frame as it is made
+        (`engine.track.run.track`). Args: frames, a video file, a folder of frames or an `engine.frames.
+        FrameSource`; video_segmenter, a SAM 2 with its memory modules (`engine.segment.torch_backend.
+        build_model(config, checkpoint, video=True)`). Yields FrameResult: per track id a bool H x W mask at
+        the frame's size and SAM 2's object score; backward from `key` first, then forward."""
+        from .frames import FrameSource
+        from .track.run import track
+        from .track.sam2_video import VideoMemoryTracker
+
+        source = frames if isinstance(frames, FrameSource) else FrameSource(frames)
+        tracker = VideoMemoryTracker(video_segmenter, source)
+        sampling = sampling or sampling_for(n, constrained=self.answer_grammar, temperature=self.vote_temperature)
+        yield from track(self, source, check_query(query), tracker, key=key, n=n, sampling=sampling, reask=reask)
+
     def temperature(self, requested: float | None) -> float:
         """The N > 1 samples' temperature: what the caller asked for, else what the bundle recommends."""
         return self.vote_temperature if requested is None else float(requested)

@@ -39,6 +39,11 @@ def test_the_key_frames_answer_is_followed_back_and_forth_through_the_clip(tiny_
     assert ask.position == 5 and ask.reason == "key frame" and ask.new_tracks == [1]
     assert ask.answers[0]["box"] == to_original(RED[1]) and ask.answers[0]["label"] == "red square"
     assert frames[5].position == 5 and not frames[5].lost  # the key frame opens the forward pass
+    # the Python API: the same frames through reasoner.track
+    video = build_model(tiny_sam2.config, tiny_sam2.checkpoint, video=True)
+    again = list(reasoner.track(tmp_path / "clip", "the red square", video_segmenter=video, key=5, reask=False))
+    assert [f.position for f in again] == [f.position for f in frames]
+    assert all((a.masks[1] == b.masks[1]).all() for a, b in zip(again, frames))
 
 
 class ScriptedTracker:
