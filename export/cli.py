@@ -185,7 +185,9 @@ def _policy_args(p) -> None:
 def _sam2_args(p, *, required: bool) -> None:
     p.add_argument("--checkpoint", required=required, help="SAM 2 / 2.1 checkpoint (.pt, loaded weights-only)")
     p.add_argument("--config", required=required, help="its Hydra YAML (a path, or e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
-    p.add_argument("--with-torch", action="store_true", help="also copy config + checkpoint (the PyTorch backend)")
+    p.add_argument("--with-torch", "--video", dest="with_torch", action="store_true",
+                   help="also keep config + checkpoint in the bundle: the PyTorch backend, and SAM 2's memory modules "
+                        "that star track follows objects with")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT)")
     p.add_argument("--fp16", action="store_true", help="also float16 ONNX graphs (used on a GPU) and FP16 TensorRT engines")
 

@@ -58,3 +58,30 @@ def test_a_bundle_without_sam2s_memory_cannot_track_and_says_so(tmp_path, capsys
     assert "cannot track" in err and "--sam2" in err and len(err.splitlines()) == 1
     assert main(["track", str(tmp_path / "missing"), "the cup", "--out", str(tmp_path / "o")]) != 0
     assert "no such video or folder" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+def test_a_bundle_exported_with_video_keeps_sam2s_checkpoint_and_tracks_without_sam2(tiny_sam2, tmp_path, capsys):
+    """`star-export sam2 --video` into a copy of the nano bundle: the ONNX graphs and the PyTorch pair (config +
+    checkpoint, hashed in the manifest); star doctor says it can track; star track needs no --sam2."""
+    require("torch")
+    require("llama_cpp")
+    require("onnxruntime")
+    import shutil
+
+    from engine.bundle import default_bundle_dir, load_bundle
+    from engine.doctor import bundle_report
+    from export.cli import main as export_main
+
+    bundle = tmp_path / "nano-video"
+    shutil.copytree(default_bundle_dir(), bundle)
+    assert export_main(["sam2", "--checkpoint", str(tiny_sam2.checkpoint), "--config", str(tiny_sam2.config),
+                        "--video", "--out", str(bundle)]) == 0
+    seg = load_bundle(bundle, verify="full").manifest.segmenter
+    assert seg.checkpoint and seg.config and seg.encoder_onnx
+    assert bundle_report(bundle)[1]["video"].startswith("can track")
+    clip, _, _ = _panning_clip(tmp_path / "clip", count=3)
+    capsys.readouterr()
+    assert main(["--threads", "2", "track", str(clip), "the cup", "--bundle", str(bundle), "--out",
+                 str(tmp_path / "o"), "--quiet", "--no-overlay"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "track.json").read_text())["frames_done"] == 3
