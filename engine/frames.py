@@ -41,23 +41,32 @@ class FrameSource:
     `frame(i)` reads the i-th of them alone, so a tracker can go back to any frame without holding the clip.
     """
 
-    def __init__(self, path: str | Path, *, stride: int = 1, max_frames: int | None = None,
-                 max_pixels: float | None = None):
+    def __init__(self, path: str | Path | list, *, stride: int = 1, max_frames: int | None = None,
+                 max_pixels: int | None = None):
+        """`path`: a video file, a folder of images, or a list of image files in their order (a benchmark's
+        frames)."""
         if stride < 1:
             raise ValueError(f"stride must be 1 or more, got {stride}")
-        self.path, self.stride, self.max_pixels = Path(path), stride, max_pixels
-        if self.path.is_dir():
+        self.stride, self.max_pixels = stride, max_pixels
+        if isinstance(path, (list, tuple)):
+            if not path:
+                raise ImageError("no frames given")
+            self.path = Path(path[0]).parent
+            self._files = [Path(p) for p in path][::stride]
+            total = len(self._files)
+        elif (given := Path(path)).is_dir():
+            self.path = given
             files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
                            key=lambda p: natural_key(p.name))
             if not files:
                 raise ImageError(f"{self.path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
             self._files: list[Path] | None = files[::stride]
             total = len(self._files)
-        elif self.path.is_file():
-            self._files = None
+        elif given.is_file():
+            self.path, self._files = given, None
             total = -(-self._video_frame_count() // stride)
         else:
-            raise ImageError(f"{self.path}: no such video or folder")
+            raise ImageError(f"{given}: no such video or folder")
         self._count = total if max_frames is None else min(total, max_frames)
         self._video = None        # the open capture, when reading a video in order
         self._next_source = 0     # the source index the capture reads next

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ModelFileError, StarError
+from ..errors import StarError
 from ..honesty import MaskGuard
 
 
@@ -14,35 +14,12 @@ class TrackError(StarError):
     pass
 
 
-def video_segmenter(args, bundle_root: str | None):
-    """SAM 2 with its memory modules: --sam2 CONFIG.yaml:CHECKPOINT.pt, else the bundle's PyTorch segmenter."""
-    from ..bundle import default_bundle_dir, load_bundle
-    from ..segment.torch_backend import build_model
-
-    if args.sam2:
-        config, sep, checkpoint = args.sam2.partition(":")
-        if not sep or not checkpoint:
-            raise TrackError(f"--sam2 {args.sam2}: give CONFIG.yaml:CHECKPOINT.pt")
-        return build_model(config, checkpoint, device=_device(args), video=True)
-    files = load_bundle(bundle_root or default_bundle_dir(), verify=args.verify).segmenter_files()
-    if files.config is None or files.checkpoint is None:
-        raise ModelFileError(f"the bundle {bundle_root or 'nano'} cannot track: its segmenter has no PyTorch SAM 2 "
-                             "checkpoint with the memory modules video needs; give --sam2 CONFIG.yaml:CHECKPOINT.pt "
-                             "(star doctor says whether a bundle can track)")
-    return build_model(files.config, files.checkpoint, device=_device(args), video=True)
-
-
-def _device(args) -> str:
-    from ..devices import resolve_device
-
-    return resolve_device(args.device)
-
-
 def main(args) -> int:
     from tqdm import tqdm
 
     from ..frames import FrameSource
     from ..pipeline import check_query, load_reasoner, sampling_for
+    from ..track.loading import video_segmenter
     from ..track.output import TrackWriter
     from ..track.run import TrackRun, track
     from ..track.sam2_video import VideoMemoryTracker
@@ -52,7 +29,7 @@ def main(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not (out / "track.json").is_file():
         raise TrackError(f"--out {out} holds other files; name an empty or new folder")
-    predictor = video_segmenter(args, args.bundle)
+    predictor = video_segmenter(args.sam2, args.bundle, device=args.device, verify=args.verify)
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify, mask_guard=MaskGuard.of_args(args))
     settings = {"source": str(args.video), "query": args.query, "key_frame": args.key_frame, "n": args.n,
