@@ -184,7 +184,7 @@ def _eval(sub) -> None:
     from .metrics import CONVENTIONS
 
     p = sub.add_parser("eval", help="a benchmark through the reasoner: resumable, per-group metrics, scaling and sweep from one run")
-    p.add_argument("--data", required=True, help="KIND:PATH, KIND one of reasonseg, reasonseg-x, reasonseg-r, hf, refcoco, cod, mmr")
+    p.add_argument("--data", required=True, help="KIND:PATH, KIND one of reasonseg, reasonseg-x, reasonseg-r, hf, refcoco, cod, mmr, labelme, coco; revos, mevis (video: star track per expression, J&F)")
     _bundle_arg(p)
     _samples_arg(p, "samples per item; 1 = greedy direct prediction, >1 = vote, plus N' = 1, 2, 4... from the same run")
     p.add_argument("--out", default=None, help="run folder (default runs/eval/<data>-<bundle>-n<N>); re-running resumes it")
@@ -206,6 +206,8 @@ def _eval(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="re-write the report of the run in --out (e.g. another --convention)")
     _device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sam2", default=None, metavar="CONFIG.yaml:CHECKPOINT.pt",
+                   help="revos: / mevis: data: the SAM 2 to track with (default: the bundle's PyTorch segmenter)")
     _runs(p, "engine.commands.eval")
 
 

@@ -59,6 +59,12 @@ def main(args) -> int:
         print(paths["markdown"].read_text())
         return 0
 
+    from ..data import parse_data_spec
+    from ..evaluation.video import VIDEO_KINDS, main_video
+
+    kind, path = parse_data_spec(args.data)
+    if kind.lower() in VIDEO_KINDS:  # a video benchmark: star track per expression, J&F
+        return main_video(args, kind.lower(), path)
     options = data_options(args.data_option, args.trust_pickle)
     reader = open_reader(args.data, options, args.on_error)
     if len(reader) == 0:  # a report of 0 items with gIoU 0.0 would read like a result

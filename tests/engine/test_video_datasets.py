@@ -80,3 +80,31 @@ def test_a_folder_that_is_not_a_benchmark_says_what_it_lacks(tmp_path):
         open_video_dataset("revos", tmp_path)
     with pytest.raises(ValueError, match="choose revos or mevis"):
         open_video_dataset("davis", tmp_path)
+
+
+@pytest.mark.timeout(600)
+def test_star_eval_on_a_revos_folder_tracks_each_expression_and_reports_j_and_f(tiny_sam2, tmp_path, capsys):
+    """The whole video evaluation on the generated ReVOS folder: the nano policy on each key frame, the tiny
+    random SAM 2 following (the plumbing, not the scores), J / F per expression against the folder's masks,
+    the report by kind, and a re-run that resumes instead of starting over."""
+    from tests.models import require
+
+    require("torch")
+    require("llama_cpp")
+    from engine.cli import main
+
+    _folder(tmp_path / "revos", "meta_expressions_valid_.json")
+    out = tmp_path / "eval"
+    argv = ["--threads", "2", "eval", "--data", f"revos:{tmp_path / 'revos'}", "--sam2",
+            f"{tiny_sam2.config}:{tiny_sam2.checkpoint}", "--out", str(out), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["kind"], r["frames"]) for r in records] == [
+        ("cats/0", "referring", FRAMES), ("cats/1", "reasoning", FRAMES), ("cats/2", "no-target", FRAMES)]
+    assert all(0 <= r["j"] <= 1 and 0 <= r["f"] <= 1 and r["asks"][0] == 0 for r in records)
+    report = json.loads((out / "report.json").read_text())
+    scores = report["scores"]
+    assert scores["overall"]["j"] == pytest.approx((scores["referring"]["j"] + scores["reasoning"]["j"]) / 2)
+    assert report["expressions"] == 3 and "| overall |" in (out / "report.md").read_text()
+    assert main(argv) == 0  # resumed: every expression already done, the report written again
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3

@@ -1,0 +1,141 @@
+"""`star eval --data revos:PATH` (or `mevis:`): every (video, expression) of a benchmark through `star track`
+(the policy on the key frame, SAM 2's memory after it, re-asks where a track is lost), scored with J, F and
+J&F per expression and summarized per expression kind as ReVOS reports them (engine/video_metrics.py).
+
+One line per finished expression in `results.jsonl`, so a stopped run resumes where it stopped;
+`report.json` and `report.md` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fileio import write_json_atomically, write_text_atomically
+from ..video_metrics import SequenceScore, sequence_score, summarize
+
+VIDEO_KINDS = ("revos", "mevis")
+
+
+@dataclass
+class VideoEvalSettings:
+    data: str
+    n: int = 1
+    key_frame: int = 0
+    reask: bool = True
+    limit: int | None = None
+    max_frames: int | None = None
+
+
+def _done(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            out[record["id"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a stop mid-write: that expression runs again
+    return out
+
+
+def evaluate_expression(reasoner, predictor, expression, settings: VideoEvalSettings, sampling) -> dict:
+    """One (video, expression): tracked from its key frame, every frame's union of tracks scored against the
+    target; returns its record."""
+    from ..frames import FrameSource
+    from ..track.run import TrackRun, track
+    from ..track.sam2_video import VideoMemoryTracker
+
+    source = FrameSource(list(expression.frames), max_frames=settings.max_frames)
+    run, masks = TrackRun(), {}
+    t0 = time.perf_counter()
+    try:
+        tracker = VideoMemoryTracker(predictor, source)
+        for frame in track(reasoner, source, expression.query, tracker, key=min(settings.key_frame, len(source) - 1),
+                           n=settings.n, sampling=sampling, reask=settings.reask, run=run):
+            union = None
+            for mask in frame.masks.values():
+                union = mask.copy() if union is None else union | mask
+            masks[frame.position] = union
+    finally:
+        source.close()
+    score = sequence_score((masks.get(i), expression.load_mask(i)) for i in range(len(source)))
+    return {"id": expression.id, "kind": expression.kind, "query": expression.query, "j": score.j, "f": score.f,
+            "jf": score.jf, "frames": score.frames, "asks": [a.position for a in run.asks],
+            "tracks": len(run.tracks), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def run_video_eval(reasoner, predictor, dataset, out: Path, settings: VideoEvalSettings, sampling,
+                   progress: bool = True) -> dict:
+    """Every expression not yet in `out/results.jsonl`, then the report; returns the summary."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = _done(results)
+    items = list(dataset)[:settings.limit] if settings.limit else list(dataset)
+    todo = [e for e in items if e.id not in done]
+    with results.open("a") as sink, tqdm(total=len(items), initial=len(items) - len(todo), desc="star eval",
+                                         unit="expression", disable=not progress, dynamic_ncols=True) as bar:
+        for expression in todo:
+            record = evaluate_expression(reasoner, predictor, expression, settings, sampling)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            done[record["id"]] = record
+            bar.update(1)
+    return write_video_report([done[e.id] for e in items if e.id in done], out, settings)
+
+
+def write_video_report(records: list[dict], out: Path, settings: VideoEvalSettings) -> dict:
+    """report.json (J, F, J&F per kind and overall; re-asks per frame) and report.md."""
+    by_kind: dict[str, list[SequenceScore]] = {}
+    for r in records:
+        by_kind.setdefault(r["kind"], []).append(SequenceScore(r["j"], r["f"], r["frames"]))
+    table = summarize(by_kind)
+    frames = sum(r["frames"] for r in records)
+    reasks = sum(max(0, len(r["asks"]) - 1) for r in records)
+    summary = {"data": settings.data, "n": settings.n, "expressions": len(records), "frames": frames,
+               "reask_share": reasks / frames if frames else 0.0, "scores": table}
+    write_json_atomically(out / "report.json", summary)
+    lines = [f"# star eval: {settings.data}", "",
+             f"{len(records)} expressions, {frames} frames; the policy asked again on "
+             f"{100 * summary['reask_share']:.1f} % of frames.", "", "| | J | F | J&F | expressions |",
+             "|---|---:|---:|---:|---:|"]
+    for kind in ("overall", "referring", "reasoning", "no-target"):
+        if kind in table:
+            row = table[kind]
+            lines.append(f"| {kind} | {100 * row['j']:.1f} | {100 * row['f']:.1f} | {100 * row['jf']:.1f} | "
+                         f"{row['sequences']} |")
+    write_text_atomically(out / "report.md", "\n".join(lines) + "\n")
+    return summary
+
+
+def main_video(args, kind: str, path: str) -> int:
+    """`star eval` on a video benchmark."""
+    from ..data.video import open_video_dataset
+    from ..errors import DatasetError
+    from ..honesty import MaskGuard
+    from ..pipeline import load_reasoner, sampling_for
+    from ..track.loading import video_segmenter
+
+    dataset = open_video_dataset(kind, path)
+    if len(dataset) == 0:
+        raise DatasetError(f"--data {args.data}: no expressions found there")
+    predictor = video_segmenter(args.sam2, args.bundle, device=args.device, verify=args.verify)
+    reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
+                             max_new_tokens=args.max_new_tokens, verify=args.verify, mask_guard=MaskGuard.of_args(args))
+    settings = VideoEvalSettings(data=args.data, n=args.n, limit=args.limit)
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{kind}-{Path(path).name}-n{args.n}"
+    try:
+        sampling = sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                constrained=reasoner.grammar(args.grammar),
+                                temperature=reasoner.temperature(args.temperature))
+        run_video_eval(reasoner, predictor, dataset, out, settings, sampling, progress=not args.quiet)
+    finally:
+        reasoner.close()
+    print((out / "report.md").read_text())
+    return 0
+
