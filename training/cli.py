@@ -299,6 +299,14 @@ def _adapt(args) -> int:
     return 0
 
 
+def _nano_clips(args) -> int:
+    from .nano.clips import make_clip, write_revos
+
+    out = write_revos(args.out, [make_clip(i, frames=args.frames, pan=args.pan) for i in range(args.clips)])
+    print(f"{args.clips} clips of {args.frames} frames in {out} (star eval --data revos:{out})")
+    return 0
+
+
 def _nano_folder(args) -> int:
     from .nano.folder import write_labelled_folder
 
@@ -336,6 +344,13 @@ def add_recipe_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_folder)
+    p = sub.add_parser("nano-clips", help="the nano world in motion: clips with exact per-frame masks in ReVOS's "
+                                          "layout, for star eval --data revos:OUT")
+    p.add_argument("--out", required=True)
+    p.add_argument("--clips", type=COUNT, default=100, help="clips (default 100)")
+    p.add_argument("--frames", type=COUNT, default=24, help="frames per clip (default 24)")
+    p.add_argument("--pan", type=int, default=64, help="pixels the camera pans over a clip (default 64)")
+    p.set_defaults(run=_nano_clips)
     p = sub.add_parser("nano", help="the nano bundle from scratch: every stage of its recipe, resumable")
     p.add_argument("--out", required=True, help="the run folder (a re-run resumes)")
     p.add_argument("--scale", default="full", choices=["full", "ci"], help="ci: a few steps of each stage")
