@@ -208,6 +208,9 @@ def _eval(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--sam2", default=None, metavar="CONFIG.yaml:CHECKPOINT.pt",
                    help="revos: / mevis: data: the SAM 2 to track with (default: the bundle's PyTorch segmenter)")
+    p.add_argument("--tracker", default="memory", choices=["memory", "still", "box", "policy"],
+                   help="revos: / mevis: data: SAM 2's memory (default), or a baseline: the key frame's mask on every "
+                        "frame (still), SAM on every frame from the key frame's box (box), the policy on every frame")
     _runs(p, "engine.commands.eval")
 
 

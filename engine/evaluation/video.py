@@ -17,6 +17,7 @@ from ..fileio import write_json_atomically, write_text_atomically
 from ..video_metrics import SequenceScore, sequence_score, summarize
 
 VIDEO_KINDS = ("revos", "mevis")
+TRACKERS = ("memory", "still", "box", "policy")  # engine/track/baselines.py for the last three
 
 
 @dataclass
@@ -27,6 +28,7 @@ class VideoEvalSettings:
     reask: bool = True
     limit: int | None = None
     max_frames: int | None = None
+    tracker: str = "memory"   # memory (SAM 2's video predictor) or a baseline: still, box, policy
 
 
 def _done(path: Path) -> dict[str, dict]:
@@ -47,25 +49,40 @@ def evaluate_expression(reasoner, predictor, expression, settings: VideoEvalSett
     target; returns its record."""
     from ..frames import FrameSource
     from ..track.run import TrackRun, track
-    from ..track.sam2_video import VideoMemoryTracker
 
     source = FrameSource(list(expression.frames), max_frames=settings.max_frames)
     run, masks = TrackRun(), {}
     t0 = time.perf_counter()
     try:
-        tracker = VideoMemoryTracker(predictor, source)
-        for frame in track(reasoner, source, expression.query, tracker, key=min(settings.key_frame, len(source) - 1),
-                           n=settings.n, sampling=sampling, reask=settings.reask, run=run):
-            union = None
-            for mask in frame.masks.values():
-                union = mask.copy() if union is None else union | mask
-            masks[frame.position] = union
+        if settings.tracker == "policy":
+            from ..track.baselines import every_frame
+
+            for position, mask, _ in every_frame(reasoner, source, expression.query, settings.n, sampling):
+                masks[position] = mask
+        else:
+            tracker = _follower(settings.tracker, reasoner, predictor, source)
+            key = min(settings.key_frame, len(source) - 1)
+            for frame in track(reasoner, source, expression.query, tracker, key=key, n=settings.n, sampling=sampling,
+                               reask=settings.reask, run=run):
+                union = None
+                for mask in frame.masks.values():
+                    union = mask.copy() if union is None else union | mask
+                masks[frame.position] = union
     finally:
         source.close()
     score = sequence_score((masks.get(i), expression.load_mask(i)) for i in range(len(source)))
     return {"id": expression.id, "kind": expression.kind, "query": expression.query, "j": score.j, "f": score.f,
             "jf": score.jf, "frames": score.frames, "asks": [a.position for a in run.asks],
             "tracks": len(run.tracks), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _follower(name: str, reasoner, predictor, source):
+    from ..track.baselines import BoxFollower, StillFollower
+    from ..track.sam2_video import VideoMemoryTracker
+
+    if name == "memory":
+        return VideoMemoryTracker(predictor, source)
+    return {"still": StillFollower, "box": BoxFollower}[name](reasoner.segmenter, source)
 
 
 def run_video_eval(reasoner, predictor, dataset, out: Path, settings: VideoEvalSettings, sampling,
@@ -97,12 +114,15 @@ def write_video_report(records: list[dict], out: Path, settings: VideoEvalSettin
     table = summarize(by_kind)
     frames = sum(r["frames"] for r in records)
     reasks = sum(max(0, len(r["asks"]) - 1) for r in records)
-    summary = {"data": settings.data, "n": settings.n, "expressions": len(records), "frames": frames,
+    policy_calls = frames if settings.tracker == "policy" else sum(len(r["asks"]) for r in records)
+    summary = {"data": settings.data, "n": settings.n, "tracker": settings.tracker, "expressions": len(records),
+               "frames": frames, "policy_calls_per_frame": policy_calls / frames if frames else 0.0,
                "reask_share": reasks / frames if frames else 0.0, "scores": table}
     write_json_atomically(out / "report.json", summary)
-    lines = [f"# star eval: {settings.data}", "",
+    lines = [f"# star eval: {settings.data} ({settings.tracker})", "",
              f"{len(records)} expressions, {frames} frames; the policy asked again on "
-             f"{100 * summary['reask_share']:.1f} % of frames.", "", "| | J | F | J&F | expressions |",
+             f"{100 * summary['reask_share']:.1f} % of frames ({summary['policy_calls_per_frame']:.2f} policy calls "
+             "a frame in all).", "", "| | J | F | J&F | expressions |",
              "|---|---:|---:|---:|---:|"]
     for kind in ("overall", "referring", "reasoning", "no-target"):
         if kind in table:
@@ -124,11 +144,13 @@ def main_video(args, kind: str, path: str) -> int:
     dataset = open_video_dataset(kind, path)
     if len(dataset) == 0:
         raise DatasetError(f"--data {args.data}: no expressions found there")
-    predictor = video_segmenter(args.sam2, args.bundle, device=args.device, verify=args.verify)
+    tracker = getattr(args, "tracker", "memory")
+    predictor = video_segmenter(args.sam2, args.bundle, device=args.device, verify=args.verify) \
+        if tracker == "memory" else None
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify, mask_guard=MaskGuard.of_args(args))
-    settings = VideoEvalSettings(data=args.data, n=args.n, limit=args.limit)
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{kind}-{Path(path).name}-n{args.n}"
+    settings = VideoEvalSettings(data=args.data, n=args.n, limit=args.limit, tracker=tracker)
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{kind}-{Path(path).name}-{tracker}-n{args.n}"
     try:
         sampling = sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                 constrained=reasoner.grammar(args.grammar),

@@ -108,3 +108,37 @@ def test_star_eval_on_a_revos_folder_tracks_each_expression_and_reports_j_and_f(
     assert report["expressions"] == 3 and "| overall |" in (out / "report.md").read_text()
     assert main(argv) == 0  # resumed: every expression already done, the report written again
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.timeout(600)
+def test_the_baselines_need_no_video_sam_and_the_still_one_repeats_the_key_frame(tmp_path, capsys):
+    """--tracker still / box / policy with the shipped nano bundle (image segmenter only): reports written;
+    on a clip whose frames are all alike, SAM from the key frame's box gives the still baseline's masks."""
+    from tests.models import require
+
+    require("llama_cpp")
+    from engine.cli import main
+    from engine.frames import FrameSource
+    from engine.pipeline import load_reasoner
+    from engine.track.baselines import BoxFollower, StillFollower
+
+    _folder(tmp_path / "revos", "meta_expressions_valid_.json")
+    for tracker in ("still", "box", "policy"):
+        out = tmp_path / tracker
+        argv = ["--threads", "2", "eval", "--data", f"revos:{tmp_path / 'revos'}", "--tracker", tracker,
+                "--out", str(out), "--quiet"]
+        assert main(argv) == 0, capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        assert report["tracker"] == tracker and report["expressions"] == 3
+        assert report["policy_calls_per_frame"] == (1.0 if tracker == "policy" else pytest.approx(1 / FRAMES))
+    source = FrameSource([tmp_path / "revos" / "JPEGImages" / "cats" / "00000.jpg"] * 3)
+    reasoner = load_reasoner(None, threads=2)
+    try:
+        still, box = StillFollower(reasoner.segmenter, source), BoxFollower(reasoner.segmenter, source)
+        for follower in (still, box):
+            follower.prompt(0, 1, box=(4, 10, 20, 30), point=(12, 20))
+        a, b = dict(still.propagate(0)), dict(box.propagate(0))
+        assert sorted(a) == sorted(b) == [0, 1, 2]
+        assert all((a[f][1][0] == b[f][1][0]).all() and (a[f][1][0] == still.key_masks[1]).all() for f in a)
+    finally:
+        reasoner.close()
