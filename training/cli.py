@@ -299,6 +299,15 @@ def _adapt(args) -> int:
     return 0
 
 
+def _nano_sam_video(args) -> int:
+    from .config_cli import dataclass_from_args
+    from .nano.sam_video import SamVideoConfig, train_memory
+
+    out = train_memory(dataclass_from_args(SamVideoConfig, args), progress=not args.quiet)
+    print(f"nano SAM 2 with its memory trained -> {out} (star track --sam2 {out.parent / 'sam2.yaml'}:{out})")
+    return 0
+
+
 def _nano_clips(args) -> int:
     from .nano.clips import make_clip, write_revos
 
@@ -344,6 +353,13 @@ def add_recipe_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_folder)
+    from .nano.sam_video import SamVideoConfig
+
+    p = sub.add_parser("nano-sam-video", help="SAM 2's memory (encoder, attention, object pointers) trained on nano "
+                                              "clips, the image path kept: a nano SAM that tracks (resumable)")
+    add_dataclass_arguments(p, SamVideoConfig)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_nano_sam_video)
     p = sub.add_parser("nano-clips", help="the nano world in motion: clips with exact per-frame masks in ReVOS's "
                                           "layout, for star eval --data revos:OUT")
     p.add_argument("--out", required=True)

@@ -1,0 +1,162 @@
+"""`star-train nano-sam-video`: SAM 2's memory trained on the nano world in motion, so a nano SAM tracks.
+
+The image path (Hiera, FPN, prompt encoder, mask decoder) stays as the given checkpoint has it (the shipped
+nano SAM, brought back from its ONNX graphs by `star-export import-sam`); what a video needs and an image
+never trains is learnt here: the memory encoder, the memory attention, the object pointers and the
+no-memory / no-object embeddings. Each step is one clip (`training/nano/clips.py`) of `frames` frames: the
+first frame prompted with a target's box (as `star track` prompts the policy's answer), every later frame
+segmented from memory alone, as sam2's own training unrolls it (`SAM2Base._track_step` with the memory
+encoder run on each output). The loss is SAM 2's: 20 x focal + dice on the masks where the object is in view,
+and a binary cross-entropy on the object score (is the object in this frame?).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import MISSING, asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config_cli import COUNT, setting
+
+MEMORY_MODULES = ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj", "maskmem_tpos_enc",
+                  "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial", "mask_downsample",
+                  "sam_mask_decoder.pred_obj_score_head")
+# The object score head is no part of the image graphs, so an imported SAM has it at initialization, where it
+# scores every object absent and SAM 2 then paints every mask out (-1024): it starts saying "present" instead.
+PRESENT_BIAS = 5.0
+IMAGE_MEAN = np.array((0.485, 0.456, 0.406), np.float32)
+IMAGE_STD = np.array((0.229, 0.224, 0.225), np.float32)
+
+
+@dataclass
+class SamVideoConfig:
+    """What `star-train nano-sam-video` does: every field is one of its options."""
+    sam: str = setting(MISSING, "the SAM 2 to start from, CONFIG.yaml:CHECKPOINT.pt (e.g. star-export import-sam of "
+                             "the shipped bundle's graphs)", metavar="CONFIG:CHECKPOINT")
+    out: str = setting(MISSING, "the run folder: sam2.pt (every weight, the memory trained) and sam2.yaml")
+    steps: int = setting(1000, "clips to train on (one a step)", parse=COUNT)
+    frames: int = setting(8, "frames per training clip", parse=COUNT)
+    lr: float = setting(1e-4, "AdamW learning rate of the memory modules")
+    seed: int = setting(0, "random seed (clips are drawn from index seed x steps on)")
+    log_every: int = setting(50, "steps between log lines", parse=COUNT)
+
+
+def _frames_tensor(frames: list[np.ndarray], size: int):
+    import torch
+    from PIL import Image
+
+    out = []
+    for rgb in frames:
+        resized = np.asarray(Image.fromarray(rgb).resize((size, size)), np.float32) / 255.0
+        out.append((resized - IMAGE_MEAN) / IMAGE_STD)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def _box_prompt(mask: np.ndarray, size: int):
+    """The mask's box as SAM 2's point prompt (corners labelled 2 and 3), in the model's input pixels."""
+    import torch
+
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    box = np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float32) * np.array([size / w, size / h], np.float32)
+    return {"point_coords": torch.from_numpy(box)[None], "point_labels": torch.tensor([[2, 3]], dtype=torch.int32)}
+
+
+def clip_loss(model, frames, masks: list[np.ndarray]):
+    """Unroll SAM 2 over a clip (frame 0 prompted with the target's box, the rest from memory) and return the
+    loss: per frame 20 x focal + dice on the high-resolution mask where the target is in view, and the
+    object score's binary cross-entropy on every frame."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    size = model.image_size
+    images = _frames_tensor(frames, size)
+    with torch.no_grad():  # the image path is not trained: its features once per frame
+        features = [model._prepare_backbone_features(model.forward_image(images[t:t + 1])) for t in range(len(frames))]
+    output = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    loss = torch.zeros(())
+    for t, (_, vision_feats, vision_pos, feat_sizes) in enumerate(features):
+        prompt = _box_prompt(masks[0], size) if t == 0 else None
+        current, sam_outputs, _, _ = model._track_step(t, t == 0, vision_feats, vision_pos, feat_sizes, prompt, None,
+                                                       output, len(frames), False, None)
+        _, _, _, low_res, high_res, obj_ptr, object_score = sam_outputs
+        current.update(pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr)
+        model._encode_memory_in_output(vision_feats, feat_sizes, prompt, True, high_res, object_score, current)
+        output["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = current
+        resized = Image.fromarray(masks[t].astype(np.uint8) * 255).resize((size, size))
+        target = torch.from_numpy(np.asarray(resized) > 127).float()[None, None]
+        present = torch.tensor([[1.0 if masks[t].any() else 0.0]])
+        loss = loss + F.binary_cross_entropy_with_logits(object_score, present)
+        if t > 0 and masks[t].any():
+            logits = high_res
+            p = torch.sigmoid(logits)
+            ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            pt = p * target + (1 - p) * (1 - target)
+            focal = (0.25 * target + 0.75 * (1 - target)) * ce * (1 - pt) ** 2
+            dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+            loss = loss + 20 * focal.mean() + dice
+    return loss / len(frames)
+
+
+def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) -> Path:
+    """Train the memory modules; writes `out/sam2.pt` and `out/sam2.yaml` (resuming from `out/state.pt`)."""
+    import shutil
+
+    import torch
+    from tqdm import tqdm
+
+    from engine.segment.torch_backend import build_model
+
+    from .clips import make_clip
+
+    config_path, _, checkpoint = config.sam.partition(":")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = build_model(config_path, checkpoint, "cpu")
+    model.train()
+    def memory(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in MEMORY_MODULES)
+
+    trained = [p for n, p in model.named_parameters() if memory(n)]
+    for name, param in model.named_parameters():
+        param.requires_grad_(memory(name))
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(PRESENT_BIAS)
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.01)
+    state_path, start = out / "state.pt", 0
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    rng = np.random.default_rng(config.seed)
+    losses, t0 = [], time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start, desc="nano-sam-video", unit="clip", disable=not progress)
+    try:
+        for step in range(start, config.steps):
+            clip = make_clip(config.seed * 1_000_000 + step, frames=config.frames)
+            target = clip.targets[int(rng.integers(len(clip.targets)))]
+            loss = clip_loss(model, clip.frames, [m[target] for m in clip.masks])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            optimizer.step()
+            losses.append(float(loss))
+            bar.update(1)
+            if (step + 1) % config.log_every == 0:
+                log(f"step {step + 1}: loss {np.mean(losses[-config.log_every:]):.4f} "
+                    f"({(time.perf_counter() - t0) / len(losses):.2f} s a clip)")
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1},
+                           state_path)
+    finally:
+        bar.close()
+    torch.save({"model": model.state_dict()}, out / "sam2.pt")
+    shutil.copy(config_path, out / "sam2.yaml")
+    (out / "train.json").write_text(json.dumps({**asdict(config), "final_loss": float(np.mean(losses[-50:]))
+                                                if losses else None}, indent=1))
+    return out / "sam2.pt"
