@@ -133,11 +133,7 @@ def _segment(sub) -> None:
     _samples_arg(p, "samples; 1 = StAR's greedy direct prediction, >1 = sampling + majority vote (StAR: 32)")
     p.add_argument("--out", default="star-out", help="folder for the mask / overlay PNGs and result JSON ('' = none)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else there")
-    _device_arg(p)
-    p.add_argument("--seed", type=int, default=0)
-    _decode_args(p)
-    _grammar_arg(p)
-    _temperature_arg(p)
+    _answer_args(p)
     _runs(p, "engine.commands.segment")
 
 
@@ -160,12 +156,17 @@ def _track(sub) -> None:
                    help="labelme: a labelme file per frame as well")
     p.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _answer_args(p)
+    _runs(p, "engine.commands.track")
+
+
+def _answer_args(p) -> None:
+    """How the policy answers: device, seed, decoding limits, grammar, temperature (segment and track)."""
     _device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     _decode_args(p)
     _grammar_arg(p)
     _temperature_arg(p)
-    _runs(p, "engine.commands.track")
 
 
 def _grammar_arg(p) -> None:

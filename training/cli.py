@@ -339,6 +339,7 @@ def add_recipe_commands(sub) -> None:
         p.set_defaults(run=_run_stage, stage=stage)
     from .adapt import AdaptSettings
     from .config_cli import COUNT, add_dataclass_arguments
+    from .nano.sam_video import SamVideoConfig
 
     p = sub.add_parser("adapt", help="a labelled folder + a bundle -> a bundle trained on it, measured before and "
                                      "after on the folder's held-out images (resumable)")
@@ -353,8 +354,6 @@ def add_recipe_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_nano_folder)
-    from .nano.sam_video import SamVideoConfig
-
     p = sub.add_parser("nano-sam-video", help="SAM 2's memory (encoder, attention, object pointers) trained on nano "
                                               "clips, the image path kept: a nano SAM that tracks (resumable)")
     add_dataclass_arguments(p, SamVideoConfig)
