@@ -92,6 +92,10 @@ class AdaptSettings:
                                       "images), always, never", choices=("auto", "always", "never"))
     warm_steps: int = setting(600, "warm-start steps (4 rows each)", parse=COUNT)
     warm_lr: float = setting(2e-4, "learning rate of the warm start")
+    replay: str = setting("auto", "rehearsal of the world the policy already knows in the warm start: auto (the "
+                                  "shipped nano bundle's own world when adapting it; nothing for other bundles), none",
+                          choices=("auto", "none"))
+    replay_share: float = setting(0.5, "share of each warm-start batch taken from the rehearsal rows")
     max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, "tokens per evaluated answer at most", parse=COUNT)
     threads: int | None = setting(None, "CPU threads (default: all cores)", parse=COUNT)
     seed: int = setting(0, "random seed of training and evaluation")
@@ -262,6 +266,22 @@ def every_weight(settings: AdaptSettings, base: Path) -> bool:
     return parameter_count(base) < SMALL_POLICY
 
 
+REPLAY_ROWS = 1500  # the nano world's training rows rehearsed (each drawn at random, with its own trace)
+
+
+def rehearsal(settings: AdaptSettings, bundle_root: Path) -> list:
+    """Warm-start rows of the world the starting policy knows: for the shipped nano bundle, its own training
+    world (generated, with the reasoning traces it was warmed up on); none for another bundle, whose
+    training data is not at hand."""
+    if settings.replay == "none" or default_like(bundle_root) is None:
+        return []
+    from .nano.dataset import make_scene_example
+    from .warm_start import replay_rows
+
+    examples = (make_scene_example("train", i) for i in range(REPLAY_ROWS))
+    return replay_rows((ex.scene.image, ex.query.text, ex.completion) for ex in examples)
+
+
 def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, progress: bool) -> dict:
     """The supervised warm start (`training.warm_start`) on the train split; returns its weights
     ({"kind": "model" or "adapter", "path"})."""
@@ -284,7 +304,7 @@ def warm(settings: AdaptSettings, base: Path, bundle_root: Path, out: Path, prog
     try:
         path = warm_start(base, samples, out, frame=spec.frame, family=spec.prompt_family, steps=settings.warm_steps,
                           lr=settings.warm_lr, lora_r=None if whole else settings.lora_r, seed=settings.seed,
-                          on_step=step)
+                          replay=rehearsal(settings, bundle_root), replay_share=settings.replay_share, on_step=step)
     finally:
         bar.close()
     return {"kind": "model" if whole else "adapter", "path": str(path)}

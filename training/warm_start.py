@@ -81,15 +81,32 @@ def answer_rows(samples: list, frame: str, *, mirror: bool = True) -> list[Answe
     return rows
 
 
+@dataclass(frozen=True)
+class ReplaySample:
+    """A row of the world the policy already knows, with its own answer (rehearsal against forgetting)."""
+    image: np.ndarray
+    query: str
+
+    def load_image(self) -> np.ndarray:
+        return self.image
+
+
+def replay_rows(examples) -> list[AnswerRow]:
+    """(image, query, completion) triples as warm-start rows."""
+    return [AnswerRow(ReplaySample(image, query), False, completion + END_OF_TURN) for image, query, completion in examples]
+
+
 def warm_start(base: Path, samples: list, out: Path | None, *, frame: str, family: str, steps: int, batch: int = 4,
                lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0, mirror: bool = True,
+               replay: list[AnswerRow] = (), replay_share: float = 0.5,
                on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train on (image, query, mask-derived answer) rows for `steps` steps of `batch` rows, cycling through
     `samples` (engine Samples with instances; with `mirror`, their mirror images too where that means the
     same, `answer_rows`), in a new order at each pass: a LoRA of rank `lora_r` on the language model (the PEFT
     adapter is written to `out`), or every weight when `lora_r` is None (a whole model folder is written to
     `out`, the base's tokenizer and processor files beside it; `out` None: nothing is written, a timing run).
-    Returns `out`."""
+    `replay`: rows of the world the policy already knows, `replay_share` of each batch (rehearsal, so that
+    learning the new world costs less of the old). Returns `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
@@ -110,13 +127,16 @@ def warm_start(base: Path, samples: list, out: Path | None, *, frame: str, famil
     if not rows:
         raise ValueError("no sample with an object to answer: nothing to warm-start on")
     rng = np.random.default_rng(seed)
+    replay = list(replay)
+    old = int(round(batch * replay_share)) if replay else 0
     order: list[int] = []
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     model.train()
     for step in range(steps):
-        while len(order) < batch:  # a new shuffle at each pass over the rows
+        while len(order) < batch - old:  # a new shuffle at each pass over the rows
             order += rng.permutation(len(rows)).tolist()
-        chosen, order = [rows[i] for i in order[:batch]], order[batch:]
+        chosen, order = [rows[i] for i in order[:batch - old]], order[batch - old:]
+        chosen += [replay[int(i)] for i in rng.integers(len(replay), size=old)] if old else []
         enc = encode_batch(tokenizer, processor, [row.image() for row in chosen], [row.sample.query for row in chosen],
                            frame=frame, family=family, completions=[row.completion for row in chosen], training=True)
         loss = model(**enc).loss
