@@ -183,3 +183,24 @@ def test_a_label_query_is_also_learnt_mirrored_and_a_persons_description_is_not(
     boxes = [parse_answer(row.completion, (224, 224), "pixels-224").targets[0].box for row in rows[:2]]
     assert [tuple(b) for b in boxes] == [(60, 100, 99, 119), (124, 100, 163, 119)]
     assert rows[1].image()[110, 124:164, 0].min() == 255 and rows[1].image()[110, 60:100, 0].max() == 0
+
+
+def test_rehearsal_is_the_shipped_bundles_own_world_and_nothing_for_another(tmp_path, monkeypatch):
+    """The warm start's rehearsal rows: the nano world's training rows with the traces the shipped policy was
+    warmed up on (their answers parse), for the shipped bundle only; `--replay none` turns it off."""
+    import shutil
+
+    from engine.protocol import parse_answer
+    from training import adapt
+    from training.adapt import AdaptSettings, rehearsal
+
+    monkeypatch.setattr(adapt, "REPLAY_ROWS", 5)
+    settings = AdaptSettings(data="labelme:x", bundle=str(NANO), out=str(tmp_path / "o"))
+    rows = rehearsal(settings, NANO)
+    assert len(rows) == 5 and all(r.completion.endswith("<|im_end|>") and not r.mirrored for r in rows)
+    assert rows[0].sample.load_image().shape == (224, 224, 3)
+    assert parse_answer(rows[0].completion, (224, 224), "pixels-224").status in ("ok", "empty")
+    copy = tmp_path / "copy"
+    shutil.copytree(NANO, copy)
+    assert rehearsal(settings, copy) == []
+    assert rehearsal(AdaptSettings(data="labelme:x", bundle=str(NANO), out="o", replay="none"), NANO) == []
