@@ -7,7 +7,7 @@ import pytest
 from tests.models import require
 from tests.training.test_grpo import _labelled_folder
 
-FAST = ["--steps", "1", "--max-new-tokens", "64", "--max-completion-length", "64", "--data-options",
+FAST = ["--steps", "1", "--warm-steps", "3", "--replay", "none", "--max-new-tokens", "64", "--max-completion-length", "64", "--data-options",
         "{holdout: 0.25, queries: labels}", "--threads", "2"]
 
 

@@ -146,8 +146,8 @@ def test_the_warm_start_runs_before_grpo_and_continues_into_it(tmp_path):
     folder = _labelled_folder(tmp_path / "labelled", count=12)
     out = tmp_path / "warm"
     lines = []
-    report = adapt(_settings(folder, out, warm_start="always", warm_steps=3, steps=1, weights="lora"), log=lines.append,
-                   progress=False)
+    report = adapt(_settings(folder, out, warm_start="always", warm_steps=3, steps=1, weights="lora", replay="none"),
+                   log=lines.append, progress=False)
     assert report.warm_start and report.weights == "lora"  # the warm start's adapter continued by GRPO and any(line.startswith("warm start: 3 supervised steps") for line in lines)
     assert load_bundle(out).manifest.policy.source["adapted"]["warm_start_steps"] == 3
 
