@@ -212,6 +212,9 @@ def _eval(sub) -> None:
     p.add_argument("--tracker", default="memory", choices=["memory", "still", "box", "policy"],
                    help="revos: / mevis: data: SAM 2's memory (default), or a baseline: the key frame's mask on every "
                         "frame (still), SAM on every frame from the key frame's box (box), the policy on every frame")
+    p.add_argument("--key-answer", default="policy", choices=["policy", "gold"],
+                   help="revos: / mevis: data: who answers on the key frame: the policy (default) or, to measure the "
+                        "tracker alone, the target's own box and deepest point (gold; no policy call)")
     _runs(p, "engine.commands.eval")
 
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 from scipy.optimize import linear_sum_assignment
+
+from engine.mask_prompts import box_and_deep_point
 
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
@@ -165,16 +166,12 @@ def matched_sum(total: np.ndarray, max_pair: float) -> float:
 
 def gt_targets_from_masks(masks: Sequence[np.ndarray]) -> list[dict]:
     """Per instance: the tight box [x1, y1, x2, y2] (inclusive) and the centre of its largest inscribed
-    circle (argmax of the Euclidean distance transform; the image border counts as background)."""
+    circle (engine.mask_prompts: argmax of the Euclidean distance transform; the image border counts as
+    background)."""
     out = []
     for mask in masks:
-        mask = np.asarray(mask, dtype=bool)
-        ys, xs = np.nonzero(mask)
-        if ys.size == 0:
-            raise ValueError("an instance mask is empty")
-        dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-        py, px = np.unravel_index(int(np.argmax(dist)), dist.shape)
-        out.append({"bbox_2d": [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())], "point_2d": [int(px), int(py)]})
+        box, point = box_and_deep_point(mask)
+        out.append({"bbox_2d": box, "point_2d": point})
     return out
 
 

@@ -14,13 +14,23 @@ class TrackError(StarError):
     pass
 
 
+def _complete(out: Path, settings: dict) -> bool:
+    import json
+
+    try:
+        payload = json.loads((out / "track.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and payload.get("complete") is True and payload.get("settings") == settings
+
+
 def main(args) -> int:
     from tqdm import tqdm
 
     from ..frames import FrameSource
     from ..pipeline import check_query, load_reasoner, sampling_for
     from ..track.loading import video_segmenter
-    from ..track.output import TrackWriter
+    from ..track.output import TrackWriter, stopped_run
     from ..track.run import TrackRun, track
     from ..track.sam2_video import VideoMemoryTracker
 
@@ -35,8 +45,23 @@ def main(args) -> int:
     settings = {"source": str(args.video), "query": args.query, "key_frame": args.key_frame, "n": args.n,
                 "stride": args.stride, "max_frames": args.max_frames, "reask": args.reask, "seed": args.seed,
                 "bundle": reasoner.bundle.get("name")}
+    if _complete(out, settings):
+        reasoner.close()
+        source.close()
+        print(f"star track: {out} already holds this track, complete (name another --out to track again)")
+        return 0
+    try:
+        stopped = stopped_run(out, settings, min(args.key_frame, max(0, len(source) - 1)))
+    except ValueError as exc:
+        reasoner.close()
+        source.close()
+        raise TrackError(f"--out {out} {exc}; name another folder") from None
     writer = TrackWriter(out, source, settings, labelme=args.format == "labelme")
-    run = TrackRun()
+    run, resume = TrackRun(), None
+    if stopped is not None:
+        run, resume, writer.frames, writer.seconds_before = stopped
+        print(f"star track: resuming at frame {resume.position} ({len(writer.frames)} frames kept; each track "
+              "followed on from its mask there)", file=sys.stderr)
     bar = tqdm(total=len(source), desc="star track", unit="frame", disable=args.quiet, dynamic_ncols=True)
     complete = False
     try:
@@ -45,7 +70,7 @@ def main(args) -> int:
                                 constrained=reasoner.grammar(args.grammar),
                                 temperature=reasoner.temperature(args.temperature))
         for frame in track(reasoner, source, args.query, tracker, key=args.key_frame, n=args.n, sampling=sampling,
-                           reask=args.reask, run=run):
+                           reask=args.reask, run=run, resume=resume):
             writer.write(frame, run)
             bar.n = len(writer.frames)
             bar.set_postfix(tracks=len(run.tracks), asks=len(run.asks))

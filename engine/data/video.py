@@ -50,11 +50,7 @@ class VideoExpression:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def load_mask(self, index: int) -> np.ndarray:
-        """The target on frame `index`: bool H x W, the union of the expression's annotations there."""
-        from ..images import load_image
-        from ..rle import union
-
+    def _rles(self, index: int) -> list:
         rles = []
         for anno in self.annotations:
             per_frame = self._masks.get(anno)
@@ -64,6 +60,21 @@ class VideoExpression:
                 raise DatasetError(f"{self.id}: annotation {anno} has {len(per_frame)} frames, not {len(self)}")
             if per_frame[index]:
                 rles.append(per_frame[index])
+        return rles
+
+    def load_object_masks(self, index: int) -> list[np.ndarray]:
+        """The target's objects seen on frame `index`, one bool H x W mask each (annotations absent there left
+        out)."""
+        from ..rle import decode
+
+        return [m for m in (np.asarray(decode(r), bool) for r in self._rles(index)) if m.any()]
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The target on frame `index`: bool H x W, the union of the expression's annotations there."""
+        from ..images import load_image
+        from ..rle import union
+
+        rles = self._rles(index)
         if rles:
             return union(rles)
         h, w = load_image(self.frames[index]).shape[:2]

@@ -18,6 +18,7 @@ from ..video_metrics import SequenceScore, sequence_score, summarize
 
 VIDEO_KINDS = ("revos", "mevis")
 TRACKERS = ("memory", "still", "box", "policy")  # engine/track/baselines.py for the last three
+KEY_ANSWERS = ("policy", "gold")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class VideoEvalSettings:
     limit: int | None = None
     max_frames: int | None = None
     tracker: str = "memory"   # memory (SAM 2's video predictor) or a baseline: still, box, policy
+    key_answer: str = "policy"  # policy, or gold: the target's own box and point on the key frame (the tracker alone)
 
 
 def _done(path: Path) -> dict[str, dict]:
@@ -59,6 +61,10 @@ def evaluate_expression(reasoner, predictor, expression, settings: VideoEvalSett
 
             for position, mask, _ in every_frame(reasoner, source, expression.query, settings.n, sampling):
                 masks[position] = mask
+        elif settings.key_answer == "gold":
+            tracker = _follower(settings.tracker, reasoner, predictor, source)
+            key = min(settings.key_frame, len(source) - 1)
+            masks.update(follow_gold(tracker, source, key, expression.load_object_masks(key)))
         else:
             tracker = _follower(settings.tracker, reasoner, predictor, source)
             key = min(settings.key_frame, len(source) - 1)
@@ -74,6 +80,27 @@ def evaluate_expression(reasoner, predictor, expression, settings: VideoEvalSett
     return {"id": expression.id, "kind": expression.kind, "query": expression.query, "j": score.j, "f": score.f,
             "jf": score.jf, "frames": score.frames, "asks": [a.position for a in run.asks],
             "tracks": len(run.tracks), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def follow_gold(tracker, source, key: int, objects: list) -> dict:
+    """The tracker alone: each target object's own box and deepest point on the key frame as its prompt (what
+    a perfect policy would answer), followed back and forth with no re-asks; position -> union mask."""
+    from ..mask_prompts import box_and_deep_point
+
+    for tid, mask in enumerate(objects, start=1):
+        box, point = box_and_deep_point(mask)
+        tracker.prompt(key, tid, box=box, point=point)
+    if not objects:
+        return {}
+    masks = {}
+    passes = [tracker.propagate(key, reverse=True)] if key > 0 else []
+    for outputs_by_frame in passes + [tracker.propagate(key)]:
+        for position, outputs in outputs_by_frame:
+            union = None
+            for mask, _ in outputs.values():
+                union = mask.copy() if union is None else union | mask
+            masks[position] = union
+    return masks
 
 
 def _follower(name: str, reasoner, predictor, source):
@@ -115,11 +142,13 @@ def write_video_report(records: list[dict], out: Path, settings: VideoEvalSettin
     frames = sum(r["frames"] for r in records)
     reasks = sum(max(0, len(r["asks"]) - 1) for r in records)
     policy_calls = frames if settings.tracker == "policy" else sum(len(r["asks"]) for r in records)
-    summary = {"data": settings.data, "n": settings.n, "tracker": settings.tracker, "expressions": len(records),
+    summary = {"data": settings.data, "n": settings.n, "tracker": settings.tracker,
+               "key_answer": settings.key_answer, "expressions": len(records),
                "frames": frames, "policy_calls_per_frame": policy_calls / frames if frames else 0.0,
                "reask_share": reasks / frames if frames else 0.0, "scores": table}
     write_json_atomically(out / "report.json", summary)
-    lines = [f"# star eval: {settings.data} ({settings.tracker})", "",
+    how = settings.tracker + (", the target's own box on the key frame" if settings.key_answer == "gold" else "")
+    lines = [f"# star eval: {settings.data} ({how})", "",
              f"{len(records)} expressions, {frames} frames; the policy asked again on "
              f"{100 * summary['reask_share']:.1f} % of frames ({summary['policy_calls_per_frame']:.2f} policy calls "
              "a frame in all).", "", "| | J | F | J&F | expressions |",
@@ -149,8 +178,13 @@ def main_video(args, kind: str, path: str) -> int:
         if tracker == "memory" else None
     reasoner = load_reasoner(args.bundle, device=args.device, threads=args.threads, max_samples=args.n,
                              max_new_tokens=args.max_new_tokens, verify=args.verify, mask_guard=MaskGuard.of_args(args))
-    settings = VideoEvalSettings(data=args.data, n=args.n, limit=args.limit, tracker=tracker)
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{kind}-{Path(path).name}-{tracker}-n{args.n}"
+    key_answer = getattr(args, "key_answer", "policy")
+    if key_answer == "gold" and tracker == "policy":
+        raise DatasetError("--key-answer gold follows the target's key-frame box: it needs --tracker memory, still "
+                           "or box")
+    settings = VideoEvalSettings(data=args.data, n=args.n, limit=args.limit, tracker=tracker, key_answer=key_answer)
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{kind}-{Path(path).name}-{tracker}-" + \
+        ("gold" if key_answer == "gold" else f"n{args.n}")
     try:
         sampling = sampling_for(args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                 constrained=reasoner.grammar(args.grammar),

@@ -4,7 +4,8 @@ track on a frame; propagate back or forth) that use no memory at all.
 - `StillFollower`: the key frame's mask on every frame (nothing moves);
 - `BoxFollower`: SAM on every frame, prompted with the key frame's answer (box and point) where it was.
 
-Their object score is always positive: they never lose a track, so `track()` never asks again with them.
+Their object score is always positive, so only a mask jump (`tracks.LossRule`: a box follower's mask
+changing 4x in area, or leaving its last place) makes `track()` ask again with them.
 The third baseline, the policy asked on every frame, is `every_frame()`.
 """
 

@@ -20,8 +20,8 @@ import numpy as np
 from ..fileio import write_json_atomically
 from ..frames import FrameSource
 from .palette import label_image, read_indexed_png, voc_palette, write_indexed_png
-from .run import FrameResult, TrackRun
-from .tracks import mask_box
+from .run import Ask, FrameResult, Resume, TrackRun
+from .tracks import Track, mask_box
 
 TRACK_FORMAT = 1
 FLUSH_SECONDS = 2.0  # track.json is rewritten at most this often while frames come (and at the end)
@@ -36,6 +36,7 @@ class TrackWriter:
         self.frames: dict[int, dict] = {}
         self._flushed = 0.0
         self.started = time.perf_counter()
+        self.seconds_before = 0.0   # a resumed run's time before it stopped
 
     def mask_path(self, position: int) -> Path:
         return self.out / "masks" / f"{position:05d}.png"
@@ -73,10 +74,10 @@ class TrackWriter:
     def flush(self, run: TrackRun, *, complete: bool) -> Path:
         """track.json as it stands (complete: every frame done)."""
         self._flushed = time.perf_counter()
-        seconds = time.perf_counter() - self.started
+        seconds = self.seconds_before + time.perf_counter() - self.started
         payload = {"format": TRACK_FORMAT, "complete": complete, "settings": self.settings,
                    "frames_total": len(self.source), "frames_done": len(self.frames),
-                   "tracks": {str(t): {"label": tr.label, "lost_at": tr.lost_at, "lost": tr.lost}
+                   "tracks": {str(t): {"label": tr.label, "lost_at": tr.lost_at, "lost": tr.lost, "reason": tr.reason}
                               for t, tr in run.tracks.items()},
                    "asks": [asdict(a) for a in run.asks],
                    "timings": {"seconds": round(seconds, 2),
@@ -111,3 +112,47 @@ class TrackWriter:
             if writer is not None:
                 writer.release()
         return path
+
+
+def stopped_run(out: Path, settings: dict, key: int) -> tuple[TrackRun, Resume, dict, float] | None:
+    """A run stopped in `out` with these settings, ready to go on: its tracks and asks, where to resume (the
+    last frame finished going forward from `key`, every frame before it done), its finished frames' entries
+    and its seconds so far. None when there is nothing to resume: no track.json, another format, or no
+    forward frame finished yet. Raises ValueError when `out` holds a run of other settings."""
+    import json
+
+    from ..rle import decode
+
+    path = Path(out) / "track.json"
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except ValueError:
+        return None  # cut mid-write cannot happen (atomic writes); anything else unreadable starts again
+    if not isinstance(payload, dict) or payload.get("format") != TRACK_FORMAT:
+        return None
+    if payload.get("settings") != settings:
+        raise ValueError("holds a track made with other settings (source, query, key frame, N, stride, "
+                         "max frames, re-asks, seed or bundle)")
+    frames = {int(p): entry for p, entry in payload.get("frames", {}).items()}
+    if any(p not in frames for p in range(key + 1)):
+        return None  # the key frame, or the pass back from it, not finished: start again
+    position = key
+    while position + 1 in frames and position + 1 < payload.get("frames_total", 0):
+        position += 1
+    run = TrackRun()
+    for t, entry in payload.get("tracks", {}).items():
+        run.tracks[int(t)] = Track(int(t), entry.get("label"), lost=bool(entry.get("lost")),
+                                   lost_at=entry.get("lost_at"), reason=entry.get("reason"))
+    run.asks = [Ask(**a) for a in payload.get("asks", [])]
+    masks = {int(t): decode(e["rle"]) for t, e in frames[position]["tracks"].items()}
+    for tid, track_ in run.tracks.items():  # the reference a new answer's box is matched against
+        for p in range(position, -1, -1):
+            entry = frames[p]["tracks"].get(str(tid))
+            if entry is not None:
+                track_.last_mask = decode(entry["rle"])
+                break
+    last_ask = max([a.position for a in run.asks if a.position >= key] or [key])
+    frames = {p: e for p, e in frames.items() if p < position}  # the resume frame is made again
+    return run, Resume(position, masks, last_ask), frames, float(payload.get("timings", {}).get("seconds", 0.0))

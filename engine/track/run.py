@@ -54,6 +54,15 @@ class TrackRun:
         self.asks: list[Ask] = []
 
 
+@dataclass
+class Resume:
+    """Where a stopped run goes on: the last frame it finished going forward, each live track's mask there,
+    and the frame of its last ask. The run's tracks and asks are restored in the `TrackRun` passed along."""
+    position: int
+    masks: dict[int, np.ndarray]
+    last_ask: int
+
+
 def _ask(reasoner, rgb: np.ndarray, query: str, n: int, sampling) -> tuple[object, list]:
     from ..annotations import answer_objects
 
@@ -71,14 +80,20 @@ def _prompt(tracker, position: int, track_id: int, obj) -> np.ndarray:
 
 
 def track(reasoner, source: FrameSource, query: str, tracker, *, key: int = 0, n: int = 1, sampling=None,
-          rule: LossRule = LossRule(), reask: bool = True, run: TrackRun | None = None) -> Iterator[FrameResult]:
+          rule: LossRule = LossRule(), reask: bool = True, run: TrackRun | None = None,
+          resume: Resume | None = None) -> Iterator[FrameResult]:
     """Follow the answer to `query` on frame `key` of `source` through the clip (see the module's docstring).
-    `tracker`: a `VideoMemoryTracker` on the same source. `run` collects the tracks and asks as it goes."""
+    `tracker`: a `VideoMemoryTracker` on the same source. `run` collects the tracks and asks as it goes.
+    `resume`: go on from a stopped run's last forward frame instead (its tracks re-seeded with their masks
+    there; `run` holds its tracks and asks)."""
     import time
 
     run = run if run is not None else TrackRun()
     if not 0 <= key < len(source):
         raise ValueError(f"--key-frame {key}: the clip has {len(source)} frames")
+    if resume is not None:
+        yield from _resumed(reasoner, source, query, tracker, n, sampling, rule, reask, run, resume)
+        return
     t0 = time.perf_counter()
     result, objects = _ask(reasoner, source.frame(key).rgb, query, n, sampling)
     ids = list(range(1, len(objects) + 1))
@@ -99,7 +114,26 @@ def track(reasoner, source: FrameSource, query: str, tracker, *, key: int = 0, n
                 continue
             yield FrameResult(position, position * source.stride, {t: m for t, (m, _) in outputs.items()},
                               {t: s for t, (_, s) in outputs.items()})
-    start, last_ask = key, key
+    yield from _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, key, key)
+
+
+def _resumed(reasoner, source, query, tracker, n, sampling, rule, reask, run, resume: Resume):
+    live = {t: m for t, m in resume.masks.items() if m.any() and t in run.tracks and not run.tracks[t].lost}
+    for tid, mask in live.items():
+        tracker.prompt_mask(resume.position, tid, mask)
+        run.tracks[tid].low_run, run.tracks[tid].last_mask = 0, mask
+    if not live:  # nothing left to follow: the frames after stay empty, as the stopped run would have left them
+        for position in range(resume.position, len(source)):
+            yield FrameResult(position, position * source.stride, {}, {})
+        return
+    yield from _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, resume.position,
+                        resume.last_ask)
+
+
+def _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, start: int, last_ask: int):
+    """From frame `start` to the clip's end, asking again where a track is lost."""
+    import time
+
     while start < len(source):
         restart = None
         for position, outputs in tracker.propagate(start):

@@ -130,6 +130,16 @@ class VideoMemoryTracker:
                 box=None if box is None else np.asarray(box, np.float32))
         return (logits[list(ids).index(track), 0] > 0).cpu().numpy()
 
+    def prompt_mask(self, frame: int, track: int, mask: np.ndarray) -> np.ndarray:
+        """Prompt track `track` on `frame` with a whole mask (bool H x W at the frame's size), as a resumed run
+        re-seeds its tracks from the last finished frame; returns SAM 2's mask there."""
+        import torch
+
+        with torch.inference_mode():
+            _, ids, logits = self.predictor.add_new_mask(self.state, frame_idx=frame, obj_id=track,
+                                                         mask=np.asarray(mask, bool))
+        return (logits[list(ids).index(track), 0] > 0).cpu().numpy()
+
     def _score(self, track: int, frame: int) -> float:
         index = self.state["obj_id_to_idx"][track]
         outputs = self.state["output_dict_per_obj"][index]

@@ -85,3 +85,40 @@ def test_a_bundle_exported_with_video_keeps_sam2s_checkpoint_and_tracks_without_
     assert main(["--threads", "2", "track", str(clip), "the cup", "--bundle", str(bundle), "--out",
                  str(tmp_path / "o"), "--quiet", "--no-overlay"]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "track.json").read_text())["frames_done"] == 3
+
+
+@pytest.mark.timeout(600)
+def test_a_stopped_track_goes_on_from_its_last_frame_and_keeps_what_was_done(tiny_sam2, tmp_path, capsys):
+    """A run cut after frame 4 (track.json as a Ctrl-C leaves it: the frames so far, complete false): the same
+    command keeps frames 0-3 untouched and finishes the clip from frame 4; run again it says it is complete;
+    another query into the same folder is refused in one line."""
+    require("torch")
+    require("llama_cpp")
+
+    clip, _, _ = _panning_clip(tmp_path / "clip")
+    out = tmp_path / "out"
+    argv = ["--threads", "2", "track", str(clip), "what coffee is served in", "--sam2",
+            f"{tiny_sam2.config}:{tiny_sam2.checkpoint}", "--out", str(out), "--key-frame", "1", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    full = json.loads((out / "track.json").read_text())
+    cut = dict(full, complete=False, frames={p: e for p, e in full["frames"].items() if int(p) <= 4})
+    cut["frames_done"] = len(cut["frames"])
+    (out / "track.json").write_text(json.dumps(cut))
+    for position in range(5, 8):
+        (out / "masks" / f"{position:05d}.png").unlink()
+    kept = {p: (out / "masks" / f"{p:05d}.png").read_bytes() for p in range(4)}
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "resuming at frame 4 (4 frames kept" in capsys.readouterr().err
+    resumed = json.loads((out / "track.json").read_text())
+    assert resumed["complete"] and resumed["frames_done"] == 8
+    assert [resumed["frames"][str(p)] for p in range(4)] == [full["frames"][str(p)] for p in range(4)]
+    assert resumed["asks"][0] == full["asks"][0]
+    assert all((out / "masks" / f"{p:05d}.png").read_bytes() == kept[p] for p in range(4))
+    assert all((out / "masks" / f"{p:05d}.png").is_file() for p in range(8))
+    assert main(argv) == 0 and "already holds this track, complete" in capsys.readouterr().out
+    other = argv.copy()
+    other[4] = "the plate"
+    assert main(other) != 0
+    err = capsys.readouterr().err
+    assert "holds a track made with other settings" in err and "Traceback" not in err

@@ -62,3 +62,33 @@ def test_lazy_frames_give_sam2s_own_tracking_frame_for_frame(tiny_sam2, tmp_path
     kept = ours.state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert len(kept) <= ours.reach + 1 < FRAMES - 1    # old outputs dropped: memory stays flat
     assert len(ours.frames._cache) <= 3                 # never more than a few frames decoded at once
+
+
+@pytest.mark.timeout(600)
+def test_a_track_reseeded_from_a_mask_follows_as_sam2s_own_add_new_mask(tiny_sam2, tmp_path):
+    """What a resumed `star track` does on its last finished frame: the mask as the prompt, then forward;
+    the same masks as sam2's own `add_new_mask` on its own video state."""
+    require("torch")
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from engine.frames import FrameSource
+    from engine.segment.torch_backend import build_model
+    from engine.track.sam2_video import VideoMemoryTracker
+
+    folder = _clip(tmp_path / "clip")
+    start, seed = 10, np.zeros((H, W), bool)
+    seed[20:44, 20:44] = True
+    reference = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(tiny_sam2.checkpoint),
+                                           device="cpu", hydra_overrides_extra=tiny_sam2.overrides)
+    state = reference.init_state(str(folder))
+    with torch.inference_mode():
+        reference.add_new_mask(state, frame_idx=start, obj_id=3, mask=seed)
+        expected = {f: (m[0, 0] > 0).numpy() for f, _, m in
+                    reference.propagate_in_video(state, start_frame_idx=start, max_frame_num_to_track=8)}
+    ours = VideoMemoryTracker(build_model(tiny_sam2.config, tiny_sam2.checkpoint, video=True), FrameSource(folder))
+    ours.prompt_mask(start, 3, seed)
+    got = dict(ours.propagate(start, max_frames=8))
+    assert sorted(got) == sorted(expected) == list(range(start, start + 9))
+    for frame, outputs in got.items():
+        assert (outputs[3][0] == expected[frame]).all(), frame

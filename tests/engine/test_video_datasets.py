@@ -142,3 +142,48 @@ def test_the_baselines_need_no_video_sam_and_the_still_one_repeats_the_key_frame
         assert all((a[f][1][0] == b[f][1][0]).all() and (a[f][1][0] == still.key_masks[1]).all() for f in a)
     finally:
         reasoner.close()
+
+
+def test_each_object_of_a_target_reads_alone_and_gives_its_box_and_deepest_point(tmp_path):
+    """load_object_masks: one mask per annotation seen on the frame (the second cat is absent on frame 0);
+    box_and_deep_point by hand: a 16 x 20 box at x 4-19, y 10-29 is 8 px from its sides only at x = 11, 12
+    and 8 or more px from its top and bottom at y = 17-22; the first of those in row order is (11, 17)."""
+    from engine.mask_prompts import box_and_deep_point
+
+    first, second = _folder(tmp_path, "meta_expressions_valid_.json")
+    reasoning = open_video_dataset("revos", tmp_path).items[1]
+    assert len(reasoning.load_object_masks(0)) == 1 and len(reasoning.load_object_masks(1)) == 2
+    assert (reasoning.load_object_masks(1)[1] == second[1]).all()
+    assert box_and_deep_point(first[0]) == ([4, 10, 19, 29], [11, 17])
+    with pytest.raises(ValueError, match="empty"):
+        box_and_deep_point(np.zeros((4, 4), bool))
+
+
+@pytest.mark.timeout(600)
+def test_a_gold_key_frame_measures_the_tracker_alone_without_asking_the_policy(tmp_path, capsys):
+    """--key-answer gold: the target's own box and point prompt the tracker on the key frame; no policy call
+    is made, and with the still follower every frame holds the mask SAM gives for that box and point."""
+    from tests.models import require
+
+    require("llama_cpp")
+    from engine.cli import main
+    from engine.pipeline import load_reasoner
+
+    first, _ = _folder(tmp_path / "revos", "meta_expressions_valid_.json")
+    out = tmp_path / "gold"
+    argv = ["--threads", "2", "eval", "--data", f"revos:{tmp_path / 'revos'}", "--tracker", "still",
+            "--key-answer", "gold", "--out", str(out), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["key_answer"] == "gold" and report["policy_calls_per_frame"] == 0.0
+    assert "the target's own box on the key frame" in (out / "report.md").read_text()
+    reasoner = load_reasoner(None, threads=2)
+    try:
+        image = np.asarray(Image.open(tmp_path / "revos" / "JPEGImages" / "cats" / "00000.jpg").convert("RGB"))
+        sam = reasoner.segmenter.segment(reasoner.segmenter.embed(image), boxes=np.array([[4, 10, 19, 29]], np.float32),
+                                         points=np.array([[11, 17]], np.float32)).masks[0]
+    finally:
+        reasoner.close()
+    record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    by_hand = np.mean([(sam & m).sum() / (sam | m).sum() for m in first])  # the still mask against each frame
+    assert record["id"] == "cats/0" and record["asks"] == [] and record["j"] == pytest.approx(by_hand)

@@ -20,6 +20,7 @@ from .shapes import COLOURS, KINDS, PART_COLOURS
 from .world import CLASSIC, MIN_VISIBLE_PIXELS, TEXTURES, Scene, SceneObject, _background, _draw_object, _paint
 
 CLIP_SEED = 7  # the clips' split seed (the image splits use 0-3)
+TRAIN_CLIPS_FROM = 1_000_000  # training draws clips from this index on; `star-train nano-clips` (the test split) below it
 
 
 @dataclass

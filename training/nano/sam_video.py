@@ -40,7 +40,7 @@ class SamVideoConfig:
     steps: int = setting(1000, "clips to train on (one a step)", parse=COUNT)
     frames: int = setting(8, "frames per training clip", parse=COUNT)
     lr: float = setting(1e-4, "AdamW learning rate of the memory modules")
-    seed: int = setting(0, "random seed (clips are drawn from index seed x steps on)")
+    seed: int = setting(0, "random seed (training clips are drawn from index 1,000,000 x (seed + 1) on, never the test split's)")
     log_every: int = setting(50, "steps between log lines", parse=COUNT)
 
 
@@ -111,7 +111,7 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
 
     from engine.segment.torch_backend import build_model
 
-    from .clips import make_clip
+    from .clips import TRAIN_CLIPS_FROM, make_clip
 
     config_path, _, checkpoint = config.sam.partition(":")
     out = Path(config.out)
@@ -139,14 +139,14 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
     bar = tqdm(total=config.steps, initial=start, desc="nano-sam-video", unit="clip", disable=not progress)
     try:
         for step in range(start, config.steps):
-            clip = make_clip(config.seed * 1_000_000 + step, frames=config.frames)
+            clip = make_clip(TRAIN_CLIPS_FROM * (config.seed + 1) + step, frames=config.frames)
             target = clip.targets[int(rng.integers(len(clip.targets)))]
             loss = clip_loss(model, clip.frames, [m[target] for m in clip.masks])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1)
             if (step + 1) % config.log_every == 0:
                 log(f"step {step + 1}: loss {np.mean(losses[-config.log_every:]):.4f} "
