@@ -104,6 +104,20 @@ def _bench_pipeline(sub) -> None:
     _runs(p, "engine.bench.pipeline")
 
 
+def _bench_track(sub) -> None:
+    p = sub.add_parser("track", help="SAM 2's video memory through a generated clip: frames per second and memory, "
+                                     "vs sam2's own init_state decoding the whole clip first")
+    p.add_argument("--models", default="shrunk,tiny", help="shrunk, tiny, small, large (random weights; default shrunk,tiny)")
+    p.add_argument("--frames", type=int_list(2, 100000, "frames"), default="300",
+                   help="frames tracked: one count, or one per model (default 300)")
+    p.add_argument("--width", type=bounded_int(16, 8192, "pixels"), default=1280)
+    p.add_argument("--height", type=bounded_int(16, 8192, "pixels"), default=720)
+    p.add_argument("--no-init-state", dest="init_state", action="store_false",
+                   help="skip the alternative (sam2's init_state on the same frames)")
+    p.add_argument("--json", default="runs/bench/track.json", help="where to write the results")
+    _runs(p, "engine.bench.track")
+
+
 def _bench_serve(sub) -> None:
     p = sub.add_parser("serve", help="star serve under 1, 4, 16 concurrent clients vs the same requests in-process")
     p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled nano model)")
@@ -281,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_segment(bench_sub)
     _bench_policy(bench_sub)
     _bench_pipeline(bench_sub)
+    _bench_track(bench_sub)
     _bench_serve(bench_sub)
     _bench_all(bench_sub)
 

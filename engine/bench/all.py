@@ -13,6 +13,7 @@ QUICK = {
     "segment": ["--models", "shrunk", "--prompts", "8", "--repeat", "1"],
     "policy": ["--counts", "1,8", "--tokens", "16", "--repeat", "1"],
     "pipeline": ["--counts", "1,8", "--repeat", "1", "--max-new-tokens", "64"],
+    "track": ["--models", "shrunk", "--frames", "12", "--width", "320", "--height", "180"],
 }
 NEEDS_BUNDLE = ("policy", "pipeline")
 

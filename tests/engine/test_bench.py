@@ -16,7 +16,8 @@ def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
     proc = star("bench", "all", "--quick", "--bundle", str(tiny_bundle), "--json-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "skipped" not in proc.stdout, proc.stdout
-    results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("voting", "segment", "policy", "pipeline")}
+    results = {name: json.loads((tmp_path / f"{name}.json").read_text())
+               for name in ("voting", "segment", "policy", "pipeline", "track")}
     for name, payload in results.items():
         assert payload["machine"]["cores"] >= 1 and payload["table"] in proc.stdout, name
     policy = results["policy"]["rows"]
@@ -34,6 +35,8 @@ def test_bench_all_quick_on_the_tiny_bundle(tiny_bundle, tmp_path):
     assert [r["n"] for r in pipeline] == [1, 8] and pipeline[0]["vs_n1"] == 1.0
     assert all(r["total_ms"] >= r["decode_ms"] for r in pipeline)
     assert all(r["sam_cache_hits"] == 0 for r in pipeline)
+    track = results["track"]["rows"][0]
+    assert track["frames"] == 12 and track["fps"] > 0 and track["init_state"]["seconds"] > 0
 
 
 def test_pipeline_bench_embeds_the_scene_in_every_run():
