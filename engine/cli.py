@@ -114,6 +114,7 @@ def _bench_track(sub) -> None:
     p.add_argument("--height", type=bounded_int(16, 8192, "pixels"), default=720)
     p.add_argument("--no-init-state", dest="init_state", action="store_false",
                    help="skip the alternative (sam2's init_state on the same frames)")
+    _device_arg(p)
     p.add_argument("--json", default="runs/bench/track.json", help="where to write the results")
     _runs(p, "engine.bench.track")
 

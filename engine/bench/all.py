@@ -26,7 +26,7 @@ def main(args) -> int:
         argv = ["bench", name, *(quick if args.quick else []), "--json", str(Path(args.json_dir) / f"{name}.json")]
         if name in NEEDS_BUNDLE:
             argv += ["--device", args.device] + (["--bundle", args.bundle] if args.bundle else [])
-        elif name == "segment":
+        elif name in ("segment", "track"):
             argv += ["--device", args.device]
         sub = build_parser().parse_args(argv)
         sub.threads = args.threads

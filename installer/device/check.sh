@@ -14,7 +14,8 @@
 #      device) against transformers bf16 on the same GPU (the targets: docs/benchmarks.md);
 #   3. gpu-tests: the CUDA IoU-clustering kernel against the CPU engine, the nano trainers' CUDA losses;
 #   4. product-path: the vote on the GPU against the CPU's (installer/device/product_path.py);
-#   5. voting-bench and segment-bench: the CUDA rows of `star bench voting` and `star bench segment`.
+#   5. voting-bench and segment-bench: the CUDA rows of `star bench voting` and `star bench segment`;
+#   6. track-bench: `star bench track` on the GPU (SAM 2.1 tiny and large, 300 frames of 1280 x 720).
 # Everything lands in $OUT: device.log, summary.txt and a JSON per part (at most 8 files come back).
 # Dry run here, on the CPU (no installs; the GPU rows skip, the 3B becomes its shrunk CI form):
 #     STAR_DEVICE_PY=.venv/bin/python DEVICES=cpu bash installer/device/check.sh
@@ -91,6 +92,11 @@ step voting-bench 60 "$py" -m engine.cli --threads 8 bench voting --counts 8,32 
 seg=(--device cuda)
 [ "$gpu" = 1 ] || seg=(--device cpu --models shrunk)
 step segment-bench 45 "$py" -m engine.cli bench segment "${seg[@]}" --backends torch --repeat 3 --json "$out/segment.json"
+# star track's cost at real size: SAM 2.1 tiny and large following one object through 300 frames of
+# 1280 x 720, against sam2's own init_state (every frame decoded to the device first).
+trk=(--device cuda --models tiny,large --frames 300)
+[ "$gpu" = 1 ] || trk=(--device cpu --models shrunk --frames 12 --width 320 --height 180)
+step track-bench 120 "$py" -m engine.cli --threads 8 bench track "${trk[@]}" --json "$out/track.json"
 
 say "summary: $(tr '\n' ';' < "$out/summary.txt")"
 sed -n '/^nano bundle, greedy/,/^ *cuda *32/p' "$logfile"
