@@ -50,6 +50,7 @@ class SegmenterOptions:
     with_torch: bool = False
     tensorrt: bool = False
     fp16: bool = False
+    keep_graphs: bool = False   # the bundle's ONNX graphs stay; the checkpoint (its video memory) goes beside them
 
 
 def tool_versions() -> dict[str, str]:
@@ -99,7 +100,12 @@ def make_bundle(out: str | Path, *, policy: PolicyOptions | GgufPolicyOptions | 
                                         prompt_family=policy.prompt_family, keep_f16=policy.keep_f16,
                                         output_f32=policy.output_f32, answer_grammar=policy.answer_grammar,
                                         vote_temperature=policy.vote_temperature, log=log, progress=progress)
-    if segmenter is not None:
+    if segmenter is not None and segmenter.keep_graphs:
+        from .sam2 import add_checkpoint_beside_graphs
+
+        manifest.segmenter = add_checkpoint_beside_graphs(manifest.segmenter, segmenter.checkpoint, segmenter.config,
+                                                          out, log=log)
+    elif segmenter is not None:
         from .sam2 import export_sam2
 
         manifest.segmenter = export_sam2(segmenter.checkpoint, segmenter.config, out, with_torch=segmenter.with_torch,

@@ -46,7 +46,7 @@ def _policy_options(args) -> PolicyOptions | GgufPolicyOptions:
 
 def _segmenter_options(args) -> SegmenterOptions:
     return SegmenterOptions(args.checkpoint, args.config, with_torch=args.with_torch, tensorrt=args.tensorrt,
-                            fp16=args.fp16)
+                            fp16=args.fp16, keep_graphs=getattr(args, "keep_graphs", False))
 
 
 def _make(args, *, policy: bool, segmenter: bool) -> int:
@@ -188,6 +188,10 @@ def _sam2_args(p, *, required: bool) -> None:
     p.add_argument("--with-torch", "--video", dest="with_torch", action="store_true",
                    help="also keep config + checkpoint in the bundle: the PyTorch backend, and SAM 2's memory modules "
                         "that star track follows objects with")
+    p.add_argument("--keep-graphs", action="store_true",
+                   help="keep the bundle's ONNX graphs and add this checkpoint beside them (for star track), once its "
+                        "image path is checked to give the graphs' outputs: e.g. a SAM whose memory was trained "
+                        "(star-train nano-sam-video) from star-export import-sam of those graphs")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT)")
     p.add_argument("--fp16", action="store_true", help="also float16 ONNX graphs (used on a GPU) and FP16 TensorRT engines")
 

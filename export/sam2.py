@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.bundle import SegmenterSpec
 from engine.errors import BackendUnavailableError, ModelFileError
 
-from .stages import StageLog, check_free_space, fingerprint, provenance
+from .stages import StageLog, check_free_space, fingerprint, place_file, provenance
 
 
 def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, *, with_torch: bool = False,
@@ -60,12 +59,7 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
             stages.record("sam2-onnx-fp16", inputs, [spec.encoder_onnx_fp16, spec.decoder_onnx_fp16])
     if with_torch:
         spec.config, spec.checkpoint = "sam2/" + config_path.name, "sam2/" + checkpoint.name
-        for src, rel in ((config_path, spec.config), (checkpoint, spec.checkpoint)):
-            dst = bundle / rel
-            if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-                tmp = dst.with_name(dst.name + ".partial")
-                shutil.copyfile(src, tmp)
-                tmp.replace(dst)
+        _place_pair(config_path, checkpoint, bundle, spec)
     if tensorrt:
         import tensorrt as trt
 
@@ -84,6 +78,46 @@ def export_sam2(checkpoint: str | Path, config: str | Path, bundle: str | Path, 
                          fp16_flag=plan.fp16_flag)
             stages.record("sam2-tensorrt", inputs + str(plan), [spec.encoder_engine, spec.decoder_engine])
     return spec
+
+
+GRAPH_MATCH = 1e-4  # largest relative output difference a checkpoint may have to the graphs it is placed beside
+
+
+def add_checkpoint_beside_graphs(spec: SegmenterSpec | None, checkpoint: str | Path, config: str | Path,
+                                 bundle: str | Path, *, log: Callable[[str], None] = print) -> SegmenterSpec:
+    """The bundle's segmenter as it is, plus a PyTorch config + checkpoint beside its ONNX graphs (what star
+    track follows objects with). The checkpoint's image path must give the graphs' outputs (image features,
+    mask logits, IoU scores on a seeded probe) to GRAPH_MATCH, so images segment the same whichever form
+    runs; otherwise it is refused and nothing is written."""
+    from engine.segment.torch_backend import build_model, resolve_config
+
+    from .sam_import import compare_to_graphs
+
+    bundle, checkpoint = Path(bundle), Path(checkpoint)
+    if spec is None or spec.encoder_onnx is None or not (bundle / spec.encoder_onnx).is_file():
+        raise ModelFileError(f"--keep-graphs: the bundle {bundle} has no SAM 2 ONNX graphs to keep; export the "
+                             "segmenter without --keep-graphs")
+    if not checkpoint.is_file():
+        raise ModelFileError(f"SAM 2 checkpoint {checkpoint} does not exist")
+    config_path = resolve_config(config)
+    model = build_model(config_path, checkpoint)
+    difference = compare_to_graphs(model, bundle / spec.encoder_onnx, bundle / spec.decoder_onnx, spec.image_size)
+    if difference > GRAPH_MATCH:
+        raise ModelFileError(f"--keep-graphs: {checkpoint.name}'s image path differs from the bundle's graphs by "
+                             f"{difference:.1e} (relative; at most {GRAPH_MATCH:g}): it is another SAM; export it "
+                             "in full without --keep-graphs")
+    log(f"{checkpoint.name}: its image path gives the bundle's graphs' outputs to {difference:.1e}; placed beside them")
+    spec.config, spec.checkpoint = "sam2/" + config_path.name, "sam2/" + checkpoint.name
+    _place_pair(config_path, checkpoint, bundle, spec)
+    spec.source = {**(spec.source or {}), "video_checkpoint": provenance(checkpoint, bundle)}
+    return spec
+
+
+def _place_pair(config_path: Path, checkpoint: Path, bundle: Path, spec: SegmenterSpec) -> None:
+    for src, rel in ((config_path, spec.config), (checkpoint, spec.checkpoint)):
+        dst = bundle / rel
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            place_file(src, dst)
 
 
 def _to_fp16(src: Path, dst: Path) -> None:

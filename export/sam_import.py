@@ -136,9 +136,10 @@ def _place(name: str, probe: np.ndarray, real: np.ndarray, starts: np.ndarray, n
     return True
 
 
-def _compare(model, encoder: Path, decoder: Path, image_size: int, seed: int) -> float:
+def compare_to_graphs(model, encoder: Path, decoder: Path, image_size: int, seed: int = 0) -> float:
     """Largest output difference of the imported model to ONNX Runtime on the bundle's graphs, relative to
-    the largest output magnitude: image features, mask logits and IoU scores for boxes and clicks."""
+    the largest output magnitude: image features, mask logits and IoU scores for boxes and clicks (infinite
+    when the shapes differ: another architecture)."""
     import onnxruntime as ort
     import torch
 
@@ -159,6 +160,8 @@ def _compare(model, encoder: Path, decoder: Path, image_size: int, seed: int) ->
     dec = ort.InferenceSession(str(decoder), options, providers=["CPUExecutionProvider"])
     theirs = enc.run(None, {enc.get_inputs()[0].name: pixels})
     theirs += dec.run(None, dict(zip([i.name for i in dec.get_inputs()], [*theirs, coords, labels])))
+    if len(ours) != len(theirs) or any(a.shape != b.shape for a, b in zip(ours, theirs)):
+        return float("inf")  # another architecture: not the graphs' model at all
     return max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) for a, b in zip(ours, theirs))
 
 
@@ -228,7 +231,7 @@ def _import_into(tmp: Path, encoder: Path, decoder: Path, real: dict, config, se
         state[name] = torch.from_numpy(w.reshape(tuple(state[name].shape)).copy())
     model = build_model(config_path, None, "cpu")
     model.load_state_dict(state)
-    difference = _compare(model, encoder, decoder, image_size, seed)
+    difference = compare_to_graphs(model, encoder, decoder, image_size, seed)
     if not difference <= MAX_RELATIVE_DIFFERENCE:
         raise ModelFileError(f"the imported segmenter differs from the bundle's graphs by {difference:.2g} (relative): "
                              "the graphs compute something from the weights that the importer cannot invert")

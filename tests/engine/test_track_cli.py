@@ -122,3 +122,34 @@ def test_a_stopped_track_goes_on_from_its_last_frame_and_keeps_what_was_done(tin
     assert main(other) != 0
     err = capsys.readouterr().err
     assert "holds a track made with other settings" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(600)
+def test_a_checkpoint_of_the_bundles_own_graphs_goes_beside_them_and_another_sam_is_refused(tiny_sam2, tmp_path, capsys):
+    """--keep-graphs: the nano bundle's SAM brought back from its graphs (star-export import-sam) is placed
+    beside them (the graphs' bytes unchanged, the pair hashed in the manifest, the bundle can track); the tiny
+    random SAM 2, another model, is refused in one line and the bundle is left as it was."""
+    require("torch")
+    require("onnxruntime")
+    import shutil
+
+    from engine.bundle import default_bundle_dir, load_bundle
+    from engine.doctor import bundle_report
+    from export.cli import main as export_main
+
+    bundle = tmp_path / "nano"
+    shutil.copytree(default_bundle_dir(), bundle)
+    graphs = {p.name: p.read_bytes() for p in (bundle / "sam2").glob("*.onnx")}
+    manifest = (bundle / "bundle.json").read_text()
+    assert export_main(["sam2", "--checkpoint", str(tiny_sam2.checkpoint), "--config", str(tiny_sam2.config),
+                        "--video", "--keep-graphs", "--out", str(bundle)]) != 0
+    assert "differs from the bundle's graphs" in capsys.readouterr().err
+    assert (bundle / "bundle.json").read_text() == manifest and sorted(p.name for p in (bundle / "sam2").iterdir()) \
+        == sorted(graphs)
+    assert export_main(["import-sam", "--bundle", str(bundle), "--out", str(tmp_path / "sam")]) == 0
+    assert export_main(["sam2", "--checkpoint", str(tmp_path / "sam" / "sam2.pt"), "--config",
+                        str(tmp_path / "sam" / "sam2.yaml"), "--video", "--keep-graphs", "--out", str(bundle)]) == 0
+    assert {p.name: p.read_bytes() for p in (bundle / "sam2").glob("*.onnx")} == graphs
+    seg = load_bundle(bundle, verify="full").manifest.segmenter
+    assert (seg.checkpoint, seg.config) == ("sam2/sam2.pt", "sam2/sam2.yaml") and seg.source["video_checkpoint"]
+    assert bundle_report(bundle)[1]["video"].startswith("can track")
