@@ -18,7 +18,6 @@ from ..video_metrics import SequenceScore, sequence_score, summarize
 
 VIDEO_KINDS = ("revos", "mevis")
 TRACKERS = ("memory", "still", "box", "policy")  # engine/track/baselines.py for the last three
-KEY_ANSWERS = ("policy", "gold")
 
 
 @dataclass
