@@ -1,4 +1,4 @@
-"""`star-desktop [IMAGE | FOLDER] [--bundle DIR | --server URL]`: start the app."""
+"""`star-desktop [IMAGE | FOLDER | VIDEO] [--bundle DIR | --server URL]`: start the app."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="star-desktop", description="StAR Desktop: reasoning segmentation, offline.")
-    p.add_argument("path", nargs="?", help="an image or a folder of images to open")
+    p.add_argument("path", nargs="?", help="an image, a folder of images or a video to open")
     p.add_argument("--bundle", default=None, help="a model bundle folder (default: the remembered one, else nano)")
     p.add_argument("--server", default=None, metavar="URL",
                    help="use a `star serve` server (e.g. a workstation's GPU) instead of a local bundle")
@@ -81,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.path:
         target = Path(args.path)
-        window.open_folder(target) if target.is_dir() else window.open_image(target)
+        from engine.frames import VIDEO_SUFFIXES
+
+        if target.is_dir():
+            window.open_folder(target)
+        elif target.suffix.lower() in VIDEO_SUFFIXES:
+            window.open_video_window(target)
+        else:
+            window.open_image(target)
     elif window.settings.first_run:
         window.first_run()
     window.preload()

@@ -54,6 +54,18 @@ def mask_to_qimage(mask: np.ndarray, colour: QColor, alpha: float) -> QImage:
     return QImage(argb.data, w, h, 4 * w, QImage.Format.Format_ARGB32).copy()
 
 
+def labels_to_qimage(labels: np.ndarray, colours: np.ndarray, alpha: float) -> QImage:
+    """An ARGB image of a label image: object k in colours[k] (RGB) at `alpha`, each object's outline opaque."""
+    h, w = labels.shape
+    argb = np.zeros((h, w, 4), np.uint8)
+    for k in np.unique(labels[labels > 0]):
+        mask = labels == k
+        r, g, b = (int(c) for c in colours[k])
+        argb[mask] = (b, g, r, int(round(255 * alpha)))  # BGRA in memory
+        argb[mask_outline(mask)] = (b, g, r, 255)
+    return QImage(argb.data, w, h, 4 * w, QImage.Format.Format_ARGB32).copy()
+
+
 def display_factor(width: int, height: int, limit: int = DISPLAY_MAX) -> int:
     """The integer downscale that brings the longer side within `limit` (1 = full size)."""
     return max(1, -(-max(width, height) // limit))
@@ -97,7 +109,10 @@ class Canvas(QGraphicsView):
         self.setMinimumSize(320, 240)
 
     # ---- content -----------------------------------------------------------------------------------
-    def set_image(self, rgb: np.ndarray) -> None:
+    def set_image(self, rgb: np.ndarray, *, keep_view: bool = False) -> None:
+        """Show `rgb` (everything drawn over the last image cleared); `keep_view`: a frame of the same size as
+        the last keeps the zoom and position (scrubbing a video)."""
+        same_size = self.image_item is not None and self.sceneRect().size() == QRectF(0, 0, rgb.shape[1], rgb.shape[0]).size()
         self.scene().clear()
         self.mask_item = self.highlight_item = self.selection_item = self._drag_item = self._draft_item = None
         self.marks, self.prompt_marks = [], []
@@ -110,6 +125,8 @@ class Canvas(QGraphicsView):
         self.image_item.setScale(self.factor)
         self.image_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().setSceneRect(QRectF(0, 0, w, h))
+        if keep_view and same_size:
+            return
         self.auto_fit = True
         self.fit()
 
@@ -128,6 +145,21 @@ class Canvas(QGraphicsView):
             self.mask_item = None
         if mask is not None and mask.any():
             self.mask_item = self._mask_pixmap_item(mask, self.colour, self.opacity, 1)
+
+    def set_labels(self, labels: np.ndarray | None, colours: np.ndarray) -> None:
+        """A label image (0 nothing, k object k) drawn in `colours[k]` (RGB rows) at the current opacity, in
+        the final mask's place (None clears it): a video frame's tracks."""
+        self._mask = None
+        if self.mask_item is not None:
+            self.scene().removeItem(self.mask_item)
+            self.mask_item = None
+        if labels is None or not labels.any():
+            return
+        shown = labels[::self.factor, ::self.factor] if self.factor > 1 else labels
+        item = self.scene().addPixmap(QPixmap.fromImage(labels_to_qimage(shown, colours, self.opacity)))
+        item.setScale(self.factor)
+        item.setZValue(1)
+        self.mask_item = item
 
     def set_style(self, colour: QColor | None = None, opacity: float | None = None) -> None:
         if colour is not None:

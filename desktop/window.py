@@ -64,6 +64,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
         self.kept_outcome: Outcome | None = None  # on screen when the run started: shown again after Stop
         self.last_message: UserMessage | None = None
         self.reasoning_outcome: Outcome | None = None  # whose texts the Reasoning tab shows
+        self.video_windows: list = []  # video windows opened from this one (closed with it)
         self.setWindowTitle("StAR Desktop")
         self.setAcceptDrops(True)
         self._build_ui()
@@ -389,6 +390,24 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
         self.device.setText("model: loading…")
         self.preload()
 
+    # ---- video -------------------------------------------------------------------------------------
+    def open_video_window(self, path=None):
+        """File > Open video: a video window (desktop/video_window.py) on this window's bundle and model source;
+        `path` opens that video or frame folder in it, otherwise a file dialog asks for one."""
+        from .video_window import VideoWindow
+
+        window = VideoWindow(bundle=self.settings.bundle or None, loader=self.worker.loader,
+                             log_path=self.worker.log_path, parent=self)
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        window.destroyed.connect(lambda: self.video_windows.remove(window) if window in self.video_windows else None)
+        self.video_windows.append(window)
+        window.show()
+        if path:
+            window.open_clip(path)
+        else:
+            window.open_video_dialog()
+        return window
+
     # ---- export ------------------------------------------------------------------------------------
     EXPORT_SUFFIX = {"mask": "_mask.png", "overlay": "_overlay.png", "coco": "_coco.json", "labelme": ".json"}
 
@@ -468,6 +487,8 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
         self.settings.geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.splitter = bytes(self.split.saveState().toBase64()).decode("ascii")
         self.hide()  # gone at once, whatever the worker is finishing
+        for window in list(self.video_windows):
+            window.close()
         self.worker.begin_close()  # a run in flight ends within a decode step or one mask
         self.save_settings()
         if self.thread_.isRunning():

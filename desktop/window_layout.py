@@ -188,6 +188,8 @@ class LayoutMixin:
             ("open", "Open image…", "Ctrl+O", self.open_dialog, file_menu, True),
             ("folder", "Open folder…", "Ctrl+Shift+O", self.open_folder_dialog, file_menu, True),
             ("paste", "Paste image", "Ctrl+Shift+V", self.paste_image, file_menu, True),
+            ("video", "Open video or frame folder… (track a query through it)", "Ctrl+Shift+I", self.open_video_window,
+             file_menu, False),
             ("previous", "Previous image", "A", lambda: self.step_folder(-1), file_menu, True),
             ("next", "Next image", "D", lambda: self.step_folder(1), file_menu, True),
             ("bundle", "Choose model bundle…", "Ctrl+B", self.choose_bundle, file_menu, False),

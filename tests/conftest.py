@@ -25,6 +25,13 @@ def tiny_sam2_onnx(tiny_bundle):
 
 
 @pytest.fixture(scope="session")
+def nano_sam2(tmp_path_factory):
+    """The shipped nano bundle's SAM brought back to PyTorch from its graphs (`star-export import-sam`): its image
+    path is the trained one, so a prompt on a frame of the nano world gives a real object's mask."""
+    return models.import_nano_sam2(tmp_path_factory.mktemp("nano_sam2"))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory):
     """A random tiny Qwen2.5-VL in Hugging Face format (real classes, shrunk config)."""
     return models.build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny_qwen"))

@@ -59,6 +59,41 @@ def sam2_predictor(tiny: TinySam2):
 
 
 @dataclass
+class NanoSam2:
+    config: Path
+    checkpoint: Path
+
+
+def import_nano_sam2(root: Path) -> NanoSam2:
+    """The shipped nano bundle's SAM as a PyTorch SAM 2 (`star-export import-sam`: the weights moved from its ONNX
+    graphs; the memory modules, which the graphs never held, untrained), set up as `star-train nano-sam-video
+    --init pass-through` starts: the memory attention passing the image features through, so every frame's
+    mask is one the trained decoder makes. Its object-score head, also never held by the graphs, says "in
+    view" on every frame: at its initialization it says "not in view", and SAM 2's video path then empties
+    every mask, leaving nothing to compare."""
+    require("torch")
+    require("onnxruntime")
+    import torch
+
+    from engine.bundle import default_bundle_dir
+    from engine.segment.torch_backend import build_model
+    from export.cli import main
+    from training.nano.clips import make_clip
+    from training.nano.sam_video import _frames_tensor, pass_through_init
+
+    assert main(["import-sam", "--bundle", str(default_bundle_dir()), "--out", str(root)]) == 0
+    config, checkpoint = root / "sam2.yaml", root / "sam2.pt"
+    model = build_model(config, checkpoint)
+    pass_through_init(model, _frames_tensor([make_clip(i, frames=2).frames[0] for i in range(4)], model.image_size))
+    head = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(10.0)
+    torch.save({"model": model.state_dict()}, checkpoint)
+    return NanoSam2(config, checkpoint)
+
+
+@dataclass
 class TinySam2Onnx:
     encoder: Path
     decoder: Path

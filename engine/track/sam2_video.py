@@ -130,6 +130,19 @@ class VideoMemoryTracker:
                 box=None if box is None else np.asarray(box, np.float32))
         return (logits[list(ids).index(track), 0] > 0).cpu().numpy()
 
+    def prompt_clicks(self, frame: int, track: int, clicks: list[tuple[float, float, bool]]) -> np.ndarray:
+        """An annotator's clicks for track `track` on `frame` (x, y in the frame's pixels; True adds, False
+        removes), replacing the clicks given there before (sam2 refines the frame's mask from them; a track not
+        seen before starts there); returns its mask there. Propagating from `frame` carries the change on."""
+        import torch
+
+        points = np.asarray([(x, y) for x, y, _ in clicks], np.float32)
+        labels = np.asarray([1 if positive else 0 for _, _, positive in clicks], np.int32)
+        with torch.inference_mode():
+            _, ids, logits = self.predictor.add_new_points_or_box(self.state, frame_idx=frame, obj_id=track,
+                                                                  points=points, labels=labels, clear_old_points=True)
+        return (logits[list(ids).index(track), 0] > 0).cpu().numpy()
+
     def prompt_mask(self, frame: int, track: int, mask: np.ndarray) -> np.ndarray:
         """Prompt track `track` on `frame` with a whole mask (bool H x W at the frame's size), as a resumed run
         re-seeds its tracks from the last finished frame; returns SAM 2's mask there."""

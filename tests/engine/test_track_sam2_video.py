@@ -92,3 +92,44 @@ def test_a_track_reseeded_from_a_mask_follows_as_sam2s_own_add_new_mask(tiny_sam
     assert sorted(got) == sorted(expected) == list(range(start, start + 9))
     for frame, outputs in got.items():
         assert (outputs[3][0] == expected[frame]).all(), frame
+
+
+@pytest.mark.timeout(600)
+def test_clicks_on_a_tracked_frame_correct_it_and_carry_on_as_sam2s_own_points(tiny_sam2, tmp_path):
+    """An annotator's correction (the app's click tool on a video): a box on frame 4 followed to the end, then
+    two clicks (one adds, one removes) on frame 12 replacing the clicks there, then forward again; the same
+    masks as sam2's own `add_new_points_or_box(clear_old_points=True)` on its own video state."""
+    require("torch")
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from engine.frames import FrameSource
+    from engine.segment.torch_backend import build_model
+    from engine.track.sam2_video import VideoMemoryTracker
+
+    folder = _clip(tmp_path / "clip")
+    key, box, at = 4, (14, 20, 38, 44), 12
+    clicks = [(30.0, 30.0, True), (60.0, 50.0, False)]
+    reference = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(tiny_sam2.checkpoint),
+                                           device="cpu", hydra_overrides_extra=tiny_sam2.overrides)
+    state = reference.init_state(str(folder))
+    with torch.inference_mode():
+        reference.add_new_points_or_box(state, frame_idx=key, obj_id=1, box=np.asarray(box, np.float32))
+        for _ in reference.propagate_in_video(state, start_frame_idx=key, max_frame_num_to_track=12):
+            pass
+        _, _, logits = reference.add_new_points_or_box(
+            state, frame_idx=at, obj_id=1, points=np.asarray([c[:2] for c in clicks], np.float32),
+            labels=np.asarray([1, 0], np.int32), clear_old_points=True)
+        expected_at = (logits[0, 0] > 0).numpy()
+        expected = {f: (m[0, 0] > 0).numpy() for f, _, m in
+                    reference.propagate_in_video(state, start_frame_idx=at, max_frame_num_to_track=10)}
+
+    ours = VideoMemoryTracker(build_model(tiny_sam2.config, tiny_sam2.checkpoint, video=True), FrameSource(folder))
+    ours.prompt(key, 1, box=box)
+    for _ in ours.propagate(key, max_frames=12):
+        pass
+    assert (ours.prompt_clicks(at, 1, clicks) == expected_at).all()
+    got = dict(ours.propagate(at, max_frames=10))
+    assert sorted(got) == sorted(expected) == list(range(at, at + 11))
+    for frame, outputs in got.items():
+        assert (outputs[1][0] == expected[frame]).all(), frame

@@ -42,6 +42,9 @@ class SamVideoConfig:
     lr: float = setting(1e-4, "AdamW learning rate of the memory modules")
     seed: int = setting(0, "random seed (training clips are drawn from index 1,000,000 x (seed + 1) on, never the test split's)")
     log_every: int = setting(50, "steps between log lines", parse=COUNT)
+    init: str = setting("as-is", "how the memory starts: as the checkpoint has it, or (for a SAM imported from image "
+                        "graphs, whose memory was never trained) as a pass-through of the image features",
+                        choices=("as-is", "pass-through"))
 
 
 def _frames_tensor(frames: list[np.ndarray], size: int):
@@ -63,6 +66,37 @@ def _box_prompt(mask: np.ndarray, size: int):
     h, w = mask.shape
     box = np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float32) * np.array([size / w, size / h], np.float32)
     return {"point_coords": torch.from_numpy(box)[None], "point_labels": torch.tensor([[2, 3]], dtype=torch.int32)}
+
+
+def pass_through_init(model, images) -> float:
+    """Start the memory attention as a pass-through: each layer's attention and MLP output projections at zero
+    (a layer adds nothing yet, while its gradient is not zero) and the final LayerNorm's per-channel scale and
+    shift fitted (least squares over `images`' features) so that what it gives the mask decoder is what the
+    decoder was trained on, the image features plus the no-memory embedding. A memory attention at random
+    values gives the decoder features it has never seen: the first frame after the prompt comes out empty and
+    training settles there. Returns the fit's R^2 (1 = the decoder sees its own features exactly)."""
+    import torch
+
+    attention = model.memory_attention
+    with torch.no_grad():
+        for layer in attention.layers:
+            for projection in (layer.self_attn.out_proj, layer.cross_attn_image.out_proj, layer.linear2):
+                projection.weight.zero_()
+                projection.bias.zero_()
+        inputs, targets = [], []
+        for t in range(len(images)):
+            _, feats, pos, _ = model._prepare_backbone_features(model.forward_image(images[t:t + 1]))
+            x = feats[-1] + (0.1 * pos[-1] if attention.pos_enc_at_input else 0)
+            inputs.append(torch.nn.functional.layer_norm(x, x.shape[-1:]).reshape(-1, x.shape[-1]))
+            targets.append((feats[-1] + model.no_mem_embed).reshape(-1, x.shape[-1]))
+        x, y = torch.cat(inputs), torch.cat(targets)
+        dx, dy = x - x.mean(0), y - y.mean(0)
+        scale = (dx * dy).mean(0) / dx.pow(2).mean(0).clamp_min(1e-8)
+        shift = y.mean(0) - scale * x.mean(0)
+        attention.norm.weight.copy_(scale)
+        attention.norm.bias.copy_(shift)
+        residual = (y - (x * scale + shift)).pow(2).sum()
+        return float(1 - residual / dy.pow(2).sum())
 
 
 def clip_loss(model, frames, masks: list[np.ndarray]):
@@ -127,8 +161,12 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
         param.requires_grad_(memory(name))
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(PRESENT_BIAS)
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.01)
     state_path, start = out / "state.pt", 0
+    if config.init == "pass-through" and not state_path.is_file():
+        sample = [make_clip(TRAIN_CLIPS_FROM * (config.seed + 1) + i, frames=2).frames[0] for i in range(8)]
+        fit = pass_through_init(model, _frames_tensor(sample, model.image_size))
+        log(f"memory attention set to pass the image features through (fit R^2 {fit:.3f})")
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.01)
     if state_path.is_file():
         state = torch.load(state_path, weights_only=True)
         model.load_state_dict(state["model"])
