@@ -28,7 +28,8 @@ def default_video_loader(bundle: str | None):
     """The bundle's SAM 2 with its memory modules; a bundle without them is a ModelFileError saying so."""
     from engine.track.loading import video_segmenter
 
-    return video_segmenter(None, bundle)
+    return video_segmenter(None, bundle, hint="choose a bundle exported with star-export sam2 --video (star doctor "
+                                              "says whether a bundle can track)")
 
 
 @dataclass
