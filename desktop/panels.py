@@ -27,6 +27,21 @@ from .outcome import Outcome
 STATUS_MARK = {"ok": "✓", "empty": "∅", "failed": "✗", "stopped": "■"}
 
 
+class Banner(QLabel):
+    """A problem under the query box: what went wrong and what to do (messages.UserMessage), hidden until one
+    comes; it wraps, so a long list of failed files is named in full."""
+
+    def __init__(self):
+        super().__init__()
+        self.setWordWrap(True)
+        self.setStyleSheet("QLabel { background: #5a1e1e; color: white; padding: 6px; }")
+        self.setVisible(False)
+
+    def show_message(self, message) -> None:
+        self.setText(f"<b>{message.title}</b>: {message.text}<br>{message.remedy}")
+        self.setVisible(True)
+
+
 class ReasoningPanel(QTabWidget):
     """One read-only text tab per sample; tokens append as they arrive."""
 

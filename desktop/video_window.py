@@ -38,6 +38,7 @@ from engine.track.palette import label_image, voc_palette
 from . import dialogs
 from .canvas import Canvas
 from .messages import UserMessage, user_message
+from .panels import Banner
 from .video_worker import CorrectRequest, ExportRequest, TrackRequest, VideoWorker, default_video_loader
 from .window_layout import SAMPLE_CHOICES
 from .worker import default_loader
@@ -114,10 +115,7 @@ class VideoWindow(QMainWindow):
         for w in (self.samples, self.reask, self.track_button, self.stop_button):
             row.addWidget(w)
 
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("QLabel { background: #5a1e1e; color: white; padding: 6px; }")
-        self.banner.setVisible(False)
+        self.banner = Banner()
 
         self.play_button = QPushButton("Play")
         self.play_button.setCheckable(True)
@@ -527,8 +525,7 @@ class VideoWindow(QMainWindow):
     # ---- messages and lifetime ---------------------------------------------------------------------
     def show_message(self, message: UserMessage) -> None:
         self.last_message = message
-        self.banner.setText(f"<b>{message.title}</b>: {message.text}<br>{message.remedy}")
-        self.banner.setVisible(True)
+        self.banner.show_message(message)
 
     def clear_message(self) -> None:
         self.last_message = None

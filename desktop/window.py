@@ -462,8 +462,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
     # ---- messages and lifetime ------------------------------------------------------------------------
     def show_message(self, message: UserMessage) -> None:
         self.last_message = message
-        self.banner.setText(f"<b>{message.title}</b>: {message.text}<br>{message.remedy}")
-        self.banner.setVisible(True)
+        self.banner.show_message(message)
 
     def clear_message(self) -> None:
         self.last_message = None

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from .canvas import TOOLS, Canvas
-from .panels import ObjectsPanel, ReasoningPanel, SamplesPanel, VotePanel
+from .panels import Banner, ObjectsPanel, ReasoningPanel, SamplesPanel, VotePanel
 from .store import BUNDLE_TEMPERATURE
 
 SAMPLE_CHOICES = (1, 8, 16, 32)
@@ -90,10 +90,7 @@ class LayoutMixin:
         row.addWidget(self.query, 1)
         for w in (self.samples, self.temperature, self.run_button, self.stop_button):
             row.addWidget(w)
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("QLabel { background: #5a1e1e; color: white; padding: 6px; }")
-        self.banner.setVisible(False)
+        self.banner = Banner()
         self.headline = QLabel("Open an image (Ctrl+O, drop, or paste) and type a query.")
         self.headline.setWordWrap(True)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
