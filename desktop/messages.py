@@ -56,3 +56,17 @@ def user_message(exc: BaseException, log_path: str | None = None) -> UserMessage
     where = f" The details were written to {log_path}." if log_path else ""
     return UserMessage("Unexpected error", f"{type(exc).__name__}: {exc}",
                        f"This is a bug in StAR Desktop; please report it.{where} Your work so far is saved.")
+
+
+class ShowsMessages:
+    """A window with a `banner` (panels.Banner) showing its problems; `last_message` is the one shown (None:
+    none)."""
+    last_message: UserMessage | None = None
+
+    def show_message(self, message: UserMessage) -> None:
+        self.last_message = message
+        self.banner.show_message(message)
+
+    def clear_message(self) -> None:
+        self.last_message = None
+        self.banner.setVisible(False)

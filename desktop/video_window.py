@@ -37,7 +37,7 @@ from engine.track.palette import label_image, voc_palette
 
 from . import dialogs
 from .canvas import Canvas
-from .messages import UserMessage, user_message
+from .messages import ShowsMessages, UserMessage, user_message
 from .panels import Banner
 from .video_worker import CorrectRequest, ExportRequest, TrackRequest, VideoWorker, default_video_loader
 from .window_layout import SAMPLE_CHOICES
@@ -54,7 +54,7 @@ def ask_text(ask) -> str:
     return f"Frame {ask.position + 1} ({ask.reason}), {ask.ms / 1000:.1f} s\n{ask.reasoning.strip()}\n-> {answers}\n"
 
 
-class VideoWindow(QMainWindow):
+class VideoWindow(ShowsMessages, QMainWindow):
     track_requested = Signal(object)
     correct_requested = Signal(object)
     export_requested = Signal(object)
@@ -522,15 +522,7 @@ class VideoWindow(QMainWindow):
     def _on_exported(self, out: str) -> None:
         self.stage.setText(f"Exported to {out}")
 
-    # ---- messages and lifetime ---------------------------------------------------------------------
-    def show_message(self, message: UserMessage) -> None:
-        self.last_message = message
-        self.banner.show_message(message)
-
-    def clear_message(self) -> None:
-        self.last_message = None
-        self.banner.setVisible(False)
-
+    # ---- lifetime ----------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802
         self.hide()
         self.play_timer.stop()

@@ -21,7 +21,7 @@ from . import dialogs, exports
 from .annotation import Annotation
 from .canvas import mask_to_qimage
 from .image_loader import ImageLoader
-from .messages import UserMessage, user_message
+from .messages import ShowsMessages, UserMessage, user_message
 from .outcome import Outcome
 from .store import BUNDLE_TEMPERATURE, ImageRecord, Settings
 from .window_editing import EditingMixin
@@ -31,7 +31,7 @@ from .window_shapes import ShapeEditingMixin
 from .worker import InferenceWorker, Request, RunTag, default_loader
 
 
-class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMainWindow):
+class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, ShowsMessages, QMainWindow):
     run_requested = Signal(object)
     load_requested = Signal(object)
     refine_requested = Signal(object)
@@ -459,15 +459,7 @@ class MainWindow(LayoutMixin, ImagesMixin, EditingMixin, ShapeEditingMixin, QMai
             return False
         return True
 
-    # ---- messages and lifetime ------------------------------------------------------------------------
-    def show_message(self, message: UserMessage) -> None:
-        self.last_message = message
-        self.banner.show_message(message)
-
-    def clear_message(self) -> None:
-        self.last_message = None
-        self.banner.setVisible(False)
-
+    # ---- lifetime ------------------------------------------------------------------------------------
     def first_run(self) -> None:
         """The sample scene and a suggested query, one click away."""
         if SAMPLE_IMAGE.is_file() and self.image is None:
