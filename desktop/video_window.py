@@ -135,6 +135,7 @@ class VideoWindow(ShowsMessages, QMainWindow):
 
         self.tracks = QListWidget()
         self.tracks.setToolTip("The track that clicks correct (click tool: left adds, right removes)")
+        self.tracks.currentRowChanged.connect(lambda _row: self.show_frame(self.position))  # its clicks drawn
         self.new_track_button = QPushButton("New track")
         self.new_track_button.clicked.connect(self.new_track)
         self.reasoning = QPlainTextEdit()
