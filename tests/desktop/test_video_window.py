@@ -176,20 +176,22 @@ def test_clicks_on_a_frame_start_and_correct_tracks_from_there_as_sam2s_own_pred
 
 
 @pytest.mark.timeout(600)
-def test_the_main_window_opens_a_video_and_a_bundle_without_memory_says_it_cannot_track(qtbot, home, tmp_path):
-    """File > Open video from the main window, on the shipped nano bundle, whose segmenter is image graphs alone:
-    the clip opens; tracking says in the banner that this bundle cannot track and what to choose instead."""
+def test_the_main_window_opens_a_video_and_a_bundle_without_memory_says_it_cannot_track(qtbot, home, tiny_bundle,
+                                                                                      tmp_path):
+    """File > Open video from the main window, on a bundle whose segmenter is image graphs alone (the tiny one):
+    the clip opens on the window's bundle; tracking says in the banner that this bundle cannot track and what
+    to choose instead."""
     require("PySide6")
     require("llama_cpp")
     require("onnxruntime")
     from desktop.window import MainWindow
 
     clip = _clip(tmp_path / "clip")
-    main = MainWindow(home=home)
+    main = MainWindow(home=home, bundle=str(tiny_bundle))
     qtbot.addWidget(main)
     main.show()
     video = main.open_video_window(clip)
-    assert video in main.video_windows and len(video.source) == FRAMES and video.bundle is None
+    assert video in main.video_windows and len(video.source) == FRAMES and video.bundle == str(tiny_bundle)
     video.query.setCurrentText(QUERY)
     with qtbot.waitSignal(video.run_finished, timeout=120_000):
         assert video.track_from_here()

@@ -47,13 +47,12 @@ def test_star_track_writes_masks_json_labelme_and_an_overlay(tiny_sam2, tmp_path
     assert "8 frames" in capsys.readouterr().out
 
 
-def test_a_bundle_without_sam2s_memory_cannot_track_and_says_so(tmp_path, capsys):
-    from engine.bundle import default_bundle_dir
+def test_a_bundle_without_sam2s_memory_cannot_track_and_says_so(tiny_bundle, tmp_path, capsys):
     from engine.doctor import bundle_report
 
-    assert bundle_report(default_bundle_dir())[1]["video"].startswith("cannot track: the segmenter is the image graphs")
+    assert bundle_report(tiny_bundle)[1]["video"].startswith("cannot track: the segmenter is the image graphs")
     clip, _, _ = _panning_clip(tmp_path / "clip", count=2)
-    assert main(["track", str(clip), "the cup", "--out", str(tmp_path / "o")]) != 0
+    assert main(["track", str(clip), "the cup", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
     assert "cannot track" in err and "--sam2" in err and len(err.splitlines()) == 1
     assert main(["track", str(tmp_path / "missing"), "the cup", "--out", str(tmp_path / "o")]) != 0

@@ -152,7 +152,11 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = build_model(config_path, checkpoint, "cpu")
-    model.train()
+    # Trained in eval mode, as `star track` runs it. In train mode SAM 2's decoder answers a box with its
+    # single-mask token where inference falls back to the best of its three masks when that one is unstable
+    # (dynamic_multimask_via_stability); the nano decoder's single-mask answer covered most of the image, so
+    # the memory learnt from prompted masks inference never makes and answered nothing at inference.
+    model.eval()
     def memory(name: str) -> bool:
         return any(name == m or name.startswith(m + ".") for m in MEMORY_MODULES)
 
