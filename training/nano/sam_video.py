@@ -73,8 +73,8 @@ def pass_through_init(model, images) -> float:
     (a layer adds nothing yet, while its gradient is not zero) and the final LayerNorm's per-channel scale and
     shift fitted (least squares over `images`' features) so that what it gives the mask decoder is what the
     decoder was trained on, the image features plus the no-memory embedding. A memory attention at random
-    values gives the decoder features it has never seen: the first frame after the prompt comes out empty and
-    training settles there. Returns the fit's R^2 (1 = the decoder sees its own features exactly)."""
+    values gives the decoder features it has never seen, so its first answers on unprompted frames are not
+    masks of the image at all. Returns the fit's R^2 (1 = the decoder sees its own features exactly)."""
     import torch
 
     attention = model.memory_attention
