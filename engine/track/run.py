@@ -2,7 +2,9 @@
 (N samples and the vote), each object of its answer becomes a track prompted with the answer's box and
 point, and SAM 2's memory follows every track back to the clip's start and on to its end. When a track is
 lost (`tracks.LossRule`), the policy is asked again on that frame: each new object that overlaps a track's
-last mask resumes it, the others start new tracks. Every ask is kept with its frame, reasoning and answers.
+last mask resumes it, the others start new tracks. A track still lost is asked for again later (an object
+that left the frame may come back), the wait doubling after each ask that found nothing. Every ask is kept
+with its frame, reasoning and answers.
 
 `track()` yields one `FrameResult` per frame as it is made: the frames before the key frame first (going
 back), then the key frame and those after it; a frame where the policy was asked again comes twice, the
@@ -19,7 +21,10 @@ import numpy as np
 from ..frames import FrameSource
 from .tracks import LossRule, Track, match_objects
 
-MIN_FRAMES_BETWEEN_ASKS = 5  # a track lost again soon after an ask waits: the policy is the costly part
+MIN_FRAMES_BETWEEN_ASKS = 5  # a track lost soon after an ask waits this long: the policy is the costly part
+# While a track stays lost it is asked for again every MIN_FRAMES_BETWEEN_ASKS x 2^k frames, k the asks in a
+# row that neither found a lost track again nor started one: an object gone for good costs a few asks, not
+# one every five frames.
 
 
 @dataclass
@@ -131,9 +136,10 @@ def _resumed(reasoner, source, query, tracker, n, sampling, rule, reask, run, re
 
 
 def _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, start: int, last_ask: int):
-    """From frame `start` to the clip's end, asking again where a track is lost."""
+    """From frame `start` to the clip's end, asking again where a track is lost (and later while it stays lost)."""
     import time
 
+    fruitless = 0  # asks in a row that neither found a lost track again nor started one
     while start < len(source):
         restart = None
         for position, outputs in tracker.propagate(start):
@@ -150,17 +156,20 @@ def _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, st
                     masks[tid] = mask
                 scores[tid] = score
             yield FrameResult(position, position * source.stride, masks, scores, lost)
-            if lost and reask and position > start and position - last_ask >= MIN_FRAMES_BETWEEN_ASKS \
-                    and position + 1 < len(source):
+            wait = MIN_FRAMES_BETWEEN_ASKS * 2 ** fruitless
+            if reask and position > start and position - last_ask >= wait and position + 1 < len(source) \
+                    and any(t.lost for t in run.tracks.values()):
                 restart = position
                 break
         if restart is None:
             return
         last_ask = restart
-        reasons = "; ".join(f"track {t}: {run.tracks[t].reason}" for t in run.tracks if run.tracks[t].lost_at == restart)
+        reasons = "; ".join(f"track {t.id}: {t.reason}" + ("" if t.lost_at == restart else f" (frame {t.lost_at})")
+                            for t in run.tracks.values() if t.lost)
         t0 = time.perf_counter()
         result, objects = _ask(reasoner, source.frame(restart).rgb, query, n, sampling)
         candidates = list(run.tracks.values())
+        was_lost = {t.id for t in candidates if t.lost}
         matched = match_objects(candidates, [o.box for o in objects])
         new, resumed, ids = [], [], []
         for obj, tid in zip(objects, matched):
@@ -175,6 +184,7 @@ def _forward(reasoner, source, query, tracker, n, sampling, rule, reask, run, st
                 resumed.append(tid)
             ids.append(tid)
             _prompt(tracker, restart, tid, obj)
+        fruitless = 0 if new or was_lost & set(resumed) else fruitless + 1
         run.asks.append(Ask(restart, reasons, result.samples[0].shown_reasoning if result.samples else "",
                             _answer_rows(objects, ids), new, resumed, result.no_object,
                             (time.perf_counter() - t0) * 1e3))

@@ -96,3 +96,30 @@ def test_a_lost_track_makes_the_policy_answer_again_and_its_objects_resume_or_st
     assert sorted(last) == list(range(30))
     assert last[13].masks[1].any() is not False and last[14].masks[1].any() and set(last[20].masks) == {1, 2}
     assert [f.position for f in frames].count(14) == 2 and frames[14].lost == [1]
+
+
+@pytest.mark.timeout(300)
+def test_a_track_lost_soon_after_an_ask_is_asked_for_later_and_the_wait_doubles_while_nothing_is_found(
+        tiny_segmenter, tmp_path):
+    """The red square leaves the frame on frame 2 and is back from frame 12. Lost on frame 4 (three frames
+    under 0), too soon after the key frame's ask; asked for on frame 5 (the wait of 5 frames is over; the
+    policy sees nothing), then 10 frames later on frame 15, where it is back and its track resumes."""
+    source = FrameSource(_clip(tmp_path / "clip", 30))
+    red = _box_mask(*to_original(RED[1]))
+
+    def script(frame, track, prompts):
+        if 2 <= frame < 12 or (frame >= 12 and not any(f >= 12 for f, _ in prompts)):
+            return np.zeros_like(red), -2.0      # gone; back from frame 12, seen once prompted there
+        return red, 3.0
+
+    policy = ReplayPolicy([answer(RED)])
+    reasoner = LocalReasoner(policy, tiny_segmenter, frame="pixels-112", **RANDOM_SAM)
+    run, last = TrackRun(), {}
+    for result in track(reasoner, source, "the red square", ScriptedTracker(script), key=0, run=run):
+        last[result.position] = result
+        policy.texts = [answer(RED) if result.position >= 12 else "<think> nothing </think> <answer>[]</answer>"]
+    assert [a.position for a in run.asks] == [0, 5, 15]
+    assert run.asks[1].resumed_tracks == [] and "track 1: object score under 0.0 for 3 frames (frame 4)" in run.asks[1].reason
+    assert run.asks[2].resumed_tracks == [1] and run.asks[2].new_tracks == []
+    assert sorted(last) == list(range(30))
+    assert [p for p in range(30) if last[p].masks[1].any()] == [0, 1] + list(range(15, 30))
