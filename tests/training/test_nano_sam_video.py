@@ -1,6 +1,9 @@
 """`star-train nano-sam-video`: from the shipped nano SAM (imported from its ONNX graphs), two clips of
-training change the memory modules and nothing of the image path, and the result is a SAM 2 that
-`star track` can load as a video predictor."""
+training change the memory modules and nothing of the image path (the bundle's own graphs accept the result
+beside them), and the result is a SAM 2 that `star track` can load as a video predictor; with the decoder
+trained too, the decoder moves while its prompted answers stay near the graphs'."""
+
+import shutil
 
 import pytest
 
@@ -33,6 +36,40 @@ def test_two_clips_train_the_memory_and_leave_the_image_path_alone(tmp_path):
     assert sum(not torch.equal(before[k], after[k]) for k in memory) > len(memory) // 2
     predictor = build_model(tmp_path / "video" / "sam2.yaml", tmp_path / "video" / "sam2.pt", video=True)
     assert type(predictor).__name__ == "SAM2VideoPredictor"
+    bundle = tmp_path / "bundle"  # the graphs themselves judge that the image path is untouched
+    shutil.copytree(default_bundle_dir(), bundle)
+    assert export_main(["sam2", "--checkpoint", str(tmp_path / "video" / "sam2.pt"), "--config",
+                        str(tmp_path / "video" / "sam2.yaml"), "--video", "--keep-graphs", "--out", str(bundle)]) == 0
+
+
+@pytest.mark.timeout(600)
+def test_training_the_decoder_too_moves_it_and_the_graphs_refuse_it_beside_them(tmp_path, capsys):
+    require("torch")
+    require("onnx")
+    import torch
+
+    from engine.bundle import default_bundle_dir
+    from export.cli import main as export_main
+    from training.cli import main
+    from training.nano.sam_video import DECODER, MEMORY_MODULES
+
+    assert export_main(["import-sam", "--bundle", str(default_bundle_dir()), "--out", str(tmp_path / "sam")]) == 0
+    start = f"{tmp_path / 'sam' / 'sam2.yaml'}:{tmp_path / 'sam' / 'sam2.pt'}"
+    assert main(["nano-sam-video", "--sam", start, "--out", str(tmp_path / "video"), "--steps", "3", "--frames", "3",
+                 "--train", "memory+decoder", "--quiet"]) == 0
+    before = torch.load(tmp_path / "sam" / "sam2.pt", weights_only=True)["model"]
+    after = torch.load(tmp_path / "video" / "sam2.pt", weights_only=True)["model"]
+    memory = {k for k in after if any(k == m or k.startswith(m + ".") for m in MEMORY_MODULES)}
+    decoder = [k for k in after if k.startswith(DECODER + ".") and k not in memory]
+    assert decoder and sum(not torch.equal(before[k], after[k]) for k in decoder) > len(decoder) // 2
+    rest = [k for k in after if k not in memory and k not in decoder]
+    assert all(torch.equal(before[k], after[k]) for k in rest)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    capsys.readouterr()
+    assert export_main(["sam2", "--checkpoint", str(tmp_path / "video" / "sam2.pt"), "--config",
+                        str(tmp_path / "video" / "sam2.yaml"), "--video", "--keep-graphs", "--out", str(bundle)]) != 0
+    assert "differs from the bundle's graphs" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(600)

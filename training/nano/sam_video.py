@@ -1,13 +1,17 @@
 """`star-train nano-sam-video`: SAM 2's memory trained on the nano world in motion, so a nano SAM tracks.
 
-The image path (Hiera, FPN, prompt encoder, mask decoder) stays as the given checkpoint has it (the shipped
-nano SAM, brought back from its ONNX graphs by `star-export import-sam`); what a video needs and an image
-never trains is learnt here: the memory encoder, the memory attention, the object pointers and the
-no-memory / no-object embeddings. Each step is one clip (`training/nano/clips.py`) of `frames` frames: the
-first frame prompted with a target's box (as `star track` prompts the policy's answer), every later frame
-segmented from memory alone, as sam2's own training unrolls it (`SAM2Base._track_step` with the memory
-encoder run on each output). The loss is SAM 2's: 20 x focal + dice on the masks where the object is in view,
-and a binary cross-entropy on the object score (is the object in this frame?).
+What a video needs and an image never trains is learnt here: the memory encoder, the memory attention, the
+object pointers and the no-object embeddings. The image path (Hiera, FPN, the no-memory embedding that the
+image graphs add to the features, prompt encoder, mask decoder) stays as the given checkpoint has it (the
+shipped nano SAM, brought back from its ONNX graphs by `star-export import-sam`), unless `--train
+memory+decoder`: then the mask decoder learns too, to answer from memory on frames nobody prompted (the
+image graphs' decoder only ever had a prompt), while a distillation loss on the prompted frame holds its
+prompted answers (all three masks and their IoU scores, for a box and for a point) to the starting decoder's.
+Each step is one clip (`training/nano/clips.py`) of `frames` frames: the first frame prompted with a
+target's box (as `star track` prompts the policy's answer), every later frame segmented from memory alone,
+as sam2's own training unrolls it (`SAM2Base._track_step` with the memory encoder run on each output). The
+loss is SAM 2's: 20 x focal + dice on the masks where the object is in view, and a binary cross-entropy on
+the object score (is the object in this frame?).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import numpy as np
 
 from ..config_cli import COUNT, setting
 
+# no_mem_embed is not here: SAM 2's image predictor adds it to every image's features, so the image graphs hold it.
 MEMORY_MODULES = ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj", "maskmem_tpos_enc",
-                  "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial", "mask_downsample",
+                  "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial", "mask_downsample",
                   "sam_mask_decoder.pred_obj_score_head")
+DECODER = "sam_mask_decoder"
 # The object score head is no part of the image graphs, so an imported SAM has it at initialization, where it
 # scores every object absent and SAM 2 then paints every mask out (-1024): it starts saying "present" instead.
 PRESENT_BIAS = 5.0
@@ -45,6 +51,11 @@ class SamVideoConfig:
     init: str = setting("as-is", "how the memory starts: as the checkpoint has it, or (for a SAM imported from image "
                         "graphs, whose memory was never trained) as a pass-through of the image features",
                         choices=("as-is", "pass-through"))
+    train: str = setting("memory", "what learns: the memory modules alone (the image path stays, so the result can go "
+                         "beside a bundle's graphs with star-export sam2 --keep-graphs), or the mask decoder too (its "
+                         "prompted answers held to the start's; the bundle's image graphs are then exported again)",
+                         choices=("memory", "memory+decoder"))
+    decoder_lr: float = setting(1e-4, "AdamW learning rate of the mask decoder (with --train memory+decoder)")
 
 
 def _frames_tensor(frames: list[np.ndarray], size: int):
@@ -99,28 +110,64 @@ def pass_through_init(model, images) -> float:
         return float(1 - residual / dy.pow(2).sum())
 
 
-def clip_loss(model, frames, masks: list[np.ndarray]):
+def _point_prompt(mask: np.ndarray, size: int):
+    """One positive click at the point deepest inside the mask, in the model's input pixels."""
+    import torch
+
+    from engine.mask_prompts import box_and_deep_point
+
+    _, (x, y) = box_and_deep_point(mask)
+    h, w = mask.shape
+    point = np.array([[(x + 0.5) * size / w, (y + 0.5) * size / h]], np.float32)
+    return {"point_coords": torch.from_numpy(point)[None], "point_labels": torch.tensor([[1]], dtype=torch.int32)}
+
+
+def prompted_distillation(model, teacher, pix_feat, high_res_features, prompts):
+    """How far the mask decoder's prompted answers (all three masks' logits and their IoU scores) have moved
+    from `teacher`'s (the starting decoder) on the same features: the mean squared difference per prompt."""
+    import torch
+    import torch.nn.functional as F
+
+    student_decoder, loss = model.sam_mask_decoder, torch.zeros(())
+    for prompt in prompts:
+        student = model._forward_sam_heads(pix_feat, prompt, None, high_res_features, multimask_output=True)
+        with torch.no_grad():
+            model.sam_mask_decoder = teacher
+            try:
+                reference = model._forward_sam_heads(pix_feat, prompt, None, high_res_features, multimask_output=True)
+            finally:
+                model.sam_mask_decoder = student_decoder
+        # Clamped as the object score's paint-out (-1024) would otherwise swamp every other term.
+        loss = loss + F.mse_loss(student[0].clamp(-32, 32), reference[0].clamp(-32, 32)) + F.mse_loss(student[2], reference[2])
+    return loss / len(prompts)
+
+
+def clip_loss(model, frames, masks: list[np.ndarray], teacher=None):
     """Unroll SAM 2 over a clip (frame 0 prompted with the target's box, the rest from memory) and return the
     loss: per frame 20 x focal + dice on the high-resolution mask where the target is in view, and the
-    object score's binary cross-entropy on every frame."""
+    object score's binary cross-entropy on every frame; with a `teacher` decoder, the prompted frame's
+    distillation to it as well."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
     size = model.image_size
     images = _frames_tensor(frames, size)
-    with torch.no_grad():  # the image path is not trained: its features once per frame
+    with torch.no_grad():  # the image encoder is not trained: its features once per frame
         features = [model._prepare_backbone_features(model.forward_image(images[t:t + 1])) for t in range(len(frames))]
     output = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     loss = torch.zeros(())
     for t, (_, vision_feats, vision_pos, feat_sizes) in enumerate(features):
         prompt = _box_prompt(masks[0], size) if t == 0 else None
-        current, sam_outputs, _, _ = model._track_step(t, t == 0, vision_feats, vision_pos, feat_sizes, prompt, None,
-                                                       output, len(frames), False, None)
+        current, sam_outputs, high_res_features, pix_feat = model._track_step(
+            t, t == 0, vision_feats, vision_pos, feat_sizes, prompt, None, output, len(frames), False, None)
         _, _, _, low_res, high_res, obj_ptr, object_score = sam_outputs
         current.update(pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr)
         model._encode_memory_in_output(vision_feats, feat_sizes, prompt, True, high_res, object_score, current)
         output["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = current
+        if t == 0 and teacher is not None:
+            loss = loss + prompted_distillation(model, teacher, pix_feat, high_res_features,
+                                                [prompt, _point_prompt(masks[0], size)])
         resized = Image.fromarray(masks[t].astype(np.uint8) * 255).resize((size, size))
         target = torch.from_numpy(np.asarray(resized) > 127).float()[None, None]
         present = torch.tensor([[1.0 if masks[t].any() else 0.0]])
@@ -160,17 +207,28 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
     def memory(name: str) -> bool:
         return any(name == m or name.startswith(m + ".") for m in MEMORY_MODULES)
 
-    trained = [p for n, p in model.named_parameters() if memory(n)]
+    def decoder(name: str) -> bool:
+        return config.train == "memory+decoder" and name.startswith(DECODER + ".") and not memory(name)
+
+    groups = [{"params": [p for n, p in model.named_parameters() if memory(n)], "lr": config.lr},
+              {"params": [p for n, p in model.named_parameters() if decoder(n)], "lr": config.decoder_lr}]
+    groups = [g for g in groups if g["params"]]
+    trained = [p for g in groups for p in g["params"]]
     for name, param in model.named_parameters():
-        param.requires_grad_(memory(name))
+        param.requires_grad_(memory(name) or decoder(name))
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(PRESENT_BIAS)
+    teacher = None
+    if config.train == "memory+decoder":  # a copy after the bias: SAM 2 paints out masks of objects scored absent
+        import copy
+
+        teacher = copy.deepcopy(model.sam_mask_decoder).requires_grad_(False)
     state_path, start = out / "state.pt", 0
     if config.init == "pass-through" and not state_path.is_file():
         sample = [make_clip(TRAIN_CLIPS_FROM * (config.seed + 1) + i, frames=2).frames[0] for i in range(8)]
         fit = pass_through_init(model, _frames_tensor(sample, model.image_size))
         log(f"memory attention set to pass the image features through (fit R^2 {fit:.3f})")
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     if state_path.is_file():
         state = torch.load(state_path, weights_only=True)
         model.load_state_dict(state["model"])
@@ -183,7 +241,7 @@ def train_memory(config: SamVideoConfig, *, progress: bool = True, log=print) ->
         for step in range(start, config.steps):
             clip = make_clip(TRAIN_CLIPS_FROM * (config.seed + 1) + step, frames=config.frames)
             target = clip.targets[int(rng.integers(len(clip.targets)))]
-            loss = clip_loss(model, clip.frames, [m[target] for m in clip.masks])
+            loss = clip_loss(model, clip.frames, [m[target] for m in clip.masks], teacher)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
