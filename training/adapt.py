@@ -26,11 +26,12 @@ A new bundle that is not better is still written, and said to be not better, pla
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from engine.errors import StarError
 from engine.policy.types import DEFAULT_MAX_NEW_TOKENS
 
 from .adapt_estimate import describe_estimate
+from .warm_start import BATCH as WARM_BATCH
 from .config_cli import COUNT, bounded_int, setting
 
 MIN_TRAIN = 4          # samples to learn from
@@ -63,6 +65,13 @@ def _mapping(text: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"expected a mapping such as {{queries: labels, holdout: 0.2}}, got {text!r}")
     return value
+
+
+# The warm start's length when --warm-steps is not given (docs/benchmarks.md, K = 50, 200 and 800): 600 steps
+# for a folder of a few hundred queries (more overfits K = 200), and for a larger folder enough steps to show
+# each new query 1.5 times (K = 800: 600 steps showed fewer than half of its queries once; 2,400 did better).
+WARM_STEPS_MIN = 600
+WARM_VIEWS = 1.5
 
 
 @dataclass
@@ -90,7 +99,9 @@ class AdaptSettings:
     warm_start: str = setting("auto", "a supervised warm start on answers derived from the masks before GRPO: "
                                       "auto (when the starting bundle scores under 0.35 gIoU on the held-out "
                                       "images), always, never", choices=("auto", "always", "never"))
-    warm_steps: int = setting(600, "warm-start steps (4 rows each)", parse=COUNT)
+    warm_steps: int | None = setting(None, f"warm-start steps ({WARM_BATCH} rows each); default: {WARM_STEPS_MIN}, or for a "
+                                           f"large folder enough to show each training query {WARM_VIEWS:g} times",
+                                     parse=COUNT)
     warm_lr: float = setting(2e-4, "learning rate of the warm start")
     replay: str = setting("auto", "rehearsal of the world the policy already knows in the warm start: auto (the "
                                   "shipped nano bundle's own world when adapting it; nothing for other bundles), none",
@@ -269,11 +280,25 @@ def every_weight(settings: AdaptSettings, base: Path) -> bool:
 REPLAY_ROWS = 1500  # the nano world's training rows rehearsed (each drawn at random, with its own trace)
 
 
+def rehearses(settings: AdaptSettings, bundle_root: Path) -> bool:
+    """Whether the warm start rehearses the starting policy's own world (the shipped nano bundle's alone)."""
+    return settings.replay != "none" and default_like(bundle_root) is not None
+
+
+def warm_step_count(settings: AdaptSettings, train_samples: int, rehearsing: bool) -> int:
+    """--warm-steps when given; else WARM_STEPS_MIN, or enough steps to show each of `train_samples`
+    WARM_VIEWS times with the new rows a step holds (a rehearsing batch gives part of its rows to the old world)."""
+    if settings.warm_steps is not None:
+        return settings.warm_steps
+    new_rows = max(1, WARM_BATCH - round(WARM_BATCH * settings.replay_share)) if rehearsing else WARM_BATCH
+    return max(WARM_STEPS_MIN, math.ceil(WARM_VIEWS * train_samples / new_rows))
+
+
 def rehearsal(settings: AdaptSettings, bundle_root: Path) -> list:
     """Warm-start rows of the world the starting policy knows: for the shipped nano bundle, its own training
     world (generated, with the reasoning traces it was warmed up on); none for another bundle, whose
     training data is not at hand."""
-    if settings.replay == "none" or default_like(bundle_root) is None:
+    if not rehearses(settings, bundle_root):
         return []
     from .nano.dataset import make_scene_example
     from .warm_start import replay_rows
@@ -459,6 +484,7 @@ def adapt(settings: AdaptSettings, *, log: Callable[[str], None] = print, progre
         return value
 
     counts = stage("plan", lambda: plan(settings))
+    settings = replace(settings, warm_steps=warm_step_count(settings, counts["train"], rehearses(settings, bundle_root)))
     warm_plan = {"auto": f"a warm start of {settings.warm_steps} steps if it scores under {WARM_START_BELOW} gIoU, ",
                  "always": f"a warm start of {settings.warm_steps} steps, ", "never": ""}[settings.warm_start]
     log(f"{counts['train']} training and {counts['held_out']} held-out samples ({counts['sources']}); it will "

@@ -42,7 +42,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple
             options["required"] = True
         else:
             options["default"] = default
-            options["help"] += f" (default: {_show(default)})" if options["help"] else f"default: {_show(default)}"
+            if default is not None or "default:" not in options["help"]:  # a None the help explains is not shown
+                options["help"] += f" (default: {_show(default)})" if options["help"] else f"default: {_show(default)}"
         if str(f.type) == "bool":
             options["action"] = argparse.BooleanOptionalAction
         else:

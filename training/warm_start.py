@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 END_OF_TURN = "<|im_end|>"
+BATCH = 4  # rows a warm-start step trains on
 
 
 def mask_answer(query: str, label: str, instances: list[np.ndarray], frame: str) -> str:
@@ -96,7 +97,7 @@ def replay_rows(examples) -> list[AnswerRow]:
     return [AnswerRow(ReplaySample(image, query), False, completion + END_OF_TURN) for image, query, completion in examples]
 
 
-def warm_start(base: Path, samples: list, out: Path | None, *, frame: str, family: str, steps: int, batch: int = 4,
+def warm_start(base: Path, samples: list, out: Path | None, *, frame: str, family: str, steps: int, batch: int = BATCH,
                lr: float = 1e-4, lora_r: int | None = 16, seed: int = 0, mirror: bool = True,
                replay: list[AnswerRow] = (), replay_share: float = 0.5,
                on_step: Callable[[int, float], None] | None = None) -> Path:

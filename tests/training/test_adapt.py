@@ -204,3 +204,18 @@ def test_rehearsal_is_the_shipped_bundles_own_world_and_nothing_for_another(tmp_
     shutil.copytree(NANO, copy)
     assert rehearsal(settings, copy) == []
     assert rehearsal(AdaptSettings(data="labelme:x", bundle=str(NANO), out="o", replay="none"), NANO) == []
+
+
+def test_the_warm_start_is_600_steps_or_long_enough_to_show_a_large_folders_queries_one_and_a_half_times():
+    """By hand: with rehearsal 2 of a step's 4 rows are new, without it all 4; 1.5 x 3,193 / 2 = 2,394.75."""
+    from training.adapt import AdaptSettings, warm_step_count
+
+    settings = AdaptSettings(data="labelme:x", bundle=str(NANO), out="o")
+    assert warm_step_count(settings, 200, rehearsing=True) == 600
+    assert warm_step_count(settings, 821, rehearsing=True) == 616
+    assert warm_step_count(settings, 3193, rehearsing=True) == 2395
+    assert warm_step_count(settings, 3193, rehearsing=False) == 1198
+    assert warm_step_count(AdaptSettings(data="labelme:x", bundle=str(NANO), out="o", replay_share=0.25), 3193,
+                           rehearsing=True) == 1597
+    assert warm_step_count(AdaptSettings(data="labelme:x", bundle=str(NANO), out="o", warm_steps=50), 3193,
+                           rehearsing=True) == 50
