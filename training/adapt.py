@@ -40,8 +40,8 @@ from engine.errors import StarError
 from engine.policy.types import DEFAULT_MAX_NEW_TOKENS
 
 from .adapt_estimate import describe_estimate
-from .warm_start import BATCH as WARM_BATCH
 from .config_cli import COUNT, bounded_int, setting
+from .warm_start import BATCH as WARM_BATCH
 
 MIN_TRAIN = 4          # samples to learn from
 MIN_HELD_OUT = 2       # samples to measure on
