@@ -1,7 +1,7 @@
 """`star-train nano-sam-video`: from the shipped nano SAM (imported from its ONNX graphs), two clips of
 training change the memory modules and nothing of the image path (the bundle's own graphs accept the result
 beside them), and the result is a SAM 2 that `star track` can load as a video predictor; with the decoder
-trained too, the decoder moves while its prompted answers stay near the graphs'."""
+trained too, the decoder moves, the rest of the image path stays, and the graphs refuse it beside them."""
 
 import shutil
 
