@@ -69,14 +69,19 @@ def _frames_tensor(frames: list[np.ndarray], size: int):
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def _box_prompt(mask: np.ndarray, size: int):
-    """The mask's box as SAM 2's point prompt (corners labelled 2 and 3), in the model's input pixels."""
+def mask_prompt(mask: np.ndarray, size: int, *, box: bool):
+    """SAM 2's point prompt for a target mask, in the model's input pixels (the engine's own conversion,
+    `prompts_to_model`): its tight box (corners labelled 2 and 3), as `star track` prompts an answer, or one
+    click (label 1) at the point deepest inside it."""
     import torch
 
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    box = np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float32) * np.array([size / w, size / h], np.float32)
-    return {"point_coords": torch.from_numpy(box)[None], "point_labels": torch.tensor([[2, 3]], dtype=torch.int32)}
+    from engine.mask_prompts import box_and_deep_point
+    from engine.segment.transforms import prompts_to_model
+
+    corners, point = box_and_deep_point(mask)
+    coords, labels = prompts_to_model(np.array([corners]) if box else None, None if box else np.array([point]),
+                                      mask.shape, size)
+    return {"point_coords": torch.from_numpy(coords), "point_labels": torch.from_numpy(labels)}
 
 
 def pass_through_init(model, images) -> float:
@@ -108,18 +113,6 @@ def pass_through_init(model, images) -> float:
         attention.norm.bias.copy_(shift)
         residual = (y - (x * scale + shift)).pow(2).sum()
         return float(1 - residual / dy.pow(2).sum())
-
-
-def _point_prompt(mask: np.ndarray, size: int):
-    """One positive click at the point deepest inside the mask, in the model's input pixels."""
-    import torch
-
-    from engine.mask_prompts import box_and_deep_point
-
-    _, (x, y) = box_and_deep_point(mask)
-    h, w = mask.shape
-    point = np.array([[(x + 0.5) * size / w, (y + 0.5) * size / h]], np.float32)
-    return {"point_coords": torch.from_numpy(point)[None], "point_labels": torch.tensor([[1]], dtype=torch.int32)}
 
 
 def prompted_distillation(model, teacher, pix_feat, high_res_features, prompts):
@@ -158,7 +151,7 @@ def clip_loss(model, frames, masks: list[np.ndarray], teacher=None):
     output = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     loss = torch.zeros(())
     for t, (_, vision_feats, vision_pos, feat_sizes) in enumerate(features):
-        prompt = _box_prompt(masks[0], size) if t == 0 else None
+        prompt = mask_prompt(masks[0], size, box=True) if t == 0 else None
         current, sam_outputs, high_res_features, pix_feat = model._track_step(
             t, t == 0, vision_feats, vision_pos, feat_sizes, prompt, None, output, len(frames), False, None)
         _, _, _, low_res, high_res, obj_ptr, object_score = sam_outputs
@@ -167,7 +160,7 @@ def clip_loss(model, frames, masks: list[np.ndarray], teacher=None):
         output["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = current
         if t == 0 and teacher is not None:
             loss = loss + prompted_distillation(model, teacher, pix_feat, high_res_features,
-                                                [prompt, _point_prompt(masks[0], size)])
+                                                [prompt, mask_prompt(masks[0], size, box=False)])
         resized = Image.fromarray(masks[t].astype(np.uint8) * 255).resize((size, size))
         target = torch.from_numpy(np.asarray(resized) > 127).float()[None, None]
         present = torch.tensor([[1.0 if masks[t].any() else 0.0]])
